@@ -1,0 +1,291 @@
+#include "kvm/address_space.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+namespace kvms::kvm {
+namespace {
+
+constexpr uint64_t kPresent = 1ull << 0;
+constexpr uint64_t kWritable = 1ull << 1;
+constexpr uint64_t kUser = 1ull << 2;
+constexpr uint64_t kAccessed = 1ull << 5;
+constexpr uint64_t kDirty = 1ull << 6;
+constexpr uint64_t kGlobal = 1ull << 8;
+constexpr uint64_t kNoExecute = 1ull << 63;
+constexpr uint64_t kAddrMask = 0x000f'ffff'ffff'f000ull;
+
+// Accessed and dirty are set up front so the CPU never writes to page tables: a page-table page the
+// guest wrote would be one more page to reset after every request.
+uint64_t user_pte(uint64_t gpa, int prot) {
+  uint64_t e = gpa | kPresent | kUser | kAccessed | kDirty;
+  if (prot & kProtWrite) e |= kWritable;
+  if (!(prot & kProtExec)) e |= kNoExecute;
+  return e;
+}
+
+unsigned index_at(uint64_t vaddr, int level) { return (vaddr >> (12 + 9 * level)) & 511; }
+
+bool add_overflows(uint64_t a, uint64_t b) { return a + b < a; }
+
+}  // namespace
+
+AddressSpace::AddressSpace(std::shared_ptr<GuestMemory> memory) : memory_(std::move(memory)) {
+  next_table_ = kPageTableOffset;
+  pml4_ = kKernelPhys + alloc_kernel_page();
+}
+
+AddressSpace::AddressSpace(const AddressSpace& other, std::shared_ptr<GuestMemory> memory) : AddressSpace(other) {
+  memory_ = std::move(memory);
+  host_written_.clear();
+}
+
+uint64_t* AddressSpace::table_at(uint64_t gpa) const {
+  return reinterpret_cast<uint64_t*>(memory_->host(gpa, kPageSize));
+}
+
+uint64_t AddressSpace::alloc_kernel_page() {
+  if (next_table_ + kPageSize > memory_->kernel_size()) return 0;
+  uint64_t offset = next_table_;
+  next_table_ += kPageSize;
+  return offset;
+}
+
+void AddressSpace::note_write(uint64_t gpa, uint64_t len) {
+  if (!tracking_ || len == 0) return;
+  for (uint64_t page = gpa >> 12; page <= (gpa + len - 1) >> 12; ++page) host_written_.push_back(page);
+}
+
+// The entry for vaddr in its last-level table, creating missing tables when asked.
+uint64_t* AddressSpace::pte(uint64_t vaddr, bool create) {
+  const bool kernel = vaddr >= kKernelVirt;
+  uint64_t table = pml4_;
+  for (int level = 3; level > 0; --level) {
+    uint64_t* entry = table_at(table) + index_at(vaddr, level);
+    if (!(*entry & kPresent)) {
+      if (!create) return nullptr;
+      uint64_t offset = alloc_kernel_page();
+      if (offset == 0) return nullptr;
+      *entry = (kKernelPhys + offset) | kPresent | kWritable | kAccessed | (kernel ? 0 : kUser);
+      note_write(table + index_at(vaddr, level) * 8, 8);
+    }
+    table = *entry & kAddrMask;
+  }
+  return table_at(table) + index_at(vaddr, 0);
+}
+
+void AddressSpace::set_ptes(uint64_t addr, uint64_t len, int prot) {
+  const bool present = prot != kProtNone;
+  uint64_t* pt = nullptr;
+  for (uint64_t va = addr; va < addr + len; va += kPageSize) {
+    if (!pt || index_at(va, 0) == 0) {
+      pt = pte(va, present);
+      if (!pt) {  // no table here: nothing mapped, skip to the next 2 MiB
+        if (present) throw std::bad_alloc();
+        va = (va | 0x1f'ffff) + 1 - kPageSize;
+        continue;
+      }
+      pt -= index_at(va, 0);
+      note_write(reinterpret_cast<uint8_t*>(pt) - memory_->kernel_base() + kKernelPhys, kPageSize);
+    }
+    uint64_t& e = pt[index_at(va, 0)];
+    uint64_t next = present ? user_pte(va, prot) : 0;
+    if (e != next) {
+      if ((e & kPresent) && (next & ~kAccessed) != (e & ~kAccessed)) tlb_flush_pending_ = true;
+      e = next;
+    }
+  }
+}
+
+void AddressSpace::map_kernel_page(uint64_t offset, bool writable, bool executable) {
+  uint64_t* e = pte(kKernelVirt + offset, true);
+  if (!e) throw std::bad_alloc();
+  *e = (kKernelPhys + offset) | kPresent | kAccessed | kDirty | kGlobal | (writable ? kWritable : 0) |
+       (executable ? 0 : kNoExecute);
+}
+
+void AddressSpace::split_at(uint64_t addr) {
+  auto it = maps_.upper_bound(addr);
+  if (it == maps_.begin()) return;
+  --it;
+  if (it->first < addr && addr < it->second.end) {
+    Mapping tail = it->second;
+    it->second.end = addr;
+    maps_.emplace(addr, std::move(tail));
+  }
+}
+
+void AddressSpace::zero_range(uint64_t addr, uint64_t len) {
+  memory_->zero(addr, len, [this](uint64_t gpa, uint64_t n) { note_write(gpa, n); });
+}
+
+int AddressSpace::map(uint64_t addr, uint64_t len, int prot, std::string name) {
+  if ((addr & kPageMask) || len == 0) return -EINVAL;
+  len = page_up(len);
+  if (addr < kUserMin || add_overflows(addr, len) || addr + len > limit()) return -ENOMEM;
+  if (int rc = unmap(addr, len); rc != 0) return rc;
+  zero_range(addr, len);
+  try {
+    set_ptes(addr, len, prot);
+  } catch (const std::bad_alloc&) {
+    set_ptes(addr, len, kProtNone);
+    return -ENOMEM;
+  }
+  maps_.emplace(addr, Mapping{addr + len, prot, std::move(name)});
+  return 0;
+}
+
+int AddressSpace::unmap(uint64_t addr, uint64_t len) {
+  if ((addr & kPageMask) || len == 0) return -EINVAL;
+  len = page_up(len);
+  if (add_overflows(addr, len)) return -EINVAL;
+  if (addr >= limit()) return 0;
+  uint64_t end = std::min(addr + len, limit());
+  split_at(addr);
+  split_at(end);
+  bool any = false;
+  for (auto it = maps_.lower_bound(addr); it != maps_.end() && it->first < end;) {
+    set_ptes(it->first, it->second.end - it->first, kProtNone);
+    if (!memory_->is_private()) zero_range(it->first, it->second.end - it->first);
+    it = maps_.erase(it);
+    any = true;
+  }
+  if (any) tlb_flush_pending_ = true;
+  return 0;
+}
+
+int AddressSpace::protect(uint64_t addr, uint64_t len, int prot) {
+  if (addr & kPageMask) return -EINVAL;
+  if (len == 0) return 0;
+  len = page_up(len);
+  if (add_overflows(addr, len) || addr + len > limit()) return -ENOMEM;
+  for (uint64_t pos = addr; pos < addr + len;) {  // Linux fails with ENOMEM on any hole
+    uint64_t start;
+    const Mapping* m = find(pos, &start);
+    if (!m) return -ENOMEM;
+    pos = m->end;
+  }
+  split_at(addr);
+  split_at(addr + len);
+  try {
+    for (auto it = maps_.lower_bound(addr); it != maps_.end() && it->first < addr + len; ++it) {
+      set_ptes(it->first, it->second.end - it->first, prot);
+      it->second.prot = prot;
+    }
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+  return 0;
+}
+
+const Mapping* AddressSpace::find(uint64_t addr, uint64_t* start) const {
+  auto it = maps_.upper_bound(addr);
+  if (it == maps_.begin()) return nullptr;
+  --it;
+  if (addr >= it->second.end) return nullptr;
+  if (start) *start = it->first;
+  return &it->second;
+}
+
+std::optional<uint64_t> AddressSpace::find_free(uint64_t len, uint64_t hint, uint64_t align) const {
+  len = page_up(len);
+  if (len == 0 || len > limit() - kUserMin) return std::nullopt;
+  if (align < kPageSize) align = kPageSize;
+  auto is_free = [&](uint64_t a) {
+    if (a < kUserMin || add_overflows(a, len) || a + len > limit()) return false;
+    auto it = maps_.lower_bound(a);
+    if (it != maps_.end() && it->first < a + len) return false;
+    if (it != maps_.begin() && std::prev(it)->second.end > a) return false;
+    return true;
+  };
+  if (hint && (hint % align) == 0 && is_free(hint)) return hint;
+  // Top-down, like Linux's default mmap layout: walk the gaps from the highest one.
+  uint64_t gap_end = limit();
+  for (auto it = maps_.rbegin();; ++it) {
+    uint64_t gap_start = it == maps_.rend() ? kUserMin : it->second.end;
+    if (gap_end >= len && gap_end - len >= gap_start) {
+      uint64_t a = (gap_end - len) / align * align;
+      if (a >= gap_start && a >= kUserMin) return a;
+    }
+    if (it == maps_.rend()) break;
+    gap_end = std::min(gap_end, it->first);
+  }
+  return std::nullopt;
+}
+
+uint64_t AddressSpace::mapped_bytes() const {
+  uint64_t total = 0;
+  for (const auto& [start, m] : maps_)
+    if (m.prot != kProtNone) total += m.end - start;
+  return total;
+}
+
+bool AddressSpace::range_has(uint64_t addr, uint64_t len, int prot) const {
+  if (len == 0) return true;
+  if (add_overflows(addr, len)) return false;
+  for (uint64_t pos = addr; pos < addr + len;) {
+    const Mapping* m = find(pos);
+    if (!m || m->prot == kProtNone) return false;
+    if ((prot & kProtWrite) && !(m->prot & kProtWrite)) return false;
+    pos = m->end;
+  }
+  return true;
+}
+
+uint8_t* AddressSpace::user_ptr(uint64_t addr, uint64_t len, int prot) const {
+  if (!range_has(addr, len, prot)) return nullptr;
+  return memory_->user_base() + addr;
+}
+
+bool AddressSpace::copy_from_user(void* dst, uint64_t src, uint64_t len) const {
+  const uint8_t* p = user_ptr(src, len, kProtRead);
+  if (!p) return false;
+  std::memcpy(dst, p, len);
+  return true;
+}
+
+bool AddressSpace::copy_to_user(uint64_t dst, const void* src, uint64_t len) {
+  uint8_t* p = user_ptr(dst, len, kProtWrite);
+  if (!p) return false;
+  std::memcpy(p, src, len);
+  note_write(dst, len);
+  return true;
+}
+
+bool AddressSpace::fill_user(uint64_t dst, uint8_t byte, uint64_t len) {
+  uint8_t* p = user_ptr(dst, len, kProtWrite);
+  if (!p) return false;
+  std::memset(p, byte, len);
+  note_write(dst, len);
+  return true;
+}
+
+bool AddressSpace::poke(uint64_t dst, const void* src, uint64_t len) {
+  uint8_t* p = user_ptr(dst, len, kProtRead);
+  if (!p) return false;
+  std::memcpy(p, src, len);
+  note_write(dst, len);
+  return true;
+}
+
+std::optional<std::string> AddressSpace::read_string(uint64_t addr, uint64_t max) const {
+  std::string out;
+  uint64_t pos = addr;
+  while (out.size() < max) {
+    const Mapping* m = find(pos);
+    if (!m || m->prot == kProtNone) return std::nullopt;
+    const char* p = reinterpret_cast<const char*>(memory_->user_base() + pos);
+    uint64_t avail = std::min<uint64_t>(m->end - pos, max - out.size());
+    const void* nul = std::memchr(p, 0, avail);
+    if (nul) {
+      out.append(p, static_cast<const char*>(nul) - p);
+      return out;
+    }
+    out.append(p, avail);
+    pos += avail;
+  }
+  return std::nullopt;
+}
+
+}  // namespace kvms::kvm

@@ -1,0 +1,96 @@
+#pragma once
+// The guest's user address space: the list of mappings (like Linux's VMAs) and the 4-level page
+// tables that enforce them. User memory is identity-mapped (see layout.hpp), so copying to and from
+// the guest is a bounds-and-permission check plus memcpy.
+//
+// The object is plain data plus page-table pages that live in guest memory: copying it together with
+// the guest memory gives an independent, identical address space (that is how workers fork and reset).
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kvm/guest_memory.hpp"
+
+namespace kvms::kvm {
+
+enum Prot : int { kProtNone = 0, kProtRead = 1, kProtWrite = 2, kProtExec = 4 };
+
+struct Mapping {
+  uint64_t end = 0;
+  int prot = kProtNone;
+  std::string name;  // "[heap]", "[stack]", a file path, "" for anonymous
+};
+
+class AddressSpace {
+ public:
+  explicit AddressSpace(std::shared_ptr<GuestMemory> memory);
+  // Same mappings and page-table state over another (forked) guest memory.
+  AddressSpace(const AddressSpace& other, std::shared_ptr<GuestMemory> memory);
+  AddressSpace& operator=(const AddressSpace&) = default;
+
+  GuestMemory& memory() const { return *memory_; }
+  uint64_t cr3() const { return pml4_; }
+  uint64_t limit() const { return memory_->user_size(); }
+
+  // Maps [addr, addr+len) with fresh zero pages, replacing whatever was there (MAP_FIXED semantics).
+  // Returns 0 or -errno.
+  int map(uint64_t addr, uint64_t len, int prot, std::string name);
+  int unmap(uint64_t addr, uint64_t len);
+  int protect(uint64_t addr, uint64_t len, int prot);
+  // A free range of len bytes, preferring hint, searching down from the top of user memory.
+  std::optional<uint64_t> find_free(uint64_t len, uint64_t hint = 0, uint64_t align = kPageSize) const;
+  const Mapping* find(uint64_t addr, uint64_t* start = nullptr) const;
+  const std::map<uint64_t, Mapping>& mappings() const { return maps_; }
+  uint64_t mapped_bytes() const;
+
+  // Guest accesses on behalf of a syscall: false (=> EFAULT) unless every byte is mapped with prot.
+  bool copy_from_user(void* dst, uint64_t src, uint64_t len) const;
+  bool copy_to_user(uint64_t dst, const void* src, uint64_t len);
+  bool fill_user(uint64_t dst, uint8_t byte, uint64_t len);
+  // Like copy_to_user but ignores write permission (the loader filling read-only segments).
+  bool poke(uint64_t dst, const void* src, uint64_t len);
+  // A NUL-terminated string of at most max bytes; nullopt on fault or when too long.
+  std::optional<std::string> read_string(uint64_t addr, uint64_t max = 4096) const;
+  // Direct host view of a user range (checked like copy_*), for zero-copy read/write syscalls.
+  uint8_t* user_ptr(uint64_t addr, uint64_t len, int prot) const;
+  template <typename T> bool read(uint64_t addr, T& out) const { return copy_from_user(&out, addr, sizeof(T)); }
+  template <typename T> bool write(uint64_t addr, const T& v) { return copy_to_user(addr, &v, sizeof(T)); }
+
+  // Page-table edits that removed or reduced access: the guest TLB must be flushed before it runs.
+  bool tlb_flush_pending() const { return tlb_flush_pending_; }
+  void clear_tlb_flush() { tlb_flush_pending_ = false; }
+
+  // Guest pages the host wrote (syscall results, page tables): the reset must restore them too,
+  // because KVM's dirty log sees only the guest's own writes. Recording is off until enabled.
+  void track_host_writes(bool on) { tracking_ = on; }
+  std::vector<uint64_t>& host_written_pages() { return host_written_; }
+
+  // Kernel-area pages (supervisor-only): map a kernel-slot offset at kKernelVirt + offset.
+  void map_kernel_page(uint64_t offset, bool writable, bool executable);
+  uint64_t alloc_kernel_page();  // returns a kernel-slot offset of a zeroed page
+
+  // Stats
+  uint64_t page_table_pages() const { return next_table_ / kPageSize; }
+
+ private:
+  uint64_t* table_at(uint64_t gpa) const;
+  uint64_t* pte(uint64_t vaddr, bool create);
+  void set_ptes(uint64_t addr, uint64_t len, int prot);
+  void note_write(uint64_t gpa, uint64_t len);
+  void zero_range(uint64_t addr, uint64_t len);
+  bool range_has(uint64_t addr, uint64_t len, int prot) const;
+  void split_at(uint64_t addr);
+
+  std::shared_ptr<GuestMemory> memory_;
+  std::map<uint64_t, Mapping> maps_;  // key: start
+  uint64_t pml4_ = 0;                 // guest-physical
+  uint64_t next_table_ = 0;           // next free kernel-slot offset for page-table pages
+  bool tlb_flush_pending_ = false;
+  bool tracking_ = false;
+  std::vector<uint64_t> host_written_;  // guest-physical page numbers, may repeat
+};
+
+}  // namespace kvms::kvm

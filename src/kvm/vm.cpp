@@ -1,0 +1,390 @@
+#include "kvm/vm.hpp"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <system_error>
+
+#include "kvm/layout.hpp"
+
+namespace kvms::kvm {
+namespace {
+
+constexpr uint32_t kMsrStar = 0xc0000081, kMsrLstar = 0xc0000082, kMsrCstar = 0xc0000083, kMsrSfmask = 0xc0000084;
+constexpr uint32_t kMsrKernelGsBase = 0xc0000102;
+constexpr uint64_t kEferSce = 1, kEferLme = 1 << 8, kEferLma = 1 << 10, kEferNxe = 1 << 11;
+constexpr uint64_t kCr0Pe = 1, kCr0Mp = 2, kCr0Et = 1 << 4, kCr0Ne = 1 << 5, kCr0Wp = 1 << 16, kCr0Pg = 1ull << 31;
+constexpr uint64_t kCr4Pae = 1 << 5, kCr4Pge = 1 << 7, kCr4Osfxsr = 1 << 9, kCr4Osxmmexcpt = 1 << 10;
+constexpr uint64_t kCr4Osxsave = 1 << 18;
+// Flags syscall clears on entry, as Linux sets MSR_SYSCALL_MASK: TF, IF, DF, IOPL, NT, AC.
+constexpr uint64_t kSyscallMask = 0x47700;
+constexpr uint32_t kDirtyRingEntries = 16384;
+// AMX tile state does not fit struct kvm_xsave; nothing we run needs it.
+constexpr uint64_t kXcr0Amx = (1ull << 17) | (1ull << 18);
+
+[[noreturn]] void fail(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
+
+int kick_signal() { return SIGRTMIN + 1; }
+thread_local kvm_run* running_area = nullptr;
+
+void on_kick(int) {
+  if (running_area) running_area->immediate_exit = 1;
+}
+
+void install_kick_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa{};
+    sa.sa_handler = on_kick;
+    sigemptyset(&sa.sa_mask);
+    sigaction(kick_signal(), &sa, nullptr);  // no SA_RESTART: KVM_RUN must return EINTR
+  });
+}
+
+uint64_t host_xcr0() {
+  uint32_t lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (uint64_t(hi) << 32) | lo;
+}
+
+kvm_segment segment(uint16_t selector, uint8_t type, uint8_t dpl, bool code64) {
+  kvm_segment s{};
+  s.selector = selector;
+  s.limit = 0xffffffff;
+  s.type = type;
+  s.present = 1;
+  s.dpl = dpl;
+  s.s = 1;
+  s.l = code64;
+  s.db = !code64;
+  s.g = 1;
+  return s;
+}
+
+}  // namespace
+
+Kvm& Kvm::instance() {
+  static Kvm kvm;
+  return kvm;
+}
+
+Kvm::Kvm() {
+  fd_ = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd_ < 0) throw std::runtime_error(std::string("cannot open /dev/kvm: ") + strerror(errno));
+  if (ioctl(fd_, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) throw std::runtime_error("unsupported KVM API version");
+  for (int cap : {KVM_CAP_SYNC_REGS, KVM_CAP_IMMEDIATE_EXIT, KVM_CAP_XSAVE, KVM_CAP_XCRS, KVM_CAP_EXT_CPUID})
+    if (ioctl(fd_, KVM_CHECK_EXTENSION, cap) <= 0)
+      throw std::runtime_error("KVM lacks a capability kvmserver needs (" + std::to_string(cap) + ")");
+  vcpu_mmap_size_ = ioctl(fd_, KVM_GET_VCPU_MMAP_SIZE, 0);
+  if (vcpu_mmap_size_ <= 0) fail("KVM_GET_VCPU_MMAP_SIZE");
+
+  for (uint32_t n = 128;; n *= 2) {
+    std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2));
+    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
+    c->nent = n;
+    if (ioctl(fd_, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+      cpuid_.assign(c->entries, c->entries + c->nent);
+      break;
+    }
+    if (errno != E2BIG || n > 4096) fail("KVM_GET_SUPPORTED_CPUID");
+  }
+  for (auto& e : cpuid_) {
+    if (e.function == 0xd && e.index == 0) xcr0_ = ((uint64_t(e.edx) << 32) | e.eax) & host_xcr0() & ~kXcr0Amx;
+    if (e.function == 7 && e.index == 0) {
+      if (e.ebx & (1u << 0)) cr4_extra_ |= 1u << 16;  // FSGSBASE
+      if (e.ebx & (1u << 7)) cr4_extra_ |= 1u << 20;  // SMEP
+      if (e.ebx & (1u << 20)) cr4_extra_ |= 1u << 21; // SMAP
+      if (e.ecx & (1u << 2)) cr4_extra_ |= 1u << 11;  // UMIP
+    }
+  }
+  int ring = ioctl(fd_, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING);
+  if (ring >= int(kDirtyRingEntries * sizeof(kvm_dirty_gfn))) dirty_ring_bytes_ = kDirtyRingEntries * sizeof(kvm_dirty_gfn);
+}
+
+Vm::Vm(std::shared_ptr<GuestMemory> memory, bool track_dirty) : memory_(std::move(memory)), track_dirty_(track_dirty) {
+  Kvm& kvm = Kvm::instance();
+  fd_ = ioctl(kvm.fd(), KVM_CREATE_VM, 0);
+  if (fd_ < 0) fail("KVM_CREATE_VM");
+  fcntl(fd_, F_SETFD, FD_CLOEXEC);
+  ioctl(fd_, KVM_SET_TSS_ADDR, 0xfffbd000ul);  // only Intel without unrestricted guest needs it
+  if (track_dirty_) {
+    if (!kvm.has_dirty_ring()) throw std::runtime_error("KVM has no dirty-page ring (KVM_CAP_DIRTY_LOG_RING)");
+    kvm_enable_cap cap{};
+    cap.cap = KVM_CAP_DIRTY_LOG_RING;
+    cap.args[0] = kvm.dirty_ring_bytes();
+    if (ioctl(fd_, KVM_ENABLE_CAP, &cap) != 0) fail("enable KVM dirty ring");
+  }
+  const uint32_t flags = track_dirty_ ? KVM_MEM_LOG_DIRTY_PAGES : 0;
+  kvm_userspace_memory_region user{0, flags, 0, memory_->user_size(), reinterpret_cast<uint64_t>(memory_->user_base())};
+  kvm_userspace_memory_region kernel{1, flags, kKernelPhys, memory_->kernel_size(),
+                                     reinterpret_cast<uint64_t>(memory_->kernel_base())};
+  if (ioctl(fd_, KVM_SET_USER_MEMORY_REGION, &user) != 0) fail("KVM_SET_USER_MEMORY_REGION (user)");
+  if (ioctl(fd_, KVM_SET_USER_MEMORY_REGION, &kernel) != 0) fail("KVM_SET_USER_MEMORY_REGION (kernel)");
+}
+
+Vm::~Vm() {
+  if (fd_ >= 0) close(fd_);
+}
+
+Vcpu::Vcpu(Vm& vm, int id) : vm_(vm), id_(id) {
+  fd_ = ioctl(vm.fd(), KVM_CREATE_VCPU, id);
+  if (fd_ < 0) fail("KVM_CREATE_VCPU");
+  fcntl(fd_, F_SETFD, FD_CLOEXEC);
+  Kvm& kvm = Kvm::instance();
+  void* p = mmap(nullptr, kvm.vcpu_mmap_size(), PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+  if (p == MAP_FAILED) fail("mmap kvm_run");
+  run_ = static_cast<kvm_run*>(p);
+  run_->kvm_valid_regs = KVM_SYNC_X86_REGS;
+  if (vm.tracks_dirty()) {
+    ring_entries_ = kvm.dirty_ring_bytes() / sizeof(kvm_dirty_gfn);
+    void* r = mmap(nullptr, kvm.dirty_ring_bytes(), PROT_READ | PROT_WRITE, MAP_SHARED, fd_,
+                   KVM_DIRTY_LOG_PAGE_OFFSET * sysconf(_SC_PAGESIZE));
+    if (r == MAP_FAILED) fail("mmap dirty ring");
+    ring_ = static_cast<kvm_dirty_gfn*>(r);
+  }
+  load_cpuid();
+  install_kick_handler();
+}
+
+Vcpu::~Vcpu() {
+  if (timer_) timer_delete(static_cast<timer_t>(timer_));
+  if (ring_) munmap(ring_, ring_entries_ * sizeof(kvm_dirty_gfn));
+  if (run_) munmap(run_, Kvm::instance().vcpu_mmap_size());
+  if (fd_ >= 0) close(fd_);
+}
+
+void Vcpu::load_cpuid() {
+  const auto& entries = Kvm::instance().guest_cpuid();
+  std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2));
+  auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
+  c->nent = entries.size();
+  std::copy(entries.begin(), entries.end(), c->entries);
+  for (uint32_t i = 0; i < c->nent; ++i) {
+    auto& e = c->entries[i];
+    if (e.function == 1) e.ebx = (e.ebx & 0x00ffffff) | (uint32_t(id_) << 24);
+    if (e.function == 0xd && e.index == 0) {  // advertise only the XCR0 bits we enable
+      e.eax &= uint32_t(Kvm::instance().xcr0());
+      e.edx &= uint32_t(Kvm::instance().xcr0() >> 32);
+    }
+  }
+  if (ioctl(fd_, KVM_SET_CPUID2, c) != 0) fail("KVM_SET_CPUID2");
+}
+
+void Vcpu::enter_user_mode(uint64_t cr3, uint64_t rip, uint64_t rsp) {
+  Kvm& kvm = Kvm::instance();
+  kvm_sregs s{};
+  if (ioctl(fd_, KVM_GET_SREGS, &s) != 0) fail("KVM_GET_SREGS");
+  s.cr0 = kCr0Pe | kCr0Mp | kCr0Et | kCr0Ne | kCr0Wp | kCr0Pg;
+  s.cr3 = cr3;
+  s.cr4 = kCr4Pae | kCr4Pge | kCr4Osfxsr | kCr4Osxmmexcpt | kCr4Osxsave | kvm.cr4_extra();
+  s.efer = kEferSce | kEferLme | kEferLma | kEferNxe;
+  s.cs = segment(kUserCs, 0xb, 3, true);
+  s.ss = s.ds = s.es = segment(kUserDs, 0x3, 3, false);
+  s.fs = s.gs = segment(0, 0x3, 3, false);
+  s.fs.present = s.gs.present = 0;
+  s.fs.unusable = s.gs.unusable = 1;
+  s.tr = {};
+  s.tr.base = kKernelVirt + kGdtOffset + 0x100;
+  s.tr.limit = 0x67;
+  s.tr.selector = kTssSel;
+  s.tr.type = 0xb;
+  s.tr.present = 1;
+  s.ldt = {};
+  s.ldt.unusable = 1;
+  s.gdt.base = kKernelVirt + kGdtOffset;
+  s.gdt.limit = 0x3f;
+  s.idt.base = kKernelVirt + kIdtOffset;
+  s.idt.limit = 32 * 16 - 1;
+  if (ioctl(fd_, KVM_SET_SREGS, &s) != 0) fail("KVM_SET_SREGS");
+  sregs_ = s;
+  sregs_valid_ = true;
+
+  kvm_xcrs xcrs{};
+  xcrs.nr_xcrs = 1;
+  xcrs.xcrs[0].xcr = 0;
+  xcrs.xcrs[0].value = kvm.xcr0();
+  if (ioctl(fd_, KVM_SET_XCRS, &xcrs) != 0) fail("KVM_SET_XCRS");
+
+  const kvm_msr_entry entries[] = {
+      {kMsrStar, 0, (uint64_t(kUserStarBase) << 48) | (uint64_t(kKernelCs) << 32)},
+      {kMsrLstar, 0, kKernelVirt + kEntryOffset + kEntrySyscall},
+      {kMsrCstar, 0, kKernelVirt + kEntryOffset + kEntrySyscall},
+      {kMsrSfmask, 0, kSyscallMask},
+      {kMsrKernelGsBase, 0, 0},
+  };
+  std::vector<uint8_t> buf(sizeof(kvm_msrs) + sizeof entries);
+  auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
+  msrs->nmsrs = 5;
+  std::memcpy(msrs->entries, entries, sizeof entries);
+  if (ioctl(fd_, KVM_SET_MSRS, msrs) != 5) fail("KVM_SET_MSRS");
+
+  kvm_regs r{};
+  r.rip = rip;
+  r.rsp = rsp;
+  r.rflags = 0x202;
+  if (ioctl(fd_, KVM_SET_REGS, &r) != 0) fail("KVM_SET_REGS");
+  run_->s.regs.regs = r;
+}
+
+kvm_regs& Vcpu::regs() { return run_->s.regs.regs; }
+void Vcpu::regs_changed() { run_->kvm_dirty_regs |= KVM_SYNC_X86_REGS; }
+
+kvm_sregs& Vcpu::sregs() {
+  if (!sregs_valid_) {
+    if (ioctl(fd_, KVM_GET_SREGS, &sregs_) != 0) fail("KVM_GET_SREGS");
+    sregs_valid_ = true;
+  }
+  return sregs_;
+}
+void Vcpu::sregs_changed() { sregs_dirty_ = true; }
+uint64_t Vcpu::fs_base() { return sregs().fs.base; }
+void Vcpu::set_fs_base(uint64_t base) {
+  kvm_sregs& s = sregs();
+  s.fs.base = base;
+  s.fs.present = 1;
+  s.fs.unusable = 0;
+  sregs_changed();
+}
+
+Exit Vcpu::run() {
+  for (;;) {
+    if (sregs_dirty_) {
+      if (ioctl(fd_, KVM_SET_SREGS, &sregs_) != 0) fail("KVM_SET_SREGS");
+      sregs_dirty_ = false;
+    }
+    running_area = run_;
+    int rc = ioctl(fd_, KVM_RUN, 0);
+    int err = errno;
+    running_area = nullptr;
+    run_->kvm_dirty_regs = 0;
+    sregs_valid_ = false;
+    if (rc < 0) {
+      if (err == EINTR || err == EAGAIN) {
+        run_->immediate_exit = 0;
+        // KVM_RUN that returns EINTR leaves the sync area stale: refresh it so callers see real registers.
+        if (ioctl(fd_, KVM_GET_REGS, &run_->s.regs.regs) != 0) fail("KVM_GET_REGS");
+        return {Exit::Interrupted};
+      }
+      errno = err;
+      fail("KVM_RUN");
+    }
+    ++exits_;
+    switch (run_->exit_reason) {
+      case KVM_EXIT_IO:
+        if (run_->io.direction == KVM_EXIT_IO_OUT && run_->io.port == kSyscallPort) return {Exit::Syscall};
+        if (run_->io.direction == KVM_EXIT_IO_OUT && run_->io.port >= kExceptionPortBase &&
+            run_->io.port < kExceptionPortBase + 32)
+          return {Exit::Exception, run_->io.port - kExceptionPortBase};
+        return {Exit::Fault, -1, "unexpected I/O port access " + std::to_string(run_->io.port)};
+      case KVM_EXIT_HLT:
+        return {Exit::Halt};
+      case KVM_EXIT_SHUTDOWN:
+        return {Exit::Shutdown, -1, "triple fault"};
+      case KVM_EXIT_DIRTY_RING_FULL:
+        harvest_dirty(pending_dirty_);
+        continue;
+      case KVM_EXIT_MMIO:
+        return {Exit::Fault, -1, "access to unbacked guest-physical address 0x" + [](uint64_t a) {
+                  char b[32]; snprintf(b, sizeof b, "%llx", (unsigned long long)a); return std::string(b); }(run_->mmio.phys_addr)};
+      case KVM_EXIT_FAIL_ENTRY:
+        return {Exit::Fault, -1, "VM entry failed (reason " +
+                                     std::to_string(run_->fail_entry.hardware_entry_failure_reason) + ")"};
+      case KVM_EXIT_INTERNAL_ERROR:
+        return {Exit::Fault, -1, "KVM internal error " + std::to_string(run_->internal.suberror)};
+      case KVM_EXIT_INTR:
+        run_->immediate_exit = 0;
+        return {Exit::Interrupted};
+      default:
+        return {Exit::Fault, -1, "unexpected VM exit " + std::to_string(run_->exit_reason)};
+    }
+  }
+}
+
+void Vcpu::harvest_dirty(std::vector<uint64_t>& pages) {
+  if (!pending_dirty_.empty() && &pages != &pending_dirty_) {
+    pages.insert(pages.end(), pending_dirty_.begin(), pending_dirty_.end());
+    pending_dirty_.clear();
+  }
+  if (!ring_) return;
+  bool any = false;
+  for (;; ++ring_next_) {
+    kvm_dirty_gfn& e = ring_[ring_next_ % ring_entries_];
+    if (!(__atomic_load_n(&e.flags, __ATOMIC_ACQUIRE) & KVM_DIRTY_GFN_F_DIRTY)) break;
+    uint64_t base = e.slot == 0 ? 0 : kKernelPhys >> 12;
+    pages.push_back(base + e.offset);
+    __atomic_store_n(&e.flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
+    any = true;
+  }
+  if (any && ioctl(vm_.fd(), KVM_RESET_DIRTY_RINGS, 0) < 0) fail("KVM_RESET_DIRTY_RINGS");
+}
+
+uint64_t Vcpu::guest_tsc() {
+  std::vector<uint8_t> buf(sizeof(kvm_msrs) + sizeof(kvm_msr_entry));
+  auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
+  msrs->nmsrs = 1;
+  msrs->entries[0].index = 0x10;  // IA32_TIME_STAMP_COUNTER
+  if (ioctl(fd_, KVM_GET_MSRS, msrs) != 1) fail("KVM_GET_MSRS(TSC)");
+  return msrs->entries[0].data;
+}
+
+uint64_t Vcpu::tsc_khz() const {
+  int khz = ioctl(fd_, KVM_GET_TSC_KHZ, 0);
+  if (khz <= 0) fail("KVM_GET_TSC_KHZ");
+  return uint64_t(khz);
+}
+
+VcpuState Vcpu::save() {
+  VcpuState st;
+  st.regs = run_->s.regs.regs;
+  st.sregs = sregs();
+  if (ioctl(fd_, KVM_GET_XSAVE, st.xsave.data()) != 0) fail("KVM_GET_XSAVE");
+  if (ioctl(fd_, KVM_GET_XCRS, &st.xcrs) != 0) fail("KVM_GET_XCRS");
+  st.fs_base = st.sregs.fs.base;
+  st.gs_base = st.sregs.gs.base;
+  return st;
+}
+
+void Vcpu::restore(const VcpuState& st) {
+  run_->s.regs.regs = st.regs;
+  regs_changed();
+  sregs_ = st.sregs;
+  sregs_valid_ = true;
+  sregs_dirty_ = true;
+  if (ioctl(fd_, KVM_SET_XSAVE, st.xsave.data()) != 0) fail("KVM_SET_XSAVE");
+  if (ioctl(fd_, KVM_SET_XCRS, &st.xcrs) != 0) fail("KVM_SET_XCRS");
+}
+
+void Vcpu::kick() {
+  run_->immediate_exit = 1;
+  if (thread_) pthread_kill(static_cast<pthread_t>(thread_), kick_signal());
+}
+
+void Vcpu::set_deadline(uint64_t monotonic_ns) {
+  if (!timer_) {
+    sigevent ev{};
+    ev.sigev_notify = SIGEV_THREAD_ID;
+    ev.sigev_signo = kick_signal();
+    ev._sigev_un._tid = static_cast<pid_t>(syscall(SYS_gettid));
+    timer_t t;
+    if (timer_create(CLOCK_MONOTONIC, &ev, &t) != 0) fail("timer_create");
+    timer_ = t;
+    thread_ = pthread_self();
+  }
+  itimerspec its{};
+  its.it_value.tv_sec = monotonic_ns / 1000000000;
+  its.it_value.tv_nsec = monotonic_ns % 1000000000;
+  if (timer_settime(static_cast<timer_t>(timer_), TIMER_ABSTIME, &its, nullptr) != 0) fail("timer_settime");
+}
+
+}  // namespace kvms::kvm

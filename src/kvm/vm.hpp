@@ -1,0 +1,135 @@
+#pragma once
+// A KVM virtual machine over a GuestMemory, and its vCPUs.
+//
+// Each worker is its own Vm (one VM per host thread, so workers never contend in KVM). The vCPU
+// state that a fork or a reset must carry is VcpuState: registers, segment state, the whole XSAVE
+// area, XCR0 and the MSRs the guest can change.
+#include <linux/kvm.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kvm/guest_memory.hpp"
+
+namespace kvms::kvm {
+
+class Kvm {
+ public:
+  static Kvm& instance();  // opens /dev/kvm once; throws std::runtime_error with a one-line reason
+  int fd() const { return fd_; }
+  int vcpu_mmap_size() const { return vcpu_mmap_size_; }
+  const std::vector<kvm_cpuid_entry2>& guest_cpuid() const { return cpuid_; }
+  uint64_t xcr0() const { return xcr0_; }
+  uint32_t cr4_extra() const { return cr4_extra_; }  // SMEP/SMAP/FSGSBASE/UMIP where the CPU has them
+  bool has_dirty_ring() const { return dirty_ring_bytes_ > 0; }
+  uint32_t dirty_ring_bytes() const { return dirty_ring_bytes_; }
+
+ private:
+  Kvm();
+  int fd_ = -1;
+  int vcpu_mmap_size_ = 0;
+  std::vector<kvm_cpuid_entry2> cpuid_;
+  uint64_t xcr0_ = 3;
+  uint32_t cr4_extra_ = 0;
+  uint32_t dirty_ring_bytes_ = 0;
+};
+
+struct VcpuState {
+  kvm_regs regs{};
+  kvm_sregs sregs{};
+  kvm_xcrs xcrs{};
+  std::array<uint32_t, 1024> xsave{};  // struct kvm_xsave's region (4 KiB)
+  uint64_t fs_base = 0, gs_base = 0, kernel_gs_base = 0;
+};
+
+// Why KVM_RUN returned.
+struct Exit {
+  enum Kind { Syscall, Exception, Interrupted, Halt, Shutdown, Fault } kind = Fault;
+  int vector = -1;           // Exception
+  std::string detail;        // Fault/Shutdown: what KVM reported
+};
+
+class Vcpu;
+
+class Vm {
+ public:
+  // track_dirty: enable KVM's dirty-page ring (workers), so a reset knows what the guest wrote.
+  Vm(std::shared_ptr<GuestMemory> memory, bool track_dirty);
+  ~Vm();
+  Vm(const Vm&) = delete;
+  Vm& operator=(const Vm&) = delete;
+  int fd() const { return fd_; }
+  GuestMemory& memory() const { return *memory_; }
+  bool tracks_dirty() const { return track_dirty_; }
+
+ private:
+  int fd_ = -1;
+  std::shared_ptr<GuestMemory> memory_;
+  bool track_dirty_;
+};
+
+class Vcpu {
+ public:
+  Vcpu(Vm& vm, int id);
+  ~Vcpu();
+  Vcpu(const Vcpu&) = delete;
+  Vcpu& operator=(const Vcpu&) = delete;
+
+  // Puts the vCPU in 64-bit long mode at CPL 3: rip/rsp as given, paging from cr3.
+  void enter_user_mode(uint64_t cr3, uint64_t rip, uint64_t rsp);
+  Exit run();
+
+  // General registers, kept in kvm_run's sync area: no ioctl to read or write them.
+  kvm_regs& regs();
+  void regs_changed();
+  kvm_sregs& sregs();  // fetched on demand (one ioctl), written back before the next run
+  void sregs_changed();
+  uint64_t fs_base();
+  void set_fs_base(uint64_t base);
+
+  VcpuState save();
+  void restore(const VcpuState& state);
+
+  // Makes a running or about-to-run KVM_RUN return Exit::Interrupted (async-signal-safe).
+  void kick();
+  // Interrupts KVM_RUN at an absolute CLOCK_MONOTONIC time (0 = never).
+  void set_deadline(uint64_t monotonic_ns);
+  int id() const { return id_; }
+  kvm_run* run_area() const { return run_; }
+
+  // Guest pages the guest wrote since the last harvest (dirty ring); appended as page numbers.
+  void harvest_dirty(std::vector<uint64_t>& pages);
+
+  uint64_t exits() const { return exits_; }
+  uint64_t guest_tsc();       // IA32_TSC as the guest reads it
+  uint64_t tsc_khz() const;   // the guest TSC's frequency
+
+ private:
+  void load_cpuid();
+  Vm& vm_;
+  int id_;
+  int fd_ = -1;
+  kvm_run* run_ = nullptr;
+  kvm_dirty_gfn* ring_ = nullptr;
+  uint32_t ring_entries_ = 0, ring_next_ = 0;
+  bool sregs_valid_ = false, sregs_dirty_ = false;
+  kvm_sregs sregs_{};
+  void* timer_ = nullptr;
+  unsigned long thread_ = 0;  // pthread_t of the thread that runs this vCPU
+  std::vector<uint64_t> pending_dirty_;  // harvested when the ring filled up mid-run
+  uint64_t exits_ = 0;
+};
+
+// Writes the kernel area (GDT, TSS, IDT, entry code, exception stack) into a fresh guest memory and
+// maps it supervisor-only into `as`'s page tables.
+class AddressSpace;
+void install_kernel_area(AddressSpace& as);
+
+// "page fault", "general protection", ... for an exception vector.
+const char* exception_name(int vector);
+
+}  // namespace kvms::kvm

@@ -1,0 +1,60 @@
+#pragma once
+// The guest's file descriptors. Every open guest fd is backed by a host fd we opened on its behalf
+// (files, directories, pipes, the inherited stdio), so most file syscalls are the host syscall on the
+// host fd with the guest's buffer (identity-mapped guest memory is host memory).
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kvms::linux {
+
+struct OpenFile {
+  enum class Kind { Regular, Directory, Pipe, Tty, CharDevice, Socket, Other };
+  OpenFile(int host_fd, Kind kind, std::string path, int status_flags);
+  ~OpenFile();  // closes the host fd
+  OpenFile(const OpenFile&) = delete;
+  OpenFile& operator=(const OpenFile&) = delete;
+
+  int host_fd;
+  Kind kind;
+  std::string path;   // guest path it was opened by ("pipe:[N]", "/dev/stdout"...), for readlink and logs
+  int status_flags;   // O_APPEND, O_NONBLOCK, O_RDONLY/O_WRONLY/O_RDWR ... as the guest set them
+};
+
+class FdTable {
+ public:
+  static constexpr int kDefaultLimit = 1024;
+
+  // Allocates the lowest free guest fd >= min_fd, or -EMFILE.
+  int install(std::shared_ptr<OpenFile> file, bool cloexec, int min_fd = 0);
+  // Puts file at exactly `fd` (dup2/dup3), closing what was there. -EBADF if fd is out of range.
+  int install_at(int fd, std::shared_ptr<OpenFile> file, bool cloexec);
+  std::shared_ptr<OpenFile> get(int fd) const;
+  int close(int fd);  // 0 or -EBADF
+  void close_range(unsigned first, unsigned last, bool cloexec_only_mark);
+  bool cloexec(int fd) const;
+  int set_cloexec(int fd, bool on);
+  size_t open_count() const;
+  int limit() const { return limit_; }
+  void set_limit(int limit) { limit_ = limit; }
+  // Guest fds in use, ascending (for /proc/self/fd and resets).
+  std::vector<int> fds() const;
+
+ private:
+  struct Slot {
+    std::shared_ptr<OpenFile> file;
+    bool cloexec = false;
+  };
+  std::vector<Slot> slots_;
+  int limit_ = kDefaultLimit;
+};
+
+// Wraps a host fd the guest inherits (stdin/stdout/stderr): dup'ed, so closing it in the guest never
+// closes ours.
+std::shared_ptr<OpenFile> inherit_host_fd(int host_fd, std::string name);
+OpenFile::Kind kind_of(int host_fd);
+
+}  // namespace kvms::linux

@@ -1,0 +1,184 @@
+// Identity, limits, system information and randomness. The guest sees a fixed, unprivileged identity
+// and one CPU; nothing about the host leaks except what the program could learn from time.
+#include <sched.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/sysinfo.h>
+#include <sys/utsname.h>
+#include <linux/prctl.h>
+#include <sys/syscall.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <vector>
+
+#include "linux/syscalls.hpp"
+
+namespace kvms::linux {
+namespace {
+
+constexpr uint64_t kMaxGetrandom = 33554431;  // Linux's per-call cap (INT_MAX >> 6)
+
+bool is_self(Process& p, int64_t pid) { return pid == 0 || pid == p.pid; }
+
+int64_t put_ids(Process& p, const SyscallArgs& a, uint32_t id) {
+  for (int i = 0; i < 3; ++i)
+    if (!p.mm().write<uint32_t>(a.a[i], id)) return -EFAULT;
+  return 0;
+}
+
+}  // namespace
+
+KVMS_SYSCALL(getpid) { return p.pid; }
+KVMS_SYSCALL(gettid) { return p.tid; }
+KVMS_SYSCALL(getppid) { return p.ppid; }
+KVMS_SYSCALL(getuid) { return p.uid; }
+KVMS_SYSCALL(geteuid) { return p.uid; }
+KVMS_SYSCALL(getgid) { return p.gid; }
+KVMS_SYSCALL(getegid) { return p.gid; }
+KVMS_SYSCALL(getpgrp) { return p.pid; }
+KVMS_SYSCALL(getpgid) { return is_self(p, int64_t(a.a[0])) ? p.pid : -ESRCH; }
+KVMS_SYSCALL(getsid) { return is_self(p, int64_t(a.a[0])) ? p.pid : -ESRCH; }
+KVMS_SYSCALL(setsid) { return -EPERM; }  // already a session and group leader
+KVMS_SYSCALL(getgroups) { return int(a.a[0]) < 0 ? -EINVAL : 0; }
+KVMS_SYSCALL(getresuid) { return put_ids(p, a, p.uid); }
+KVMS_SYSCALL(getresgid) { return put_ids(p, a, p.gid); }
+
+KVMS_SYSCALL(uname) {
+  struct utsname u{};
+  std::strncpy(u.sysname, "Linux", sizeof u.sysname - 1);
+  std::strncpy(u.nodename, p.config().hostname.c_str(), sizeof u.nodename - 1);
+  std::strncpy(u.release, "6.1.0-kvmserver", sizeof u.release - 1);
+  std::strncpy(u.version, "#1 SMP PREEMPT_DYNAMIC kvmserver", sizeof u.version - 1);
+  std::strncpy(u.machine, "x86_64", sizeof u.machine - 1);
+  std::strncpy(u.domainname, "(none)", sizeof u.domainname - 1);
+  return p.mm().write(a.a[0], u) ? 0 : -EFAULT;
+}
+
+KVMS_SYSCALL(sysinfo) {
+  struct sysinfo info{};
+  timespec now{};
+  clock_gettime(CLOCK_BOOTTIME, &now);
+  info.uptime = now.tv_sec;
+  info.totalram = p.config().memory_limit;
+  uint64_t used = p.mm().mapped_bytes();
+  info.freeram = used < info.totalram ? info.totalram - used : 0;
+  info.procs = 1;
+  info.mem_unit = 1;
+  return p.mm().write(a.a[0], info) ? 0 : -EFAULT;
+}
+
+KVMS_SYSCALL(getrandom) {
+  const uint64_t buf = a.a[0], flags = a.a[2];
+  uint64_t len = std::min<uint64_t>(a.a[1], kMaxGetrandom);
+  if (flags & ~uint64_t(GRND_NONBLOCK | GRND_RANDOM | GRND_INSECURE)) return -EINVAL;
+  if ((flags & GRND_RANDOM) && (flags & GRND_INSECURE)) return -EINVAL;
+  std::vector<uint8_t> bytes(len);
+  for (uint64_t done = 0; done < len;) {
+    ssize_t n = ::getrandom(bytes.data() + done, len - done, 0);
+    if (n < 0 && errno != EINTR) return -errno;
+    if (n > 0) done += n;
+  }
+  return p.mm().copy_to_user(buf, bytes.data(), len) ? int64_t(len) : -EFAULT;
+}
+
+KVMS_SYSCALL(prlimit64) {
+  const int64_t pid = int64_t(a.a[0]);
+  const uint64_t resource = a.a[1], new_limit = a.a[2], old_limit = a.a[3];
+  if (!is_self(p, pid)) return -ESRCH;
+  if (resource >= p.rlimits.size()) return -EINVAL;
+  auto& current = p.rlimits[resource];
+  std::pair<uint64_t, uint64_t> next = current;
+  if (new_limit) {
+    struct rlimit64 r{};
+    if (!p.mm().read(new_limit, r)) return -EFAULT;
+    if (r.rlim_cur > r.rlim_max) return -EINVAL;
+    if (r.rlim_max > current.second) return -EPERM;  // unprivileged: cannot raise the hard limit
+    if (resource == RLIMIT_NOFILE && r.rlim_cur > uint64_t(FdTable::kDefaultLimit) * 1024) return -EPERM;
+    next = {r.rlim_cur, r.rlim_max};
+  }
+  if (old_limit) {
+    struct rlimit64 r{current.first, current.second};
+    if (!p.mm().write(old_limit, r)) return -EFAULT;
+  }
+  current = next;
+  if (resource == RLIMIT_NOFILE) p.fds.set_limit(int(std::min<uint64_t>(current.first, 1 << 20)));
+  return 0;
+}
+
+KVMS_SYSCALL(getrlimit) {
+  SyscallArgs b{SYS_prlimit64, {0, a.a[0], 0, a.a[1], 0, 0}};
+  return sys_prlimit64(p, b);
+}
+
+KVMS_SYSCALL(setrlimit) {
+  SyscallArgs b{SYS_prlimit64, {0, a.a[0], a.a[1], 0, 0, 0}};
+  return sys_prlimit64(p, b);
+}
+
+KVMS_SYSCALL(getrusage) {
+  const int who = int(a.a[0]);
+  if (who != RUSAGE_SELF && who != RUSAGE_CHILDREN && who != RUSAGE_THREAD) return -EINVAL;
+  struct rusage usage{};
+  if (who != RUSAGE_CHILDREN) {
+    timespec cpu{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);  // the vCPU thread: guest time plus our handling
+    usage.ru_utime.tv_sec = cpu.tv_sec;
+    usage.ru_utime.tv_usec = cpu.tv_nsec / 1000;
+    usage.ru_maxrss = long(p.mm().memory().resident_pages() * 4);
+  }
+  return p.mm().write(a.a[1], usage) ? 0 : -EFAULT;
+}
+
+KVMS_SYSCALL(sched_getaffinity) {
+  const uint64_t len = a.a[1];
+  if (!is_self(p, int64_t(a.a[0])) && int64_t(a.a[0]) != p.tid) return -ESRCH;
+  if (len < sizeof(uint64_t) || (len & (sizeof(uint64_t) - 1))) return -EINVAL;
+  const uint64_t one_cpu = 1;
+  return p.mm().write(a.a[2], one_cpu) ? int64_t(sizeof one_cpu) : -EFAULT;
+}
+
+KVMS_SYSCALL(sched_setaffinity) {
+  uint64_t mask = 0;
+  if (a.a[1] < sizeof mask) return -EINVAL;
+  if (!p.mm().read(a.a[2], mask)) return -EFAULT;
+  return (mask & 1) ? 0 : -EINVAL;
+}
+
+KVMS_SYSCALL(sched_yield) { return 0; }
+KVMS_SYSCALL(getpriority) { return 20; }  // the kernel returns 20 - nice
+
+KVMS_SYSCALL(prctl) {
+  switch (a.a[0]) {
+    case PR_SET_NAME: {
+      auto name = p.mm().read_string(a.a[1], 4096);
+      if (!name) return -EFAULT;
+      std::memset(p.comm, 0, sizeof p.comm);
+      std::strncpy(p.comm, name->c_str(), sizeof p.comm - 1);
+      return 0;
+    }
+    case PR_GET_NAME:
+      return p.mm().copy_to_user(a.a[1], p.comm, sizeof p.comm) ? 0 : -EFAULT;
+    case PR_GET_DUMPABLE: return 1;
+    case PR_SET_DUMPABLE: return a.a[1] <= 1 ? 0 : -EINVAL;
+    case PR_SET_PDEATHSIG: return a.a[1] <= 64 ? 0 : -EINVAL;
+    case PR_GET_PDEATHSIG: return p.mm().write<int>(a.a[1], 0) ? 0 : -EFAULT;
+    case PR_SET_NO_NEW_PRIVS: return 0;
+    case PR_GET_NO_NEW_PRIVS: return 1;
+    case PR_SET_VMA: return 0;  // naming anonymous memory is cosmetic
+    case PR_GET_TIMERSLACK: return 50000;
+    case PR_SET_TIMERSLACK: return 0;
+    case PR_CAPBSET_READ: return a.a[1] <= 63 ? 0 : -EINVAL;
+    default: return -EINVAL;
+  }
+}
+
+KVMS_SYSCALL(getcpu) {
+  const uint32_t zero = 0;
+  if (a.a[0] && !p.mm().write(a.a[0], zero)) return -EFAULT;
+  if (a.a[1] && !p.mm().write(a.a[1], zero)) return -EFAULT;
+  return 0;
+}
+
+}  // namespace kvms::linux

@@ -1,0 +1,117 @@
+#pragma once
+// Everything the emulated Linux kernel knows about the guest program, in one copyable object: its
+// address space, fd table, cwd, signal dispositions, limits and counters. A worker's fork is a copy of
+// the template's Process over forked guest memory; a reset assigns the template's copy back.
+#include <sys/types.h>
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <utility>
+#include <string>
+#include <variant>
+
+#include "kvm/address_space.hpp"
+#include "linux/fd_table.hpp"
+
+namespace kvms::kvm {
+class Vcpu;
+}
+
+namespace kvms::linux {
+
+class PathPolicy;
+
+struct SyscallArgs {
+  uint64_t nr = 0;
+  uint64_t a[6] = {};
+};
+
+// The kernel's struct k_sigaction for x86-64 (what rt_sigaction reads and writes).
+struct KernelSigaction {
+  uint64_t handler = 0;
+  uint64_t flags = 0;
+  uint64_t restorer = 0;
+  uint64_t mask = 0;
+};
+
+struct SyscallStats {
+  std::array<uint64_t, 512> calls{};
+  uint64_t unknown = 0;
+};
+
+struct ProcessConfig {
+  bool verbose = false;
+  uint64_t memory_limit = 1024ull << 20;   // --max-memory: accessible mapped bytes
+  std::string hostname = "kvmserver";
+};
+
+class Process {
+ public:
+  Process(std::shared_ptr<kvm::AddressSpace> mm, std::shared_ptr<const PathPolicy> policy, ProcessConfig config);
+  // A copy of `other` over another address space (a worker's fork).
+  Process(const Process& other, std::shared_ptr<kvm::AddressSpace> mm);
+  Process& operator=(const Process&) = default;
+
+  kvm::AddressSpace& mm() { return *mm_; }
+  const PathPolicy& policy() const { return *policy_; }
+  const ProcessConfig& config() const { return config_; }
+  kvm::Vcpu& vcpu() { return *vcpu_; }
+  void attach(kvm::Vcpu* vcpu) { vcpu_ = vcpu; }
+
+  FdTable fds;
+  std::string cwd = "/";  // guest path, absolute, normalised
+  mode_t umask = 022;
+
+  uint64_t brk_start = 0, brk_current = 0;
+  uint64_t stack_top = 0, stack_size = 0;
+  uint64_t vdso_base = 0;  // vDSO image; the clock page is the page below
+
+  // How guest TSC values relate to host time, for the vDSO's clock page (time.cpp).
+  struct Clock {
+    int64_t tsc_offset = 0;   // guest TSC - host TSC
+    uint64_t tsc_khz = 0;
+    uint64_t calibration_tsc = 0, calibration_ns = 0;  // first sample, to refine the rate
+    uint64_t refreshed_ns = 0;
+  } clock;
+
+  int pid = 2, tid = 2, ppid = 1;
+  uint32_t uid = 1000, gid = 1000;
+  uint64_t clear_child_tid = 0, robust_list = 0, robust_list_len = 0;
+  uint64_t rseq = 0, rseq_len = 0;
+  std::array<KernelSigaction, 65> sigactions{};
+  uint64_t sigmask = 0;
+  std::array<std::pair<uint64_t, uint64_t>, 16> rlimits{};  // RLIMIT_* -> {soft, hard}
+  char comm[16] = "main";  // PR_SET_NAME
+  uint64_t altstack_sp = 0, altstack_size = 0;
+  int altstack_flags = 2;  // SS_DISABLE
+
+  std::optional<int> exit_status;  // set by exit/exit_group
+
+  SyscallStats stats;
+
+  // --verbose diagnostics: one line each, and each unsupported syscall only once.
+  void log(const std::string& line) const;
+  void log_denied(const std::string& guest_path, const std::string& flag) const;
+  void log_unsupported(uint64_t nr);
+
+  // Resolves a guest path argument (dirfd-relative like the *at syscalls) to an absolute guest path.
+  // Returns -EBADF/-ENOTDIR/-EFAULT/-ENAMETOOLONG/-ENOENT as the kernel would.
+  std::variant<std::string, int> guest_path(int dirfd, uint64_t user_path);
+
+  // Bytes of accessible (not PROT_NONE) mappings, which --max-memory bounds.
+  bool within_memory_limit(uint64_t extra_bytes) const;
+
+ private:
+  std::shared_ptr<kvm::AddressSpace> mm_;
+  std::shared_ptr<const PathPolicy> policy_;
+  ProcessConfig config_;
+  kvm::Vcpu* vcpu_ = nullptr;
+  std::set<uint64_t> unsupported_logged_;
+};
+
+}  // namespace kvms::linux

@@ -1,0 +1,105 @@
+// The whole system-call table in one place. Numbers not listed here are -ENOSYS.
+#include "linux/syscalls.hpp"
+
+#include <sys/syscall.h>
+
+#include <array>
+#include <cerrno>
+#include <utility>
+
+namespace kvms::linux {
+namespace {
+
+constexpr std::pair<int, SyscallHandler> kHandlers[] = {
+    // file.cpp
+    {SYS_read, sys_read}, {SYS_write, sys_write}, {SYS_pread64, sys_pread64}, {SYS_pwrite64, sys_pwrite64},
+    {SYS_readv, sys_readv}, {SYS_writev, sys_writev}, {SYS_preadv, sys_preadv}, {SYS_pwritev, sys_pwritev},
+    {SYS_open, sys_open}, {SYS_openat, sys_openat}, {SYS_creat, sys_creat}, {SYS_close, sys_close},
+    {SYS_close_range, sys_close_range}, {SYS_lseek, sys_lseek}, {SYS_dup, sys_dup}, {SYS_dup2, sys_dup2},
+    {SYS_dup3, sys_dup3}, {SYS_fcntl, sys_fcntl}, {SYS_pipe, sys_pipe}, {SYS_pipe2, sys_pipe2},
+    {SYS_ioctl, sys_ioctl}, {SYS_getdents64, sys_getdents64}, {SYS_sendfile, sys_sendfile},
+    // file_meta.cpp
+    {SYS_stat, sys_stat}, {SYS_lstat, sys_lstat}, {SYS_fstat, sys_fstat}, {SYS_newfstatat, sys_newfstatat},
+    {SYS_statx, sys_statx}, {SYS_readlink, sys_readlink}, {SYS_readlinkat, sys_readlinkat},
+    {SYS_access, sys_access}, {SYS_faccessat, sys_faccessat}, {SYS_faccessat2, sys_faccessat2},
+    {SYS_getcwd, sys_getcwd}, {SYS_chdir, sys_chdir}, {SYS_fchdir, sys_fchdir}, {SYS_umask, sys_umask},
+    {SYS_mkdir, sys_mkdir}, {SYS_mkdirat, sys_mkdirat}, {SYS_unlink, sys_unlink}, {SYS_unlinkat, sys_unlinkat},
+    {SYS_rmdir, sys_rmdir}, {SYS_rename, sys_rename}, {SYS_renameat, sys_renameat},
+    {SYS_renameat2, sys_renameat2}, {SYS_symlink, sys_symlink}, {SYS_symlinkat, sys_symlinkat},
+    {SYS_link, sys_link}, {SYS_linkat, sys_linkat}, {SYS_utimensat, sys_utimensat},
+    {SYS_ftruncate, sys_ftruncate}, {SYS_truncate, sys_truncate}, {SYS_fsync, sys_fsync},
+    {SYS_fdatasync, sys_fdatasync}, {SYS_fchmod, sys_fchmod}, {SYS_fchmodat, sys_fchmodat},
+    {SYS_chmod, sys_chmod}, {SYS_statfs, sys_statfs}, {SYS_fstatfs, sys_fstatfs},
+    // mmap.cpp
+    {SYS_brk, sys_brk}, {SYS_mmap, sys_mmap}, {SYS_munmap, sys_munmap}, {SYS_mprotect, sys_mprotect},
+    {SYS_mremap, sys_mremap}, {SYS_madvise, sys_madvise}, {SYS_mlock, sys_mlock}, {SYS_munlock, sys_munlock},
+    {SYS_msync, sys_msync}, {SYS_mincore, sys_mincore},
+    // misc.cpp
+    {SYS_getpid, sys_getpid}, {SYS_gettid, sys_gettid}, {SYS_getppid, sys_getppid}, {SYS_getuid, sys_getuid},
+    {SYS_geteuid, sys_geteuid}, {SYS_getgid, sys_getgid}, {SYS_getegid, sys_getegid},
+    {SYS_getpgrp, sys_getpgrp}, {SYS_getpgid, sys_getpgid}, {SYS_getsid, sys_getsid}, {SYS_setsid, sys_setsid},
+    {SYS_getgroups, sys_getgroups}, {SYS_getresuid, sys_getresuid}, {SYS_getresgid, sys_getresgid},
+    {SYS_uname, sys_uname}, {SYS_sysinfo, sys_sysinfo}, {SYS_getrandom, sys_getrandom},
+    {SYS_prlimit64, sys_prlimit64}, {SYS_getrlimit, sys_getrlimit}, {SYS_setrlimit, sys_setrlimit},
+    {SYS_getrusage, sys_getrusage}, {SYS_sched_getaffinity, sys_sched_getaffinity},
+    {SYS_sched_setaffinity, sys_sched_setaffinity}, {SYS_sched_yield, sys_sched_yield},
+    {SYS_getpriority, sys_getpriority}, {SYS_prctl, sys_prctl}, {SYS_getcpu, sys_getcpu},
+    // thread.cpp
+    {SYS_exit, sys_exit}, {SYS_exit_group, sys_exit_group}, {SYS_arch_prctl, sys_arch_prctl},
+    {SYS_set_tid_address, sys_set_tid_address}, {SYS_set_robust_list, sys_set_robust_list},
+    {SYS_get_robust_list, sys_get_robust_list}, {SYS_rseq, sys_rseq},
+    // time.cpp
+    {SYS_clock_gettime, sys_clock_gettime}, {SYS_clock_getres, sys_clock_getres},
+    {SYS_gettimeofday, sys_gettimeofday}, {SYS_time, sys_time}, {SYS_nanosleep, sys_nanosleep},
+    {SYS_clock_nanosleep, sys_clock_nanosleep}, {SYS_times, sys_times},
+    // signal.cpp
+    {SYS_rt_sigaction, sys_rt_sigaction}, {SYS_rt_sigprocmask, sys_rt_sigprocmask},
+    {SYS_sigaltstack, sys_sigaltstack}, {SYS_kill, sys_kill}, {SYS_tgkill, sys_tgkill}, {SYS_tkill, sys_tkill},
+    {SYS_rt_sigpending, sys_rt_sigpending},
+};
+
+constexpr size_t kTableSize = 512;
+
+const std::array<SyscallHandler, kTableSize>& table() {
+  static const auto t = [] {
+    std::array<SyscallHandler, kTableSize> t{};
+    for (auto [nr, handler] : kHandlers) t[nr] = handler;
+    return t;
+  }();
+  return t;
+}
+
+struct NameEntry {
+  int nr;
+  const char* name;
+};
+constexpr NameEntry kNames[] = {
+#include "syscall_names.inc"
+};
+
+}  // namespace
+
+const char* syscall_name(uint64_t nr) {
+  static const auto names = [] {
+    std::array<const char*, kTableSize> n{};
+    for (auto e : kNames)
+      if (e.nr >= 0 && static_cast<size_t>(e.nr) < kTableSize) n[e.nr] = e.name;
+    return n;
+  }();
+  return nr < kTableSize ? names[nr] : nullptr;
+}
+
+int64_t dispatch_syscall(Process& p, const SyscallArgs& args) {
+  if (args.nr < kTableSize) {
+    ++p.stats.calls[args.nr];
+    if (SyscallHandler h = table()[args.nr]) return h(p, args);
+  } else {
+    ++p.stats.unknown;
+  }
+  p.log_unsupported(args.nr);
+  return -ENOSYS;
+}
+
+int64_t errno_result(long host_rc) { return host_rc < 0 ? -errno : host_rc; }
+
+}  // namespace kvms::linux

@@ -1,0 +1,65 @@
+#pragma once
+// The system-call table and the handlers of each family (one .cpp per family). A handler validates its
+// arguments, does the work, and returns the result or -errno, exactly like a Linux syscall.
+#include <cstdint>
+
+#include "linux/process.hpp"
+
+namespace kvms::linux {
+
+using SyscallHandler = int64_t (*)(Process&, const SyscallArgs&);
+
+// Runs syscall `args.nr` for the guest. Unknown or unsupported numbers are -ENOSYS (logged once
+// with --verbose).
+int64_t dispatch_syscall(Process& p, const SyscallArgs& args);
+// "read", "openat", ... or nullptr.
+const char* syscall_name(uint64_t nr);
+
+#define KVMS_SYSCALL(name) int64_t sys_##name(Process& p, const SyscallArgs& a)
+
+// file.cpp: descriptors and I/O
+KVMS_SYSCALL(read); KVMS_SYSCALL(write); KVMS_SYSCALL(pread64); KVMS_SYSCALL(pwrite64);
+KVMS_SYSCALL(readv); KVMS_SYSCALL(writev); KVMS_SYSCALL(preadv); KVMS_SYSCALL(pwritev);
+KVMS_SYSCALL(open); KVMS_SYSCALL(openat); KVMS_SYSCALL(creat); KVMS_SYSCALL(close); KVMS_SYSCALL(close_range);
+KVMS_SYSCALL(lseek); KVMS_SYSCALL(dup); KVMS_SYSCALL(dup2); KVMS_SYSCALL(dup3); KVMS_SYSCALL(fcntl);
+KVMS_SYSCALL(pipe); KVMS_SYSCALL(pipe2); KVMS_SYSCALL(ioctl); KVMS_SYSCALL(getdents64); KVMS_SYSCALL(sendfile);
+// file_meta.cpp: names, metadata, the working directory, and changes under write permission
+KVMS_SYSCALL(stat); KVMS_SYSCALL(lstat); KVMS_SYSCALL(fstat); KVMS_SYSCALL(newfstatat); KVMS_SYSCALL(statx);
+KVMS_SYSCALL(readlink); KVMS_SYSCALL(readlinkat); KVMS_SYSCALL(access); KVMS_SYSCALL(faccessat);
+KVMS_SYSCALL(faccessat2); KVMS_SYSCALL(getcwd); KVMS_SYSCALL(chdir); KVMS_SYSCALL(fchdir); KVMS_SYSCALL(umask);
+KVMS_SYSCALL(mkdir); KVMS_SYSCALL(mkdirat); KVMS_SYSCALL(unlink); KVMS_SYSCALL(unlinkat); KVMS_SYSCALL(rmdir);
+KVMS_SYSCALL(rename); KVMS_SYSCALL(renameat); KVMS_SYSCALL(renameat2); KVMS_SYSCALL(symlink);
+KVMS_SYSCALL(symlinkat); KVMS_SYSCALL(link); KVMS_SYSCALL(linkat); KVMS_SYSCALL(utimensat);
+KVMS_SYSCALL(ftruncate); KVMS_SYSCALL(truncate); KVMS_SYSCALL(fsync); KVMS_SYSCALL(fdatasync);
+KVMS_SYSCALL(fchmod); KVMS_SYSCALL(fchmodat); KVMS_SYSCALL(chmod); KVMS_SYSCALL(statfs); KVMS_SYSCALL(fstatfs);
+// mmap.cpp: memory
+KVMS_SYSCALL(brk); KVMS_SYSCALL(mmap); KVMS_SYSCALL(munmap); KVMS_SYSCALL(mprotect); KVMS_SYSCALL(mremap);
+KVMS_SYSCALL(madvise); KVMS_SYSCALL(mlock); KVMS_SYSCALL(munlock); KVMS_SYSCALL(msync); KVMS_SYSCALL(mincore);
+// misc.cpp: identity, limits, system information, randomness
+KVMS_SYSCALL(getpid); KVMS_SYSCALL(gettid); KVMS_SYSCALL(getppid); KVMS_SYSCALL(getuid); KVMS_SYSCALL(geteuid);
+KVMS_SYSCALL(getgid); KVMS_SYSCALL(getegid); KVMS_SYSCALL(getpgrp); KVMS_SYSCALL(getpgid); KVMS_SYSCALL(getsid);
+KVMS_SYSCALL(setsid); KVMS_SYSCALL(getgroups); KVMS_SYSCALL(getresuid); KVMS_SYSCALL(getresgid);
+KVMS_SYSCALL(uname); KVMS_SYSCALL(sysinfo); KVMS_SYSCALL(getrandom); KVMS_SYSCALL(prlimit64);
+KVMS_SYSCALL(getrlimit); KVMS_SYSCALL(setrlimit); KVMS_SYSCALL(getrusage); KVMS_SYSCALL(sched_getaffinity);
+KVMS_SYSCALL(sched_setaffinity); KVMS_SYSCALL(sched_yield); KVMS_SYSCALL(getpriority); KVMS_SYSCALL(prctl);
+KVMS_SYSCALL(getcpu);
+// thread.cpp: process and thread lifetime
+KVMS_SYSCALL(exit); KVMS_SYSCALL(exit_group); KVMS_SYSCALL(arch_prctl); KVMS_SYSCALL(set_tid_address);
+KVMS_SYSCALL(set_robust_list); KVMS_SYSCALL(get_robust_list); KVMS_SYSCALL(rseq);
+// time.cpp: clocks and sleeping
+KVMS_SYSCALL(clock_gettime); KVMS_SYSCALL(clock_getres); KVMS_SYSCALL(gettimeofday); KVMS_SYSCALL(time);
+KVMS_SYSCALL(nanosleep); KVMS_SYSCALL(clock_nanosleep); KVMS_SYSCALL(times);
+// signal.cpp: dispositions and masks (recorded; delivery comes later)
+KVMS_SYSCALL(rt_sigaction); KVMS_SYSCALL(rt_sigprocmask); KVMS_SYSCALL(sigaltstack); KVMS_SYSCALL(kill);
+KVMS_SYSCALL(tgkill); KVMS_SYSCALL(tkill); KVMS_SYSCALL(rt_sigpending);
+
+// Helpers shared by the families.
+int64_t errno_result(long host_rc);  // host syscall wrapper result -> value or -errno
+
+}  // namespace kvms::linux
+
+namespace kvms::linux {
+// time.cpp: keeps the vDSO's clock page in step with the host's clocks.
+void refresh_clock_page(Process& p);
+void maybe_refresh_clock_page(Process& p);
+}  // namespace kvms::linux

@@ -1,0 +1,159 @@
+// Clocks and sleeping. The common clocks are answered in the guest by the vDSO from the clock page
+// this file keeps up to date; these handlers are the syscall fallbacks and the sleeps.
+#include <sys/times.h>
+#include <x86intrin.h>
+
+#include <cerrno>
+#include <ctime>
+
+#include "kvm/clock_page.h"
+#include "kvm/vm.hpp"
+#include "linux/syscalls.hpp"
+
+namespace kvms::linux {
+namespace {
+
+constexpr uint64_t kNsPerSec = 1000000000;
+constexpr uint32_t kShift = 32;
+
+uint64_t now_ns(clockid_t id) {
+  timespec ts{};
+  clock_gettime(id, &ts);
+  return uint64_t(ts.tv_sec) * kNsPerSec + uint64_t(ts.tv_nsec);
+}
+
+bool valid_clock(int64_t id) {
+  return id == CLOCK_REALTIME || id == CLOCK_MONOTONIC || id == CLOCK_PROCESS_CPUTIME_ID ||
+         id == CLOCK_THREAD_CPUTIME_ID || id == CLOCK_MONOTONIC_RAW || id == CLOCK_REALTIME_COARSE ||
+         id == CLOCK_MONOTONIC_COARSE || id == CLOCK_BOOTTIME || id == CLOCK_TAI;
+}
+
+// The guest's CPU-time clocks are the vCPU thread's: the guest has no other threads yet.
+clockid_t host_clock(int64_t id) {
+  return id == CLOCK_PROCESS_CPUTIME_ID ? CLOCK_THREAD_CPUTIME_ID : clockid_t(id);
+}
+
+int64_t read_timespec(Process& p, uint64_t addr, timespec& ts) {
+  struct { int64_t sec, nsec; } t{};
+  if (!p.mm().read(addr, t)) return -EFAULT;
+  if (t.sec < 0 || t.nsec < 0 || t.nsec >= int64_t(kNsPerSec)) return -EINVAL;
+  ts = {t.sec, t.nsec};
+  return 0;
+}
+
+int64_t write_timespec(Process& p, uint64_t addr, const timespec& ts) {
+  struct { int64_t sec, nsec; } t{ts.tv_sec, ts.tv_nsec};
+  return p.mm().write(addr, t) ? 0 : -EFAULT;
+}
+
+}  // namespace
+
+// Re-bases the clock page on the host's clocks. The rate comes from KVM's TSC frequency at first,
+// then from what was measured since the first sample, which is more precise than whole kHz. The
+// monotonic value never steps back across a refresh.
+void refresh_clock_page(Process& p) {
+  if (!p.vdso_base) return;
+  auto& c = p.clock;
+  const uint64_t guest_tsc = __rdtsc() + uint64_t(c.tsc_offset);
+  const uint64_t mono = now_ns(CLOCK_MONOTONIC);
+  kvms_clock_page page{};
+  const uint64_t page_addr = p.vdso_base - kvm::kPageSize;
+  p.mm().copy_from_user(&page, page_addr, sizeof page);
+  uint64_t mult = (uint64_t(1000000) << kShift) / c.tsc_khz;
+  if (c.calibration_tsc == 0) {
+    c.calibration_tsc = guest_tsc;
+    c.calibration_ns = mono;
+  } else if (mono - c.calibration_ns > kNsPerSec && guest_tsc > c.calibration_tsc) {
+    mult = uint64_t((static_cast<unsigned __int128>(mono - c.calibration_ns) << kShift) / (guest_tsc - c.calibration_tsc));
+  }
+  uint64_t base = mono;
+  if (page.mult) {
+    uint64_t previous = page.monotonic_base_ns +
+                        uint64_t((static_cast<unsigned __int128>(guest_tsc - page.tsc_base) * page.mult) >> page.shift);
+    if (previous > base) base = previous;
+  }
+  page.seq = page.seq + 1;
+  page.shift = kShift;
+  page.mult = mult;
+  page.tsc_base = guest_tsc;
+  page.monotonic_base_ns = base;
+  page.realtime_offset_ns = int64_t(now_ns(CLOCK_REALTIME) - mono);
+  page.boottime_offset_ns = int64_t(now_ns(CLOCK_BOOTTIME) - mono);
+  page.seq = page.seq + 1;
+  p.mm().poke(page_addr, &page, sizeof page);
+  c.refreshed_ns = mono;
+}
+
+void maybe_refresh_clock_page(Process& p) {
+  if (p.vdso_base && now_ns(CLOCK_MONOTONIC) - p.clock.refreshed_ns > kNsPerSec) refresh_clock_page(p);
+}
+
+KVMS_SYSCALL(clock_gettime) {
+  const int64_t id = int64_t(a.a[0]);
+  if (!valid_clock(id)) return -EINVAL;
+  timespec ts{};
+  clock_gettime(host_clock(id), &ts);
+  return write_timespec(p, a.a[1], ts);
+}
+
+KVMS_SYSCALL(clock_getres) {
+  const int64_t id = int64_t(a.a[0]);
+  if (!valid_clock(id)) return -EINVAL;
+  timespec ts{};
+  clock_getres(host_clock(id), &ts);
+  return a.a[1] ? write_timespec(p, a.a[1], ts) : 0;
+}
+
+KVMS_SYSCALL(gettimeofday) {
+  if (a.a[0]) {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct { int64_t sec, usec; } tv{ts.tv_sec, ts.tv_nsec / 1000};
+    if (!p.mm().write(a.a[0], tv)) return -EFAULT;
+  }
+  if (a.a[1]) {
+    struct { int32_t minuteswest, dsttime; } tz{0, 0};
+    if (!p.mm().write(a.a[1], tz)) return -EFAULT;
+  }
+  return 0;
+}
+
+KVMS_SYSCALL(time) {
+  const int64_t t = ::time(nullptr);
+  if (a.a[0] && !p.mm().write(a.a[0], t)) return -EFAULT;
+  return t;
+}
+
+KVMS_SYSCALL(nanosleep) {
+  timespec req{}, rem{};
+  if (int64_t rc = read_timespec(p, a.a[0], req)) return rc;
+  if (::nanosleep(&req, &rem) == 0) return 0;
+  if (errno == EINTR && a.a[1] && write_timespec(p, a.a[1], rem)) return -EFAULT;
+  return -errno;
+}
+
+KVMS_SYSCALL(clock_nanosleep) {
+  const int64_t id = int64_t(a.a[0]);
+  const int flags = int(a.a[1]);
+  if (!valid_clock(id) || id == CLOCK_THREAD_CPUTIME_ID) return -EINVAL;
+  if (flags & ~TIMER_ABSTIME) return -EINVAL;
+  timespec req{}, rem{};
+  if (int64_t rc = read_timespec(p, a.a[2], req)) return rc;
+  int rc = ::clock_nanosleep(host_clock(id), flags, &req, &rem);
+  if (rc == EINTR && !(flags & TIMER_ABSTIME) && a.a[3] && write_timespec(p, a.a[3], rem)) return -EFAULT;
+  return -rc;
+}
+
+KVMS_SYSCALL(times) {
+  const long ticks_per_sec = 100;
+  timespec cpu{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+  if (a.a[0]) {
+    struct tms t{};
+    t.tms_utime = clock_t(cpu.tv_sec * ticks_per_sec + cpu.tv_nsec / (kNsPerSec / ticks_per_sec));
+    if (!p.mm().write(a.a[0], t)) return -EFAULT;
+  }
+  return int64_t(now_ns(CLOCK_MONOTONIC) / (kNsPerSec / ticks_per_sec));
+}
+
+}  // namespace kvms::linux

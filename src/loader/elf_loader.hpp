@@ -1,0 +1,72 @@
+#pragma once
+// Loading ELF64 x86-64 executables into a guest address space, the way Linux's binfmt_elf does.
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kvm/address_space.hpp"
+
+namespace kvms::loader {
+
+// A program that cannot be started. exit_status follows the shell: 127 for a missing file, 126 for a
+// file that is not a runnable x86-64 ELF (or unsupported). message is one line, no trailing newline.
+class LoadError : public std::runtime_error {
+ public:
+  LoadError(int exit_status, const std::string& message) : std::runtime_error(message), exit_status(exit_status) {}
+  int exit_status;
+};
+
+struct TlsSegment {
+  uint64_t vaddr = 0, filesz = 0, memsz = 0, align = 0;  // vaddr after the load bias
+};
+
+struct LoadedElf {
+  uint64_t entry = 0;       // after the load bias
+  uint64_t load_bias = 0;   // 0 for ET_EXEC
+  uint64_t phdr = 0;        // guest address of the program headers (AT_PHDR)
+  uint64_t phent = 0, phnum = 0;
+  uint64_t lowest = 0, highest = 0;  // page-aligned extent of the PT_LOAD segments in the guest
+  uint64_t brk_start = 0;   // page-aligned end of the highest segment: where the heap starts
+  bool executable_stack = false;  // PT_GNU_STACK with PF_X, or no PT_GNU_STACK
+  bool has_tls = false;
+  TlsSegment tls;
+  std::string interpreter;  // PT_INTERP path, empty when static
+};
+
+// Checks that `image` is a well-formed ELF64 little-endian x86-64 ET_EXEC or ET_DYN and maps its
+// PT_LOAD segments into `as` with their permissions (bss zeroed). ET_DYN goes at `dyn_base` (page
+// aligned; the caller picks it). Throws LoadError on anything malformed: bad magic/class/machine,
+// truncated headers, segments overlapping each other or lying outside the file, absurd sizes or
+// alignments, addresses outside the address space, no PT_LOAD, entry outside every executable segment.
+LoadedElf load_elf(kvm::AddressSpace& as, std::span<const uint8_t> image, uint64_t dyn_base);
+
+// Reads a whole file for loading; LoadError(127) when missing, LoadError(126) when unreadable,
+// a directory, or larger than max_bytes.
+std::vector<uint8_t> read_program_file(const std::string& path, uint64_t max_bytes = 1ull << 30);
+
+// Auxiliary vector entries and the strings the initial stack carries.
+struct StackSpec {
+  std::vector<std::string> argv;
+  std::vector<std::string> envp;
+  std::string execfn;            // AT_EXECFN
+  std::string platform = "x86_64";  // AT_PLATFORM
+  uint64_t hwcap = 0, hwcap2 = 0;
+  uint64_t uid = 0, euid = 0, gid = 0, egid = 0;
+  bool secure = false;
+  uint64_t clock_ticks = 100;
+  uint64_t minsigstksz = 0;      // AT_MINSIGSTKSZ (0 = omit)
+  uint64_t sysinfo_ehdr = 0;     // AT_SYSINFO_EHDR, the vDSO (0 = omit)
+  uint64_t interp_base = 0;      // AT_BASE (0 for static programs)
+  uint8_t random[16] = {};       // AT_RANDOM's bytes (the caller fills them with fresh randomness)
+};
+
+// Writes argv/envp/auxv and their strings below stack_top (as Linux lays them out: strings at the
+// top, then AT_RANDOM bytes, platform string, 16-byte aligned auxv/envp/argv/argc) and returns the
+// initial rsp (16-byte aligned, pointing at argc). Throws LoadError(126) if it does not fit in
+// stack_size bytes.
+uint64_t build_initial_stack(kvm::AddressSpace& as, uint64_t stack_top, uint64_t stack_size,
+                             const StackSpec& spec, const LoadedElf& program);
+
+}  // namespace kvms::loader
