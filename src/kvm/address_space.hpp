@@ -67,6 +67,8 @@ class AddressSpace {
   // because KVM's dirty log sees only the guest's own writes. Recording is off until enabled.
   void track_host_writes(bool on) { tracking_ = on; }
   std::vector<uint64_t>& host_written_pages() { return host_written_; }
+  // Records a write the host made straight through a host pointer (user_ptr, kernel pages).
+  void note_user_write(uint64_t gpa, uint64_t len) { note_write(gpa, len); }
 
   // Kernel-area pages (supervisor-only): map a kernel-slot offset at kKernelVirt + offset.
   void map_kernel_page(uint64_t offset, bool writable, bool executable);
