@@ -1,0 +1,240 @@
+#include "linux/guest.hpp"
+
+#include <elf.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <x86intrin.h>
+#include <cpuid.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "kvm/layout.hpp"
+#include "linux/syscalls.hpp"
+#include "loader/elf_loader.hpp"
+
+extern "C" const uint8_t kvms_vdso_blob[];
+extern "C" const uint8_t kvms_vdso_blob_end[];
+
+namespace kvms::linux {
+namespace {
+
+using kvm::kPageSize;
+using kvm::page_up;
+
+constexpr uint64_t kStackSize = 8ull << 20;
+constexpr uint64_t kStackGuard = 1ull << 20;   // unmapped space above the stack
+constexpr uint64_t kPieBase = 1ull << 30;      // where static-PIE programs are placed
+constexpr uint64_t kHwcap2Fsgsbase = 1 << 1;
+
+uint64_t monotonic_now() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000 + uint64_t(ts.tv_nsec);
+}
+
+int signal_for(int vector) {
+  switch (vector) {
+    case 0: case 16: case 19: return SIGFPE;
+    case 1: case 3: return SIGTRAP;
+    case 6: return SIGILL;
+    case 12: case 17: return SIGBUS;
+    default: return SIGSEGV;
+  }
+}
+
+bool has_error_code(int vector) {
+  return vector == 8 || (vector >= 10 && vector <= 14) || vector == 17 || vector == 21 || vector == 29 || vector == 30;
+}
+
+std::string hex(uint64_t v) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// Maps the vDSO (its PT_LOAD segments, read+execute) with the clock page just below it.
+uint64_t map_vdso(kvm::AddressSpace& as, uint64_t below) {
+  const auto* ehdr = reinterpret_cast<const Elf64_Ehdr*>(kvms_vdso_blob);
+  const auto* phdrs = reinterpret_cast<const Elf64_Phdr*>(kvms_vdso_blob + ehdr->e_phoff);
+  uint64_t extent = 0;
+  for (int i = 0; i < ehdr->e_phnum; ++i)
+    if (phdrs[i].p_type == PT_LOAD) extent = std::max(extent, phdrs[i].p_vaddr + phdrs[i].p_memsz);
+  extent = page_up(extent);
+  auto base = as.find_free(extent + kPageSize, below - extent - kPageSize);
+  if (!base) throw std::runtime_error("no room for the vDSO");
+  const uint64_t image = *base + kPageSize;
+  if (as.map(*base, kPageSize, kvm::kProtRead, "[vvar]") || as.map(image, extent, kvm::kProtRead | kvm::kProtExec, "[vdso]"))
+    throw std::runtime_error("cannot map the vDSO");
+  for (int i = 0; i < ehdr->e_phnum; ++i)
+    if (phdrs[i].p_type == PT_LOAD) as.poke(image + phdrs[i].p_vaddr, kvms_vdso_blob + phdrs[i].p_offset, phdrs[i].p_filesz);
+  return image;
+}
+
+}  // namespace
+
+std::string find_program(const std::string& program) {
+  if (program.empty()) throw loader::LoadError(127, "empty program name");
+  if (program.find('/') != std::string::npos) return program;
+  const char* path = getenv("PATH");
+  std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  size_t start = 0;
+  while (start <= dirs.size()) {
+    size_t end = dirs.find(':', start);
+    if (end == std::string::npos) end = dirs.size();
+    std::string dir = dirs.substr(start, end - start);
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + program;
+    struct stat st{};
+    if (stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(candidate.c_str(), X_OK) == 0) return candidate;
+    start = end + 1;
+  }
+  throw loader::LoadError(127, program + ": command not found");
+}
+
+std::unique_ptr<Guest> Guest::create(const GuestConfig& config) {
+  std::unique_ptr<Guest> g(new Guest);
+  g->program_path_ = find_program(config.program);
+  const std::vector<uint8_t> image = loader::read_program_file(g->program_path_);
+
+  const uint64_t user_size = page_up(config.address_space);
+  // Enough page-table pages to map every user page, plus the fixed kernel pages; sparse until used.
+  const uint64_t kernel_size = page_up((16ull << 20) + user_size / 256);
+  g->memory_ = kvm::GuestMemory::create(user_size, kernel_size);
+  g->mm_ = std::make_shared<kvm::AddressSpace>(g->memory_);
+  kvm::install_kernel_area(*g->mm_);
+
+  const loader::LoadedElf elf = loader::load_elf(*g->mm_, image, std::min(kPieBase, user_size / 4));
+  if (!elf.interpreter.empty())
+    throw loader::LoadError(126, g->program_path_ + ": dynamically linked programs are not supported yet (interpreter " +
+                                     elf.interpreter + ")");
+
+  const uint64_t stack_top = user_size - kStackGuard;
+  const int stack_prot = kvm::kProtRead | kvm::kProtWrite | (elf.executable_stack ? kvm::kProtExec : 0);
+  if (g->mm_->map(stack_top - kStackSize, kStackSize, stack_prot, "[stack]") != 0)
+    throw loader::LoadError(126, g->program_path_ + ": no room for the stack");
+  const uint64_t vdso = map_vdso(*g->mm_, stack_top - kStackSize);
+
+  g->process_ = std::make_unique<Process>(g->mm_, config.policy, config.process);
+  Process& p = *g->process_;
+  p.cwd = config.cwd;
+  p.brk_start = p.brk_current = elf.brk_start;
+  p.stack_top = stack_top;
+  p.stack_size = kStackSize;
+  p.vdso_base = vdso;
+  const char* stdio_names[] = {"/dev/stdin", "/dev/stdout", "/dev/stderr"};
+  for (int fd = 0; fd < 3; ++fd)
+    if (auto f = inherit_host_fd(fd, stdio_names[fd])) p.fds.install_at(fd, std::move(f), false);
+
+  g->vm_ = std::make_unique<kvm::Vm>(g->memory_, false);
+  g->vcpu_ = std::make_unique<kvm::Vcpu>(*g->vm_, 0);
+  p.attach(g->vcpu_.get());
+  p.clock.tsc_khz = g->vcpu_->tsc_khz();
+  p.clock.tsc_offset = int64_t(g->vcpu_->guest_tsc() - __rdtsc());
+  refresh_clock_page(p);
+
+  loader::StackSpec spec;
+  spec.argv = config.argv;
+  spec.envp = config.envp;
+  spec.execfn = config.program;
+  unsigned eax, ebx, ecx, edx;
+  __cpuid(1, eax, ebx, ecx, edx);
+  spec.hwcap = edx;
+  spec.hwcap2 = (kvm::Kvm::instance().cr4_extra() & (1u << 16)) ? kHwcap2Fsgsbase : 0;
+  spec.uid = spec.euid = p.uid;
+  spec.gid = spec.egid = p.gid;
+  spec.sysinfo_ehdr = vdso;
+  spec.minsigstksz = 4096;
+  if (getrandom(spec.random, sizeof spec.random, 0) != sizeof spec.random) throw std::runtime_error("getrandom failed");
+  const uint64_t rsp = loader::build_initial_stack(*g->mm_, stack_top, kStackSize, spec, elf);
+  g->vcpu_->enter_user_mode(g->mm_->cr3(), elf.entry, rsp);
+  g->mm_->clear_tlb_flush();
+  return g;
+}
+
+RunResult Guest::run(uint64_t deadline_ns) {
+  if (deadline_ns) vcpu_->set_deadline(deadline_ns);
+  struct DisarmOnReturn {
+    kvm::Vcpu& v;
+    bool armed;
+    ~DisarmOnReturn() { if (armed) v.set_deadline(0); }
+  } disarm{*vcpu_, deadline_ns != 0};
+
+  for (;;) {
+    const kvm::Exit e = vcpu_->run();
+    switch (e.kind) {
+      case kvm::Exit::Syscall:
+        ++exits_.syscall;
+        if (!handle_syscall()) {
+          const int status = *process_->exit_status;
+          if (status > 128) return {RunResult::Signaled, status, std::string("killed by signal ") + strsignal(status - 128)};
+          return {RunResult::Exited, status, ""};
+        }
+        break;
+      case kvm::Exit::Exception:
+        ++exits_.exception;
+        return report_exception(e.vector);
+      case kvm::Exit::Interrupted:
+        ++exits_.interrupted;
+        if (deadline_ns && monotonic_now() >= deadline_ns) return {RunResult::TimedOut, 124, "timed out"};
+        break;
+      default:
+        ++exits_.other;
+        return {RunResult::Faulted, 128 + SIGSEGV, "guest fault: " + (e.detail.empty() ? std::string("halted") : e.detail)};
+    }
+  }
+}
+
+bool Guest::handle_syscall() {
+  kvm_regs& r = vcpu_->regs();
+  const SyscallArgs args{r.rax, {r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9}};
+  const int64_t result = dispatch_syscall(*process_, args);
+  if (process_->exit_status) return false;
+  r.rax = uint64_t(result);
+  vcpu_->regs_changed();
+  maybe_refresh_clock_page(*process_);
+  if (mm_->tlb_flush_pending()) flush_tlb_before_resume();
+  return true;
+}
+
+// Returns to ring 3 through the entry code's flush path: an iretq frame on the exception stack that
+// resumes exactly where sysret would have.
+void Guest::flush_tlb_before_resume() {
+  kvm_regs& r = vcpu_->regs();
+  const uint64_t top = kvm::kStackOffset + kvm::kStackPages * kPageSize;
+  const uint64_t frame_offset = top - 5 * sizeof(uint64_t);
+  const uint64_t frame[5] = {r.rcx, kvm::kUserCs, r.r11, r.rsp, kvm::kUserDs};
+  std::memcpy(memory_->kernel_base() + frame_offset, frame, sizeof frame);
+  mm_->note_user_write(kvm::kKernelPhys + frame_offset, sizeof frame);
+  r.rsp = kvm::kKernelVirt + frame_offset;
+  r.rip = kvm::kKernelVirt + kvm::kEntryOffset + kvm::kEntryFlushIret;
+  vcpu_->regs_changed();
+  mm_->clear_tlb_flush();
+}
+
+RunResult Guest::report_exception(int vector) {
+  const kvm_regs& r = vcpu_->regs();
+  const uint64_t* frame = nullptr;
+  if (r.rsp >= kvm::kKernelVirt && r.rsp - kvm::kKernelVirt + 6 * 8 <= memory_->kernel_size())
+    frame = reinterpret_cast<const uint64_t*>(memory_->kernel_base() + (r.rsp - kvm::kKernelVirt));
+  std::string msg = kvm::exception_name(vector);
+  if (frame) {
+    const bool code = has_error_code(vector);
+    const uint64_t error = code ? frame[0] : 0;
+    const uint64_t rip = frame[code ? 1 : 0], cs = frame[code ? 2 : 1];
+    msg += " at rip " + hex(rip);
+    if ((cs & 3) == 0) msg += " (in kvmserver's guest kernel code)";
+    if (vector == 14) {
+      msg += std::string(", ") + ((error & 2) ? "writing" : (error & 16) ? "executing" : "reading") + " address " +
+             hex(vcpu_->sregs().cr2) + ((error & 1) ? " (protection violation)" : " (not mapped)");
+    } else if (code && error) {
+      msg += ", error code " + hex(error);
+    }
+  }
+  const int sig = signal_for(vector);
+  return {RunResult::Faulted, 128 + sig, msg + " (SIG" + sigabbrev_np(sig) + ")"};
+}
+
+}  // namespace kvms::linux

@@ -1,0 +1,73 @@
+#pragma once
+// A guest program in its own VM: loading it, and the vCPU loop that turns every VM exit into a
+// syscall, an exception report, or a stop.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kvm/address_space.hpp"
+#include "kvm/vm.hpp"
+#include "linux/process.hpp"
+
+namespace kvms::linux {
+
+class PathPolicy;
+
+struct GuestConfig {
+  std::string program;             // path as given (searched in PATH when it has no '/')
+  std::vector<std::string> argv;   // argv[0] included
+  std::vector<std::string> envp;
+  std::string cwd = "/";
+  uint64_t address_space = 64ull << 30;  // guest-physical size of user memory
+  ProcessConfig process;
+  std::shared_ptr<const PathPolicy> policy;
+};
+
+// Why the run ended and with what shell-style status.
+struct RunResult {
+  enum Reason { Exited, Signaled, Faulted, TimedOut, Stopped } reason = Exited;
+  int status = 0;            // exit status as a shell reports it: code, 128+signal, 124 timeout
+  std::string message;       // one line for stderr when the run did not end by exit
+};
+
+struct ExitCounters {
+  uint64_t syscall = 0, exception = 0, interrupted = 0, other = 0;
+  uint64_t total() const { return syscall + exception + interrupted + other; }
+};
+
+class Guest {
+ public:
+  // Loads the program; throws loader::LoadError (126/127) or std::runtime_error (KVM problems).
+  static std::unique_ptr<Guest> create(const GuestConfig& config);
+
+  // Runs until the program exits, faults, or deadline_ns (CLOCK_MONOTONIC, 0 = none) passes.
+  RunResult run(uint64_t deadline_ns = 0);
+
+  Process& process() { return *process_; }
+  kvm::Vcpu& vcpu() { return *vcpu_; }
+  const ExitCounters& exits() const { return exits_; }
+  kvm::GuestMemory& memory() { return *memory_; }
+  // The resolved host path of the program.
+  const std::string& program_path() const { return program_path_; }
+
+ private:
+  Guest() = default;
+  bool handle_syscall();  // false when the program exited
+  RunResult report_exception(int vector);
+  void flush_tlb_before_resume();
+
+  std::string program_path_;
+  std::shared_ptr<kvm::GuestMemory> memory_;
+  std::shared_ptr<kvm::AddressSpace> mm_;
+  std::unique_ptr<kvm::Vm> vm_;
+  std::unique_ptr<kvm::Vcpu> vcpu_;
+  std::unique_ptr<Process> process_;
+  ExitCounters exits_;
+};
+
+// Finds PROGRAM like execvp: as given when it contains '/', else the first executable in PATH.
+std::string find_program(const std::string& program);
+
+}  // namespace kvms::linux
