@@ -33,6 +33,25 @@ constexpr uint32_t kDirtyRingEntries = 16384;
 // AMX tile state does not fit struct kvm_xsave; nothing we run needs it.
 constexpr uint64_t kXcr0Amx = (1ull << 17) | (1ull << 18);
 
+// <linux/kvm.h> declares its variable-length structs with flexible-array wrappers that C++ sizes
+// differently from C (an empty struct is one byte in C++), which changes both the ioctl numbers and
+// the offset of the arrays. These are the C layouts and numbers.
+template <typename Entry, size_t N> struct KvmList {
+  uint32_t count = 0, padding = 0;
+  Entry entries[N];
+};
+struct XsaveArea {
+  uint32_t region[1024];
+};
+using CpuidList = KvmList<kvm_cpuid_entry2, 256>;
+template <size_t N> using MsrList = KvmList<kvm_msr_entry, N>;
+constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, uint64_t);
+constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, uint64_t);
+constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, uint64_t);
+constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, uint64_t);
+constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, struct XsaveArea);
+constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, struct XsaveArea);
+
 [[noreturn]] void fail(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
 
 int kick_signal() { return SIGRTMIN + 1; }
@@ -89,16 +108,10 @@ Kvm::Kvm() {
   vcpu_mmap_size_ = ioctl(fd_, KVM_GET_VCPU_MMAP_SIZE, 0);
   if (vcpu_mmap_size_ <= 0) fail("KVM_GET_VCPU_MMAP_SIZE");
 
-  for (uint32_t n = 128;; n *= 2) {
-    std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2));
-    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
-    c->nent = n;
-    if (ioctl(fd_, KVM_GET_SUPPORTED_CPUID, c) == 0) {
-      cpuid_.assign(c->entries, c->entries + c->nent);
-      break;
-    }
-    if (errno != E2BIG || n > 4096) fail("KVM_GET_SUPPORTED_CPUID");
-  }
+  auto list = std::make_unique<CpuidList>();
+  list->count = 256;
+  if (ioctl(fd_, kGetSupportedCpuid, list.get()) != 0) fail("KVM_GET_SUPPORTED_CPUID");
+  cpuid_.assign(list->entries, list->entries + list->count);
   for (auto& e : cpuid_) {
     if (e.function == 0xd && e.index == 0) xcr0_ = ((uint64_t(e.edx) << 32) | e.eax) & host_xcr0() & ~kXcr0Amx;
     if (e.function == 7 && e.index == 0) {
@@ -166,11 +179,10 @@ Vcpu::~Vcpu() {
 
 void Vcpu::load_cpuid() {
   const auto& entries = Kvm::instance().guest_cpuid();
-  std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2));
-  auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
-  c->nent = entries.size();
+  auto c = std::make_unique<CpuidList>();
+  c->count = uint32_t(entries.size());
   std::copy(entries.begin(), entries.end(), c->entries);
-  for (uint32_t i = 0; i < c->nent; ++i) {
+  for (uint32_t i = 0; i < c->count; ++i) {
     auto& e = c->entries[i];
     if (e.function == 1) e.ebx = (e.ebx & 0x00ffffff) | (uint32_t(id_) << 24);
     if (e.function == 0xd && e.index == 0) {  // advertise only the XCR0 bits we enable
@@ -178,7 +190,7 @@ void Vcpu::load_cpuid() {
       e.edx &= uint32_t(Kvm::instance().xcr0() >> 32);
     }
   }
-  if (ioctl(fd_, KVM_SET_CPUID2, c) != 0) fail("KVM_SET_CPUID2");
+  if (ioctl(fd_, kSetCpuid2, c.get()) != 0) fail("KVM_SET_CPUID2");
 }
 
 void Vcpu::enter_user_mode(uint64_t cr3, uint64_t rip, uint64_t rsp) {
@@ -223,11 +235,10 @@ void Vcpu::enter_user_mode(uint64_t cr3, uint64_t rip, uint64_t rsp) {
       {kMsrSfmask, 0, kSyscallMask},
       {kMsrKernelGsBase, 0, 0},
   };
-  std::vector<uint8_t> buf(sizeof(kvm_msrs) + sizeof entries);
-  auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
-  msrs->nmsrs = 5;
-  std::memcpy(msrs->entries, entries, sizeof entries);
-  if (ioctl(fd_, KVM_SET_MSRS, msrs) != 5) fail("KVM_SET_MSRS");
+  MsrList<5> msrs;
+  msrs.count = 5;
+  std::memcpy(msrs.entries, entries, sizeof entries);
+  if (ioctl(fd_, kSetMsrs, &msrs) != 5) fail("KVM_SET_MSRS");
 
   kvm_regs r{};
   r.rip = rip;
@@ -330,12 +341,11 @@ void Vcpu::harvest_dirty(std::vector<uint64_t>& pages) {
 }
 
 uint64_t Vcpu::guest_tsc() {
-  std::vector<uint8_t> buf(sizeof(kvm_msrs) + sizeof(kvm_msr_entry));
-  auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
-  msrs->nmsrs = 1;
-  msrs->entries[0].index = 0x10;  // IA32_TIME_STAMP_COUNTER
-  if (ioctl(fd_, KVM_GET_MSRS, msrs) != 1) fail("KVM_GET_MSRS(TSC)");
-  return msrs->entries[0].data;
+  MsrList<1> msrs;
+  msrs.count = 1;
+  msrs.entries[0] = {0x10, 0, 0};  // IA32_TIME_STAMP_COUNTER
+  if (ioctl(fd_, kGetMsrs, &msrs) != 1) fail("KVM_GET_MSRS(TSC)");
+  return msrs.entries[0].data;
 }
 
 uint64_t Vcpu::tsc_khz() const {
@@ -348,7 +358,7 @@ VcpuState Vcpu::save() {
   VcpuState st;
   st.regs = run_->s.regs.regs;
   st.sregs = sregs();
-  if (ioctl(fd_, KVM_GET_XSAVE, st.xsave.data()) != 0) fail("KVM_GET_XSAVE");
+  if (ioctl(fd_, kGetXsave, st.xsave.data()) != 0) fail("KVM_GET_XSAVE");
   if (ioctl(fd_, KVM_GET_XCRS, &st.xcrs) != 0) fail("KVM_GET_XCRS");
   st.fs_base = st.sregs.fs.base;
   st.gs_base = st.sregs.gs.base;
@@ -361,7 +371,7 @@ void Vcpu::restore(const VcpuState& st) {
   sregs_ = st.sregs;
   sregs_valid_ = true;
   sregs_dirty_ = true;
-  if (ioctl(fd_, KVM_SET_XSAVE, st.xsave.data()) != 0) fail("KVM_SET_XSAVE");
+  if (ioctl(fd_, kSetXsave, st.xsave.data()) != 0) fail("KVM_SET_XSAVE");
   if (ioctl(fd_, KVM_SET_XCRS, &st.xcrs) != 0) fail("KVM_SET_XCRS");
 }
 
