@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests directly, and the KVM suite through tools/with-kvm (directly where
+# /dev/kvm works, otherwise inside the nested KVM machine, booted once). Prints how long each part took.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+t0=$(date +%s)
+scripts/setup.sh || exit 1
+t1=$(date +%s)
+tools/with-kvm --setup >/dev/null || { echo "test: cannot prepare the nested KVM machine" >&2; exit 1; }
+t2=$(date +%s)
+ctest --test-dir build --output-on-failure -j2 -LE kvm
+unit=$?
+t3=$(date +%s)
+ctest --test-dir build --output-on-failure -L kvm
+kvm=$?
+t4=$(date +%s)
+echo "test: setup+build $((t1 - t0)) s, nested machine set-up $((t2 - t1)) s, unit tests $((t3 - t2)) s, KVM suite $((t4 - t3)) s"
+[ "$unit" = 0 ] && [ "$kvm" = 0 ]

@@ -1,0 +1,115 @@
+#include "server/run_command.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <vector>
+
+#include "linux/guest.hpp"
+#include "linux/policy.hpp"
+#include "linux/syscalls.hpp"
+#include "loader/elf_loader.hpp"
+
+extern char** environ;
+
+namespace kvms::server {
+namespace {
+
+constexpr int kInternalError = 125;
+
+std::vector<std::string> guest_environment(const cli::Options& opts) {
+  std::vector<std::string> env;
+  if (opts.allow_all || opts.allow_env.any()) {
+    for (char** e = environ; *e; ++e) {
+      std::string var = *e;
+      std::string name = var.substr(0, var.find('='));
+      if (opts.allow_all || opts.allow_env.all ||
+          std::find(opts.allow_env.items.begin(), opts.allow_env.items.end(), name) != opts.allow_env.items.end())
+        env.push_back(var);
+    }
+  }
+  for (const auto& var : opts.env) {
+    std::string name = var.substr(0, var.find('=') + 1);
+    std::erase_if(env, [&](const std::string& e) { return e.compare(0, name.size(), name) == 0; });
+    env.push_back(var);
+  }
+  return env;
+}
+
+uint64_t deadline_after(double seconds) {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return uint64_t(now.tv_sec) * 1000000000 + uint64_t(now.tv_nsec) + uint64_t(seconds * 1e9);
+}
+
+void print_stats(linux::Guest& guest) {
+  const auto& x = guest.exits();
+  std::fprintf(stderr, "kvmserver: stats: vm exits: syscall=%llu exception=%llu interrupted=%llu other=%llu total=%llu\n",
+               (unsigned long long)x.syscall, (unsigned long long)x.exception, (unsigned long long)x.interrupted,
+               (unsigned long long)x.other, (unsigned long long)guest.vcpu().exits());
+  std::vector<std::pair<uint64_t, std::string>> calls;
+  const auto& stats = guest.process().stats;
+  for (size_t nr = 0; nr < stats.calls.size(); ++nr)
+    if (stats.calls[nr]) {
+      const char* name = linux::syscall_name(nr);
+      calls.emplace_back(stats.calls[nr], name ? name : "#" + std::to_string(nr));
+    }
+  std::sort(calls.begin(), calls.end(), [](auto& a, auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+  std::string line;
+  uint64_t total = 0;
+  for (auto& [count, name] : calls) {
+    line += " " + name + "=" + std::to_string(count);
+    total += count;
+  }
+  std::fprintf(stderr, "kvmserver: stats: syscalls: total=%llu%s\n", (unsigned long long)total, line.c_str());
+  const uint64_t pages = guest.memory().resident_pages();
+  std::fprintf(stderr, "kvmserver: stats: memory: pages touched=%llu (%llu KiB), mapped=%llu KiB\n",
+               (unsigned long long)pages, (unsigned long long)pages * 4,
+               (unsigned long long)guest.process().mm().mapped_bytes() / 1024);
+}
+
+}  // namespace
+
+int run_program(const cli::Options& opts) {
+  std::unique_ptr<linux::Guest> guest;
+  try {
+    linux::GuestConfig config;
+    config.program = opts.program;
+    config.argv.push_back(opts.program);
+    config.argv.insert(config.argv.end(), opts.args.begin(), opts.args.end());
+    config.envp = guest_environment(opts);
+    config.cwd = opts.cwd;
+    config.address_space = opts.max_address_space_gb << 30;
+    config.process.verbose = opts.verbose > 0;
+    config.process.memory_limit = opts.max_memory_mb << 20;
+    linux::PolicyConfig policy = cli::policy_config(opts);
+    policy.always_readable.push_back(linux::find_program(opts.program));
+    config.policy = std::make_shared<linux::PathPolicy>(std::move(policy));
+    guest = linux::Guest::create(config);
+  } catch (const loader::LoadError& e) {
+    std::fprintf(stderr, "kvmserver: %s\n", e.what());
+    return e.exit_status;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvmserver: %s\n", e.what());
+    return kInternalError;
+  }
+
+  linux::RunResult result;
+  try {
+    result = guest->run(opts.timeout ? deadline_after(*opts.timeout) : 0);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvmserver: %s: internal error: %s\n", opts.program.c_str(), e.what());
+    return kInternalError;
+  }
+  std::fflush(stdout);
+  if (result.reason == linux::RunResult::TimedOut)
+    std::fprintf(stderr, "kvmserver: %s: timed out after %g s\n", opts.program.c_str(), *opts.timeout);
+  else if (!result.message.empty())
+    std::fprintf(stderr, "kvmserver: %s: %s\n", opts.program.c_str(), result.message.c_str());
+  if (opts.stats) print_stats(*guest);
+  return result.status;
+}
+
+}  // namespace kvms::server
