@@ -12,7 +12,7 @@
 namespace kvms::linux {
 
 struct OpenFile {
-  enum class Kind { Regular, Directory, Pipe, Tty, CharDevice, Socket, Other };
+  enum class Kind { Regular, Directory, Pipe, Tty, CharDevice, Socket, Epoll, EventFd, TimerFd, Other };
   OpenFile(int host_fd, Kind kind, std::string path, int status_flags);
   ~OpenFile();  // closes the host fd
   OpenFile(const OpenFile&) = delete;
@@ -22,6 +22,16 @@ struct OpenFile {
   Kind kind;
   std::string path;   // guest path it was opened by ("pipe:[N]", "/dev/stdout"...), for readlink and logs
   int status_flags;   // O_APPEND, O_NONBLOCK, O_RDONLY/O_WRONLY/O_RDWR ... as the guest set them
+  bool listening = false;  // a socket after a successful listen(): what the server layer watches
+
+  // An epoll instance's interest list as the guest registered it (guest fds), so a worker's fork or
+  // reset can rebuild the host epoll over its own host fds.
+  struct EpollInterest {
+    int guest_fd;
+    uint32_t events;
+    uint64_t data;
+  };
+  std::vector<EpollInterest> epoll_interest;
 };
 
 class FdTable {

@@ -25,6 +25,23 @@ class Vcpu;
 namespace kvms::linux {
 
 class PathPolicy;
+class NetPolicy;
+class Process;
+
+// What the server layer learns from the syscalls that wait and accept. Null for `kvmserver run`.
+class ServerHooks {
+ public:
+  virtual ~ServerHooks() = default;
+  // The guest is about to wait (epoll_wait/epoll_pwait/poll/select/a blocking accept), on a set that
+  // does or does not include a listening socket. Returning true stops the syscall before it runs: it
+  // is left pending at the syscall entry (set Process::pause) and Guest::run returns Paused.
+  virtual bool before_wait(Process& p, bool includes_listener, bool would_block) = 0;
+  // Whether listening sockets must look empty to this guest now (an ephemeral worker busy with its
+  // one connection): accept -> EAGAIN, never ready in epoll/poll/select.
+  virtual bool listener_hidden(const Process& p) const = 0;
+  // accept/accept4 returned guest_fd, a new connection.
+  virtual void on_accept(Process& p, int guest_fd) = 0;
+};
 
 struct SyscallArgs {
   uint64_t nr = 0;
@@ -91,6 +108,9 @@ class Process {
   int altstack_flags = 2;  // SS_DISABLE
 
   std::optional<int> exit_status;  // set by exit/exit_group
+  bool pause = false;              // set through ServerHooks::before_wait: stop before this syscall
+  ServerHooks* server = nullptr;
+  std::shared_ptr<const NetPolicy> net_policy;  // --allow-listen/--allow-connect; null = deny all
 
   SyscallStats stats;
 
