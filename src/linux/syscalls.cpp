@@ -56,6 +56,19 @@ constexpr std::pair<int, SyscallHandler> kHandlers[] = {
     {SYS_rt_sigaction, sys_rt_sigaction}, {SYS_rt_sigprocmask, sys_rt_sigprocmask},
     {SYS_sigaltstack, sys_sigaltstack}, {SYS_kill, sys_kill}, {SYS_tgkill, sys_tgkill}, {SYS_tkill, sys_tkill},
     {SYS_rt_sigpending, sys_rt_sigpending},
+    // socket.cpp
+    {SYS_socket, sys_socket}, {SYS_socketpair, sys_socketpair}, {SYS_bind, sys_bind}, {SYS_listen, sys_listen},
+    {SYS_accept, sys_accept}, {SYS_accept4, sys_accept4}, {SYS_connect, sys_connect},
+    {SYS_shutdown, sys_shutdown}, {SYS_getsockname, sys_getsockname}, {SYS_getpeername, sys_getpeername},
+    {SYS_setsockopt, sys_setsockopt}, {SYS_getsockopt, sys_getsockopt}, {SYS_sendto, sys_sendto},
+    {SYS_recvfrom, sys_recvfrom}, {SYS_sendmsg, sys_sendmsg}, {SYS_recvmsg, sys_recvmsg},
+    {SYS_sendmmsg, sys_sendmmsg}, {SYS_recvmmsg, sys_recvmmsg},
+    // epoll.cpp
+    {SYS_epoll_create, sys_epoll_create}, {SYS_epoll_create1, sys_epoll_create1}, {SYS_epoll_ctl, sys_epoll_ctl},
+    {SYS_epoll_wait, sys_epoll_wait}, {SYS_epoll_pwait, sys_epoll_pwait}, {SYS_epoll_pwait2, sys_epoll_pwait2},
+    {SYS_poll, sys_poll}, {SYS_ppoll, sys_ppoll}, {SYS_select, sys_select}, {SYS_pselect6, sys_pselect6},
+    {SYS_eventfd, sys_eventfd}, {SYS_eventfd2, sys_eventfd2}, {SYS_timerfd_create, sys_timerfd_create},
+    {SYS_timerfd_settime, sys_timerfd_settime}, {SYS_timerfd_gettime, sys_timerfd_gettime},
 };
 
 constexpr size_t kTableSize = 512;

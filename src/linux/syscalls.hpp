@@ -53,6 +53,18 @@ KVMS_SYSCALL(nanosleep); KVMS_SYSCALL(clock_nanosleep); KVMS_SYSCALL(times);
 KVMS_SYSCALL(rt_sigaction); KVMS_SYSCALL(rt_sigprocmask); KVMS_SYSCALL(sigaltstack); KVMS_SYSCALL(kill);
 KVMS_SYSCALL(tgkill); KVMS_SYSCALL(tkill); KVMS_SYSCALL(rt_sigpending);
 
+// socket.cpp: sockets (TCP/UDP over IPv4/IPv6, Unix), checked against the network policy
+KVMS_SYSCALL(socket); KVMS_SYSCALL(socketpair); KVMS_SYSCALL(bind); KVMS_SYSCALL(listen); KVMS_SYSCALL(accept);
+KVMS_SYSCALL(accept4); KVMS_SYSCALL(connect); KVMS_SYSCALL(shutdown); KVMS_SYSCALL(getsockname);
+KVMS_SYSCALL(getpeername); KVMS_SYSCALL(setsockopt); KVMS_SYSCALL(getsockopt); KVMS_SYSCALL(sendto);
+KVMS_SYSCALL(recvfrom); KVMS_SYSCALL(sendmsg); KVMS_SYSCALL(recvmsg); KVMS_SYSCALL(sendmmsg);
+KVMS_SYSCALL(recvmmsg);
+// epoll.cpp: readiness (epoll, poll, select) and the fds that exist to be waited on
+KVMS_SYSCALL(epoll_create); KVMS_SYSCALL(epoll_create1); KVMS_SYSCALL(epoll_ctl); KVMS_SYSCALL(epoll_wait);
+KVMS_SYSCALL(epoll_pwait); KVMS_SYSCALL(epoll_pwait2); KVMS_SYSCALL(poll); KVMS_SYSCALL(ppoll);
+KVMS_SYSCALL(select); KVMS_SYSCALL(pselect6); KVMS_SYSCALL(eventfd); KVMS_SYSCALL(eventfd2);
+KVMS_SYSCALL(timerfd_create); KVMS_SYSCALL(timerfd_settime); KVMS_SYSCALL(timerfd_gettime);
+
 // Helpers shared by the families.
 int64_t errno_result(long host_rc);  // host syscall wrapper result -> value or -errno
 
