@@ -167,6 +167,7 @@ Vcpu::Vcpu(Vm& vm, int id) : vm_(vm), id_(id) {
     ring_ = static_cast<kvm_dirty_gfn*>(r);
   }
   load_cpuid();
+  load_syscall_msrs();
   install_kick_handler();
 }
 
@@ -175,6 +176,21 @@ Vcpu::~Vcpu() {
   if (ring_) munmap(ring_, ring_entries_ * sizeof(kvm_dirty_gfn));
   if (run_) munmap(run_, Kvm::instance().vcpu_mmap_size());
   if (fd_ >= 0) close(fd_);
+}
+
+// The syscall MSRs never change: every vCPU gets them at creation, so a restored state is complete.
+void Vcpu::load_syscall_msrs() {
+  const kvm_msr_entry entries[] = {
+      {kMsrStar, 0, (uint64_t(kUserStarBase) << 48) | (uint64_t(kKernelCs) << 32)},
+      {kMsrLstar, 0, kKernelVirt + kEntryOffset + kEntrySyscall},
+      {kMsrCstar, 0, kKernelVirt + kEntryOffset + kEntrySyscall},
+      {kMsrSfmask, 0, kSyscallMask},
+      {kMsrKernelGsBase, 0, 0},
+  };
+  MsrList<5> msrs;
+  msrs.count = 5;
+  std::memcpy(msrs.entries, entries, sizeof entries);
+  if (ioctl(fd_, kSetMsrs, &msrs) != 5) fail("KVM_SET_MSRS");
 }
 
 void Vcpu::load_cpuid() {
@@ -228,17 +244,6 @@ void Vcpu::enter_user_mode(uint64_t cr3, uint64_t rip, uint64_t rsp) {
   xcrs.xcrs[0].value = kvm.xcr0();
   if (ioctl(fd_, KVM_SET_XCRS, &xcrs) != 0) fail("KVM_SET_XCRS");
 
-  const kvm_msr_entry entries[] = {
-      {kMsrStar, 0, (uint64_t(kUserStarBase) << 48) | (uint64_t(kKernelCs) << 32)},
-      {kMsrLstar, 0, kKernelVirt + kEntryOffset + kEntrySyscall},
-      {kMsrCstar, 0, kKernelVirt + kEntryOffset + kEntrySyscall},
-      {kMsrSfmask, 0, kSyscallMask},
-      {kMsrKernelGsBase, 0, 0},
-  };
-  MsrList<5> msrs;
-  msrs.count = 5;
-  std::memcpy(msrs.entries, entries, sizeof entries);
-  if (ioctl(fd_, kSetMsrs, &msrs) != 5) fail("KVM_SET_MSRS");
 
   kvm_regs r{};
   r.rip = rip;

@@ -110,6 +110,7 @@ class Vcpu {
 
  private:
   void load_cpuid();
+  void load_syscall_msrs();
   Vm& vm_;
   int id_;
   int fd_ = -1;

@@ -29,6 +29,7 @@ constexpr uint64_t kStackSize = 8ull << 20;
 constexpr uint64_t kStackGuard = 1ull << 20;   // unmapped space above the stack
 constexpr uint64_t kPieBase = 1ull << 30;      // where static-PIE programs are placed
 constexpr uint64_t kHwcap2Fsgsbase = 1 << 1;
+constexpr uint64_t kSyscallOutLength = 2;  // `out imm8, al` in entry.asm
 
 uint64_t monotonic_now() {
   timespec ts{};
@@ -154,7 +155,7 @@ std::unique_ptr<Guest> Guest::create(const GuestConfig& config) {
   return g;
 }
 
-RunResult Guest::run(uint64_t deadline_ns) {
+RunResult Guest::run(uint64_t deadline_ns, bool syscall_pending, bool stop_on_kick) {
   if (deadline_ns) vcpu_->set_deadline(deadline_ns);
   struct DisarmOnReturn {
     kvm::Vcpu& v;
@@ -162,16 +163,14 @@ RunResult Guest::run(uint64_t deadline_ns) {
     ~DisarmOnReturn() { if (armed) v.set_deadline(0); }
   } disarm{*vcpu_, deadline_ns != 0};
 
+  if (syscall_pending)
+    if (auto end = complete_syscall(true)) return *end;
   for (;;) {
     const kvm::Exit e = vcpu_->run();
     switch (e.kind) {
       case kvm::Exit::Syscall:
         ++exits_.syscall;
-        if (!handle_syscall()) {
-          const int status = *process_->exit_status;
-          if (status > 128) return {RunResult::Signaled, status, std::string("killed by signal ") + strsignal(status - 128)};
-          return {RunResult::Exited, status, ""};
-        }
+        if (auto end = complete_syscall(false)) return *end;
         break;
       case kvm::Exit::Exception:
         ++exits_.exception;
@@ -179,6 +178,7 @@ RunResult Guest::run(uint64_t deadline_ns) {
       case kvm::Exit::Interrupted:
         ++exits_.interrupted;
         if (deadline_ns && monotonic_now() >= deadline_ns) return {RunResult::TimedOut, 124, "timed out"};
+        if (stop_on_kick) return {RunResult::Interrupted, 0, ""};
         break;
       default:
         ++exits_.other;
@@ -187,16 +187,45 @@ RunResult Guest::run(uint64_t deadline_ns) {
   }
 }
 
-bool Guest::handle_syscall() {
+std::optional<RunResult> Guest::complete_syscall(bool resumed) {
   kvm_regs& r = vcpu_->regs();
   const SyscallArgs args{r.rax, {r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9}};
   const int64_t result = dispatch_syscall(*process_, args);
-  if (process_->exit_status) return false;
+  if (process_->exit_status) {
+    const int status = *process_->exit_status;
+    if (status > 128) return RunResult{RunResult::Signaled, status, std::string("killed by signal ") + strsignal(status - 128)};
+    return RunResult{RunResult::Exited, status, ""};
+  }
+  if (process_->pause) {  // left pending: registers untouched, the vCPU still at the syscall's `out`
+    process_->pause = false;
+    return RunResult{RunResult::Paused, 0, ""};
+  }
   r.rax = uint64_t(result);
+  // A resumed syscall has no I/O exit for KVM to complete: step over the `out` ourselves. (Leaving rip
+  // on the `out` would be wrong either way: a vCPU with an older exit pending would skip it, a fresh
+  // one would execute it again.)
+  if (resumed) r.rip += kSyscallOutLength;
   vcpu_->regs_changed();
   maybe_refresh_clock_page(*process_);
   if (mm_->tlb_flush_pending()) flush_tlb_before_resume();
-  return true;
+  return std::nullopt;
+}
+
+std::unique_ptr<Guest> Guest::fork_paused(const kvm::VcpuState& state) const {
+  std::unique_ptr<Guest> g(new Guest);
+  g->program_path_ = program_path_;
+  g->memory_ = kvm::GuestMemory::fork_private(memory_);
+  g->mm_ = std::make_shared<kvm::AddressSpace>(*mm_, g->memory_);
+  g->mm_->track_host_writes(true);
+  g->vm_ = std::make_unique<kvm::Vm>(g->memory_, true);
+  g->vcpu_ = std::make_unique<kvm::Vcpu>(*g->vm_, 0);
+  g->vcpu_->restore(state);
+  return g;
+}
+
+void Guest::set_process(std::unique_ptr<Process> p) {
+  process_ = std::move(p);
+  process_->attach(vcpu_.get());
 }
 
 // Returns to ring 3 through the entry code's flush path: an iretq frame on the exception stack that

@@ -3,6 +3,7 @@
 // syscall, an exception report, or a stop.
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,7 +28,9 @@ struct GuestConfig {
 
 // Why the run ended and with what shell-style status.
 struct RunResult {
-  enum Reason { Exited, Signaled, Faulted, TimedOut, Stopped } reason = Exited;
+  // Paused: a ServerHooks asked to stop before a wait syscall, which stays pending (see run()).
+  // Interrupted: kick() while no deadline had passed.
+  enum Reason { Exited, Signaled, Faulted, TimedOut, Paused, Interrupted } reason = Exited;
   int status = 0;            // exit status as a shell reports it: code, 128+signal, 124 timeout
   std::string message;       // one line for stderr when the run did not end by exit
 };
@@ -42,8 +45,19 @@ class Guest {
   // Loads the program; throws loader::LoadError (126/127) or std::runtime_error (KVM problems).
   static std::unique_ptr<Guest> create(const GuestConfig& config);
 
-  // Runs until the program exits, faults, or deadline_ns (CLOCK_MONOTONIC, 0 = none) passes.
-  RunResult run(uint64_t deadline_ns = 0);
+  // Runs until the program exits, faults, pauses, or deadline_ns (CLOCK_MONOTONIC, 0 = none) passes.
+  // syscall_pending: the vCPU stands at a syscall that has not been handled yet (the state a pause
+  // leaves, and what a worker restores): handle it first.
+  // stop_on_kick: return Interrupted when kicked before the deadline instead of carrying on.
+  RunResult run(uint64_t deadline_ns = 0, bool syscall_pending = false, bool stop_on_kick = false);
+
+  // A copy-on-write child of this (paused) guest in a VM of its own, with dirty-page tracking on.
+  // The caller gives it its own Process (see server/worker).
+  std::unique_ptr<Guest> fork_paused(const kvm::VcpuState& state) const;
+  kvm::AddressSpace& address_space() { return *mm_; }
+  std::shared_ptr<kvm::AddressSpace> shared_address_space() { return mm_; }
+  std::shared_ptr<kvm::GuestMemory> shared_memory() const { return memory_; }
+  void set_process(std::unique_ptr<Process> p);
 
   Process& process() { return *process_; }
   kvm::Vcpu& vcpu() { return *vcpu_; }
@@ -54,7 +68,8 @@ class Guest {
 
  private:
   Guest() = default;
-  bool handle_syscall();  // false when the program exited
+  // Handles the syscall the vCPU stands at; a result when the run must end (exit, pause).
+  std::optional<RunResult> complete_syscall(bool resumed);
   RunResult report_exception(int vector);
   void flush_tlb_before_resume();
 
