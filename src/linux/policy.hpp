@@ -35,8 +35,8 @@
 #include <variant>
 #include <vector>
 
-// GNU C++ (the default -std=gnu++20) predefines `linux` as 1, which would break `namespace
-// kvms::linux`. The only standard spelling is __linux__, so it is safe to drop the old one.
+// GNU C++ modes (-std=gnu++20) predefine `linux` as 1, which would break `namespace kvms::linux`.
+// The build uses ISO mode; this guard keeps the header usable from a gnu++ translation unit too.
 #ifdef linux
 #undef linux
 #endif
@@ -80,7 +80,7 @@ class PathPolicy {
   // On success the host path to open; on failure a negative errno:
   //   -EACCES: denied, or a component outside the guest's view (even if it does not exist);
   //   -ENOENT/-ENOTDIR/-ELOOP/-ENAMETOOLONG...: resolution errors, only for visible components;
-  //   -EINVAL: relative path or embedded NUL.
+  //   -EINVAL: relative path or embedded NUL; -ENOENT: empty path.
   // follow_last: whether a symlink as the last component is followed (open, stat) or not (lstat,
   // readlink, unlink, O_NOFOLLOW). A trailing slash always follows and requires a directory.
   // The last component need not exist (exists=false): create/mkdir/symlink then need its parent
@@ -128,8 +128,8 @@ class PathPolicy {
 
 // Lexical join of a guest cwd and a path: an absolute path is returned as is, a relative one is
 // appended to cwd with a '/'. `.` and `..` are kept for resolve() (which must apply `..` after
-// symlink expansion). An empty path stays empty (resolve() then fails with -ENOENT... callers
-// handling AT_EMPTY_PATH do so before).
+// symlink expansion). An empty path stays empty (resolve() fails it with -ENOENT; callers handle
+// AT_EMPTY_PATH before).
 std::string join_guest_path(std::string_view cwd, std::string_view path);
 
 // Lexical normalization of an absolute path: collapses `//`, drops `.`, applies `..` textually

@@ -1,0 +1,576 @@
+#include "cli/options.hpp"
+
+#include <fmt/core.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+
+#include "kvm/layout.hpp"
+
+namespace kvms::cli {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Values, from the command line or the config file, and their validation.
+
+// A value error; the caller prefixes it with "--name: " or "FILE:LINE: name: ".
+struct BadValue : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+enum class Kind {
+  Flag,       // --stats                     TOML: bool
+  Count,      // -v -v                       TOML: bool or integer
+  Int,        // --threads=4                 TOML: integer
+  Float,      // --timeout=2.5               TOML: integer or float
+  String,     // --cwd=/x                    TOML: string
+  List,       // --volume=a:b (repeatable)   TOML: array of strings or one string
+  OptGrant,   // --allow-read[=a,b]          TOML: bool, array of strings or "a,b"
+  ListGrant,  // --allow-listen=a,b          TOML: array of strings or "a,b"
+};
+
+struct Value {
+  int64_t count = 0;  // Flag/Count: occurrences (Flag: 0 or 1 = false/true)
+  std::string text;   // Int/Float/String
+  std::vector<std::string> items;  // List/OptGrant/ListGrant
+  bool all = false;                // OptGrant: bare flag
+};
+
+struct Ctx {
+  std::string base_dir;  // relative paths are relative to this
+};
+
+using Apply = std::function<void(Options&, const Value&, const Ctx&)>;
+
+struct Spec {
+  const char* names;  // CLI11 names: "-t,--threads"
+  const char* key;    // the long name: TOML key
+  Kind kind;
+  const char* group;
+  const char* metavar;  // shown after the option name in --help
+  const char* help;
+  Apply apply;
+};
+
+constexpr uint64_t kMaxMemoryMb = kvm::kMaxUserSize >> 20;
+constexpr uint64_t kMaxAddressSpaceGb = kvm::kMaxUserSize >> 30;
+constexpr double kMaxSeconds = 1e9;
+
+int64_t parse_int(const std::string& s, int64_t lo, int64_t hi) {
+  int64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec == std::errc::invalid_argument || end != s.data() + s.size())
+    throw BadValue("'" + s + "' is not an integer");
+  if (ec == std::errc::result_out_of_range || v < lo || v > hi)
+    throw BadValue(fmt::format("{} is out of range ({}..{})", s, lo, hi));
+  return v;
+}
+
+double parse_seconds(const std::string& s) {
+  if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) throw BadValue("'" + s + "' is not a number");
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(s.c_str(), &end);
+  if (end != s.c_str() + s.size() || errno == ERANGE) throw BadValue("'" + s + "' is not a number");
+  if (!std::isfinite(v) || !(v > 0)) throw BadValue("must be a positive number of seconds, not " + s);
+  if (v > kMaxSeconds) throw BadValue("is too large: " + s);
+  return v;
+}
+
+std::string abs_path(const std::string& p, const Ctx& ctx) {
+  if (p.empty()) throw BadValue("empty path");
+  if (p.find('\0') != std::string::npos) throw BadValue("path contains a NUL byte");
+  if (p[0] == '/') return linux::normalize_path(p);
+  return linux::normalize_path(ctx.base_dir + "/" + p);
+}
+
+// ADDR:PORT (ADDR may be empty = any, a name, IPv4 or [IPv6]) or, with allow_path, /PATH.
+std::string endpoint(const std::string& s, bool allow_path) {
+  if (allow_path && !s.empty() && s[0] == '/') return s;
+  const char* expected = allow_path ? "expected ADDR:PORT or /PATH, not '" : "expected ADDR:PORT, not '";
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos) throw BadValue(expected + s + "'");
+  std::string host = s.substr(0, colon), port = s.substr(colon + 1);
+  bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+  if (!bracketed && host.find_first_of(":[]/ ") != std::string::npos) throw BadValue(expected + s + "'");
+  if (port.empty() || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+      port.size() > 5 || std::stoi(port) > 65535)
+    throw BadValue("bad port in '" + s + "'");
+  return s;
+}
+
+linux::Volume volume(const std::string& s, const Ctx& ctx) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (;;) {
+    auto c = s.find(':', start);
+    parts.push_back(s.substr(start, c == std::string::npos ? std::string::npos : c - start));
+    if (c == std::string::npos) break;
+    start = c + 1;
+  }
+  if (parts.size() < 2 || parts.size() > 3 || parts[0].empty() || parts[1].empty())
+    throw BadValue("expected HOST:GUEST[:rw], not '" + s + "'");
+  linux::Volume v;
+  v.host = abs_path(parts[0], ctx);
+  if (parts[1][0] != '/') throw BadValue("the guest path must be absolute in '" + s + "'");
+  v.guest = linux::normalize_path(parts[1]);
+  if (parts.size() == 3) {
+    if (parts[2] == "rw") {
+      v.writable = true;
+    } else if (parts[2] != "ro") {
+      throw BadValue("expected :rw or :ro at the end of '" + s + "'");
+    }
+  }
+  return v;
+}
+
+std::string env_assignment(const std::string& s) {
+  auto eq = s.find('=');
+  if (eq == 0 || eq == std::string::npos) throw BadValue("expected NAME=VALUE, not '" + s + "'");
+  return s;
+}
+
+std::string env_name(const std::string& s) {
+  if (s.empty() || s.find('=') != std::string::npos) throw BadValue("bad variable name '" + s + "'");
+  return s;
+}
+
+void add_grant(Grant& g, const Value& v, const std::function<std::string(const std::string&)>& item) {
+  g.all = g.all || v.all;
+  for (auto& s : v.items) {
+    auto x = item(s);
+    if (std::find(g.items.begin(), g.items.end(), x) == g.items.end()) g.items.push_back(std::move(x));
+  }
+}
+
+const std::vector<Spec>& specs() {
+  static const std::vector<Spec> s = {
+      // --- Permissions
+      {"-A,--allow-all", "allow-all", Kind::Flag, "Permissions",
+       "", "Allow everything: all files, environment, network",
+       [](Options& o, const Value& v, const Ctx&) { o.allow_all = v.count > 0; }},
+      {"--allow-read", "allow-read", Kind::OptGrant, "Permissions",
+       "[=PATH,...]", "Allow reading these paths (comma-separated; bare: everything)",
+       [](Options& o, const Value& v, const Ctx& c) {
+         add_grant(o.allow_read, v, [&](const std::string& p) { return abs_path(p, c); });
+       }},
+      {"--allow-write", "allow-write", Kind::OptGrant, "Permissions",
+       "[=PATH,...]", "Allow reading and writing these paths (comma-separated; bare: everything)",
+       [](Options& o, const Value& v, const Ctx& c) {
+         add_grant(o.allow_write, v, [&](const std::string& p) { return abs_path(p, c); });
+       }},
+      {"--allow-env", "allow-env", Kind::OptGrant, "Permissions",
+       "[=NAME,...]", "Pass these host environment variables (comma-separated; bare: all)",
+       [](Options& o, const Value& v, const Ctx&) { add_grant(o.allow_env, v, env_name); }},
+      {"--volume", "volume", Kind::List, "Permissions",
+       "HOST:GUEST[:rw]", "Show host directory HOST at guest path GUEST (read-only unless :rw)",
+       [](Options& o, const Value& v, const Ctx& c) {
+         for (auto& s : v.items) o.volumes.push_back(volume(s, c));
+       }},
+      {"--env", "env", Kind::List, "Permissions", "NAME=VALUE", "Set a variable in the program's environment",
+       [](Options& o, const Value& v, const Ctx&) {
+         for (auto& s : v.items) o.env.push_back(env_assignment(s));
+       }},
+      {"--cwd", "cwd", Kind::String, "Permissions", "DIR", "The program's working directory (default: ours)",
+       [](Options& o, const Value& v, const Ctx& c) { o.cwd = abs_path(v.text, c); }},
+      // --- Limits and reporting
+      {"--timeout", "timeout", Kind::Float, "Limits", "SECONDS", "Stop the program after this long",
+       [](Options& o, const Value& v, const Ctx&) { o.timeout = parse_seconds(v.text); }},
+      {"--max-memory", "max-memory", Kind::Int, "Limits", "MB", "Guest memory limit (default 1024)",
+       [](Options& o, const Value& v, const Ctx&) {
+         o.max_memory_mb = static_cast<uint64_t>(parse_int(v.text, 1, kMaxMemoryMb));
+       }},
+      {"--max-address-space", "max-address-space", Kind::Int, "Limits",
+       "GB", "Guest virtual address space (default 64)",
+       [](Options& o, const Value& v, const Ctx&) {
+         o.max_address_space_gb = static_cast<uint64_t>(parse_int(v.text, 1, kMaxAddressSpaceGb));
+       }},
+      {"--stats", "stats", Kind::Flag, "Limits", "", "Print run statistics on exit",
+       [](Options& o, const Value& v, const Ctx&) { o.stats = v.count > 0; }},
+      {"-v,--verbose", "verbose", Kind::Count, "Limits", "", "Explain denials and more (repeatable)",
+       [](Options& o, const Value& v, const Ctx&) {
+         if (v.count < 0 || v.count > 100) throw BadValue("out of range");
+         o.verbose = static_cast<int>(v.count);
+       }},
+      // --- Server
+      {"-t,--threads", "threads", Kind::Int, "Server", "N", "Worker VMs (default 1)",
+       [](Options& o, const Value& v, const Ctx&) { o.threads = static_cast<unsigned>(parse_int(v.text, 1, 1024)); }},
+      {"-e,--ephemeral", "ephemeral", Kind::Flag, "Server", "", "Reset the VM after every request",
+       [](Options& o, const Value& v, const Ctx&) { o.ephemeral = v.count > 0; }},
+      {"--allow-listen", "allow-listen", Kind::ListGrant, "Server",
+       "ADDR:PORT|PATH,...", "Allow listening on these addresses",
+       [](Options& o, const Value& v, const Ctx&) {
+         add_grant(o.allow_listen, v, [](const std::string& s) { return endpoint(s, true); });
+       }},
+      {"--allow-connect", "allow-connect", Kind::ListGrant, "Server",
+       "HOST:PORT|PATH,...", "Allow connecting to these addresses",
+       [](Options& o, const Value& v, const Ctx&) {
+         add_grant(o.allow_connect, v, [](const std::string& s) { return endpoint(s, true); });
+       }},
+      {"--allow-net", "allow-net", Kind::Flag, "Server", "", "Allow listening and connecting anywhere",
+       [](Options& o, const Value& v, const Ctx&) {
+         if (v.count > 0) o.allow_listen.all = o.allow_connect.all = true;
+       }},
+      {"--max-request-time", "max-request-time", Kind::Float, "Server", "S", "Time limit per request",
+       [](Options& o, const Value& v, const Ctx&) { o.max_request_time = parse_seconds(v.text); }},
+      {"--max-request-memory", "max-request-memory", Kind::Int, "Server", "MB", "Memory a request may add",
+       [](Options& o, const Value& v, const Ctx&) {
+         o.max_request_memory_mb = static_cast<uint64_t>(parse_int(v.text, 1, kMaxMemoryMb));
+       }},
+      {"--reset-full-above", "reset-full-above", Kind::Int, "Server",
+       "MB", "Reset the whole VM when a request dirtied more than this",
+       [](Options& o, const Value& v, const Ctx&) {
+         o.reset_full_above_mb = static_cast<uint64_t>(parse_int(v.text, 0, kMaxMemoryMb));
+       }},
+      {"-w,--warmup", "warmup", Kind::Int, "Server", "N", "Warm-up requests before serving (default 0)",
+       [](Options& o, const Value& v, const Ctx&) { o.warmup = static_cast<unsigned>(parse_int(v.text, 0, 1000000)); }},
+      {"--warmup-path", "warmup-path", Kind::String, "Server", "/PATH", "Path of warm-up requests (default /)",
+       [](Options& o, const Value& v, const Ctx&) {
+         if (v.text.empty() || v.text[0] != '/') throw BadValue("must start with '/': '" + v.text + "'");
+         o.warmup_path = v.text;
+       }},
+      {"--max-boot-time", "max-boot-time", Kind::Float, "Server", "S", "Time limit to start listening (default 20)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_boot_time = parse_seconds(v.text); }},
+      {"--metrics", "metrics", Kind::String, "Server", "ADDR:PORT", "Serve metrics here",
+       [](Options& o, const Value& v, const Ctx&) { o.metrics = endpoint(v.text, false); }},
+  };
+  return s;
+}
+
+const Spec* find_spec(std::string_view key) {
+  for (auto& s : specs())
+    if (key == s.key) return &s;
+  return nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The config file.
+
+std::string dir_of(const std::string& path) {
+  auto pos = path.rfind('/');
+  return pos == 0 ? "/" : path.substr(0, pos);
+}
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    auto c = s.find(',', start);
+    auto item = s.substr(start, c == std::string::npos ? std::string::npos : c - start);
+    if (item.empty()) throw BadValue("empty item in '" + s + "'");
+    out.push_back(std::move(item));
+    if (c == std::string::npos) break;
+    start = c + 1;
+  }
+  return out;
+}
+
+void apply_config(Options& o, const std::string& path) {
+  auto entries = detail::read_config_file(path);
+  std::sort(entries.begin(), entries.end(), [](auto& a, auto& b) { return a.line < b.line; });
+  Ctx ctx{dir_of(path)};
+  for (auto& e : entries) {
+    std::string where = path + ":" + std::to_string(e.line) + ": ";
+    const Spec* spec = find_spec(e.key);
+    if (!spec) throw UsageError(where + "unknown key '" + e.key + "' in config file " + path);
+    where += e.key + ": ";
+    const auto& val = e.value;
+    auto type_error = [&](const char* expected) { return UsageError(where + "expected " + expected); };
+    Value v;
+    try {
+      switch (spec->kind) {
+        case Kind::Flag:
+          if (!std::holds_alternative<bool>(val)) throw type_error("true or false");
+          v.count = std::get<bool>(val) ? 1 : 0;
+          break;
+        case Kind::Count:
+          if (auto* b = std::get_if<bool>(&val)) {
+            v.count = *b ? 1 : 0;
+          } else if (auto* i = std::get_if<int64_t>(&val)) {
+            v.count = *i;
+          } else {
+            throw type_error("true, false or a number");
+          }
+          break;
+        case Kind::Int:
+          if (!std::holds_alternative<int64_t>(val)) throw type_error("an integer");
+          v.text = std::to_string(std::get<int64_t>(val));
+          break;
+        case Kind::Float:
+          if (auto* i = std::get_if<int64_t>(&val)) {
+            v.text = std::to_string(*i);
+          } else if (auto* d = std::get_if<double>(&val)) {
+            v.text = fmt::format("{}", *d);
+          } else {
+            throw type_error("a number");
+          }
+          break;
+        case Kind::String:
+          if (!std::holds_alternative<std::string>(val)) throw type_error("a string");
+          v.text = std::get<std::string>(val);
+          break;
+        case Kind::List:
+          if (auto* s = std::get_if<std::string>(&val)) {
+            v.items = {*s};
+          } else if (auto* a = std::get_if<std::vector<std::string>>(&val)) {
+            v.items = *a;
+          } else {
+            throw type_error("a string or an array of strings");
+          }
+          break;
+        case Kind::OptGrant:
+        case Kind::ListGrant:
+          if (auto* b = std::get_if<bool>(&val); b && spec->kind == Kind::OptGrant) {
+            v.all = *b;
+          } else if (auto* s = std::get_if<std::string>(&val)) {
+            v.items = split_commas(*s);
+          } else if (auto* a = std::get_if<std::vector<std::string>>(&val)) {
+            for (auto& item : *a)
+              if (item.empty()) throw BadValue("empty item");
+            v.items = *a;
+          } else {
+            throw type_error(spec->kind == Kind::OptGrant ? "true, a string or an array of strings"
+                                                           : "a string or an array of strings");
+          }
+          break;
+      }
+      spec->apply(o, v, ctx);
+    } catch (const BadValue& e) {
+      throw UsageError(where + e.what());
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line.
+
+class Formatter : public CLI::Formatter {
+ public:
+  std::string make_usage(const CLI::App*, std::string) const override {
+    return "Usage: kvmserver [OPTIONS] run [--] PROGRAM [ARGS...]\n"
+           "       kvmserver --help | --version\n";
+  }
+  // "--allow-read[=PATH,...]", "--volume HOST:GUEST[:rw]", "--stats": no CLI11 " ..." decorations.
+  std::string make_option_opts(const CLI::Option* opt) const override {
+    if (opt->get_expected_max() == 0) return "";
+    std::string t = opt->get_type_name();
+    if (t.empty()) return "";
+    return t[0] == '[' ? t : " " + t;
+  }
+};
+
+bool is_grant_kind(Kind k) { return k == Kind::OptGrant || k == Kind::ListGrant; }
+
+// Where `run` is among the arguments: the first `run` that is not the value of an option.
+size_t find_run(const CLI::App& app, const std::vector<std::string>& a) {
+  auto takes_value = [&](const std::string& name) {
+    const CLI::Option* o = app.get_option_no_throw(name);
+    return o && o->get_expected_min() > 0;
+  };
+  for (size_t i = 0; i < a.size(); ++i) {
+    const std::string& t = a[i];
+    if (t == "run") return i;
+    if (t == "--") break;
+    if (t.size() > 2 && t[0] == '-' && t[1] == '-') {
+      if (t.find('=') == std::string::npos && takes_value(t)) ++i;
+    } else if (t.size() > 1 && t[0] == '-') {
+      for (size_t k = 1; k < t.size(); ++k) {
+        std::string name{'-', t[k]};
+        if (!app.get_option_no_throw(name)) break;  // CLI11 will complain
+        if (takes_value(name)) {
+          if (k + 1 == t.size()) ++i;  // -t 4; otherwise -t4
+          break;
+        }
+      }
+    }
+  }
+  return std::string::npos;
+}
+
+std::string get_cwd() {
+  std::string buf(4096, '\0');
+  if (!::getcwd(buf.data(), buf.size())) throw UsageError(std::string("cannot get the working directory: ") + std::strerror(errno));
+  buf.resize(std::strlen(buf.c_str()));
+  return buf;
+}
+
+}  // namespace
+
+Options parse_options(const std::vector<std::string>& argv_in, std::string_view caller_cwd) {
+  std::vector<std::string> args(argv_in.begin() + (argv_in.empty() ? 0 : 1), argv_in.end());
+
+  CLI::App app{"Runs unmodified Linux x86-64 programs inside a KVM guest, with per-request isolation.",
+               "kvmserver"};
+  app.formatter(std::make_shared<Formatter>());
+  app.allow_extras();  // reported below, after the values: `-t run p` is about -t, not about p
+  app.set_version_flag("--version", std::string("kvmserver ") + kVersion);
+  app.footer(
+      "Everything after `run` belongs to the program. Nothing on the host is reachable unless "
+      "granted.\n--config FILE takes the long options as TOML keys, e.g. allow-read = [\"/lib\"], "
+      "timeout = 2.5.");
+  app.add_option("--config", "TOML file of options (the long names as keys)")
+      ->allow_extra_args(false)
+      ->type_name("FILE");
+
+  std::vector<std::pair<const Spec*, CLI::Option*>> opts;
+  for (auto& s : specs()) {
+    CLI::Option* o = nullptr;
+    switch (s.kind) {
+      case Kind::Flag:
+      case Kind::Count:
+        o = app.add_flag(s.names, s.help)->disable_flag_override();
+        break;
+      case Kind::Int:
+      case Kind::Float:
+      case Kind::String:
+        o = app.add_option(s.names, s.help)->take_last()->allow_extra_args(false);
+        break;
+      case Kind::List:
+        o = app.add_option(s.names, s.help)->take_all()->allow_extra_args(false);
+        break;
+      case Kind::OptGrant:
+        o = app.add_option(s.names, s.help)
+                ->expected(0, CLI::detail::expected_max_vector_size)
+                ->allow_extra_args(false)
+                ->delimiter(',')
+                ->take_all();
+        break;
+      case Kind::ListGrant:
+        o = app.add_option(s.names, s.help)->allow_extra_args(false)->delimiter(',')->take_all();
+        break;
+    }
+    o->group(s.group);
+    if (*s.metavar) o->type_name(s.metavar);
+    opts.emplace_back(&s, o);
+  }
+
+  // Split at `run`: CLI11 sees only our part.
+  size_t run = find_run(app, args);
+  std::vector<std::string> ours(args.begin(), run == std::string::npos ? args.end() : args.begin() + run);
+  // `--allow-read=` and `--allow-read=a,,b` would look like a bare flag to CLI11: reject them.
+  for (auto& t : ours) {
+    auto eq = t.find('=');
+    if (eq == std::string::npos || t.rfind("--", 0) != 0) continue;
+    const Spec* s = find_spec(std::string_view(t).substr(2, eq - 2));
+    if (!s || !is_grant_kind(s->kind)) continue;
+    try {
+      split_commas(t.substr(eq + 1));
+    } catch (const BadValue& e) {
+      throw UsageError(t.substr(0, eq) + ": " + e.what());
+    }
+  }
+  std::reverse(ours.begin(), ours.end());  // CLI11 takes the vector last-first
+  try {
+    app.parse(ours);
+  } catch (const CLI::CallForHelp&) {
+    throw InfoExit(app.help());
+  } catch (const CLI::CallForAllHelp&) {
+    throw InfoExit(app.help());
+  } catch (const CLI::CallForVersion& e) {
+    throw InfoExit(std::string(e.what()) + "\n");
+  } catch (const CLI::ParseError& e) {
+    std::string msg = e.what();
+    std::replace(msg.begin(), msg.end(), '\n', ' ');
+    throw UsageError(msg);
+  }
+
+  Options o;
+  const std::string cwd = caller_cwd.empty() ? get_cwd() : std::string(caller_cwd);
+  o.cwd = cwd;
+  Ctx ctx{cwd};
+  if (auto* c = app.get_option("--config"); c->count() > 0) {
+    o.config_file = abs_path(c->results().back(), ctx);
+    apply_config(o, o.config_file);
+  }
+  for (auto& [spec, opt] : opts) {
+    if (opt->count() == 0) continue;
+    Value v;
+    const auto& res = opt->results();
+    switch (spec->kind) {
+      case Kind::Flag:
+      case Kind::Count:
+        v.count = static_cast<int64_t>(opt->count());
+        break;
+      case Kind::Int:
+      case Kind::Float:
+      case Kind::String:
+        v.text = res.back();
+        break;
+      case Kind::List:
+      case Kind::ListGrant:
+        v.items = res;
+        break;
+      case Kind::OptGrant:
+        for (auto& r : res) {
+          if (r.empty()) {
+            v.all = true;
+          } else {
+            v.items.push_back(r);
+          }
+        }
+        break;
+    }
+    try {
+      spec->apply(o, v, ctx);
+    } catch (const BadValue& e) {
+      std::string name = spec->key;
+      throw UsageError("--" + name + ": " + e.what());
+    }
+  }
+
+  if (auto extra = app.remaining(); !extra.empty()) {
+    const std::string& x = extra.front();
+    if (x.size() > 1 && x[0] == '-') throw UsageError("unknown option '" + x + "'");
+    throw UsageError("unexpected argument '" + x + "' (the program and its arguments go after `run`)");
+  }
+  if (run == std::string::npos) throw UsageError("nothing to run: expected `run [--] PROGRAM [ARGS...]`");
+  size_t p = run + 1;
+  if (p < args.size() && args[p] == "--") ++p;
+  if (p >= args.size() || args[p].empty()) throw UsageError("`run` needs a PROGRAM");
+  o.program = args[p];
+  o.args.assign(args.begin() + static_cast<std::ptrdiff_t>(p) + 1, args.end());
+  return o;
+}
+
+Options parse_options(int argc, char** argv, std::string_view caller_cwd) {
+  std::vector<std::string> args;
+  for (int i = 0; i < argc; ++i) args.emplace_back(argv[i]);
+  return parse_options(args, caller_cwd);
+}
+
+std::optional<Options> parse_command_line(int argc, char** argv, int& exit_status) {
+  try {
+    return parse_options(argc, argv);
+  } catch (const InfoExit& e) {
+    std::fputs(e.text().c_str(), stdout);
+    std::fflush(stdout);
+    exit_status = InfoExit::kExitStatus;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "kvmserver: %s\nRun 'kvmserver --help' for usage.\n", e.what());
+    exit_status = UsageError::kExitStatus;
+  }
+  return std::nullopt;
+}
+
+linux::PolicyConfig policy_config(const Options& o) {
+  linux::PolicyConfig c;
+  c.allow_all = o.allow_all;
+  c.read_all = o.allow_read.all;
+  c.write_all = o.allow_write.all;
+  c.read = o.allow_read.items;
+  c.write = o.allow_write.items;
+  c.volumes = o.volumes;
+  return c;
+}
+
+}  // namespace kvms::cli

@@ -1,0 +1,131 @@
+#pragma once
+// Command-line options and the TOML config file.
+//
+//   kvmserver [OPTIONS] run [--] PROGRAM [ARGS...]
+//   kvmserver --help | --version
+//
+// Everything after `run` belongs to the program, including things that look like flags
+// (`kvmserver -A run deno run --allow-net x.js`); a `--` right after `run` is dropped.
+//
+// --config FILE reads TOML whose keys are the long option names without dashes:
+//   allow-read = ["/lib", "/etc"]   # or true (= bare --allow-read), or "a,b"
+//   timeout = 2.5
+//   threads = 4
+//   ephemeral = true
+//   env = ["A=B"]
+// Command-line values override scalar settings of the file and extend its lists and grants.
+// Relative paths in the file are relative to the file's directory; on the command line, to the
+// caller's working directory. An unknown key, a wrong type or bad TOML is a UsageError naming the
+// file (and line).
+//
+// Use from main:
+//   int status;
+//   auto opts = kvms::cli::parse_command_line(argc, argv, status);
+//   if (!opts) return status;   // --help/--version printed (0) or usage error printed (2)
+// or call parse_options() and handle UsageError (exit 2) and InfoExit (print text, exit 0).
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "linux/policy.hpp"
+
+namespace kvms::cli {
+
+inline constexpr const char* kVersion = "0.1.0";
+
+// A bad flag, value, or config file. what() is a one-line message without the program name.
+// Exit status 2.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+  static constexpr int kExitStatus = 2;
+};
+
+// --help or --version: print text() to stdout and exit with status 0.
+class InfoExit : public std::exception {
+ public:
+  explicit InfoExit(std::string text) : text_(std::move(text)) {}
+  const char* what() const noexcept override { return text_.c_str(); }
+  const std::string& text() const { return text_; }
+  static constexpr int kExitStatus = 0;
+
+ private:
+  std::string text_;
+};
+
+// A --allow-X[=A,B,...] flag: bare means everything (all), values accumulate over repeats.
+struct Grant {
+  bool all = false;
+  std::vector<std::string> items;
+  bool any() const { return all || !items.empty(); }
+  bool operator==(const Grant&) const = default;
+};
+
+struct Options {
+  // --- Permissions and the program's environment
+  bool allow_all = false;             // -A, --allow-all: everything below, all of it
+  Grant allow_read;                   // --allow-read[=PATH,...]   absolute, lexically normalized
+  Grant allow_write;                  // --allow-write[=PATH,...]  (implies read)
+  Grant allow_env;                    // --allow-env[=NAME,...]    host variables passed through
+  std::vector<linux::Volume> volumes; // --volume=HOST:GUEST[:rw|:ro] (repeatable)
+  std::vector<std::string> env;       // --env=NAME=VALUE (repeatable), set in the guest
+  std::string cwd;                    // --cwd=DIR: guest working directory (default: ours)
+  std::optional<double> timeout;      // --timeout=SECONDS (> 0): whole-run wall-clock limit
+  uint64_t max_memory_mb = 1024;      // --max-memory=MB
+  uint64_t max_address_space_gb = 64; // --max-address-space=GB
+  std::string config_file;            // --config FILE (absolute), empty if none
+  bool stats = false;                 // --stats
+  int verbose = 0;                    // -v, --verbose (count; TOML: true or a number)
+
+  // --- Server (next milestone)
+  unsigned threads = 1;                       // -t, --threads N (1..1024)
+  bool ephemeral = false;                     // -e, --ephemeral
+  Grant allow_listen;                         // --allow-listen=ADDR:PORT|PATH,...
+  Grant allow_connect;                        // --allow-connect=HOST:PORT|PATH,...
+                                              // --allow-net sets .all on both
+  std::optional<double> max_request_time;     // --max-request-time=S (> 0)
+  std::optional<uint64_t> max_request_memory_mb;  // --max-request-memory=MB (> 0)
+  std::optional<uint64_t> reset_full_above_mb;    // --reset-full-above=MB (>= 0)
+  unsigned warmup = 0;                        // -w, --warmup=N
+  std::string warmup_path = "/";              // --warmup-path=/PATH
+  double max_boot_time = 20;                  // --max-boot-time=S (> 0)
+  std::string metrics;                        // --metrics=ADDR:PORT, empty if none
+
+  // --- The program: `run [--] PROGRAM [ARGS...]`
+  std::string program;            // as given (resolving it through PATH is the caller's job)
+  std::vector<std::string> args;  // the program's arguments, without the program itself
+
+  bool net_all() const { return allow_all || (allow_listen.all && allow_connect.all); }
+};
+
+// Parses argv (argv[0] is ignored). `caller_cwd` stands for getcwd() when not empty (tests).
+// Throws UsageError or InfoExit.
+Options parse_options(int argc, char** argv, std::string_view caller_cwd = {});
+Options parse_options(const std::vector<std::string>& args, std::string_view caller_cwd = {});
+
+// For main: parse_options, printing --help/--version text to stdout or "kvmserver: <message>"
+// plus a hint to stderr. Returns std::nullopt with exit_status set when main should return.
+std::optional<Options> parse_command_line(int argc, char** argv, int& exit_status);
+
+// The path policy the options ask for. `always_readable` (program binary, its interpreter...) is
+// left for the caller to fill in.
+linux::PolicyConfig policy_config(const Options& opts);
+
+namespace detail {
+// One top-level `key = value` of the config file. Arrays must hold strings only.
+struct ConfigEntry {
+  std::string key;
+  std::variant<bool, int64_t, double, std::string, std::vector<std::string>> value;
+  int line = 0;
+};
+// Reads and parses the TOML file (config.cpp). Throws UsageError "FILE:LINE: message" for bad
+// TOML, "FILE: message" when unreadable; "FILE:LINE: KEY: ..." for values of unsupported types
+// (tables, dates, mixed arrays).
+std::vector<ConfigEntry> read_config_file(const std::string& path);
+}  // namespace detail
+
+}  // namespace kvms::cli
