@@ -280,6 +280,7 @@ Exit Vcpu::run() {
       sregs_dirty_ = false;
     }
     running_area = run_;
+    thread_ = pthread_self();
     int rc = ioctl(fd_, KVM_RUN, 0);
     int err = errno;
     running_area = nullptr;

@@ -77,6 +77,7 @@ class Process {
   kvm::AddressSpace& mm() { return *mm_; }
   const PathPolicy& policy() const { return *policy_; }
   const ProcessConfig& config() const { return config_; }
+  void set_memory_limit(uint64_t bytes) { config_.memory_limit = bytes; }
   kvm::Vcpu& vcpu() { return *vcpu_; }
   void attach(kvm::Vcpu* vcpu) { vcpu_ = vcpu; }
 

@@ -5,17 +5,20 @@
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
+#include <thread>
 #include <vector>
 
 #include "linux/guest.hpp"
 #include "linux/policy.hpp"
 #include "linux/syscalls.hpp"
 #include "loader/elf_loader.hpp"
+#include "server/server.hpp"
 
 extern char** environ;
 
 namespace kvms::server {
 namespace {
+
 
 constexpr int kInternalError = 125;
 
@@ -96,12 +99,53 @@ int run_program(const cli::Options& opts) {
     return kInternalError;
   }
 
+  // Any program may turn out to be a server: it is paused the first time it waits on a listening socket.
+  TemplateHooks hooks;
+  guest->process().server = &hooks;
+  const bool expect_server = opts.ephemeral || opts.threads > 1 || opts.allow_listen.any() || opts.warmup > 0 ||
+                             opts.max_request_time || opts.max_request_memory_mb || !opts.metrics.empty();
+  double limit = opts.timeout.value_or(0);
+  if (expect_server && (limit == 0 || opts.max_boot_time < limit)) limit = opts.max_boot_time;
   linux::RunResult result;
   try {
-    result = guest->run(opts.timeout ? deadline_after(*opts.timeout) : 0);
+    result = guest->run(limit > 0 ? deadline_after(limit) : 0);
+    if (result.reason == linux::RunResult::Paused && opts.warmup > 0) {
+      hooks.begin_warmup();
+      std::string failure;
+      std::thread client([&] {
+        failure = warm_up(guest->process(), opts.warmup, opts.warmup_path);
+        hooks.end_warmup();
+      });
+      result = guest->run(deadline_after(opts.max_boot_time + 60.0 * opts.warmup), true);
+      client.join();
+      if (!failure.empty()) {
+        std::fprintf(stderr, "kvmserver: %s: warm-up failed: %s\n", opts.program.c_str(), failure.c_str());
+        return 1;
+      }
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kvmserver: %s: internal error: %s\n", opts.program.c_str(), e.what());
     return kInternalError;
+  }
+  if (result.reason == linux::RunResult::Paused) {
+    try {
+      return serve(*guest, opts, wait_kind(guest->vcpu().regs().rax));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "kvmserver: %s: internal error: %s\n", opts.program.c_str(), e.what());
+      return kInternalError;
+    }
+  }
+  if (expect_server && result.reason != linux::RunResult::TimedOut) {
+    std::fprintf(stderr, "kvmserver: %s: %s before listening for connections\n", opts.program.c_str(),
+                 result.message.empty() ? ("exited with status " + std::to_string(result.status)).c_str()
+                                        : result.message.c_str());
+    if (opts.stats) print_stats(*guest);
+    return result.status == 0 ? 1 : result.status;
+  }
+  if (expect_server && result.reason == linux::RunResult::TimedOut && limit == opts.max_boot_time) {
+    std::fprintf(stderr, "kvmserver: %s: not listening for connections after %g s (--max-boot-time)\n",
+                 opts.program.c_str(), opts.max_boot_time);
+    return 124;
   }
   std::fflush(stdout);
   if (result.reason == linux::RunResult::TimedOut)

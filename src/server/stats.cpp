@@ -1,0 +1,64 @@
+#include "server/stats.hpp"
+
+#include <fmt/format.h>
+
+namespace kvms::server {
+namespace {
+
+constexpr uint64_t kPageSize = 4096;
+
+double per(uint64_t total, uint64_t count) { return count ? double(total) / double(count) : 0.0; }
+
+}  // namespace
+
+void ServerStats::add_request(const RequestCost& c) {
+  requests_.fetch_add(1);
+  exits_syscall_.fetch_add(c.exits_syscall);
+  exits_exception_.fetch_add(c.exits_exception);
+  exits_interrupted_.fetch_add(c.exits_interrupted);
+  exits_other_.fetch_add(c.exits_other);
+  syscalls_.fetch_add(c.syscalls);
+  pages_reset_.fetch_add(c.pages_reset);
+  full_resets_.fetch_add(c.full_reset ? 1 : 0);
+  reset_ns_.fetch_add(c.reset_ns);
+}
+
+std::string ServerStats::text() const {
+  const uint64_t n = requests_.load();
+  const uint64_t exits = exits_syscall_ + exits_exception_ + exits_interrupted_ + exits_other_;
+  std::string out;
+  out += fmt::format("kvmserver: stats: requests={} full_resets={} faults={} timeouts={}\n", n, full_resets_.load(),
+                     faults_.load(), timeouts_.load());
+  out += fmt::format(
+      "kvmserver: stats: per request: vm_exits={:.1f} (syscall={:.1f} exception={:.2f} interrupted={:.2f} other={:.2f}) "
+      "syscalls={:.1f} pages_reset={:.1f} bytes_copied={:.0f}\n",
+      per(exits, n), per(exits_syscall_, n), per(exits_exception_, n), per(exits_interrupted_, n), per(exits_other_, n),
+      per(syscalls_, n), per(pages_reset_, n), per(pages_reset_ * kPageSize, n));
+  out += fmt::format("kvmserver: stats: workers={} avg_worker_create_us={:.1f} avg_reset_us={:.1f}\n", workers_.load(),
+                     per(create_ns_, workers_) / 1000.0, per(reset_ns_, n) / 1000.0);
+  return out;
+}
+
+std::string ServerStats::prometheus() const {
+  std::string out;
+  auto counter = [&](const char* name, const char* help, uint64_t value, const char* labels = "") {
+    out += fmt::format("# HELP kvmserver_{0} {1}\n# TYPE kvmserver_{0} counter\nkvmserver_{0}{2} {3}\n", name, help, labels, value);
+  };
+  counter("requests_total", "Connections served (each followed by a reset in ephemeral mode).", requests_);
+  out += "# HELP kvmserver_vm_exits_total VM exits while serving requests, by reason.\n# TYPE kvmserver_vm_exits_total counter\n";
+  out += fmt::format("kvmserver_vm_exits_total{{reason=\"syscall\"}} {}\n", exits_syscall_.load());
+  out += fmt::format("kvmserver_vm_exits_total{{reason=\"exception\"}} {}\n", exits_exception_.load());
+  out += fmt::format("kvmserver_vm_exits_total{{reason=\"interrupted\"}} {}\n", exits_interrupted_.load());
+  out += fmt::format("kvmserver_vm_exits_total{{reason=\"other\"}} {}\n", exits_other_.load());
+  counter("guest_syscalls_total", "Guest system calls handled while serving requests.", syscalls_);
+  counter("pages_reset_total", "Guest pages restored from the template by resets.", pages_reset_);
+  counter("bytes_copied_total", "Bytes copied back from the template by resets.", pages_reset_ * kPageSize);
+  counter("full_resets_total", "Resets that dropped every private page.", full_resets_);
+  counter("request_faults_total", "Requests that ended in a guest fault or exit.", faults_);
+  counter("request_timeouts_total", "Requests stopped by --max-request-time.", timeouts_);
+  counter("reset_seconds_total_ns", "Nanoseconds spent resetting workers.", reset_ns_);
+  counter("workers_created_total", "Workers forked from the template.", workers_);
+  return out;
+}
+
+}  // namespace kvms::server

@@ -1,0 +1,40 @@
+#pragma once
+// Server counters: what each request cost, in numbers that mean the same on every machine (VM exits,
+// syscalls, pages reset, bytes copied), plus the times of worker creation and reset.
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+namespace kvms::server {
+
+struct RequestCost {
+  uint64_t exits_syscall = 0, exits_exception = 0, exits_interrupted = 0, exits_other = 0;
+  uint64_t syscalls = 0;
+  uint64_t pages_reset = 0;
+  bool full_reset = false;
+  uint64_t reset_ns = 0;
+};
+
+class ServerStats {
+ public:
+  void add_request(const RequestCost& cost);
+  void add_worker_created(uint64_t ns) { workers_.fetch_add(1); create_ns_.fetch_add(ns); }
+  void add_fault() { faults_.fetch_add(1); }
+  void add_timeout() { timeouts_.fetch_add(1); }
+  void add_worker_failed() { workers_failed_.fetch_add(1); }
+  uint64_t requests() const { return requests_.load(); }
+  uint64_t workers_created() const { return workers_.load(); }
+  uint64_t workers_failed() const { return workers_failed_.load(); }
+
+  // One line per topic for stderr (--stats, SIGUSR1).
+  std::string text() const;
+  // The same in Prometheus' text exposition format (--metrics).
+  std::string prometheus() const;
+
+ private:
+  std::atomic<uint64_t> requests_{0}, exits_syscall_{0}, exits_exception_{0}, exits_interrupted_{0}, exits_other_{0};
+  std::atomic<uint64_t> syscalls_{0}, pages_reset_{0}, full_resets_{0}, reset_ns_{0};
+  std::atomic<uint64_t> workers_{0}, workers_failed_{0}, create_ns_{0}, faults_{0}, timeouts_{0};
+};
+
+}  // namespace kvms::server
