@@ -1,0 +1,565 @@
+// Memory: brk, mmap and friends. The guest's address space is kvm::AddressSpace (mappings + page
+// tables over identity-mapped guest memory); these handlers validate arguments the way Linux does and
+// turn each call into map/unmap/protect on it.
+//
+// Deliberate differences from Linux, all because the guest is one process whose memory we own:
+//  * MAP_SHARED|MAP_ANONYMOUS is an ordinary private mapping (nobody else could see the sharing). Its
+//    name is "/dev/zero (deleted)" as in Linux's /proc/self/maps, and madvise treats it as shared
+//    memory: MADV_DONTNEED keeps the data (as Linux would refault it from shmem), MADV_REMOVE zeroes.
+//  * File mappings are copies made at mmap time (host pread into guest memory). MAP_PRIVATE works with
+//    any prot; MAP_SHARED works only without PROT_WRITE, since nothing is ever written back: a writable
+//    shared mapping of a file opened for writing fails with ENODEV (what Linux says for a file that
+//    cannot be mapped); without write access it is EACCES exactly like Linux. Later changes to the file
+//    are not seen, and mprotect(PROT_WRITE) of a read-only shared mapping is allowed (writes stay
+//    private). Bytes past EOF read as zeros (Linux would raise SIGBUS past the last page).
+//  * mmap of /dev/zero is anonymous memory; other devices, pipes, sockets and directories are ENODEV.
+//  * MAP_HUGETLB with MAP_ANONYMOUS is ENOMEM (a host with no huge pages reserved says the same);
+//    MAP_LOCKED, MAP_POPULATE, MAP_NORESERVE, MAP_STACK, MAP_GROWSDOWN are accepted and change nothing.
+//  * MADV_DONTNEED of a private file mapping keeps the current bytes (Linux would go back to the file).
+//  * mremap growing a file mapping extends it with zeros, not with more of the file.
+//  * mincore reports every mapped page as resident.
+//  * Only accessible (not PROT_NONE) bytes count toward --max-memory; going over it is ENOMEM.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "linux/syscalls.hpp"
+
+namespace kvms::linux {
+namespace {
+
+using kvm::AddressSpace;
+using kvm::kPageMask;
+using kvm::kPageSize;
+using kvm::kProtExec;
+using kvm::kProtNone;
+using kvm::kProtRead;
+using kvm::kProtWrite;
+using kvm::kUserMin;
+using kvm::Mapping;
+using kvm::page_down;
+using kvm::page_up;
+
+// Linux x86-64 values (spelled out so the glibc headers' feature macros do not matter).
+constexpr uint64_t kTaskSize = 0x7fff'ffff'f000ull;  // TASK_SIZE_MAX with 4-level paging
+
+constexpr uint64_t kProtSem = 0x8;
+constexpr uint64_t kProtGrowsDown = 0x0100'0000, kProtGrowsUp = 0x0200'0000;
+
+constexpr uint32_t kMapShared = 0x01, kMapPrivate = 0x02, kMapSharedValidate = 0x03, kMapType = 0x0f;
+constexpr uint32_t kMapFixed = 0x10, kMapAnonymous = 0x20, kMap32Bit = 0x40, kMapGrowsDown = 0x100;
+constexpr uint32_t kMapDenyWrite = 0x800, kMapExecutable = 0x1000, kMapLocked = 0x2000;
+constexpr uint32_t kMapNoReserve = 0x4000, kMapPopulate = 0x8000, kMapNonBlock = 0x10000;
+constexpr uint32_t kMapStack = 0x20000, kMapHugeTlb = 0x40000, kMapFixedNoReplace = 0x100000;
+constexpr uint32_t kMapUninitialized = 0x4000000, kMapHugeMask = 0x3fu << 26;
+// What MAP_SHARED_VALIDATE accepts for a file without mmap_supported_flags (LEGACY_MAP_MASK). MAP_SYNC
+// is not in it: it needs DAX, which our copies are not.
+constexpr uint32_t kMapValidateMask = kMapShared | kMapPrivate | kMapFixed | kMapAnonymous | kMapDenyWrite |
+                                      kMapExecutable | kMapUninitialized | kMapGrowsDown | kMapLocked |
+                                      kMapNoReserve | kMapPopulate | kMapNonBlock | kMapStack | kMapHugeTlb |
+                                      kMap32Bit | kMapHugeMask | kMapFixedNoReplace;
+
+// MAP_32BIT places mappings in [1 GiB, 2 GiB), like Linux on x86-64.
+constexpr uint64_t k32BitLow = 0x4000'0000, k32BitHigh = 0x8000'0000;
+
+constexpr uint64_t kMremapMayMove = 1, kMremapFixed = 2, kMremapDontUnmap = 4;
+
+constexpr uint64_t kMsAsync = 1, kMsInvalidate = 2, kMsSync = 4;
+
+constexpr const char* kSharedAnonName = "/dev/zero (deleted)";
+
+// Calls f(start, end, mapping) for every mapping intersecting [addr, end), clipped to it, in order.
+template <typename F> void for_each_mapping(const AddressSpace& mm, uint64_t addr, uint64_t end, F&& f) {
+  const auto& maps = mm.mappings();
+  auto it = maps.upper_bound(addr);
+  if (it != maps.begin() && std::prev(it)->second.end > addr) --it;
+  for (; it != maps.end() && it->first < end; ++it)
+    f(std::max(it->first, addr), std::min(it->second.end, end), it->second);
+}
+
+// Bytes of [addr, end) that are mapped at all / mapped accessible (counted by --max-memory).
+uint64_t mapped_in(const AddressSpace& mm, uint64_t addr, uint64_t end) {
+  uint64_t n = 0;
+  for_each_mapping(mm, addr, end, [&](uint64_t s, uint64_t e, const Mapping&) { n += e - s; });
+  return n;
+}
+uint64_t accessible_in(const AddressSpace& mm, uint64_t addr, uint64_t end) {
+  uint64_t n = 0;
+  for_each_mapping(mm, addr, end, [&](uint64_t s, uint64_t e, const Mapping& m) {
+    if (m.prot != kProtNone) n += e - s;
+  });
+  return n;
+}
+
+// Would `added` more accessible bytes, after `removed` go away, stay within --max-memory?
+bool fits_memory_limit(Process& p, uint64_t added, uint64_t removed) {
+  return added <= removed || p.within_memory_limit(added - removed);
+}
+
+// Anonymous private memory: what MADV_DONTNEED/MADV_FREE turn back into zeros.
+bool is_private_anonymous(const std::string& name) {
+  return name.empty() || name == "[heap]" || name == "[stack]" || name.starts_with("[anon:");
+}
+
+// A free range of len bytes inside [low, high), lowest first (Linux's MAP_32BIT search is bottom-up).
+std::optional<uint64_t> find_free_between(const AddressSpace& mm, uint64_t len, uint64_t low, uint64_t high) {
+  if (high <= low || len > high - low) return std::nullopt;
+  uint64_t pos = low;
+  const auto& maps = mm.mappings();
+  auto it = maps.upper_bound(pos);
+  if (it != maps.begin() && std::prev(it)->second.end > pos) pos = std::prev(it)->second.end;
+  for (;; ++it) {
+    uint64_t gap_end = it == maps.end() ? high : std::min(it->first, high);
+    if (pos <= gap_end && gap_end - pos >= len) return pos;
+    if (it == maps.end() || it->first >= high) return std::nullopt;
+    pos = std::max(pos, it->second.end);
+  }
+}
+
+bool is_dev_zero(int host_fd) {
+  struct stat st{};
+  return fstat(host_fd, &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 && minor(st.st_rdev) == 5;
+}
+
+// Copies up to len bytes of the file at offset into guest memory at dst (mapped, not PROT_NONE).
+int copy_file(AddressSpace& mm, int host_fd, uint64_t offset, uint64_t dst, uint64_t len) {
+  const uint64_t chunk = std::min<uint64_t>(len, 1 << 20);
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[chunk]);
+  uint64_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(host_fd, buf.get(), std::min(chunk, len - done), static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -errno;
+    if (n == 0) break;
+    if (!mm.poke(dst + done, buf.get(), static_cast<uint64_t>(n))) return -EFAULT;
+    done += static_cast<uint64_t>(n);
+  }
+  return 0;
+}
+
+bool page_is_zero(const uint8_t* page) {
+  const uint64_t* w = reinterpret_cast<const uint64_t*>(page);
+  for (size_t i = 0; i < kPageSize / 8; ++i)
+    if (w[i]) return false;
+  return true;
+}
+
+// Copies len bytes between guest ranges that do not overlap, whatever their prot (dst must be mapped).
+// Zero pages are skipped: dst is fresh, so it already reads as zeros and stays sparse.
+void copy_guest(AddressSpace& mm, uint64_t dst, uint64_t src, uint64_t len, int dst_prot) {
+  if (dst_prot == kProtNone) mm.protect(dst, len, kProtRead);  // poke needs an accessible target
+  const uint8_t* from = mm.memory().user_base() + src;
+  for (uint64_t off = 0; off < len; off += kPageSize)
+    if (!page_is_zero(from + off)) mm.poke(dst + off, from + off, kPageSize);
+  if (dst_prot == kProtNone) mm.protect(dst, len, kProtNone);
+}
+
+// The mapping [addr, addr+len) belongs to, as Linux would see it: pieces our AddressSpace keeps apart
+// but Linux would have merged (same prot and name, adjacent) count as one. nullptr when addr is not
+// mapped or the range leaves that mapping (mremap's EFAULT).
+const Mapping* one_mapping(const AddressSpace& mm, uint64_t addr, uint64_t len) {
+  const Mapping* first = mm.find(addr);
+  if (!first) return nullptr;
+  uint64_t pos = first->end;
+  while (pos < addr + len) {
+    const Mapping* next = mm.find(pos);
+    if (!next || next->prot != first->prot || next->name != first->name) return nullptr;
+    pos = next->end;
+  }
+  return first;
+}
+
+}  // namespace
+
+KVMS_SYSCALL(brk) {
+  const uint64_t want = a.a[0];
+  auto& mm = p.mm();
+  if (want < p.brk_start || want > kTaskSize) return static_cast<int64_t>(p.brk_current);
+  const uint64_t old_top = page_up(p.brk_current), new_top = page_up(want);
+  if (new_top <= old_top) {  // same pages, or shrinking
+    if (new_top < old_top && mm.unmap(new_top, old_top - new_top) != 0) return static_cast<int64_t>(p.brk_current);
+    p.brk_current = want;
+    return static_cast<int64_t>(want);
+  }
+  const uint64_t data_limit = p.rlimits[RLIMIT_DATA].first;
+  if (want - p.brk_start > data_limit) return static_cast<int64_t>(p.brk_current);
+  // Like Linux: the first mapping ending above the old top must start at least a page above the new top.
+  bool blocked = false;
+  for_each_mapping(mm, old_top, kTaskSize, [&](uint64_t s, uint64_t, const Mapping&) {
+    if (!blocked && new_top + kPageSize > s) blocked = true;
+  });
+  if (blocked || new_top > mm.limit() || !fits_memory_limit(p, new_top - old_top, 0))
+    return static_cast<int64_t>(p.brk_current);
+  if (mm.map(old_top, new_top - old_top, kProtRead | kProtWrite, "[heap]") != 0)
+    return static_cast<int64_t>(p.brk_current);
+  p.brk_current = want;
+  return static_cast<int64_t>(want);
+}
+
+KVMS_SYSCALL(mmap) {
+  const uint64_t addr = a.a[0], offset = a.a[5];
+  uint64_t len = a.a[1];
+  const uint64_t prot_arg = a.a[2];
+  uint32_t flags = static_cast<uint32_t>(a.a[3]);
+  auto& mm = p.mm();
+
+  if (offset & kPageMask) return -EINVAL;
+  const bool anonymous = flags & kMapAnonymous;
+  std::shared_ptr<OpenFile> file;
+  if (!anonymous) {
+    file = p.fds.get(static_cast<int>(a.a[4]));
+    if (!file || (file->status_flags & O_PATH)) return -EBADF;
+    if (flags & kMapHugeTlb) return -EINVAL;  // not a hugetlbfs file
+  }
+  if (len == 0) return -EINVAL;
+  if (prot_arg & ~uint64_t(kProtRead | kProtWrite | kProtExec | kProtSem)) return -EINVAL;
+  const int prot = static_cast<int>(prot_arg & (kProtRead | kProtWrite | kProtExec));
+  if (len > kTaskSize) return -ENOMEM;
+  len = page_up(len);
+  if (file && offset + len > static_cast<uint64_t>(INT64_MAX)) return -EOVERFLOW;
+
+  const uint32_t type = flags & kMapType;
+  if (type != kMapPrivate && type != kMapShared && type != kMapSharedValidate) return -EINVAL;
+  const bool shared = type != kMapPrivate;
+  if (anonymous && shared && (flags & kMapGrowsDown)) return -EINVAL;
+  if (flags & kMapFixedNoReplace) flags |= kMapFixed;
+
+  // Where.
+  uint64_t start;
+  if (flags & kMapFixed) {
+    if (addr & kPageMask) return -EINVAL;
+    if (addr > kTaskSize - len) return -ENOMEM;
+    if (addr < kUserMin) return -EPERM;  // vm.mmap_min_addr
+    if (addr + len > mm.limit()) return -ENOMEM;
+    if ((flags & kMapFixedNoReplace) && mapped_in(mm, addr, addr + len) != 0) return -EEXIST;
+    start = addr;
+  } else {
+    uint64_t hint = page_down(addr);
+    if (hint != 0 && hint < kUserMin) hint = kUserMin;
+    std::optional<uint64_t> found;
+    if (flags & kMap32Bit) {
+      const uint64_t high = std::min(k32BitHigh, mm.limit());
+      if (hint && hint + len <= high && hint <= high && mapped_in(mm, hint, hint + len) == 0)
+        found = hint;
+      else
+        found = find_free_between(mm, len, k32BitLow, high);
+    } else {
+      found = mm.find_free(len, hint);
+    }
+    if (!found) return -ENOMEM;
+    start = *found;
+  }
+
+  // What.
+  bool copy_from_file = false;
+  std::string name = anonymous && shared ? kSharedAnonName : "";
+  if (file) {
+    const int access = file->status_flags & O_ACCMODE;
+    const bool readable = access == O_RDONLY || access == O_RDWR;
+    const bool writable = access == O_WRONLY || access == O_RDWR;
+    if (shared) {
+      if (type == kMapSharedValidate && (flags & ~kMapValidateMask)) return -EOPNOTSUPP;
+      if ((prot & kProtWrite) && (!writable || (file->status_flags & O_APPEND))) return -EACCES;
+    }
+    if (!readable) return -EACCES;
+    if (is_dev_zero(file->host_fd)) {
+      if (shared) name = kSharedAnonName;
+    } else {
+      if (file->kind != OpenFile::Kind::Regular) return -ENODEV;
+      if (shared && (prot & kProtWrite)) return -ENODEV;  // no write-back (see the top of the file)
+      copy_from_file = true;
+      name = file->path;
+    }
+  } else if (flags & kMapHugeTlb) {
+    return -ENOMEM;
+  }
+
+  const uint64_t replaced = (flags & kMapFixed) ? accessible_in(mm, start, start + len) : 0;
+  if (!fits_memory_limit(p, prot != kProtNone ? len : 0, replaced)) return -ENOMEM;
+
+  if (int rc = mm.map(start, len, prot, name); rc != 0) return rc;
+  if (copy_from_file) {
+    struct stat st{};
+    if (fstat(file->host_fd, &st) != 0) {
+      int err = errno;
+      mm.unmap(start, len);
+      return -err;
+    }
+    const uint64_t size = static_cast<uint64_t>(std::max<off_t>(st.st_size, 0));
+    const uint64_t data = size > offset ? std::min(len, size - offset) : 0;
+    if (data) {
+      // poke needs an accessible target; a PROT_NONE file mapping is filled through a brief PROT_READ.
+      if (prot == kProtNone) mm.protect(start, page_up(data), kProtRead);
+      int rc = copy_file(mm, file->host_fd, offset, start, data);
+      if (prot == kProtNone) mm.protect(start, page_up(data), kProtNone);
+      if (rc != 0) {
+        mm.unmap(start, len);
+        return rc;
+      }
+    }
+  }
+  return static_cast<int64_t>(start);
+}
+
+KVMS_SYSCALL(munmap) {
+  const uint64_t addr = a.a[0], len = a.a[1];
+  if ((addr & kPageMask) || addr > kTaskSize || len > kTaskSize - addr || len == 0) return -EINVAL;
+  return p.mm().unmap(addr, page_up(len));
+}
+
+KVMS_SYSCALL(mprotect) {
+  uint64_t addr = a.a[0];
+  uint64_t len = a.a[1];
+  uint64_t prot = a.a[2];
+  auto& mm = p.mm();
+  const uint64_t grows = prot & (kProtGrowsDown | kProtGrowsUp);
+  prot &= ~grows;
+  if (grows == (kProtGrowsDown | kProtGrowsUp)) return -EINVAL;
+  if (addr & kPageMask) return -EINVAL;
+  if (len == 0) return 0;
+  len = page_up(len);
+  uint64_t end = addr + len;
+  if (end <= addr) return -ENOMEM;
+  if (prot & ~uint64_t(kProtRead | kProtWrite | kProtExec | kProtSem)) return -EINVAL;
+  if (grows & kProtGrowsUp) return -EINVAL;  // x86 has no grows-up mappings
+  if (grows & kProtGrowsDown) {  // extend down to the start of the stack mapping
+    uint64_t start = 0;
+    const Mapping* m = mm.find(addr, &start);
+    if (!m) return -ENOMEM;
+    if (m->name != "[stack]") return -EINVAL;
+    for (uint64_t below_start = 0; start > 0;) {
+      const Mapping* below = mm.find(start - 1, &below_start);
+      if (!below || below->name != "[stack]") break;
+      start = below_start;
+    }
+    addr = start;
+  }
+  if (end > mm.limit() || mapped_in(mm, addr, end) != end - addr) return -ENOMEM;
+  const int vprot = static_cast<int>(prot & (kProtRead | kProtWrite | kProtExec));
+  if (vprot != kProtNone && !fits_memory_limit(p, end - addr, accessible_in(mm, addr, end))) return -ENOMEM;
+  return mm.protect(addr, end - addr, vprot);
+}
+
+namespace {
+
+// The moving part of mremap: [addr, addr+old_len) -> dst (0: anywhere) of new_len bytes.
+int64_t remap_move(Process& p, uint64_t addr, uint64_t old_len, uint64_t new_len, uint64_t dst, bool dont_unmap) {
+  auto& mm = p.mm();
+  const uint64_t keep = std::min(old_len, new_len);
+  const Mapping* m = one_mapping(mm, addr, keep);
+  if (!m) return -EFAULT;
+  const int prot = m->prot;
+  const std::string name = m->name;
+  uint64_t removed = dont_unmap ? 0 : accessible_in(mm, addr, addr + old_len);
+  if (dst) removed += accessible_in(mm, dst, dst + new_len);
+  if (!fits_memory_limit(p, prot != kProtNone ? new_len : 0, removed)) return -ENOMEM;
+  if (!dst) {
+    auto found = mm.find_free(new_len);
+    if (!found) return -ENOMEM;
+    dst = *found;
+  }
+  if (int rc = mm.map(dst, new_len, prot, name); rc != 0) return rc;
+  copy_guest(mm, dst, addr, keep, prot);
+  if (dont_unmap)
+    mm.map(addr, old_len, prot, name);  // the old range stays, emptied
+  else
+    mm.unmap(addr, old_len);
+  return static_cast<int64_t>(dst);
+}
+
+}  // namespace
+
+KVMS_SYSCALL(mremap) {
+  const uint64_t addr = a.a[0], flags = a.a[3], new_addr = a.a[4];
+  uint64_t old_len = a.a[1], new_len = a.a[2];
+  auto& mm = p.mm();
+  if (flags & ~(kMremapMayMove | kMremapFixed | kMremapDontUnmap)) return -EINVAL;
+  if ((flags & kMremapFixed) && !(flags & kMremapMayMove)) return -EINVAL;
+  if ((flags & kMremapDontUnmap) && (!(flags & kMremapMayMove) || old_len != new_len)) return -EINVAL;
+  if (addr & kPageMask) return -EINVAL;
+  old_len = page_up(old_len);
+  new_len = page_up(new_len);
+  if (new_len == 0) return -EINVAL;
+  if (addr > kTaskSize || old_len > kTaskSize - addr) return -EINVAL;
+  if (new_len > kTaskSize) return -ENOMEM;
+  // Every mapping is private here, and Linux only duplicates shared ones (old_len == 0).
+  if (old_len == 0) return -EINVAL;
+
+  if (flags & (kMremapFixed | kMremapDontUnmap)) {
+    uint64_t dst = 0;
+    if (flags & kMremapFixed) {
+      if (new_addr & kPageMask) return -EINVAL;
+      if (new_addr > kTaskSize - new_len) return -EINVAL;
+      if (addr < new_addr + new_len && new_addr < addr + old_len) return -EINVAL;  // overlap
+      if (new_addr < kUserMin) return -EPERM;
+      if (new_addr + new_len > mm.limit()) return -ENOMEM;
+      dst = new_addr;
+    }
+    return remap_move(p, addr, old_len, new_len, dst, flags & kMremapDontUnmap);
+  }
+
+  if (old_len >= new_len) {  // shrink in place (Linux does not even require the range to be mapped)
+    if (old_len > new_len)
+      if (int rc = mm.unmap(addr + new_len, old_len - new_len); rc != 0) return rc;
+    return static_cast<int64_t>(addr);
+  }
+
+  const Mapping* m = one_mapping(mm, addr, old_len);
+  if (!m) return -EFAULT;
+  const int prot = m->prot;
+  const std::string name = m->name;
+  const uint64_t tail = addr + old_len, grow = new_len - old_len;
+  if (prot != kProtNone && !fits_memory_limit(p, grow, 0)) return -ENOMEM;
+  if (grow <= mm.limit() && tail <= mm.limit() - grow && mapped_in(mm, tail, tail + grow) == 0) {
+    if (int rc = mm.map(tail, grow, prot, name); rc != 0) return rc;
+    return static_cast<int64_t>(addr);
+  }
+  if (!(flags & kMremapMayMove)) return -ENOMEM;
+  return remap_move(p, addr, old_len, new_len, 0, false);
+}
+
+KVMS_SYSCALL(madvise) {
+  const uint64_t addr = a.a[0], len_in = a.a[1];
+  const int64_t advice = static_cast<int>(a.a[2]);
+  auto& mm = p.mm();
+  enum class Kind { Nothing, DontNeed, Free, Remove, WipeOnFork, PopulateRead, PopulateWrite, Poison };
+  Kind kind;
+  switch (advice) {
+    case MADV_NORMAL: case MADV_RANDOM: case MADV_SEQUENTIAL: case MADV_WILLNEED:
+    case MADV_DONTFORK: case MADV_DOFORK: case MADV_MERGEABLE: case MADV_UNMERGEABLE:
+    case MADV_HUGEPAGE: case MADV_NOHUGEPAGE: case MADV_DONTDUMP: case MADV_DODUMP:
+    case 19 /* MADV_KEEPONFORK */: case 20 /* MADV_COLD */: case 21 /* MADV_PAGEOUT */:
+    case 25 /* MADV_COLLAPSE */:
+      kind = Kind::Nothing;
+      break;
+    case MADV_DONTNEED: case 24 /* MADV_DONTNEED_LOCKED */: kind = Kind::DontNeed; break;
+    case 8 /* MADV_FREE */: kind = Kind::Free; break;
+    case MADV_REMOVE: kind = Kind::Remove; break;
+    case 18 /* MADV_WIPEONFORK */: kind = Kind::WipeOnFork; break;
+    case 22 /* MADV_POPULATE_READ */: kind = Kind::PopulateRead; break;
+    case 23 /* MADV_POPULATE_WRITE */: kind = Kind::PopulateWrite; break;
+    case 100 /* MADV_HWPOISON */: case 101 /* MADV_SOFT_OFFLINE */: kind = Kind::Poison; break;
+    default: return -EINVAL;
+  }
+  if (addr & kPageMask) return -EINVAL;
+  const uint64_t len = page_up(len_in);
+  if (len_in && !len) return -EINVAL;
+  const uint64_t end = addr + len;
+  if (end < addr) return -EINVAL;
+  if (end == addr) return 0;
+  if (kind == Kind::Poison) return -EPERM;  // needs CAP_SYS_ADMIN
+
+  struct Piece {
+    uint64_t start, end;
+    int prot;
+    std::string name;
+  };
+  std::vector<Piece> pieces;
+  for_each_mapping(mm, addr, end, [&](uint64_t s, uint64_t e, const Mapping& m) {
+    pieces.push_back({s, e, m.prot, m.name});
+  });
+  uint64_t covered = 0;
+  for (const auto& piece : pieces) covered += piece.end - piece.start;
+  const bool holes = covered != len;
+  if ((kind == Kind::PopulateRead || kind == Kind::PopulateWrite) && holes) return -ENOMEM;
+
+  for (const auto& piece : pieces) {
+    const bool anon = is_private_anonymous(piece.name);
+    switch (kind) {
+      case Kind::Nothing: case Kind::Poison:
+        break;
+      case Kind::DontNeed:
+        if (anon) mm.map(piece.start, piece.end - piece.start, piece.prot, piece.name);
+        break;
+      case Kind::Free:
+        if (!anon) return -EINVAL;
+        mm.map(piece.start, piece.end - piece.start, piece.prot, piece.name);
+        break;
+      case Kind::Remove:
+        if (anon) return -EINVAL;                       // no file behind it
+        if (piece.name != kSharedAnonName || !(piece.prot & kProtWrite)) return -EACCES;  // needs shared+write
+        mm.map(piece.start, piece.end - piece.start, piece.prot, piece.name);
+        break;
+      case Kind::WipeOnFork:
+        if (!anon) return -EINVAL;
+        break;
+      case Kind::PopulateRead:
+        if (piece.prot == kProtNone) return -EFAULT;
+        break;
+      case Kind::PopulateWrite:
+        if (!(piece.prot & kProtWrite)) return -EFAULT;
+        break;
+    }
+  }
+  return holes ? -ENOMEM : 0;
+}
+
+namespace {
+
+// mlock/munlock: the range (rounded out to pages) must be mapped.
+int64_t lock_range(Process& p, uint64_t addr, uint64_t len, bool lock) {
+  const uint64_t start = page_down(addr);
+  const uint64_t rounded = page_up(len + (addr & kPageMask));
+  if (rounded < len) return -ENOMEM;  // wrapped
+  if (lock && (rounded >> 12) > (p.rlimits[RLIMIT_MEMLOCK].first >> 12)) return -ENOMEM;
+  const uint64_t end = start + rounded;
+  if (end < start) return -EINVAL;
+  if (end == start) return 0;
+  return mapped_in(p.mm(), start, end) == rounded ? 0 : -ENOMEM;
+}
+
+}  // namespace
+
+KVMS_SYSCALL(mlock) {
+  if (p.rlimits[RLIMIT_MEMLOCK].first == 0) return -EPERM;
+  return lock_range(p, a.a[0], a.a[1], true);
+}
+
+KVMS_SYSCALL(munlock) { return lock_range(p, a.a[0], a.a[1], false); }
+
+KVMS_SYSCALL(msync) {
+  const uint64_t addr = a.a[0], flags = a.a[2];
+  uint64_t len = a.a[1];
+  if (flags & ~(kMsAsync | kMsInvalidate | kMsSync)) return -EINVAL;
+  if (addr & kPageMask) return -EINVAL;
+  if ((flags & kMsAsync) && (flags & kMsSync)) return -EINVAL;
+  len = page_up(len);
+  const uint64_t end = addr + len;
+  if (end < addr) return -ENOMEM;
+  if (end == addr) return 0;
+  return mapped_in(p.mm(), addr, end) == len ? 0 : -ENOMEM;  // nothing to write back
+}
+
+KVMS_SYSCALL(mincore) {
+  const uint64_t addr = a.a[0], len = a.a[1], vec = a.a[2];
+  auto& mm = p.mm();
+  if (addr & kPageMask) return -EINVAL;
+  if (len > kTaskSize || addr > kTaskSize - len) return -ENOMEM;
+  const uint64_t pages = page_up(len) >> 12;
+  static const std::vector<uint8_t> ones(4096, 1);
+  for (uint64_t done = 0; done < pages;) {
+    const uint64_t va = addr + done * kPageSize;
+    const Mapping* m = mm.find(va);
+    if (!m) return -ENOMEM;
+    const uint64_t n = std::min(pages - done, (m->end - va) >> 12);
+    for (uint64_t i = 0; i < n;) {
+      const uint64_t chunk = std::min<uint64_t>(n - i, ones.size());
+      if (!mm.copy_to_user(vec + done + i, ones.data(), chunk)) return -EFAULT;
+      i += chunk;
+    }
+    done += n;
+  }
+  return 0;
+}
+
+}  // namespace kvms::linux
