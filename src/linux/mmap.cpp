@@ -194,10 +194,10 @@ KVMS_SYSCALL(brk) {
   const uint64_t data_limit = p.rlimits[RLIMIT_DATA].first;
   if (want - p.brk_start > data_limit) return static_cast<int64_t>(p.brk_current);
   // Like Linux: the first mapping ending above the old top must start at least a page above the new top.
-  bool blocked = false;
-  for_each_mapping(mm, old_top, kTaskSize, [&](uint64_t s, uint64_t, const Mapping&) {
-    if (!blocked && new_top + kPageSize > s) blocked = true;
-  });
+  const auto& maps = mm.mappings();
+  auto next = maps.upper_bound(old_top);
+  if (next != maps.begin() && std::prev(next)->second.end > old_top) --next;
+  const bool blocked = next != maps.end() && new_top + kPageSize > next->first;
   if (blocked || new_top > mm.limit() || !fits_memory_limit(p, new_top - old_top, 0))
     return static_cast<int64_t>(p.brk_current);
   if (mm.map(old_top, new_top - old_top, kProtRead | kProtWrite, "[heap]") != 0)
@@ -510,7 +510,6 @@ namespace {
 int64_t lock_range(Process& p, uint64_t addr, uint64_t len, bool lock) {
   const uint64_t start = page_down(addr);
   const uint64_t rounded = page_up(len + (addr & kPageMask));
-  if (rounded < len) return -ENOMEM;  // wrapped
   if (lock && (rounded >> 12) > (p.rlimits[RLIMIT_MEMLOCK].first >> 12)) return -ENOMEM;
   const uint64_t end = start + rounded;
   if (end < start) return -EINVAL;

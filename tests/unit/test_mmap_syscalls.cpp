@@ -634,5 +634,36 @@ TEST_F(MmapSyscalls, LockSyncMincore) {
   EXPECT_EQ(call(sys_mincore, addr, 0, vec), 0);
 }
 
+TEST_F(MmapSyscalls, WorksOnForkedMemory) {
+  int64_t addr = mmap(0x5000'0000, 4 * kPage, kRW, kAnon | MAP_FIXED);
+  ASSERT_EQ(addr, 0x5000'0000);
+  fill(addr, 4 * kPage, 0x61);
+  // A worker: copy-on-write memory, a copy of the address space and of the process.
+  auto child_mem = kvm::GuestMemory::fork_private(mem);
+  auto child_as = std::make_shared<kvm::AddressSpace>(*as, child_mem);
+  Process child(p(), child_as);
+  auto call_child = [&](SyscallHandler h, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3 = 0) {
+    SyscallArgs args;
+    args.a[0] = a0, args.a[1] = a1, args.a[2] = a2, args.a[3] = a3;
+    return h(child, args);
+  };
+  EXPECT_EQ(call_child(sys_madvise, addr, kPage, MADV_DONTNEED), 0);
+  EXPECT_EQ(child_mem->user_base()[addr], 0);
+  EXPECT_EQ(child_mem->user_base()[addr + kPage], 0x61);
+  // Grows in place (the pages after it are free), then moves.
+  EXPECT_EQ(call_child(sys_mremap, addr + kPage, 3 * kPage, 8 * kPage, MREMAP_MAYMOVE), addr + int64_t(kPage));
+  SyscallArgs fixed;
+  fixed.a[0] = addr + kPage, fixed.a[1] = 8 * kPage, fixed.a[2] = 8 * kPage;
+  fixed.a[3] = MREMAP_MAYMOVE | MREMAP_FIXED, fixed.a[4] = 0x6000'0000;
+  ASSERT_EQ(sys_mremap(child, fixed), 0x6000'0000);
+  EXPECT_EQ(child_mem->user_base()[0x6000'0000 + 3 * kPage - 1], 0x61);
+  EXPECT_EQ(child_mem->user_base()[0x6000'0000 + 3 * kPage], 0);
+  EXPECT_EQ(child_as->find(addr + kPage), nullptr);
+  // The parent is untouched.
+  EXPECT_TRUE(all(addr, 4 * kPage, 0x61));
+  EXPECT_EQ(mm().find(0x6000'0000), nullptr);
+  EXPECT_EQ(mm().mapped_bytes(), 4 * kPage);
+}
+
 }  // namespace
 }  // namespace kvms::linux
