@@ -22,6 +22,7 @@ struct OpenFile {
   Kind kind;
   std::string path;   // guest path it was opened by ("pipe:[N]", "/dev/stdout"...), for readlink and logs
   int status_flags;   // O_APPEND, O_NONBLOCK, O_RDONLY/O_WRONLY/O_RDWR ... as the guest set them
+  bool writable_grant = false;  // opened under a grant that allows writing (fchmod, futimens...)
   bool listening = false;  // a socket after a successful listen(): what the server layer watches
 
   // An epoll instance's interest list as the guest registered it (guest fds), so a worker's fork or

@@ -1,0 +1,518 @@
+// Descriptors and I/O. Every guest fd wraps a host fd (fd_table.hpp), so the I/O calls are the host
+// call on the host fd, reading or writing guest memory in place: it is identity-mapped host memory.
+// Paths go through the PathPolicy first; what it returns is canonical and opened without following
+// symlinks again (openat2 RESOLVE_NO_SYMLINKS), so a host-side swap cannot redirect us.
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "linux/policy.hpp"
+#include "linux/syscalls.hpp"
+
+namespace kvms::linux {
+
+// Shared with file_meta.cpp (declared again there).
+namespace fileops {
+
+// policy().resolve(), logging a denial (-EACCES) with the flag that would allow it.
+int resolve(Process& p, const std::string& guest_path, Access access, bool follow_last,
+            PathPolicy::Resolved& out) {
+  auto r = p.policy().resolve(guest_path, access, follow_last);
+  if (auto* err = std::get_if<int>(&r)) {
+    if (*err == -EACCES && p.config().verbose)
+      p.log_denied(normalize_path(guest_path), p.policy().suggestion(guest_path, access));
+    return *err;
+  }
+  out = std::move(std::get<PathPolicy::Resolved>(r));
+  return 0;
+}
+
+// Opens a canonical host path (from resolve()) without following any symlink in it: host fd
+// (always close-on-exec) or -errno. Guest open flags are cleaned up like Linux's open(2) does.
+int open_host(const std::string& host_path, int flags, mode_t mode) {
+  constexpr int kValid = O_ACCMODE | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND | O_NONBLOCK |
+                         O_DSYNC | O_ASYNC | O_DIRECT | 0100000 /* O_LARGEFILE */ | O_DIRECTORY |
+                         O_NOFOLLOW | O_NOATIME | O_CLOEXEC | O_SYNC | O_PATH | O_TMPFILE;
+  constexpr int kPathFlags = O_DIRECTORY | O_NOFOLLOW | O_PATH | O_CLOEXEC;
+  flags &= kValid;
+  if (flags & O_PATH) flags &= kPathFlags;
+  flags |= O_CLOEXEC | O_NOFOLLOW | ((flags & O_PATH) ? 0 : O_NOCTTY);
+  const bool creates = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE;
+  mode = creates ? (mode & 07777) : 0;
+
+  static std::atomic<bool> no_openat2{false};
+  if (!no_openat2.load(std::memory_order_relaxed)) {
+    open_how how{};
+    how.flags = static_cast<uint64_t>(flags);
+    how.mode = mode;
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    const long fd = ::syscall(SYS_openat2, AT_FDCWD, host_path.c_str(), &how, sizeof how);
+    if (fd >= 0) return static_cast<int>(fd);
+    if (errno != ENOSYS && errno != EPERM) return -errno;
+    if (errno == ENOSYS) no_openat2.store(true, std::memory_order_relaxed);
+  }
+  // No openat2 (old kernel, seccomp): O_NOFOLLOW still protects the last component.
+  const int fd = ::open(host_path.c_str(), flags, mode);
+  return fd < 0 ? -errno : fd;
+}
+
+// The parent directory of a canonical host path as an O_PATH fd, and the last component in `name`
+// ("." for the root), for the *at host calls that never follow the last component.
+int open_parent(const std::string& host_path, std::string& name) {
+  const auto pos = host_path.rfind('/');
+  if (pos == std::string::npos) return -EINVAL;
+  name = host_path.substr(pos + 1);
+  if (name.empty()) name = ".";
+  return open_host(pos == 0 ? "/" : host_path.substr(0, pos), O_PATH | O_DIRECTORY, 0);
+}
+
+}  // namespace fileops
+
+namespace {
+
+constexpr uint64_t kMaxRw = 0x7ffff000;  // MAX_RW_COUNT: Linux's cap on one read/write
+constexpr int kOLargefile = 0100000;     // the kernel's O_LARGEFILE (0 in glibc's x86-64 headers)
+constexpr unsigned kCloseRangeUnshare = 1u << 1, kCloseRangeCloexec = 1u << 2;
+
+using Kind = OpenFile::Kind;
+
+// Bytes of [addr, addr+len) accessible from addr on (read: any mapping not PROT_NONE; write:
+// writable ones). A read or write stops at the first inaccessible byte, like Linux's copy loops.
+uint64_t accessible(const kvm::AddressSpace& mm, uint64_t addr, uint64_t len, int prot) {
+  const uint64_t end = addr + len < addr ? UINT64_MAX : addr + len;
+  uint64_t pos = addr;
+  while (pos < end) {
+    const kvm::Mapping* m = mm.find(pos);
+    if (!m || m->prot == kvm::kProtNone || ((prot & kvm::kProtWrite) && !(m->prot & kvm::kProtWrite))) break;
+    pos = m->end;
+  }
+  return std::min(pos, end) - addr;
+}
+
+// Runs a write-like host call on f without the host process getting SIGPIPE when the reader is
+// gone (the guest gets EPIPE; the server must survive).
+template <typename Io> ssize_t without_sigpipe(const OpenFile& f, Io io) {
+  if (f.kind != Kind::Pipe && f.kind != Kind::Socket && f.kind != Kind::Other) return io();
+  sigset_t pipe_set, old;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  ssize_t r = io();
+  int err = errno;
+  if (r < 0 && err == EPIPE && !sigismember(&old, SIGPIPE)) {
+    timespec zero{};
+    sigtimedwait(&pipe_set, nullptr, &zero);  // drop the SIGPIPE raised for us
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  errno = err;
+  return r;
+}
+
+// Reads into guest memory [buf, buf+len) in place with io(host_ptr, n).
+template <typename Io> int64_t read_into(Process& p, uint64_t buf, uint64_t len, Io io) {
+  len = std::min(len, kMaxRw);
+  const uint64_t n = accessible(p.mm(), buf, len, kvm::kProtWrite);
+  const ssize_t got = io(n ? p.mm().user_ptr(buf, n, kvm::kProtWrite) : nullptr, n);
+  if (got < 0) return -errno;
+  if (n == 0 && len != 0) return -EFAULT;  // the host call only checked the fd
+  p.mm().note_user_write(buf, static_cast<uint64_t>(got));
+  return got;
+}
+
+// Writes guest memory [buf, buf+len) out with io(host_ptr, n).
+template <typename Io> int64_t write_from(Process& p, const OpenFile& f, uint64_t buf, uint64_t len, Io io) {
+  len = std::min(len, kMaxRw);
+  const uint64_t n = accessible(p.mm(), buf, len, kvm::kProtRead);
+  const uint8_t* ptr = n ? p.mm().user_ptr(buf, n, kvm::kProtRead) : nullptr;
+  const ssize_t put = without_sigpipe(f, [&] { return io(ptr, n); });
+  if (put < 0) return -errno;
+  if (n == 0 && len != 0) return -EFAULT;
+  return put;
+}
+
+struct GuestIovec {
+  uint64_t base, len;
+};
+
+// The guest's iovec array as host iovecs over guest memory, cut at the first inaccessible byte and
+// at MAX_RW_COUNT in total. `requested`: whether any byte was asked for (for EFAULT when none is
+// accessible).
+int import_iovecs(Process& p, uint64_t uiov, uint64_t count, int prot, std::vector<iovec>& out, bool& requested) {
+  if (count > IOV_MAX) return -EINVAL;
+  std::vector<GuestIovec> guest(count);
+  if (count && !p.mm().copy_from_user(guest.data(), uiov, count * sizeof(GuestIovec))) return -EFAULT;
+  for (auto& v : guest)
+    if (v.len > static_cast<uint64_t>(SSIZE_MAX)) return -EINVAL;
+  uint64_t budget = kMaxRw;
+  requested = false;
+  for (auto& v : guest) {
+    const uint64_t len = std::min(v.len, budget);
+    requested |= len != 0;
+    const uint64_t n = accessible(p.mm(), v.base, len, prot);
+    if (n) out.push_back({p.mm().user_ptr(v.base, n, prot), n});
+    budget -= n;
+    if (n < len || budget == 0) break;
+  }
+  return 0;
+}
+
+int64_t total_of(const std::vector<iovec>& iov) {
+  int64_t t = 0;
+  for (auto& v : iov) t += static_cast<int64_t>(v.iov_len);
+  return t;
+}
+
+int64_t do_readv(Process& p, const SyscallArgs& a, std::optional<int64_t> offset) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  std::vector<iovec> iov;
+  bool requested = false;
+  if (int rc = import_iovecs(p, a.a[1], a.a[2], kvm::kProtWrite, iov, requested)) return rc;
+  const ssize_t got = offset ? ::preadv(f->host_fd, iov.data(), static_cast<int>(iov.size()), *offset)
+                             : ::readv(f->host_fd, iov.data(), static_cast<int>(iov.size()));
+  if (got < 0) return -errno;
+  if (total_of(iov) == 0 && requested) return -EFAULT;
+  // Record what the host wrote into guest memory, iovec by iovec.
+  uint64_t left = static_cast<uint64_t>(got);
+  for (auto& v : iov) {
+    if (left == 0) break;
+    const uint64_t n = std::min<uint64_t>(left, v.iov_len);
+    p.mm().note_user_write(static_cast<uint64_t>(static_cast<uint8_t*>(v.iov_base) - p.mm().memory().user_base()), n);
+    left -= n;
+  }
+  return got;
+}
+
+int64_t do_writev(Process& p, const SyscallArgs& a, std::optional<int64_t> offset) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  std::vector<iovec> iov;
+  bool requested = false;
+  if (int rc = import_iovecs(p, a.a[1], a.a[2], kvm::kProtRead, iov, requested)) return rc;
+  const ssize_t put = without_sigpipe(*f, [&] {
+    return offset ? ::pwritev(f->host_fd, iov.data(), static_cast<int>(iov.size()), *offset)
+                  : ::writev(f->host_fd, iov.data(), static_cast<int>(iov.size()));
+  });
+  if (put < 0) return -errno;
+  if (total_of(iov) == 0 && requested) return -EFAULT;
+  return put;
+}
+
+// Whether a new guest fd can be allocated (checked before anything is created, like Linux).
+bool fd_available(const Process& p) {
+  int used = 0;
+  for (int fd : p.fds.fds()) used += fd < p.fds.limit();
+  return used < p.fds.limit();
+}
+
+int64_t install_host_fd(Process& p, int host_fd, std::string path, int status_flags, bool cloexec,
+                        bool writable_grant) {
+  auto file = std::make_shared<OpenFile>(host_fd, kind_of(host_fd), std::move(path), status_flags);
+  file->writable_grant = writable_grant;
+  return p.fds.install(std::move(file), cloexec);
+}
+
+// What F_GETFL reports for a file opened with `flags`.
+int status_flags_of(int flags) {
+  return (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC)) | kOLargefile;
+}
+
+// A guest fd number named by a path: /dev/stdin..stderr, /dev/fd/N, /proc/self/fd/N.
+std::optional<int> guest_fd_path(const std::string& path) {
+  if (path == "/dev/stdin") return 0;
+  if (path == "/dev/stdout") return 1;
+  if (path == "/dev/stderr") return 2;
+  for (std::string_view prefix : {"/dev/fd/", "/proc/self/fd/"}) {
+    if (path.compare(0, prefix.size(), prefix) != 0) continue;
+    std::string_view num = std::string_view(path).substr(prefix.size());
+    if (num.empty() || num.size() > 9 || !std::all_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      return std::nullopt;
+    return std::stoi(std::string(num));
+  }
+  return std::nullopt;
+}
+
+// The files every program may open without a grant; nullopt when path is not one of them.
+std::optional<int64_t> open_special(Process& p, const std::string& path, int flags, mode_t mode) {
+  static constexpr const char* kDevices[] = {"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/full"};
+  for (const char* dev : kDevices) {
+    if (path != dev) continue;
+    int fd = fileops::open_host(dev, flags & ~O_NOFOLLOW, mode);
+    if (fd < 0) return fd;
+    return install_host_fd(p, fd, path, status_flags_of(flags), flags & O_CLOEXEC, false);
+  }
+  if (auto n = guest_fd_path(path)) {
+    auto file = p.fds.get(*n);
+    if (!file) return -ENOENT;
+    return p.fds.install(std::move(file), flags & O_CLOEXEC);
+  }
+  return std::nullopt;
+}
+
+int64_t do_open(Process& p, int dirfd, uint64_t user_path, int flags, mode_t mode) {
+  auto gp = p.guest_path(dirfd, user_path);
+  if (auto* err = std::get_if<int>(&gp)) return *err;
+  const std::string& path = std::get<std::string>(gp);
+  if (!fd_available(p)) return -EMFILE;
+  if (auto special = open_special(p, normalize_path(path), flags, mode)) return *special;
+
+  const int acc = flags & O_ACCMODE;
+  const bool write = acc == O_WRONLY || acc == O_RDWR || (flags & (O_CREAT | O_TRUNC | O_APPEND)) ||
+                     (flags & O_TMPFILE) == O_TMPFILE;
+  const bool follow = !(flags & O_NOFOLLOW) && !((flags & O_CREAT) && (flags & O_EXCL));
+  PathPolicy::Resolved r;
+  if (int rc = fileops::resolve(p, path, write ? Access::Write : Access::Read, follow, r)) return rc;
+  int fd = fileops::open_host(r.host_path, flags, mode & ~p.umask);
+  if (fd < 0) return fd;
+  return install_host_fd(p, fd, r.guest_path, status_flags_of(flags), flags & O_CLOEXEC, r.writable);
+}
+
+// F_SETFL: O_APPEND and O_NONBLOCK take effect on the host fd; the rest is not supported.
+int64_t set_status_flags(OpenFile& f, int flags) {
+  constexpr int kForwarded = O_APPEND | O_NONBLOCK;
+  int host = ::fcntl(f.host_fd, F_GETFL);
+  if (host < 0) return -errno;
+  if (::fcntl(f.host_fd, F_SETFL, (host & ~kForwarded) | (flags & kForwarded)) < 0) return -errno;
+  f.status_flags = (f.status_flags & ~kForwarded) | (flags & kForwarded);
+  return 0;
+}
+
+int64_t do_lock(Process& p, const OpenFile& f, int cmd, uint64_t uflock) {
+  struct flock lock{};
+  if (!p.mm().read(uflock, lock)) return -EFAULT;
+  if (::fcntl(f.host_fd, cmd, &lock) < 0) return -errno;
+  if ((cmd == F_GETLK || cmd == F_OFD_GETLK) && !p.mm().write(uflock, lock)) return -EFAULT;
+  return 0;
+}
+
+int64_t make_pipe(Process& p, uint64_t ufds, uint64_t flags) {
+  if (flags & ~uint64_t(O_CLOEXEC | O_NONBLOCK | O_DIRECT)) return -EINVAL;
+  if (!p.mm().user_ptr(ufds, 2 * sizeof(int32_t), kvm::kProtWrite)) return -EFAULT;
+  if (!fd_available(p)) return -EMFILE;
+  const int status = static_cast<int>(flags) & (O_NONBLOCK | O_DIRECT);
+  int host[2];
+  if (::pipe2(host, O_CLOEXEC | status) < 0) return -errno;
+  struct stat st{};
+  ::fstat(host[0], &st);
+  const std::string name = "pipe:[" + std::to_string(st.st_ino) + "]";
+  auto r = std::make_shared<OpenFile>(host[0], Kind::Pipe, name, O_RDONLY | status);
+  auto w = std::make_shared<OpenFile>(host[1], Kind::Pipe, name, O_WRONLY | status);
+  r->writable_grant = w->writable_grant = true;  // ours alone
+  const bool cloexec = flags & O_CLOEXEC;
+  int rfd = p.fds.install(std::move(r), cloexec);
+  if (rfd < 0) return rfd;
+  int wfd = p.fds.install(std::move(w), cloexec);
+  if (wfd < 0) {
+    p.fds.close(rfd);
+    return wfd;
+  }
+  const int32_t out[2] = {rfd, wfd};
+  if (!p.mm().copy_to_user(ufds, out, sizeof out)) {
+    p.fds.close(rfd);
+    p.fds.close(wfd);
+    return -EFAULT;
+  }
+  return 0;
+}
+
+// A terminal query forwarded to a host tty; `size` bytes of the host's answer go to the guest.
+int64_t tty_query(Process& p, const OpenFile& f, unsigned long cmd, uint64_t arg, size_t size) {
+  if (f.kind != Kind::Tty) return -ENOTTY;
+  alignas(8) unsigned char buf[64] = {};
+  if (::ioctl(f.host_fd, cmd, buf) < 0) return -errno;
+  return p.mm().copy_to_user(arg, buf, size) ? 0 : -EFAULT;
+}
+
+}  // namespace
+
+KVMS_SYSCALL(read) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  return read_into(p, a.a[1], a.a[2], [&](void* buf, size_t n) { return ::read(f->host_fd, buf, n); });
+}
+
+KVMS_SYSCALL(write) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  return write_from(p, *f, a.a[1], a.a[2], [&](const void* buf, size_t n) { return ::write(f->host_fd, buf, n); });
+}
+
+KVMS_SYSCALL(pread64) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  const auto off = static_cast<off_t>(a.a[3]);
+  return read_into(p, a.a[1], a.a[2], [&](void* buf, size_t n) { return ::pread(f->host_fd, buf, n, off); });
+}
+
+KVMS_SYSCALL(pwrite64) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  const auto off = static_cast<off_t>(a.a[3]);
+  return write_from(p, *f, a.a[1], a.a[2], [&](const void* buf, size_t n) { return ::pwrite(f->host_fd, buf, n, off); });
+}
+
+KVMS_SYSCALL(readv) { return do_readv(p, a, std::nullopt); }
+KVMS_SYSCALL(writev) { return do_writev(p, a, std::nullopt); }
+// On x86-64 the whole offset is in the "low" argument.
+KVMS_SYSCALL(preadv) { return do_readv(p, a, static_cast<int64_t>(a.a[3])); }
+KVMS_SYSCALL(pwritev) { return do_writev(p, a, static_cast<int64_t>(a.a[3])); }
+
+KVMS_SYSCALL(open) {
+  return do_open(p, AT_FDCWD, a.a[0], static_cast<int>(a.a[1]), static_cast<mode_t>(a.a[2]));
+}
+KVMS_SYSCALL(openat) {
+  return do_open(p, static_cast<int>(a.a[0]), a.a[1], static_cast<int>(a.a[2]), static_cast<mode_t>(a.a[3]));
+}
+KVMS_SYSCALL(creat) {
+  return do_open(p, AT_FDCWD, a.a[0], O_CREAT | O_WRONLY | O_TRUNC, static_cast<mode_t>(a.a[1]));
+}
+
+KVMS_SYSCALL(close) { return p.fds.close(static_cast<int>(a.a[0])); }
+
+KVMS_SYSCALL(close_range) {
+  const auto first = static_cast<unsigned>(a.a[0]), last = static_cast<unsigned>(a.a[1]);
+  const auto flags = static_cast<unsigned>(a.a[2]);
+  if (a.a[2] & ~uint64_t(kCloseRangeUnshare | kCloseRangeCloexec)) return -EINVAL;
+  if (first > last) return -EINVAL;
+  p.fds.close_range(first, last, flags & kCloseRangeCloexec);  // the table is never shared: UNSHARE is a no-op
+  return 0;
+}
+
+KVMS_SYSCALL(lseek) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  return errno_result(::lseek(f->host_fd, static_cast<off_t>(a.a[1]), static_cast<int>(a.a[2])));
+}
+
+KVMS_SYSCALL(dup) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  return p.fds.install(std::move(f), false);
+}
+
+KVMS_SYSCALL(dup2) {
+  const int oldfd = static_cast<int>(a.a[0]), newfd = static_cast<int>(a.a[1]);
+  auto f = p.fds.get(oldfd);
+  if (!f) return -EBADF;
+  if (oldfd == newfd) return newfd;
+  return p.fds.install_at(newfd, std::move(f), false);
+}
+
+KVMS_SYSCALL(dup3) {
+  const int oldfd = static_cast<int>(a.a[0]), newfd = static_cast<int>(a.a[1]);
+  if (a.a[2] & ~uint64_t(O_CLOEXEC)) return -EINVAL;
+  if (oldfd == newfd) return -EINVAL;
+  if (newfd < 0 || newfd >= p.fds.limit()) return -EBADF;
+  auto f = p.fds.get(oldfd);
+  if (!f) return -EBADF;
+  return p.fds.install_at(newfd, std::move(f), a.a[2] & O_CLOEXEC);
+}
+
+KVMS_SYSCALL(fcntl) {
+  const int fd = static_cast<int>(a.a[0]);
+  const int cmd = static_cast<int>(a.a[1]);
+  const uint64_t arg = a.a[2];
+  auto f = p.fds.get(fd);
+  if (!f) return -EBADF;
+  switch (cmd) {
+    case F_DUPFD:
+    case F_DUPFD_CLOEXEC: {
+      const uint64_t from = static_cast<uint32_t>(arg);
+      if (from >= static_cast<uint64_t>(p.fds.limit())) return -EINVAL;
+      return p.fds.install(std::move(f), cmd == F_DUPFD_CLOEXEC, static_cast<int>(from));
+    }
+    case F_GETFD: return p.fds.cloexec(fd) ? FD_CLOEXEC : 0;
+    case F_SETFD: return p.fds.set_cloexec(fd, arg & FD_CLOEXEC);
+    case F_GETFL: return f->status_flags;
+    case F_SETFL: return set_status_flags(*f, static_cast<int>(arg));
+    case F_GETLK:
+    case F_SETLK:
+    case F_SETLKW:
+    case F_OFD_GETLK:
+    case F_OFD_SETLK:
+    case F_OFD_SETLKW: return do_lock(p, *f, cmd, arg);
+    case F_GETPIPE_SZ:
+    case F_SETPIPE_SZ:
+      if (f->kind != Kind::Pipe) return -EBADF;
+      return errno_result(::fcntl(f->host_fd, cmd, static_cast<int>(arg)));
+    default: return -EINVAL;
+  }
+}
+
+KVMS_SYSCALL(pipe) { return make_pipe(p, a.a[0], 0); }
+KVMS_SYSCALL(pipe2) { return make_pipe(p, a.a[0], a.a[1]); }
+
+KVMS_SYSCALL(ioctl) {
+  const int fd = static_cast<int>(a.a[0]);
+  const auto cmd = static_cast<uint32_t>(a.a[1]);
+  const uint64_t arg = a.a[2];
+  auto f = p.fds.get(fd);
+  if (!f) return -EBADF;
+  switch (cmd) {
+    case FIOCLEX: return p.fds.set_cloexec(fd, true);
+    case FIONCLEX: return p.fds.set_cloexec(fd, false);
+    case FIONBIO: {
+      int32_t on = 0;
+      if (!p.mm().read(arg, on)) return -EFAULT;
+      return set_status_flags(*f, on ? (f->status_flags | O_NONBLOCK) : (f->status_flags & ~O_NONBLOCK));
+    }
+    case FIONREAD: {
+      int n = 0;
+      if (::ioctl(f->host_fd, FIONREAD, &n) < 0) return -errno;
+      return p.mm().write<int32_t>(arg, n) ? 0 : -EFAULT;
+    }
+    case TCGETS: return tty_query(p, *f, TCGETS, arg, 36);  // the kernel's struct termios
+    case TIOCGWINSZ: return tty_query(p, *f, TIOCGWINSZ, arg, sizeof(struct winsize));
+    case TIOCGPGRP: {
+      if (f->kind != Kind::Tty) return -ENOTTY;
+      pid_t fg = 0;
+      if (::ioctl(f->host_fd, TIOCGPGRP, &fg) < 0) return -errno;
+      // In guest terms: its own group when we are in the foreground, another one when not.
+      const int32_t pgrp = fg == ::getpgrp() ? p.pid : p.ppid;
+      return p.mm().write(arg, pgrp) ? 0 : -EFAULT;
+    }
+    default: return -ENOTTY;
+  }
+}
+
+KVMS_SYSCALL(getdents64) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  const uint64_t count = std::min<uint64_t>(static_cast<uint32_t>(a.a[2]), 1u << 20);
+  const uint64_t room = accessible(p.mm(), a.a[1], count, kvm::kProtWrite);
+  if (room == 0 && count != 0) return -EFAULT;
+  std::vector<char> buf(std::max<uint64_t>(room, 1));
+  long n = ::syscall(SYS_getdents64, f->host_fd, buf.data(), room);
+  if (n < 0) return -errno;
+  return p.mm().copy_to_user(a.a[1], buf.data(), static_cast<uint64_t>(n)) ? n : -EFAULT;
+}
+
+KVMS_SYSCALL(sendfile) {
+  auto out = p.fds.get(static_cast<int>(a.a[0]));
+  auto in = p.fds.get(static_cast<int>(a.a[1]));
+  if (!out || !in) return -EBADF;
+  off_t offset = 0;
+  if (a.a[2] && !p.mm().read(a.a[2], offset)) return -EFAULT;
+  const size_t count = std::min(a.a[3], kMaxRw);
+  const ssize_t n = without_sigpipe(*out, [&] { return ::sendfile(out->host_fd, in->host_fd, a.a[2] ? &offset : nullptr, count); });
+  if (n < 0) return -errno;
+  if (a.a[2] && !p.mm().write(a.a[2], offset)) return -EFAULT;
+  return n;
+}
+
+}  // namespace kvms::linux

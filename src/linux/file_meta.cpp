@@ -1,0 +1,520 @@
+// Names and metadata: stat, readlink, access, the working directory, and the calls that change the
+// file system (each needs Write access from the policy for every path it modifies).
+//
+// Path calls resolve the guest path with the PathPolicy, open the parent of the canonical host path
+// without following symlinks (file.cpp: fileops::open_parent), and make the *at host call on the last
+// component with AT_SYMLINK_NOFOLLOW or its equivalent, so nothing is followed that the policy did
+// not check.
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <string>
+#include <vector>
+
+#include "linux/policy.hpp"
+#include "linux/syscalls.hpp"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#define RENAME_EXCHANGE (1 << 1)
+#define RENAME_WHITEOUT (1 << 2)
+#endif
+
+namespace kvms::linux {
+
+namespace fileops {  // file.cpp
+int resolve(Process& p, const std::string& guest_path, Access access, bool follow_last, PathPolicy::Resolved& out);
+int open_host(const std::string& host_path, int flags, mode_t mode);
+int open_parent(const std::string& host_path, std::string& name);
+}  // namespace fileops
+
+namespace {
+
+constexpr long kFchmodat2 = 452;   // SYS_fchmodat2 (Linux 6.6)
+constexpr long kFaccessat2 = 439;  // SYS_faccessat2 (Linux 5.8)
+
+class HostFd {
+ public:
+  HostFd() = default;
+  explicit HostFd(int fd) : fd_(fd) {}
+  ~HostFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  HostFd(const HostFd&) = delete;
+  HostFd& operator=(const HostFd&) = delete;
+  int get() const { return fd_; }
+  void reset(int fd) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// A path resolved under the policy, with its parent directory open for the *at host calls.
+struct Target {
+  PathPolicy::Resolved r;
+  HostFd dir;        // O_PATH fd of the parent directory (host)
+  std::string name;  // last component
+};
+
+int open_target(Process& p, const std::string& guest, Access access, bool follow, Target& t) {
+  if (int rc = fileops::resolve(p, guest, access, follow, t.r)) return rc;
+  const int dir = fileops::open_parent(t.r.host_path, t.name);
+  if (dir < 0) return dir;
+  t.dir.reset(dir);
+  return 0;
+}
+
+int open_target_at(Process& p, int dirfd, uint64_t upath, Access access, bool follow, Target& t) {
+  auto gp = p.guest_path(dirfd, upath);
+  if (auto* err = std::get_if<int>(&gp)) return *err;
+  return open_target(p, std::get<std::string>(gp), access, follow, t);
+}
+
+// For AT_EMPTY_PATH: 1 when the path argument is "" (or NULL, as Linux 6.11 allows), 0 when not,
+// -EFAULT.
+int is_empty_path(Process& p, uint64_t upath) {
+  if (upath == 0) return 1;
+  char c;
+  if (!p.mm().read(upath, c)) return -EFAULT;
+  return c == '\0';
+}
+
+// The calls that modify the directory entry named by the last component (create, unlink, rename)
+// follow Linux for a last component of ".", ".." or "/": they fail before touching anything.
+enum class Op { Create, Unlink, Rmdir, Rename };
+
+int special_last_errno(std::string_view path, Op op) {
+  while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
+  const bool root = path == "/";
+  const auto last = path.substr(path.rfind('/') + 1);
+  if (!root && last != "." && last != "..") return 0;
+  switch (op) {
+    case Op::Create: return -EEXIST;
+    case Op::Unlink: return -EISDIR;
+    case Op::Rename: return -EBUSY;
+    case Op::Rmdir: return root ? -EBUSY : last == "." ? -EINVAL : -ENOTEMPTY;
+  }
+  return 0;
+}
+
+// A path whose last component is about to be created, removed or renamed: Write access, the last
+// component not followed (a trailing slash only says it must be a directory; `is_dir_syntax`).
+int modify_target(Process& p, int dirfd, uint64_t upath, Op op, Target& t, bool* is_dir_syntax = nullptr) {
+  auto gp = p.guest_path(dirfd, upath);
+  if (auto* err = std::get_if<int>(&gp)) return *err;
+  std::string path = std::get<std::string>(gp);
+  if (int rc = special_last_errno(path, op)) return rc;
+  const bool slash = path.size() > 1 && path.back() == '/';
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  if (is_dir_syntax) *is_dir_syntax = slash;
+  return open_target(p, path, Access::Write, false, t);
+}
+
+// For a name given with a trailing slash: the entry must be a directory (ENOTDIR; ENOENT when absent).
+int require_dir(const Target& t) {
+  struct stat st;
+  if (::fstatat(t.dir.get(), t.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
+  return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+// A guest fd named for an fd-based metadata change: needs a writable grant.
+int deny_unless_writable(Process& p, const OpenFile& f) {
+  if (f.writable_grant) return 0;
+  if (p.config().verbose) p.log_denied(f.path, p.policy().suggestion(f.path, Access::Write));
+  return -EACCES;
+}
+
+template <typename T> int64_t put(Process& p, uint64_t addr, const T& value) {
+  return p.mm().write(addr, value) ? 0 : -EFAULT;
+}
+
+int64_t stat_target(Process& p, const Target& t, uint64_t ubuf) {
+  struct stat st;
+  if (::fstatat(t.dir.get(), t.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
+  return put(p, ubuf, st);
+}
+
+int64_t stat_fd(Process& p, int fd, uint64_t ubuf) {
+  if (fd == AT_FDCWD) {
+    Target t;
+    if (int rc = open_target(p, p.cwd, Access::Read, true, t)) return rc;
+    return stat_target(p, t, ubuf);
+  }
+  auto f = p.fds.get(fd);
+  if (!f) return -EBADF;
+  struct stat st;
+  if (::fstat(f->host_fd, &st) < 0) return -errno;
+  return put(p, ubuf, st);
+}
+
+int64_t stat_path(Process& p, int dirfd, uint64_t upath, uint64_t ubuf, bool follow) {
+  Target t;
+  if (int rc = open_target_at(p, dirfd, upath, Access::Read, follow, t)) return rc;
+  return stat_target(p, t, ubuf);
+}
+
+int64_t do_readlink(Process& p, int dirfd, uint64_t upath, uint64_t ubuf, int64_t size) {
+  if (size <= 0) return -EINVAL;
+  auto gp = p.guest_path(dirfd, upath);
+  if (auto* err = std::get_if<int>(&gp)) return *err;
+  const std::string& path = std::get<std::string>(gp);
+  // The directories above a grant can be walked through but not examined. realpath() readlinks
+  // every component and gives up on anything but EINVAL, so for those say "not a symlink" (the
+  // policy expands any symlink among them anyway).
+  auto r = p.policy().resolve(path, Access::Read, false);
+  if (auto* err = std::get_if<int>(&r); err && *err == -EACCES && p.policy().visible(normalize_path(path)))
+    return -EINVAL;
+  Target t;
+  if (auto* err = std::get_if<int>(&r)) {
+    if (*err == -EACCES && p.config().verbose)
+      p.log_denied(normalize_path(path), p.policy().suggestion(path, Access::Read));
+    return *err;
+  }
+  t.r = std::move(std::get<PathPolicy::Resolved>(r));
+  const int dir = fileops::open_parent(t.r.host_path, t.name);
+  if (dir < 0) return dir;
+  t.dir.reset(dir);
+  std::vector<char> buf(std::min<int64_t>(size, PATH_MAX));
+  const ssize_t n = ::readlinkat(t.dir.get(), t.name.c_str(), buf.data(), buf.size());
+  if (n < 0) return -errno;
+  return p.mm().copy_to_user(ubuf, buf.data(), static_cast<uint64_t>(n)) ? n : -EFAULT;
+}
+
+int host_faccessat(int dir, const char* name, int mode, int flags) {
+  long rc = ::syscall(kFaccessat2, dir, name, mode, flags);
+  if (rc < 0 && errno == ENOSYS && !(flags & AT_EMPTY_PATH))
+    rc = ::syscall(SYS_faccessat, dir, name, mode);  // the name is canonical: nothing to follow
+  return rc < 0 ? -errno : 0;
+}
+
+int64_t do_access(Process& p, int dirfd, uint64_t upath, uint64_t mode, uint64_t flags) {
+  if (mode & ~uint64_t(R_OK | W_OK | X_OK)) return -EINVAL;
+  if (flags & ~uint64_t(AT_EACCESS | AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)) return -EINVAL;
+  const Access access = (mode & W_OK) ? Access::Write : Access::Read;
+  const int eaccess = static_cast<int>(flags & AT_EACCESS);
+  if (flags & AT_EMPTY_PATH) {
+    int empty = is_empty_path(p, upath);
+    if (empty < 0) return empty;
+    if (empty && dirfd != AT_FDCWD) {
+      auto f = p.fds.get(dirfd);
+      if (!f) return -EBADF;
+      if (access == Access::Write)
+        if (int rc = deny_unless_writable(p, *f)) return rc;
+      return host_faccessat(f->host_fd, "", static_cast<int>(mode), AT_EMPTY_PATH | eaccess);
+    }
+    if (empty) {
+      Target t;
+      if (int rc = open_target(p, p.cwd, access, true, t)) return rc;
+      return host_faccessat(t.dir.get(), t.name.c_str(), static_cast<int>(mode), AT_SYMLINK_NOFOLLOW | eaccess);
+    }
+  }
+  Target t;
+  if (int rc = open_target_at(p, dirfd, upath, access, !(flags & AT_SYMLINK_NOFOLLOW), t)) return rc;
+  return host_faccessat(t.dir.get(), t.name.c_str(), static_cast<int>(mode), AT_SYMLINK_NOFOLLOW | eaccess);
+}
+
+int64_t do_mkdir(Process& p, int dirfd, uint64_t upath, uint64_t mode) {
+  Target t;
+  if (int rc = modify_target(p, dirfd, upath, Op::Create, t)) return rc;
+  return errno_result(::mkdirat(t.dir.get(), t.name.c_str(), static_cast<mode_t>(mode) & 01777 & ~p.umask));
+}
+
+int64_t do_unlink(Process& p, int dirfd, uint64_t upath, uint64_t flags) {
+  if (flags & ~uint64_t(AT_REMOVEDIR)) return -EINVAL;
+  const bool rmdir = flags & AT_REMOVEDIR;
+  Target t;
+  bool slash = false;
+  if (int rc = modify_target(p, dirfd, upath, rmdir ? Op::Rmdir : Op::Unlink, t, &slash)) return rc;
+  if (slash && !rmdir) {  // "file/" is ENOTDIR, "dir/" EISDIR
+    int rc = require_dir(t);
+    return rc ? rc : -EISDIR;
+  }
+  return errno_result(::unlinkat(t.dir.get(), t.name.c_str(), rmdir ? AT_REMOVEDIR : 0));
+}
+
+int64_t do_rename(Process& p, int olddir, uint64_t oldpath, int newdir, uint64_t newpath, uint64_t flags) {
+  if (flags & ~uint64_t(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT)) return -EINVAL;
+  if ((flags & RENAME_EXCHANGE) && (flags & (RENAME_NOREPLACE | RENAME_WHITEOUT))) return -EINVAL;
+  Target from, to;
+  bool from_slash = false, to_slash = false;
+  if (int rc = modify_target(p, olddir, oldpath, Op::Rename, from, &from_slash)) return rc;
+  if (int rc = modify_target(p, newdir, newpath, Op::Rename, to, &to_slash)) return rc;
+  if (from_slash || to_slash)  // a trailing slash on either side: the source must be a directory
+    if (int rc = require_dir(from)) return rc;
+  if (flags == 0) return errno_result(::renameat(from.dir.get(), from.name.c_str(), to.dir.get(), to.name.c_str()));
+  return errno_result(::syscall(SYS_renameat2, from.dir.get(), from.name.c_str(), to.dir.get(), to.name.c_str(),
+                                static_cast<unsigned>(flags)));
+}
+
+int64_t do_symlink(Process& p, uint64_t utarget, int dirfd, uint64_t ulink) {
+  auto text = p.mm().read_string(utarget, PATH_MAX);
+  if (!text) return p.mm().find(utarget) ? -ENAMETOOLONG : -EFAULT;
+  if (text->empty()) return -ENOENT;
+  Target t;
+  if (int rc = modify_target(p, dirfd, ulink, Op::Create, t)) return rc;
+  return errno_result(::symlinkat(text->c_str(), t.dir.get(), t.name.c_str()));
+}
+
+int64_t do_link(Process& p, int olddir, uint64_t oldpath, int newdir, uint64_t newpath, uint64_t flags) {
+  if (flags & ~uint64_t(AT_SYMLINK_FOLLOW | AT_EMPTY_PATH)) return -EINVAL;
+  if (flags & AT_EMPTY_PATH) {
+    int empty = is_empty_path(p, oldpath);
+    if (empty < 0) return empty;
+    if (empty) {
+      auto f = p.fds.get(olddir);
+      if (!f) return olddir == AT_FDCWD ? -ENOENT : -EBADF;
+      if (int rc = deny_unless_writable(p, *f)) return rc;
+      Target to;
+      if (int rc = modify_target(p, newdir, newpath, Op::Create, to)) return rc;
+      return errno_result(::linkat(f->host_fd, "", to.dir.get(), to.name.c_str(), AT_EMPTY_PATH));
+    }
+  }
+  Target from, to;
+  if (int rc = open_target_at(p, olddir, oldpath, Access::Write, flags & AT_SYMLINK_FOLLOW, from)) return rc;
+  if (int rc = modify_target(p, newdir, newpath, Op::Create, to)) return rc;
+  return errno_result(::linkat(from.dir.get(), from.name.c_str(), to.dir.get(), to.name.c_str(), 0));
+}
+
+// chmod of a canonical host path through an O_PATH fd, so that a symlink swapped in meanwhile is
+// never followed.
+int64_t chmod_host(const std::string& host_path, mode_t mode) {
+  const int fd = fileops::open_host(host_path, O_PATH, 0);
+  if (fd < 0) return fd;
+  HostFd file(fd);
+  long rc = ::syscall(kFchmodat2, fd, "", mode, AT_EMPTY_PATH);
+  if (rc == 0) return 0;
+  if (errno != ENOSYS && errno != EINVAL) return -errno;
+  struct stat st;
+  if (::fstat(fd, &st) < 0) return -errno;
+  if (S_ISLNK(st.st_mode)) return -ELOOP;
+  const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+  return errno_result(::chmod(proc.c_str(), mode));
+}
+
+int64_t do_chmod(Process& p, int dirfd, uint64_t upath, uint64_t mode) {
+  auto gp = p.guest_path(dirfd, upath);
+  if (auto* err = std::get_if<int>(&gp)) return *err;
+  PathPolicy::Resolved r;
+  if (int rc = fileops::resolve(p, std::get<std::string>(gp), Access::Write, true, r)) return rc;
+  return chmod_host(r.host_path, static_cast<mode_t>(mode) & 07777);
+}
+
+int64_t statfs_of(Process& p, const std::string& guest, uint64_t ubuf) {
+  PathPolicy::Resolved r;
+  if (int rc = fileops::resolve(p, guest, Access::Read, true, r)) return rc;
+  const int fd = fileops::open_host(r.host_path, O_PATH, 0);
+  if (fd < 0) return fd;
+  HostFd file(fd);
+  struct statfs st;
+  if (::fstatfs(fd, &st) < 0) return -errno;
+  return put(p, ubuf, st);
+}
+
+}  // namespace
+
+KVMS_SYSCALL(stat) { return stat_path(p, AT_FDCWD, a.a[0], a.a[1], true); }
+KVMS_SYSCALL(lstat) { return stat_path(p, AT_FDCWD, a.a[0], a.a[1], false); }
+KVMS_SYSCALL(fstat) { return stat_fd(p, static_cast<int>(a.a[0]), a.a[1]); }
+
+KVMS_SYSCALL(newfstatat) {
+  const int dirfd = static_cast<int>(a.a[0]);
+  const uint64_t flags = a.a[3];
+  if (flags & ~uint64_t(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT)) return -EINVAL;
+  if (flags & AT_EMPTY_PATH) {
+    int empty = is_empty_path(p, a.a[1]);
+    if (empty < 0) return empty;
+    if (empty) return stat_fd(p, dirfd, a.a[2]);
+  }
+  return stat_path(p, dirfd, a.a[1], a.a[2], !(flags & AT_SYMLINK_NOFOLLOW));
+}
+
+KVMS_SYSCALL(statx) {
+  const int dirfd = static_cast<int>(a.a[0]);
+  const uint64_t flags = a.a[2];
+  const auto mask = static_cast<unsigned>(a.a[3]);
+  if (flags & ~uint64_t(AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_EMPTY_PATH | AT_STATX_SYNC_TYPE)) return -EINVAL;
+  if ((flags & AT_STATX_SYNC_TYPE) == AT_STATX_SYNC_TYPE) return -EINVAL;
+  if (mask & STATX__RESERVED) return -EINVAL;
+  const int sync = static_cast<int>(flags & AT_STATX_SYNC_TYPE);
+  struct statx sx{};
+  if (flags & AT_EMPTY_PATH) {
+    int empty = is_empty_path(p, a.a[1]);
+    if (empty < 0) return empty;
+    if (empty && dirfd != AT_FDCWD) {
+      auto f = p.fds.get(dirfd);
+      if (!f) return -EBADF;
+      if (::statx(f->host_fd, "", AT_EMPTY_PATH | sync, mask, &sx) < 0) return -errno;
+      return put(p, a.a[4], sx);
+    }
+    if (empty) {
+      Target t;
+      if (int rc = open_target(p, p.cwd, Access::Read, true, t)) return rc;
+      if (::statx(t.dir.get(), t.name.c_str(), AT_SYMLINK_NOFOLLOW | sync, mask, &sx) < 0) return -errno;
+      return put(p, a.a[4], sx);
+    }
+  }
+  Target t;
+  if (int rc = open_target_at(p, dirfd, a.a[1], Access::Read, !(flags & AT_SYMLINK_NOFOLLOW), t)) return rc;
+  if (::statx(t.dir.get(), t.name.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | sync, mask, &sx) < 0) return -errno;
+  return put(p, a.a[4], sx);
+}
+
+KVMS_SYSCALL(readlink) { return do_readlink(p, AT_FDCWD, a.a[0], a.a[1], static_cast<int>(a.a[2])); }
+KVMS_SYSCALL(readlinkat) {
+  return do_readlink(p, static_cast<int>(a.a[0]), a.a[1], a.a[2], static_cast<int>(a.a[3]));
+}
+
+KVMS_SYSCALL(access) { return do_access(p, AT_FDCWD, a.a[0], a.a[1], 0); }
+KVMS_SYSCALL(faccessat) { return do_access(p, static_cast<int>(a.a[0]), a.a[1], a.a[2], 0); }
+KVMS_SYSCALL(faccessat2) { return do_access(p, static_cast<int>(a.a[0]), a.a[1], a.a[2], a.a[3]); }
+
+KVMS_SYSCALL(getcwd) {
+  const uint64_t need = p.cwd.size() + 1;
+  if (a.a[1] < need) return -ERANGE;
+  return p.mm().copy_to_user(a.a[0], p.cwd.c_str(), need) ? static_cast<int64_t>(need) : -EFAULT;
+}
+
+KVMS_SYSCALL(chdir) {
+  auto gp = p.guest_path(AT_FDCWD, a.a[0]);
+  if (auto* err = std::get_if<int>(&gp)) return *err;
+  PathPolicy::Resolved r;
+  if (int rc = fileops::resolve(p, std::get<std::string>(gp), Access::Read, true, r)) return rc;
+  const int fd = fileops::open_host(r.host_path, O_PATH | O_DIRECTORY, 0);
+  if (fd < 0) return fd;
+  ::close(fd);
+  p.cwd = r.guest_path;  // canonical, as the guest sees it (not the host path behind a volume)
+  return 0;
+}
+
+KVMS_SYSCALL(fchdir) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  if (f->kind != OpenFile::Kind::Directory) return -ENOTDIR;
+  p.cwd = f->path;
+  return 0;
+}
+
+KVMS_SYSCALL(umask) {
+  const mode_t old = p.umask;
+  p.umask = static_cast<mode_t>(a.a[0]) & 0777;
+  return old;
+}
+
+KVMS_SYSCALL(mkdir) { return do_mkdir(p, AT_FDCWD, a.a[0], a.a[1]); }
+KVMS_SYSCALL(mkdirat) { return do_mkdir(p, static_cast<int>(a.a[0]), a.a[1], a.a[2]); }
+KVMS_SYSCALL(unlink) { return do_unlink(p, AT_FDCWD, a.a[0], 0); }
+KVMS_SYSCALL(unlinkat) { return do_unlink(p, static_cast<int>(a.a[0]), a.a[1], a.a[2]); }
+KVMS_SYSCALL(rmdir) { return do_unlink(p, AT_FDCWD, a.a[0], AT_REMOVEDIR); }
+
+KVMS_SYSCALL(rename) { return do_rename(p, AT_FDCWD, a.a[0], AT_FDCWD, a.a[1], 0); }
+KVMS_SYSCALL(renameat) { return do_rename(p, static_cast<int>(a.a[0]), a.a[1], static_cast<int>(a.a[2]), a.a[3], 0); }
+KVMS_SYSCALL(renameat2) {
+  return do_rename(p, static_cast<int>(a.a[0]), a.a[1], static_cast<int>(a.a[2]), a.a[3], static_cast<unsigned>(a.a[4]));
+}
+
+KVMS_SYSCALL(symlink) { return do_symlink(p, a.a[0], AT_FDCWD, a.a[1]); }
+KVMS_SYSCALL(symlinkat) { return do_symlink(p, a.a[0], static_cast<int>(a.a[1]), a.a[2]); }
+KVMS_SYSCALL(link) { return do_link(p, AT_FDCWD, a.a[0], AT_FDCWD, a.a[1], 0); }
+KVMS_SYSCALL(linkat) {
+  return do_link(p, static_cast<int>(a.a[0]), a.a[1], static_cast<int>(a.a[2]), a.a[3], static_cast<unsigned>(a.a[4]));
+}
+
+KVMS_SYSCALL(utimensat) {
+  const int dirfd = static_cast<int>(a.a[0]);
+  const uint64_t upath = a.a[1], flags = a.a[3];
+  if (flags & ~uint64_t(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)) return -EINVAL;
+  timespec times[2];
+  if (a.a[2] && !p.mm().copy_from_user(times, a.a[2], sizeof times)) return -EFAULT;
+  const timespec* ts = a.a[2] ? times : nullptr;
+
+  bool on_fd = false;
+  if (upath == 0) {  // utimensat(fd, NULL, ...): futimens
+    if (dirfd == AT_FDCWD) return -EFAULT;
+    if (flags & AT_SYMLINK_NOFOLLOW) return -EINVAL;
+    on_fd = true;
+  } else if (flags & AT_EMPTY_PATH) {
+    int empty = is_empty_path(p, upath);
+    if (empty < 0) return empty;
+    on_fd = empty && dirfd != AT_FDCWD;
+    if (empty && dirfd == AT_FDCWD) {
+      Target t;
+      if (int rc = open_target(p, p.cwd, Access::Write, true, t)) return rc;
+      return errno_result(::utimensat(t.dir.get(), t.name.c_str(), ts, AT_SYMLINK_NOFOLLOW));
+    }
+  }
+  if (on_fd) {
+    auto f = p.fds.get(dirfd);
+    if (!f) return -EBADF;
+    if (int rc = deny_unless_writable(p, *f)) return rc;
+    return errno_result(::futimens(f->host_fd, ts));
+  }
+  Target t;
+  if (int rc = open_target_at(p, dirfd, upath, Access::Write, !(flags & AT_SYMLINK_NOFOLLOW), t)) return rc;
+  return errno_result(::utimensat(t.dir.get(), t.name.c_str(), ts, AT_SYMLINK_NOFOLLOW));
+}
+
+KVMS_SYSCALL(ftruncate) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  if (static_cast<int64_t>(a.a[1]) < 0) return -EINVAL;
+  return errno_result(::ftruncate(f->host_fd, static_cast<off_t>(a.a[1])));  // the host checks O_WRONLY/O_RDWR
+}
+
+KVMS_SYSCALL(truncate) {
+  if (static_cast<int64_t>(a.a[1]) < 0) return -EINVAL;
+  auto gp = p.guest_path(AT_FDCWD, a.a[0]);
+  if (auto* err = std::get_if<int>(&gp)) return *err;
+  PathPolicy::Resolved r;
+  if (int rc = fileops::resolve(p, std::get<std::string>(gp), Access::Write, true, r)) return rc;
+  const int fd = fileops::open_host(r.host_path, O_WRONLY | O_NONBLOCK, 0);
+  if (fd < 0) return fd;
+  HostFd file(fd);
+  return errno_result(::ftruncate(fd, static_cast<off_t>(a.a[1])));
+}
+
+KVMS_SYSCALL(fsync) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  return f ? errno_result(::fsync(f->host_fd)) : -EBADF;
+}
+
+KVMS_SYSCALL(fdatasync) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  return f ? errno_result(::fdatasync(f->host_fd)) : -EBADF;
+}
+
+KVMS_SYSCALL(fchmod) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  if (f->status_flags & O_PATH) return -EBADF;
+  if (int rc = deny_unless_writable(p, *f)) return rc;
+  return errno_result(::fchmod(f->host_fd, static_cast<mode_t>(a.a[1]) & 07777));
+}
+
+KVMS_SYSCALL(fchmodat) { return do_chmod(p, static_cast<int>(a.a[0]), a.a[1], a.a[2]); }
+KVMS_SYSCALL(chmod) { return do_chmod(p, AT_FDCWD, a.a[0], a.a[1]); }
+
+KVMS_SYSCALL(statfs) {
+  auto gp = p.guest_path(AT_FDCWD, a.a[0]);
+  if (auto* err = std::get_if<int>(&gp)) return *err;
+  return statfs_of(p, std::get<std::string>(gp), a.a[1]);
+}
+
+KVMS_SYSCALL(fstatfs) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  struct statfs st;
+  if (::fstatfs(f->host_fd, &st) < 0) return -errno;
+  return put(p, a.a[1], st);
+}
+
+}  // namespace kvms::linux
