@@ -6,7 +6,7 @@
 //  * MAP_SHARED|MAP_ANONYMOUS is an ordinary private mapping (nobody else could see the sharing). Its
 //    name is "/dev/zero (deleted)" as in Linux's /proc/self/maps, and madvise treats it as shared
 //    memory: MADV_DONTNEED keeps the data (as Linux would refault it from shmem), MADV_REMOVE zeroes.
-//  * File mappings are copies made at mmap time (host pread into guest memory). MAP_PRIVATE works with
+//  * File mappings are copies made at mmap time (host pread straight into guest memory). MAP_PRIVATE works with
 //    any prot; MAP_SHARED works only without PROT_WRITE, since nothing is ever written back: a writable
 //    shared mapping of a file opened for writing fails with ENODEV (what Linux says for a file that
 //    cannot be mapped); without write access it is EACCES exactly like Linux. Later changes to the file
@@ -131,20 +131,26 @@ bool is_dev_zero(int host_fd) {
   return fstat(host_fd, &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 && minor(st.st_rdev) == 5;
 }
 
-// Copies up to len bytes of the file at offset into guest memory at dst (mapped, not PROT_NONE).
+// Copies up to len bytes of the file at offset into guest memory at dst, whatever the mapping's prot
+// (user memory is identity-mapped, so the guest range is one host range). Stops early at EOF.
 int copy_file(AddressSpace& mm, int host_fd, uint64_t offset, uint64_t dst, uint64_t len) {
-  const uint64_t chunk = std::min<uint64_t>(len, 1 << 20);
-  std::unique_ptr<uint8_t[]> buf(new uint8_t[chunk]);
+  uint8_t* to = mm.memory().host(dst, len);
+  if (!to) return -EFAULT;
   uint64_t done = 0;
+  int rc = 0;
   while (done < len) {
-    ssize_t n = pread(host_fd, buf.get(), std::min(chunk, len - done), static_cast<off_t>(offset + done));
+    const uint64_t want = std::min<uint64_t>(len - done, 1ull << 30);
+    ssize_t n = pread(host_fd, to + done, want, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return -errno;
+    if (n < 0) {
+      rc = -errno;
+      break;
+    }
     if (n == 0) break;
-    if (!mm.poke(dst + done, buf.get(), static_cast<uint64_t>(n))) return -EFAULT;
     done += static_cast<uint64_t>(n);
   }
-  return 0;
+  mm.note_user_write(dst, done);
+  return rc;
 }
 
 bool page_is_zero(const uint8_t* page) {
@@ -154,14 +160,17 @@ bool page_is_zero(const uint8_t* page) {
   return true;
 }
 
-// Copies len bytes between guest ranges that do not overlap, whatever their prot (dst must be mapped).
-// Zero pages are skipped: dst is fresh, so it already reads as zeros and stays sparse.
-void copy_guest(AddressSpace& mm, uint64_t dst, uint64_t src, uint64_t len, int dst_prot) {
-  if (dst_prot == kProtNone) mm.protect(dst, len, kProtRead);  // poke needs an accessible target
-  const uint8_t* from = mm.memory().user_base() + src;
-  for (uint64_t off = 0; off < len; off += kPageSize)
-    if (!page_is_zero(from + off)) mm.poke(dst + off, from + off, kPageSize);
-  if (dst_prot == kProtNone) mm.protect(dst, len, kProtNone);
+// Copies len bytes between guest ranges that do not overlap, whatever their prot. Zero pages are
+// skipped: dst is freshly mapped, so it already reads as zeros and stays sparse.
+void copy_guest(AddressSpace& mm, uint64_t dst, uint64_t src, uint64_t len) {
+  const uint8_t* from = mm.memory().host(src, len);
+  uint8_t* to = mm.memory().host(dst, len);
+  if (!from || !to) return;
+  for (uint64_t off = 0; off < len; off += kPageSize) {
+    if (page_is_zero(from + off)) continue;
+    std::memcpy(to + off, from + off, kPageSize);
+    mm.note_user_write(dst + off, kPageSize);
+  }
 }
 
 // The mapping [addr, addr+len) belongs to, as Linux would see it: pieces our AddressSpace keeps apart
@@ -231,6 +240,8 @@ KVMS_SYSCALL(mmap) {
   const uint32_t type = flags & kMapType;
   if (type != kMapPrivate && type != kMapShared && type != kMapSharedValidate) return -EINVAL;
   const bool shared = type != kMapPrivate;
+  // Linux 6.1 knows MAP_SHARED_VALIDATE only for files: anonymous memory takes MAP_SHARED or MAP_PRIVATE.
+  if (anonymous && type == kMapSharedValidate) return -EINVAL;
   if (anonymous && shared && (flags & kMapGrowsDown)) return -EINVAL;
   if (flags & kMapFixedNoReplace) flags |= kMapFixed;
 
@@ -297,15 +308,9 @@ KVMS_SYSCALL(mmap) {
     }
     const uint64_t size = static_cast<uint64_t>(std::max<off_t>(st.st_size, 0));
     const uint64_t data = size > offset ? std::min(len, size - offset) : 0;
-    if (data) {
-      // poke needs an accessible target; a PROT_NONE file mapping is filled through a brief PROT_READ.
-      if (prot == kProtNone) mm.protect(start, page_up(data), kProtRead);
-      int rc = copy_file(mm, file->host_fd, offset, start, data);
-      if (prot == kProtNone) mm.protect(start, page_up(data), kProtNone);
-      if (rc != 0) {
-        mm.unmap(start, len);
-        return rc;
-      }
+    if (int rc = data ? copy_file(mm, file->host_fd, offset, start, data) : 0; rc != 0) {
+      mm.unmap(start, len);
+      return rc;
     }
   }
   return static_cast<int64_t>(start);
@@ -369,7 +374,7 @@ int64_t remap_move(Process& p, uint64_t addr, uint64_t old_len, uint64_t new_len
     dst = *found;
   }
   if (int rc = mm.map(dst, new_len, prot, name); rc != 0) return rc;
-  copy_guest(mm, dst, addr, keep, prot);
+  copy_guest(mm, dst, addr, keep);
   if (dont_unmap)
     mm.map(addr, old_len, prot, name);  // the old range stays, emptied
   else

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -143,7 +144,9 @@ TEST_F(MmapSyscalls, MmapValidation) {
     EXPECT_GT(addr, 0) << extra;
   }
   EXPECT_GT(mmap(0, kPage, kRW, MAP_SHARED | MAP_ANONYMOUS), 0);
-  EXPECT_GT(mmap(0, kPage, kRW, MAP_SHARED_VALIDATE | MAP_ANONYMOUS), 0);
+  // MAP_PRIVATE|MAP_SHARED is MAP_SHARED_VALIDATE, which Linux accepts only for files.
+  EXPECT_EQ(mmap(0, kPage, kRW, MAP_SHARED | kAnon), -EINVAL);
+  EXPECT_EQ(mmap(0, kPage, kRW, MAP_SHARED | MAP_ANONYMOUS | MAP_GROWSDOWN), -EINVAL);
   EXPECT_EQ(mmap(0, 2 * kMiB, kRW, kAnon | MAP_HUGETLB), -ENOMEM);
 }
 
@@ -601,6 +604,26 @@ TEST_F(MmapSyscalls, FileMappingCountsTowardTheLimit) {
   ASSERT_GT(n, 0);
   EXPECT_EQ(mm().mapped_bytes(), 0u);
   EXPECT_EQ(raw(n)[3 * kPage - 1], 'q');
+}
+
+TEST_F(MmapSyscalls, HostWritesAreTracked) {
+  // Workers reset by restoring the pages written since the fork; host-side copies must be recorded.
+  const std::string path = temp_file(std::string(2 * kPage, 'f'));
+  int fd = open_guest(path, O_RDONLY);
+  int64_t src = mmap(0x5000'0000, 2 * kPage, kRW, kAnon | MAP_FIXED);
+  ASSERT_EQ(src, 0x5000'0000);
+  raw(src + kPage)[0] = 1;  // page 0 stays zero
+  mm().track_host_writes(true);
+  int64_t f = mmap(0x6000'0000, 2 * kPage, PROT_NONE, MAP_PRIVATE | MAP_FIXED, fd, 0);
+  ASSERT_EQ(f, 0x6000'0000);
+  ASSERT_EQ(mremap(src, 2 * kPage, 2 * kPage, MREMAP_MAYMOVE | MREMAP_FIXED, 0x7000'0000), 0x7000'0000);
+  auto& pages = mm().host_written_pages();
+  auto has = [&](uint64_t addr) { return std::find(pages.begin(), pages.end(), addr >> 12) != pages.end(); };
+  EXPECT_TRUE(has(0x6000'0000));
+  EXPECT_TRUE(has(0x6000'1000));
+  EXPECT_TRUE(has(0x7000'1000));
+  EXPECT_FALSE(has(0x7000'0000));  // a zero page is not copied
+  EXPECT_EQ(raw(0x6000'1000)[kPage - 1], 'f');
 }
 
 TEST_F(MmapSyscalls, LockSyncMincore) {
