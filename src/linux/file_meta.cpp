@@ -239,6 +239,16 @@ int64_t do_unlink(Process& p, int dirfd, uint64_t upath, uint64_t flags) {
     int rc = require_dir(t);
     return rc ? rc : -EISDIR;
   }
+  if (rmdir) {
+    // rmdir of a symlink is ENOTDIR, but one to a directory the guest may not write is refused as
+    // such: whoever named it meant that directory.
+    struct stat st;
+    if (::fstatat(t.dir.get(), t.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+      PathPolicy::Resolved target;
+      int rc = fileops::resolve(p, t.r.guest_path, Access::Write, true, target);
+      return rc == -EACCES ? rc : -ENOTDIR;
+    }
+  }
   return errno_result(::unlinkat(t.dir.get(), t.name.c_str(), rmdir ? AT_REMOVEDIR : 0));
 }
 

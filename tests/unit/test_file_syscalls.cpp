@@ -359,6 +359,14 @@ TEST_F(FileSyscalls, MkdirRmdirSymlinkLink) {
   EXPECT_EQ(call(sys_rmdir, {str(rw_ + "/d")}), 0);
   EXPECT_FALSE(std::filesystem::exists(rw_ + "/d"));
   EXPECT_EQ(call(sys_rmdir, {str(ro_)}), -EACCES);
+  // rmdir of a symlink: ENOTDIR, or EACCES when it names a directory the guest may not write.
+  ASSERT_EQ(::mkdir((rw_ + "/real").c_str(), 0755), 0);
+  ASSERT_EQ(::symlink("real", (rw_ + "/dirlink").c_str()), 0);
+  ASSERT_EQ(::symlink("../ro", (rw_ + "/rolink").c_str()), 0);
+  EXPECT_EQ(call(sys_rmdir, {str(rw_ + "/dirlink")}), -ENOTDIR);
+  EXPECT_EQ(call(sys_rmdir, {str(rw_ + "/rolink")}), -EACCES);
+  EXPECT_TRUE(std::filesystem::exists(rw_ + "/real"));
+  EXPECT_TRUE(std::filesystem::exists(ro_));
 
   // The symlink text is stored as given; only its location needs write access.
   EXPECT_EQ(call(sys_symlink, {str("/etc/passwd"), str(rw_ + "/pw")}), 0);
