@@ -55,6 +55,8 @@ constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, struct XsaveArea);
 [[noreturn]] void fail(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
 
 int kick_signal() { return SIGRTMIN + 1; }
+// The vCPU this thread runs. It stays set between KVM_RUNs, so a kick that lands while the thread is
+// in a host syscall on the guest's behalf still stops the next KVM_RUN.
 thread_local kvm_run* running_area = nullptr;
 
 void on_kick(int) {
@@ -172,6 +174,7 @@ Vcpu::Vcpu(Vm& vm, int id) : vm_(vm), id_(id) {
 }
 
 Vcpu::~Vcpu() {
+  if (running_area == run_) running_area = nullptr;
   if (timer_) timer_delete(static_cast<timer_t>(timer_));
   if (ring_) munmap(ring_, ring_entries_ * sizeof(kvm_dirty_gfn));
   if (run_) munmap(run_, Kvm::instance().vcpu_mmap_size());
@@ -283,7 +286,6 @@ Exit Vcpu::run() {
     thread_ = pthread_self();
     int rc = ioctl(fd_, KVM_RUN, 0);
     int err = errno;
-    running_area = nullptr;
     run_->kvm_dirty_regs = 0;
     sregs_valid_ = false;
     if (rc < 0) {

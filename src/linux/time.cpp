@@ -77,8 +77,9 @@ void refresh_clock_page(Process& p) {
   page.mult = mult;
   page.tsc_base = guest_tsc;
   page.monotonic_base_ns = base;
-  page.realtime_offset_ns = int64_t(now_ns(CLOCK_REALTIME) - mono);
-  page.boottime_offset_ns = int64_t(now_ns(CLOCK_BOOTTIME) - mono);
+  // Offsets against the (possibly held-forward) base keep the wall clock exact at every refresh.
+  page.realtime_offset_ns = int64_t(now_ns(CLOCK_REALTIME) - base);
+  page.boottime_offset_ns = int64_t(now_ns(CLOCK_BOOTTIME) - base);
   page.seq = page.seq + 1;
   p.mm().poke(page_addr, &page, sizeof page);
   c.refreshed_ns = mono;

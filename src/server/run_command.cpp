@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cstdio>
 #include <ctime>
 #include <thread>
@@ -88,7 +89,7 @@ int run_program(const cli::Options& opts) {
     config.process.verbose = opts.verbose > 0;
     config.process.memory_limit = opts.max_memory_mb << 20;
     linux::PolicyConfig policy = cli::policy_config(opts);
-    policy.always_readable.push_back(linux::find_program(opts.program));
+    policy.always_readable.push_back(std::filesystem::absolute(linux::find_program(opts.program)).lexically_normal());
     config.policy = std::make_shared<linux::PathPolicy>(std::move(policy));
     guest = linux::Guest::create(config);
   } catch (const loader::LoadError& e) {

@@ -85,8 +85,8 @@ static void test_wall(const char *expected) {
   if (expected && *expected) {
     long long want = atoll(expected);
     long long diff = (long long)rt.tv_sec - want;
-    if (diff < -5 || diff > 5) fprintf(stderr, "realtime %lld, expected about %lld\n", (long long)rt.tv_sec, want);
-    CHECK(diff >= -5 && diff <= 5);
+    if (diff < -30 || diff > 30) fprintf(stderr, "realtime %lld, expected about %lld\n", (long long)rt.tv_sec, want);
+    CHECK(diff >= -30 && diff <= 30); /* the caller's clock was read before a (possibly nested, slow) start */
   }
   struct timeval tv;
   CHECK(gettimeofday(&tv, NULL) == 0);
