@@ -1,4 +1,5 @@
 #include "cli/options.hpp"
+#include "linux/net_policy.hpp"
 
 #include <fmt/core.h>
 #include <unistd.h>
@@ -109,6 +110,18 @@ std::string endpoint(const std::string& s, bool allow_path) {
   return s;
 }
 
+// An --allow-listen/--allow-connect entry, in any form the network policy understands.
+std::string net_entry(const std::string& s, bool listen) {
+  linux::NetPolicyConfig config;
+  (listen ? config.listen : config.connect).push_back(s);
+  try {
+    linux::NetPolicy check(config);
+  } catch (const std::invalid_argument& e) {
+    throw BadValue(e.what());
+  }
+  return s;
+}
+
 linux::Volume volume(const std::string& s, const Ctx& ctx) {
   std::vector<std::string> parts;
   size_t start = 0;
@@ -210,12 +223,12 @@ const std::vector<Spec>& specs() {
       {"--allow-listen", "allow-listen", Kind::ListGrant, "Server",
        "ADDR:PORT|PATH,...", "Allow listening on these addresses",
        [](Options& o, const Value& v, const Ctx&) {
-         add_grant(o.allow_listen, v, [](const std::string& s) { return endpoint(s, true); });
+         add_grant(o.allow_listen, v, [](const std::string& s) { return net_entry(s, true); });
        }},
       {"--allow-connect", "allow-connect", Kind::ListGrant, "Server",
        "HOST:PORT|PATH,...", "Allow connecting to these addresses",
        [](Options& o, const Value& v, const Ctx&) {
-         add_grant(o.allow_connect, v, [](const std::string& s) { return endpoint(s, true); });
+         add_grant(o.allow_connect, v, [](const std::string& s) { return net_entry(s, false); });
        }},
       {"--allow-net", "allow-net", Kind::Flag, "Server", "", "Allow listening and connecting anywhere",
        [](Options& o, const Value& v, const Ctx&) {

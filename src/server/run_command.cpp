@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "linux/guest.hpp"
+#include "linux/net_policy.hpp"
 #include "linux/policy.hpp"
 #include "linux/syscalls.hpp"
 #include "loader/elf_loader.hpp"
@@ -92,6 +93,12 @@ int run_program(const cli::Options& opts) {
     policy.always_readable.push_back(std::filesystem::absolute(linux::find_program(opts.program)).lexically_normal());
     config.policy = std::make_shared<linux::PathPolicy>(std::move(policy));
     guest = linux::Guest::create(config);
+    linux::NetPolicyConfig net;
+    net.listen_all = opts.allow_all || opts.allow_listen.all;
+    net.connect_all = opts.allow_all || opts.allow_connect.all;
+    net.listen = opts.allow_listen.items;
+    net.connect = opts.allow_connect.items;
+    guest->process().net_policy = std::make_shared<linux::NetPolicy>(net);
   } catch (const loader::LoadError& e) {
     std::fprintf(stderr, "kvmserver: %s\n", e.what());
     return e.exit_status;
