@@ -76,6 +76,7 @@ class Process {
 
   kvm::AddressSpace& mm() { return *mm_; }
   const PathPolicy& policy() const { return *policy_; }
+  void set_policy(std::shared_ptr<const PathPolicy> policy) { policy_ = std::move(policy); }
   const ProcessConfig& config() const { return config_; }
   void set_memory_limit(uint64_t bytes) { config_.memory_limit = bytes; }
   kvm::Vcpu& vcpu() { return *vcpu_; }

@@ -79,6 +79,8 @@ void print_stats(linux::Guest& guest) {
 
 int run_program(const cli::Options& opts) {
   std::unique_ptr<linux::Guest> guest;
+  std::unique_ptr<PrivateDir> template_tmp;
+  linux::PolicyConfig base_policy;
   try {
     linux::GuestConfig config;
     config.program = opts.program;
@@ -91,6 +93,11 @@ int run_program(const cli::Options& opts) {
     config.process.memory_limit = opts.max_memory_mb << 20;
     linux::PolicyConfig policy = cli::policy_config(opts);
     policy.always_readable.push_back(std::filesystem::absolute(linux::find_program(opts.program)).lexically_normal());
+    base_policy = policy;
+    if (opts.ephemeral && guest_may_write_tmp(linux::PathPolicy(policy))) {
+      template_tmp = std::make_unique<PrivateDir>();
+      policy = with_private_tmp(policy, template_tmp->path());
+    }
     config.policy = std::make_shared<linux::PathPolicy>(std::move(policy));
     guest = linux::Guest::create(config);
     linux::NetPolicyConfig net;
@@ -137,7 +144,7 @@ int run_program(const cli::Options& opts) {
   }
   if (result.reason == linux::RunResult::Paused) {
     try {
-      return serve(*guest, opts, wait_kind(guest->vcpu().regs().rax));
+      return serve(*guest, opts, wait_kind(guest->vcpu().regs().rax), template_tmp.get(), base_policy);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "kvmserver: %s: internal error: %s\n", opts.program.c_str(), e.what());
       return kInternalError;

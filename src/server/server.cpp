@@ -132,7 +132,8 @@ std::string warm_up(const linux::Process& p, unsigned count, const std::string& 
   return "";
 }
 
-int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait) {
+int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait, const PrivateDir* template_tmp,
+          const linux::PolicyConfig& tmp_policy_base) {
   linux::Process& tp = tmpl.process();
   tp.server = nullptr;
   Template t{&tmpl, &tp, tmpl.vcpu().save()};
@@ -141,6 +142,8 @@ int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait)
   wc.max_request_time = opts.max_request_time.value_or(0);
   wc.max_request_memory = opts.max_request_memory_mb.value_or(0) << 20;
   wc.reset_full_above_pages = (opts.reset_full_above_mb.value_or(kDefaultResetFullAboveMb) << 20) / 4096;
+  wc.template_tmp = template_tmp;
+  wc.tmp_policy_base = tmp_policy_base;
 
   // Signals are taken synchronously by this thread; workers inherit the mask.
   sigset_t signals;

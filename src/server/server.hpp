@@ -8,6 +8,7 @@
 
 #include "cli/options.hpp"
 #include "linux/guest.hpp"
+#include "server/private_tmp.hpp"
 #include "server/stats.hpp"
 
 namespace kvms::server {
@@ -37,7 +38,9 @@ std::string wait_kind(uint64_t syscall_nr);
 // socket. Returns an empty string on success, else why it failed.
 std::string warm_up(const linux::Process& p, unsigned count, const std::string& path);
 
-// Serves with the paused template until SIGINT/SIGTERM. Returns the exit status.
-int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait);
+// Serves with the paused template until SIGINT/SIGTERM. Returns the exit status. template_tmp: the
+// template's private /tmp, if it has one, and tmp_policy_base the policy without it.
+int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait, const PrivateDir* template_tmp,
+          const linux::PolicyConfig& tmp_policy_base);
 
 }  // namespace kvms::server

@@ -13,6 +13,7 @@
 #include <map>
 
 #include "linux/epoll.hpp"
+#include "linux/policy.hpp"
 
 namespace kvms::server {
 namespace {
@@ -135,6 +136,10 @@ void Worker::main() {
   bool created = false;
   try {
     const uint64_t t0 = monotonic_ns();
+    if (config_.template_tmp) {
+      tmp_ = std::make_unique<PrivateDir>();
+      policy_ = std::make_shared<linux::PathPolicy>(with_private_tmp(config_.tmp_policy_base, tmp_->path()));
+    }
     guest_ = tmpl_.guest->fork_paused(tmpl_.vcpu);
     reset(false);
     stats_.add_worker_created(monotonic_ns() - t0);
@@ -199,6 +204,10 @@ void Worker::reset(bool full) {
   guest_->set_process(worker_process(*tmpl_.process, guest_->shared_address_space()));
   linux::Process& p = guest_->process();
   p.server = this;
+  if (tmp_) {
+    tmp_->reset_from(*config_.template_tmp);
+    p.set_policy(policy_);
+  }
   if (config_.max_request_memory) p.set_memory_limit(mm.mapped_bytes() + config_.max_request_memory);
   guest_->vcpu().restore(tmpl_.vcpu);
 }

@@ -11,6 +11,7 @@
 #include "kvm/vm.hpp"
 #include "linux/guest.hpp"
 #include "linux/process.hpp"
+#include "server/private_tmp.hpp"
 #include "server/stats.hpp"
 
 namespace kvms::server {
@@ -20,6 +21,9 @@ struct WorkerConfig {
   double max_request_time = 0;        // seconds, 0 = none
   uint64_t max_request_memory = 0;    // bytes the request may map beyond the template, 0 = default limit
   uint64_t reset_full_above_pages = 0;  // a reset that would copy more pages drops them all instead
+  // Private /tmp (see private_tmp.hpp): the template's directory and the policy to give it to workers.
+  const PrivateDir* template_tmp = nullptr;
+  linux::PolicyConfig tmp_policy_base;
 };
 
 // What a worker is forked from: the paused guest, its process and its vCPU state.
@@ -62,6 +66,8 @@ class Worker : private linux::ServerHooks {
   WorkerConfig config_;
   ServerStats& stats_;
   std::unique_ptr<linux::Guest> guest_;
+  std::unique_ptr<PrivateDir> tmp_;
+  std::shared_ptr<const linux::PathPolicy> policy_;  // null: the template's
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> finished_{false};
