@@ -225,7 +225,20 @@ int64_t do_access(Process& p, int dirfd, uint64_t upath, uint64_t mode, uint64_t
 
 int64_t do_mkdir(Process& p, int dirfd, uint64_t upath, uint64_t mode) {
   Target t;
-  if (int rc = modify_target(p, dirfd, upath, Op::Create, t)) return rc;
+  if (int rc = modify_target(p, dirfd, upath, Op::Create, t)) {
+    // Linux looks the name up before it checks write permission: an existing, visible path is EEXIST
+    // (`mkdir -p` relies on it for every ancestor).
+    if (rc == -EACCES) {
+      auto path = p.guest_path(dirfd, upath);
+      if (auto* guest = std::get_if<std::string>(&path)) {
+        auto seen = p.policy().resolve(*guest, Access::Read, false);
+        auto* r = std::get_if<PathPolicy::Resolved>(&seen);
+        struct stat st;
+        if ((r && r->exists) || (p.policy().visible(*guest) && ::stat(guest->c_str(), &st) == 0)) return -EEXIST;
+      }
+    }
+    return rc;
+  }
   return errno_result(::mkdirat(t.dir.get(), t.name.c_str(), static_cast<mode_t>(mode) & 01777 & ~p.umask));
 }
 
