@@ -6,7 +6,9 @@
 # Groups (each case has its own free port and its own kvmserver):
 #   native      the test servers run directly on Linux (so a failure below is kvmserver's, not theirs)
 #   ephemeral   -t 4 -e: 200 sequential and 4x50 concurrent /id/ requests all see a fresh template
-#   persistent  -t 1: state carries over, counters 1..20 and prev= the previous id
+#   persistent  -t 1: state carries over, counters 1..20 and prev= the previous id; with
+#               --max-request-time=2 --stats, 5 s idle between requests loses nothing and the
+#               stats count all 3 requests
 #   secret      -t 1 -e --allow-write=/tmp: memory, heap, files in the private /tmp and fds are
 #               all gone for the next request (and a persistent-mode control that they are not)
 #   faults      -t 2 -e --max-request-time=2 --max-request-memory=64: /segv, /loop, /alloc/512,
@@ -336,6 +338,24 @@ persistent_case() {
     fail persistent.sequence "$(grep -v '^  GET' <<<"$out" | tr '\n' ' ' | cut -c1-800); responses: $(grep '^  GET' <<<"$out" | head -n 4 | tr '\n' ' ')"
   fi
   stop_check persistent
+
+  # Persistent mode with a request time limit and --stats: the time limit is per request, so an
+  # idle worker must keep its state however long it waits between requests; the stats count every
+  # connection served.
+  enabled persistent.limits || return
+  port=$(free_port)
+  start_kvm persistent-limits -t 1 --max-request-time=2 --stats "--allow-listen=127.0.0.1:$port" -- "$SERVERS/epoll_server" "$port"
+  if ! wait_ready; then fail persistent.limits.ready "$WHY"; stop KILL; return; fi
+  expect_fetch persistent.limits.first "$port" /id/a 'counter=1 prev=\n'
+  expect_fetch persistent.limits.second "$port" /id/b 'counter=2 prev=a\n'
+  sleep 5
+  expect_fetch persistent.limits.after_idle "$port" /id/c 'counter=3 prev=b\n'
+  stop_check persistent.limits
+  local line
+  line=$(grep -m1 '^kvmserver: stats: requests=' "$SLOG.err")
+  info "  persistent.limits: ${line:-no stats line}"
+  [ "$(stat_field requests "$SLOG.err")" = 3 ] && [ "$(stat_field timeouts "$SLOG.err")" = 0 ] && pass persistent.limits.stats ||
+    fail persistent.limits.stats "3 requests, none slow (5 s idle between the 2nd and 3rd): want requests=3 timeouts=0, got '${line:-no stats line}'; stderr: $(tail_of "$SLOG.err" 5)"
 }
 
 # host_tmp_state : what /tmp/secret.txt and /tmp/kept.txt look like on the host (not the guest).
