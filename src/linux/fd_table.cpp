@@ -55,6 +55,11 @@ void FdTable::close_range(unsigned first, unsigned last, bool cloexec_only_mark)
   }
 }
 
+void FdTable::close_on_exec() {
+  for (auto& slot : slots_)
+    if (slot.file && slot.cloexec) slot = {};
+}
+
 bool FdTable::cloexec(int fd) const { return get(fd) && slots_[fd].cloexec; }
 
 int FdTable::set_cloexec(int fd, bool on) {

@@ -46,6 +46,7 @@ class FdTable {
   std::shared_ptr<OpenFile> get(int fd) const;
   int close(int fd);  // 0 or -EBADF
   void close_range(unsigned first, unsigned last, bool cloexec_only_mark);
+  void close_on_exec();  // closes every fd marked close-on-exec
   bool cloexec(int fd) const;
   int set_cloexec(int fd, bool on);
   size_t open_count() const;

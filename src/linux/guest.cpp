@@ -8,11 +8,17 @@
 #include <x86intrin.h>
 #include <cpuid.h>
 
+#include <sched.h>
+#include <sys/mman.h>
+
 #include <cerrno>
+#include <thread>
 #include <cstring>
 #include <ctime>
 
 #include "kvm/layout.hpp"
+#include "linux/policy.hpp"
+#include "linux/process_table.hpp"
 #include "linux/syscalls.hpp"
 #include "loader/elf_loader.hpp"
 
@@ -95,73 +101,198 @@ std::string find_program(const std::string& program) {
   throw loader::LoadError(127, program + ": command not found");
 }
 
-std::unique_ptr<Guest> Guest::create(const GuestConfig& config) {
-  std::unique_ptr<Guest> g(new Guest);
-  g->program_path_ = find_program(config.program);
-  const std::vector<uint8_t> image = loader::read_program_file(g->program_path_);
-
-  const uint64_t user_size = page_up(config.address_space);
+Guest::Image Guest::load_image(const std::string& host_path, uint64_t user_size) {
+  const std::vector<uint8_t> file = loader::read_program_file(host_path);
+  Image img;
+  img.path = host_path;
   // Enough page-table pages to map every user page, plus the fixed kernel pages; sparse until used.
   const uint64_t kernel_size = page_up((16ull << 20) + user_size / 256);
-  g->memory_ = kvm::GuestMemory::create(user_size, kernel_size);
-  g->mm_ = std::make_shared<kvm::AddressSpace>(g->memory_);
-  kvm::install_kernel_area(*g->mm_);
+  img.memory = kvm::GuestMemory::create(user_size, kernel_size);
+  img.mm = std::make_shared<kvm::AddressSpace>(img.memory);
+  kvm::install_kernel_area(*img.mm);
+  try {
+    img.elf = loader::load_elf(*img.mm, file, std::min(kPieBase, user_size / 4));
+  } catch (const loader::LoadError& e) {
+    throw loader::LoadError(e.exit_status, host_path + ": " + e.what());
+  }
+  if (!img.elf.interpreter.empty())
+    throw loader::LoadError(126, host_path + ": dynamically linked programs are not supported yet (interpreter " +
+                                     img.elf.interpreter + ")");
+  img.stack_top = user_size - kStackGuard;
+  const int stack_prot = kvm::kProtRead | kvm::kProtWrite | (img.elf.executable_stack ? kvm::kProtExec : 0);
+  if (img.mm->map(img.stack_top - kStackSize, kStackSize, stack_prot, "[stack]") != 0)
+    throw loader::LoadError(126, host_path + ": no room for the stack");
+  img.vdso = map_vdso(*img.mm, img.stack_top - kStackSize);
+  return img;
+}
 
-  const loader::LoadedElf elf = loader::load_elf(*g->mm_, image, std::min(kPieBase, user_size / 4));
-  if (!elf.interpreter.empty())
-    throw loader::LoadError(126, g->program_path_ + ": dynamically linked programs are not supported yet (interpreter " +
-                                     elf.interpreter + ")");
+void Guest::install(Image img, const std::vector<std::string>& argv, const std::vector<std::string>& envp,
+                    const std::string& execfn) {
+  program_path_ = img.path;
+  memory_ = img.memory;
+  mm_ = img.mm;
+  vcpu_.reset();
+  vm_ = std::make_unique<kvm::Vm>(memory_, false);
+  vcpu_ = std::make_unique<kvm::Vcpu>(*vm_, 0);
+  if (deadline_ns_) vcpu_->set_deadline(deadline_ns_);
 
-  const uint64_t stack_top = user_size - kStackGuard;
-  const int stack_prot = kvm::kProtRead | kvm::kProtWrite | (elf.executable_stack ? kvm::kProtExec : 0);
-  if (g->mm_->map(stack_top - kStackSize, kStackSize, stack_prot, "[stack]") != 0)
-    throw loader::LoadError(126, g->program_path_ + ": no room for the stack");
-  const uint64_t vdso = map_vdso(*g->mm_, stack_top - kStackSize);
-
-  g->process_ = std::make_unique<Process>(g->mm_, config.policy, config.process);
-  Process& p = *g->process_;
-  p.cwd = config.cwd;
-  p.brk_start = p.brk_current = elf.brk_start;
-  p.stack_top = stack_top;
+  Process& p = *process_;
+  p.set_address_space(mm_);
+  p.attach(vcpu_.get());
+  p.exe_path = img.path;
+  p.brk_start = p.brk_current = img.elf.brk_start;
+  p.stack_top = img.stack_top;
   p.stack_size = kStackSize;
-  p.vdso_base = vdso;
-  const char* stdio_names[] = {"/dev/stdin", "/dev/stdout", "/dev/stderr"};
-  for (int fd = 0; fd < 3; ++fd)
-    if (auto f = inherit_host_fd(fd, stdio_names[fd])) p.fds.install_at(fd, std::move(f), false);
-
-  g->vm_ = std::make_unique<kvm::Vm>(g->memory_, false);
-  g->vcpu_ = std::make_unique<kvm::Vcpu>(*g->vm_, 0);
-  p.attach(g->vcpu_.get());
-  p.clock.tsc_khz = g->vcpu_->tsc_khz();
-  p.clock.tsc_offset = int64_t(g->vcpu_->guest_tsc() - __rdtsc());
+  p.vdso_base = img.vdso;
+  p.clock = {};
+  p.clock.tsc_khz = vcpu_->tsc_khz();
+  p.clock.tsc_offset = int64_t(vcpu_->guest_tsc() - __rdtsc());
   refresh_clock_page(p);
 
   loader::StackSpec spec;
-  spec.argv = config.argv;
-  spec.envp = config.envp;
-  spec.execfn = config.program;
+  spec.argv = argv;
+  spec.envp = envp;
+  spec.execfn = execfn;
   unsigned eax, ebx, ecx, edx;
   __cpuid(1, eax, ebx, ecx, edx);
   spec.hwcap = edx;
   spec.hwcap2 = (kvm::Kvm::instance().cr4_extra() & (1u << 16)) ? kHwcap2Fsgsbase : 0;
   spec.uid = spec.euid = p.uid;
   spec.gid = spec.egid = p.gid;
-  spec.sysinfo_ehdr = vdso;
+  spec.sysinfo_ehdr = img.vdso;
   spec.minsigstksz = 4096;
   if (getrandom(spec.random, sizeof spec.random, 0) != sizeof spec.random) throw std::runtime_error("getrandom failed");
-  const uint64_t rsp = loader::build_initial_stack(*g->mm_, stack_top, kStackSize, spec, elf);
-  g->vcpu_->enter_user_mode(g->mm_->cr3(), elf.entry, rsp);
-  g->mm_->clear_tlb_flush();
+  const uint64_t rsp = loader::build_initial_stack(*mm_, img.stack_top, kStackSize, spec, img.elf);
+  vcpu_->enter_user_mode(mm_->cr3(), img.elf.entry, rsp);
+  mm_->clear_tlb_flush();
+}
+
+std::unique_ptr<Guest> Guest::create(const GuestConfig& config) {
+  std::unique_ptr<Guest> g(new Guest);
+  const std::string path = find_program(config.program);
+  Image img = load_image(path, page_up(config.address_space));
+  g->process_ = std::make_unique<Process>(img.mm, config.policy, config.process);
+  Process& p = *g->process_;
+  p.cwd = config.cwd;
+  p.host = g.get();
+  p.table = std::make_shared<ProcessTable>(p.pid);
+  const char* stdio_names[] = {"/dev/stdin", "/dev/stdout", "/dev/stderr"};
+  for (int fd = 0; fd < 3; ++fd)
+    if (auto f = inherit_host_fd(fd, stdio_names[fd])) p.fds.install_at(fd, std::move(f), false);
+  g->install(std::move(img), config.argv, config.envp, config.program);
   return g;
 }
 
+// A private copy of everything the guest has in memory: the pages resident in its mappings (the
+// only ones that can hold anything but zeros) and the kernel area.
+std::shared_ptr<kvm::GuestMemory> Guest::snapshot_memory() const {
+  auto copy = kvm::GuestMemory::create(memory_->user_size(), memory_->kernel_size());
+  auto copy_resident = [&](uint64_t gpa, uint64_t len) {
+    uint8_t* src = memory_->host(gpa, len);
+    std::vector<unsigned char> resident((len + kPageSize - 1) / kPageSize);
+    if (!src || mincore(src, len, resident.data()) != 0) return;
+    for (uint64_t i = 0; i < resident.size(); ++i)
+      if (resident[i] & 1) std::memcpy(copy->host(gpa + i * kPageSize), src + i * kPageSize, kPageSize);
+  };
+  for (const auto& [start, m] : mm_->mappings())
+    if (m.prot != kvm::kProtNone) copy_resident(start, m.end - start);
+  copy_resident(kvm::kKernelPhys, memory_->kernel_size());
+  return copy;
+}
+
+int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) {
+  std::unique_ptr<Guest> child(new Guest);
+  kvm::VcpuState state = vcpu_->save();
+  state.regs.rax = 0;
+  state.regs.rip += kSyscallOutLength;  // the child returns from the syscall the parent is in
+  try {
+    child->program_path_ = program_path_;
+    child->memory_ = snapshot_memory();
+    child->mm_ = std::make_shared<kvm::AddressSpace>(*mm_, child->memory_);
+    child->vm_ = std::make_unique<kvm::Vm>(child->memory_, false);
+    child->vcpu_ = std::make_unique<kvm::Vcpu>(*child->vm_, 0);
+    child->vcpu_->restore(state);
+  } catch (const std::exception& e) {
+    p.log(std::string("fork failed: ") + e.what());
+    return -ENOMEM;
+  }
+  Guest* raw = child.get();
+  const int pid = p.table->add_child(p.pid, [raw](int sig) { raw->kill(sig); });
+  auto cp = std::make_unique<Process>(p, child->mm_);
+  cp->pid = cp->tid = pid;
+  cp->ppid = p.pid;
+  cp->server = nullptr;
+  cp->host = raw;
+  cp->exit_status.reset();
+  cp->clear_child_tid = (flags & CLONE_CHILD_CLEARTID) ? child_tid : 0;
+  if (flags & CLONE_CHILD_SETTID) cp->mm().write<int32_t>(child_tid, pid);
+  if (flags & CLONE_PARENT_SETTID) p.mm().write<int32_t>(parent_tid, pid);
+  child->set_process(std::move(cp));
+
+  std::shared_ptr<ProcessTable> table = p.table;
+  std::thread([child = std::move(child), table, pid]() mutable {
+    RunResult r;
+    try {
+      r = child->run();
+    } catch (const std::exception& e) {
+      r = {RunResult::Faulted, 128 + SIGSEGV, std::string("internal error: ") + e.what()};
+    }
+    if (r.reason == RunResult::Faulted || r.reason == RunResult::Signaled)
+      if (!r.message.empty() && r.reason == RunResult::Faulted)
+        std::fprintf(stderr, "kvmserver: %s (pid %d): %s\n", child->program_path().c_str(), pid, r.message.c_str());
+    const int status = r.status > 128 ? signal_wait_status(r.status - 128) : exit_wait_status(r.status);
+    child.reset();  // closes the child's fds before the parent can see it gone (pipe EOF)
+    table->exited(pid, status);
+  }).detach();
+  if (flags & CLONE_VFORK) p.table->wait_vfork_release(pid);
+  return pid;
+}
+
+int64_t Guest::execve(Process& p, const std::string& guest_path, std::vector<std::string> argv,
+                      std::vector<std::string> envp) {
+  std::string host_path;
+  if (guest_path == "/proc/self/exe") {
+    host_path = p.exe_path;
+  } else {
+    auto r = p.policy().resolve(guest_path, Access::Read, true);
+    if (auto* err = std::get_if<int>(&r)) {
+      if (*err == -EACCES) p.log_denied(guest_path, p.policy().suggestion(guest_path, Access::Read));
+      return *err;
+    }
+    host_path = std::get<PathPolicy::Resolved>(r).host_path;
+  }
+  struct stat st{};
+  if (::stat(host_path.c_str(), &st) != 0) return -errno;
+  if (S_ISDIR(st.st_mode)) return -EACCES;
+  if (!(st.st_mode & 0111)) return -EACCES;
+  try {
+    pending_exec_ = load_image(host_path, memory_->user_size());
+  } catch (const loader::LoadError& e) {
+    p.log(std::string("execve: ") + e.what());
+    return e.exit_status == 127 ? -ENOENT : -ENOEXEC;
+  } catch (const std::exception& e) {
+    p.log(std::string("execve: ") + e.what());
+    return -ENOMEM;
+  }
+  exec_args_ = {std::move(argv), std::move(envp), guest_path};
+  return 0;
+}
+
+void Guest::kill(int sig) {
+  kill_signal_ = sig;
+  vcpu_->kick();
+}
+
 RunResult Guest::run(uint64_t deadline_ns, bool syscall_pending, bool stop_on_kick) {
+  deadline_ns_ = deadline_ns;
   if (deadline_ns) vcpu_->set_deadline(deadline_ns);
   struct DisarmOnReturn {
-    kvm::Vcpu& v;
-    bool armed;
-    ~DisarmOnReturn() { if (armed) v.set_deadline(0); }
-  } disarm{*vcpu_, deadline_ns != 0};
+    Guest& g;
+    ~DisarmOnReturn() {
+      if (g.deadline_ns_) g.vcpu_->set_deadline(0);
+      g.deadline_ns_ = 0;
+    }
+  } disarm{*this};
 
   if (syscall_pending)
     if (auto end = complete_syscall(true)) return *end;
@@ -177,6 +308,7 @@ RunResult Guest::run(uint64_t deadline_ns, bool syscall_pending, bool stop_on_ki
         return report_exception(e.vector);
       case kvm::Exit::Interrupted:
         ++exits_.interrupted;
+        if (int sig = kill_signal_.exchange(0)) return {RunResult::Signaled, 128 + sig, ""};
         if (deadline_ns && monotonic_now() >= deadline_ns) return {RunResult::TimedOut, 124, "timed out"};
         if (stop_on_kick) return {RunResult::Interrupted, 0, ""};
         break;
@@ -195,6 +327,20 @@ std::optional<RunResult> Guest::complete_syscall(bool resumed) {
     const int status = *process_->exit_status;
     if (status > 128) return RunResult{RunResult::Signaled, status, std::string("killed by signal ") + strsignal(status - 128)};
     return RunResult{RunResult::Exited, status, ""};
+  }
+  if (pending_exec_) {  // the new program starts at its entry point; nothing of the old one returns
+    Image img = std::move(*pending_exec_);
+    pending_exec_.reset();
+    Process& p = *process_;
+    p.fds.close_on_exec();
+    for (auto& act : p.sigactions)
+      if (act.handler != uint64_t(SIG_IGN)) act = {};
+    p.altstack_sp = p.altstack_size = 0;
+    p.altstack_flags = 2;
+    p.rseq = p.rseq_len = p.robust_list = p.robust_list_len = p.clear_child_tid = 0;
+    install(std::move(img), exec_args_.argv, exec_args_.envp, exec_args_.execfn);
+    if (p.table) p.table->release_vfork(p.pid);
+    return std::nullopt;
   }
   if (process_->pause) {  // left pending: registers untouched, the vCPU still at the syscall's `out`
     process_->pause = false;

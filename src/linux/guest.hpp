@@ -1,6 +1,7 @@
 #pragma once
 // A guest program in its own VM: loading it, and the vCPU loop that turns every VM exit into a
 // syscall, an exception report, or a stop.
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -11,6 +12,7 @@
 #include "kvm/address_space.hpp"
 #include "kvm/vm.hpp"
 #include "linux/process.hpp"
+#include "loader/elf_loader.hpp"
 
 namespace kvms::linux {
 
@@ -40,7 +42,7 @@ struct ExitCounters {
   uint64_t total() const { return syscall + exception + interrupted + other; }
 };
 
-class Guest {
+class Guest : private ProcessHost {
  public:
   // Loads the program; throws loader::LoadError (126/127) or std::runtime_error (KVM problems).
   static std::unique_ptr<Guest> create(const GuestConfig& config);
@@ -65,8 +67,28 @@ class Guest {
   kvm::GuestMemory& memory() { return *memory_; }
   // The resolved host path of the program.
   const std::string& program_path() const { return program_path_; }
+  // Ends the program as if killed by `sig` (from another thread; the run returns Signaled).
+  void kill(int sig);
 
  private:
+  // A loaded program image, before it becomes a guest's current one (create, execve).
+  struct Image {
+    std::string path;
+    std::shared_ptr<kvm::GuestMemory> memory;
+    std::shared_ptr<kvm::AddressSpace> mm;
+    loader::LoadedElf elf;
+    uint64_t stack_top = 0, vdso = 0;
+  };
+  static Image load_image(const std::string& host_path, uint64_t user_size);
+  // Makes `image` this guest's program with a fresh VM, initial stack and registers.
+  void install(Image image, const std::vector<std::string>& argv, const std::vector<std::string>& envp,
+               const std::string& execfn);
+
+  int64_t fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) override;
+  int64_t execve(Process& p, const std::string& guest_path, std::vector<std::string> argv,
+                 std::vector<std::string> envp) override;
+  std::shared_ptr<kvm::GuestMemory> snapshot_memory() const;
+
   Guest() = default;
   // Handles the syscall the vCPU stands at; a result when the run must end (exit, pause).
   std::optional<RunResult> complete_syscall(bool resumed);
@@ -80,6 +102,13 @@ class Guest {
   std::unique_ptr<kvm::Vcpu> vcpu_;
   std::unique_ptr<Process> process_;
   ExitCounters exits_;
+  uint64_t deadline_ns_ = 0;
+  std::optional<Image> pending_exec_;  // set by execve, installed when the syscall returns
+  struct PendingExec {
+    std::vector<std::string> argv, envp;
+    std::string execfn;
+  } exec_args_;
+  std::atomic<int> kill_signal_{0};
 };
 
 // Finds PROGRAM like execvp: as given when it contains '/', else the first executable in PATH.

@@ -14,6 +14,7 @@
 #include <utility>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "kvm/address_space.hpp"
 #include "linux/fd_table.hpp"
@@ -27,6 +28,19 @@ namespace kvms::linux {
 class PathPolicy;
 class NetPolicy;
 class Process;
+
+class ProcessTable;
+
+// Process creation that needs the VM behind the process (implemented by Guest).
+class ProcessHost {
+ public:
+  virtual ~ProcessHost() = default;
+  // fork/vfork/clone without CLONE_THREAD: a copy of p as a new guest process; the child's pid.
+  virtual int64_t fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) = 0;
+  // Replaces p's program (the switch happens when the syscall returns); 0 or -errno.
+  virtual int64_t execve(Process& p, const std::string& guest_path, std::vector<std::string> argv,
+                         std::vector<std::string> envp) = 0;
+};
 
 // What the server layer learns from the syscalls that wait and accept. Null for `kvmserver run`.
 class ServerHooks {
@@ -75,6 +89,7 @@ class Process {
   Process& operator=(const Process&) = default;
 
   kvm::AddressSpace& mm() { return *mm_; }
+  void set_address_space(std::shared_ptr<kvm::AddressSpace> mm) { mm_ = std::move(mm); }
   const PathPolicy& policy() const { return *policy_; }
   void set_policy(std::shared_ptr<const PathPolicy> policy) { policy_ = std::move(policy); }
   const ProcessConfig& config() const { return config_; }
@@ -112,6 +127,9 @@ class Process {
   std::optional<int> exit_status;  // set by exit/exit_group
   bool pause = false;              // set through ServerHooks::before_wait: stop before this syscall
   ServerHooks* server = nullptr;
+  ProcessHost* host = nullptr;
+  std::shared_ptr<ProcessTable> table;  // every guest process of this run
+  std::string exe_path;                 // host path of the running program (/proc/self/exe)
   std::shared_ptr<const NetPolicy> net_policy;  // --allow-listen/--allow-connect; null = deny all
 
   SyscallStats stats;

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 
+#include "linux/process_table.hpp"
 #include "linux/syscalls.hpp"
 
 namespace kvms::linux {
@@ -92,8 +93,11 @@ KVMS_SYSCALL(sigaltstack) {
 
 KVMS_SYSCALL(kill) {
   const int64_t pid = int64_t(a.a[0]);
-  if (pid != p.pid && pid != 0 && pid != -1 && pid != -int64_t(p.pid)) return -ESRCH;
-  return raise_signal(p, int(a.a[1]));
+  const int sig = int(a.a[1]);
+  if (sig < 0 || sig > kMaxSignal) return -EINVAL;
+  if (pid == p.pid || pid == 0 || pid == -1 || pid == -int64_t(p.pid)) return raise_signal(p, sig);
+  if (!p.table) return -ESRCH;
+  return p.table->kill(int(pid > 0 ? pid : -pid), sig);  // another of the guest's processes
 }
 
 KVMS_SYSCALL(tgkill) {

@@ -46,6 +46,8 @@ KVMS_SYSCALL(getcpu);
 // thread.cpp: process and thread lifetime
 KVMS_SYSCALL(exit); KVMS_SYSCALL(exit_group); KVMS_SYSCALL(arch_prctl); KVMS_SYSCALL(set_tid_address);
 KVMS_SYSCALL(set_robust_list); KVMS_SYSCALL(get_robust_list); KVMS_SYSCALL(rseq);
+KVMS_SYSCALL(fork); KVMS_SYSCALL(vfork); KVMS_SYSCALL(clone); KVMS_SYSCALL(clone3); KVMS_SYSCALL(execve);
+KVMS_SYSCALL(execveat); KVMS_SYSCALL(wait4); KVMS_SYSCALL(waitid);
 // time.cpp: clocks and sleeping
 KVMS_SYSCALL(clock_gettime); KVMS_SYSCALL(clock_getres); KVMS_SYSCALL(gettimeofday); KVMS_SYSCALL(time);
 KVMS_SYSCALL(nanosleep); KVMS_SYSCALL(clock_nanosleep); KVMS_SYSCALL(times);

@@ -1,9 +1,19 @@
 // Process and thread lifetime. The guest is one thread for now, so exit and exit_group both end it.
 #include <asm/prctl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <fcntl.h>
+#include <sys/resource.h>
 
 #include <cerrno>
+#include <string>
+#include <variant>
+#include <vector>
 
 #include "kvm/vm.hpp"
+#include "linux/process_table.hpp"
 #include "linux/syscalls.hpp"
 
 namespace kvms::linux {
@@ -90,6 +100,98 @@ KVMS_SYSCALL(rseq) {
   if (!p.mm().copy_to_user(area, cpu_fields, sizeof cpu_fields)) return -EFAULT;
   p.rseq = area;
   p.rseq_len = len;
+  return 0;
+}
+
+namespace {
+
+constexpr uint64_t kMaxExecStrings = 1 << 16;
+
+// A NULL-terminated array of guest string pointers (argv, envp).
+std::variant<std::vector<std::string>, int> read_string_array(Process& p, uint64_t addr) {
+  std::vector<std::string> out;
+  if (!addr) return out;
+  for (uint64_t i = 0;; ++i) {
+    if (i >= kMaxExecStrings) return -E2BIG;
+    uint64_t ptr = 0;
+    if (!p.mm().read(addr + i * 8, ptr)) return -EFAULT;
+    if (!ptr) return out;
+    auto s = p.mm().read_string(ptr, 128 * 1024);
+    if (!s) return -EFAULT;
+    out.push_back(std::move(*s));
+  }
+}
+
+int64_t do_fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) {
+  if (!p.host || !p.table) return -ENOSYS;
+  return p.host->fork(p, flags, parent_tid, child_tid);
+}
+
+int64_t do_execve(Process& p, int dirfd, uint64_t upath, uint64_t uargv, uint64_t uenvp, int flags) {
+  if (!p.host) return -ENOSYS;
+  if (flags & ~(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) return -EINVAL;
+  auto path = p.guest_path(dirfd, upath);
+  if (auto* err = std::get_if<int>(&path)) return *err;
+  auto argv = read_string_array(p, uargv);
+  if (auto* err = std::get_if<int>(&argv)) return *err;
+  auto envp = read_string_array(p, uenvp);
+  if (auto* err = std::get_if<int>(&envp)) return *err;
+  return p.host->execve(p, std::get<std::string>(path), std::move(std::get<0>(argv)), std::move(std::get<0>(envp)));
+}
+
+}  // namespace
+
+KVMS_SYSCALL(fork) { return do_fork(p, SIGCHLD, 0, 0); }
+KVMS_SYSCALL(vfork) { return do_fork(p, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, 0); }
+
+// Processes only: threads (CLONE_THREAD) come with the multi-threaded runtimes.
+KVMS_SYSCALL(clone) {
+  const uint64_t flags = a.a[0], newsp = a.a[1];
+  if (flags & CLONE_THREAD) return -ENOSYS;
+  if ((flags & CLONE_VM) && !(flags & CLONE_VFORK)) return -ENOSYS;  // a process sharing our memory
+  if (newsp && !(flags & CLONE_VFORK)) return -EINVAL;
+  return do_fork(p, flags, a.a[2], a.a[3]);
+}
+
+KVMS_SYSCALL(clone3) { return -ENOSYS; }  // glibc and musl fall back to clone
+
+KVMS_SYSCALL(execve) { return do_execve(p, AT_FDCWD, a.a[0], a.a[1], a.a[2], 0); }
+KVMS_SYSCALL(execveat) { return do_execve(p, int(a.a[0]), a.a[1], a.a[2], a.a[3], int(a.a[4])); }
+
+KVMS_SYSCALL(wait4) {
+  const int64_t pid = int64_t(a.a[0]);
+  const uint64_t status_addr = a.a[1], options = a.a[2], rusage_addr = a.a[3];
+  if (options & ~uint64_t(WNOHANG | WUNTRACED | WCONTINUED | __WALL | __WCLONE | __WNOTHREAD)) return -EINVAL;
+  if (!p.table) return -ECHILD;
+  // Process groups are single-member here: 0 and -pgid mean "any child" in practice.
+  auto [child, status] = p.table->wait(p.pid, pid > 0 ? int(pid) : -1, options & WNOHANG);
+  if (child <= 0) return child;
+  if (status_addr && !p.mm().write<int32_t>(status_addr, status)) return -EFAULT;
+  if (rusage_addr) {
+    struct rusage ru{};
+    if (!p.mm().write(rusage_addr, ru)) return -EFAULT;
+  }
+  return child;
+}
+
+KVMS_SYSCALL(waitid) {
+  const int idtype = int(a.a[0]);
+  const int64_t id = int64_t(a.a[1]);
+  const uint64_t info_addr = a.a[2], options = a.a[3];
+  if (idtype != P_ALL && idtype != P_PID && idtype != P_PGID) return -EINVAL;
+  if (!(options & (WEXITED | WSTOPPED | WCONTINUED))) return -EINVAL;
+  if (!p.table) return -ECHILD;
+  auto [child, status] = p.table->wait(p.pid, idtype == P_PID ? int(id) : -1, options & WNOHANG);
+  if (child < 0) return child;
+  siginfo_t info{};
+  if (child > 0) {
+    info.si_signo = SIGCHLD;
+    info.si_pid = child;
+    info.si_uid = p.uid;
+    info.si_code = WIFEXITED(status) ? CLD_EXITED : CLD_KILLED;
+    info.si_status = WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status);
+  }
+  if (info_addr && !p.mm().write(info_addr, info)) return -EFAULT;
   return 0;
 }
 

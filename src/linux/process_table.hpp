@@ -1,0 +1,49 @@
+#pragma once
+// The guest's processes: pids, parents, exit statuses for wait, and the vfork hand-back. One table is
+// shared by every process of one kvmserver run; each guest process runs on its own host thread.
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <utility>
+
+namespace kvms::linux {
+
+class ProcessTable {
+ public:
+  explicit ProcessTable(int first_pid) : next_pid_(first_pid + 1) {}
+
+  // A new child of ppid, running; kill is how to stop it (sets its pending signal and kicks its vCPU).
+  int add_child(int ppid, std::function<void(int)> kill);
+  // The child ended; status is encoded as wait(2) reports it. Also releases a vfork parent.
+  void exited(int pid, int wait_status);
+  // After vfork, the parent may run again once the child has exec'd or exited.
+  void release_vfork(int pid);
+  void wait_vfork_release(int pid);
+
+  // wait4: a child of ppid that has ended (pid -1: any) as {pid, wait status}; {0, 0} with nohang
+  // and none ended yet; {-ECHILD, 0} when there is no such child.
+  std::pair<int, int> wait(int ppid, int pid, bool nohang);
+  // kill(2) of one of the guest's other processes: -ESRCH if there is none.
+  int kill(int pid, int sig);
+  int parent_of(int pid);
+
+ private:
+  struct Entry {
+    int ppid = 0;
+    bool ended = false;
+    int status = 0;
+    bool vfork_released = false;
+    std::function<void(int)> kill;
+  };
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::map<int, Entry> entries_;
+  int next_pid_;
+};
+
+// wait(2) status words.
+constexpr int exit_wait_status(int code) { return (code & 0xff) << 8; }
+constexpr int signal_wait_status(int sig) { return sig & 0x7f; }
+
+}  // namespace kvms::linux
