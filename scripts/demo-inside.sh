@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "${WITH_KVM_NESTED_INSIDE:-}" = 1 ]; then
+if [ "${WITH_KVM_MACHINE:-}" = nested ]; then
   echo "== no usable /dev/kvm on this machine: running inside the nested KVM machine (QEMU TCG, ~15x slower)"
 else
   echo "== using this machine's /dev/kvm"

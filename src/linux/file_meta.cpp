@@ -157,9 +157,23 @@ int64_t stat_fd(Process& p, int fd, uint64_t ubuf) {
   return put(p, ubuf, st);
 }
 
+// The directories above a grant cannot be opened, but the guest may see that they exist: `mkdir -p`
+// and path walks stat every ancestor. Their metadata is all they show.
+int stat_ancestor(Process& p, int dirfd, uint64_t upath, struct stat& st) {
+  auto gp = p.guest_path(dirfd, upath);
+  if (auto* err = std::get_if<int>(&gp)) return *err;
+  const std::string path = normalize_path(std::get<std::string>(gp));
+  if (!p.policy().visible(path) || ::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return -EACCES;
+  return 0;
+}
+
 int64_t stat_path(Process& p, int dirfd, uint64_t upath, uint64_t ubuf, bool follow) {
   Target t;
-  if (int rc = open_target_at(p, dirfd, upath, Access::Read, follow, t)) return rc;
+  if (int rc = open_target_at(p, dirfd, upath, Access::Read, follow, t)) {
+    struct stat st;
+    if (rc != -EACCES || stat_ancestor(p, dirfd, upath, st) != 0) return rc;
+    return put(p, ubuf, st);
+  }
   return stat_target(p, t, ubuf);
 }
 
@@ -234,7 +248,8 @@ int64_t do_mkdir(Process& p, int dirfd, uint64_t upath, uint64_t mode) {
         auto seen = p.policy().resolve(*guest, Access::Read, false);
         auto* r = std::get_if<PathPolicy::Resolved>(&seen);
         struct stat st;
-        if ((r && r->exists) || (p.policy().visible(*guest) && ::stat(guest->c_str(), &st) == 0)) return -EEXIST;
+        const std::string path = normalize_path(*guest);
+        if ((r && r->exists) || (p.policy().visible(path) && ::stat(path.c_str(), &st) == 0)) return -EEXIST;
       }
     }
     return rc;
@@ -387,7 +402,13 @@ KVMS_SYSCALL(statx) {
     }
   }
   Target t;
-  if (int rc = open_target_at(p, dirfd, a.a[1], Access::Read, !(flags & AT_SYMLINK_NOFOLLOW), t)) return rc;
+  if (int rc = open_target_at(p, dirfd, a.a[1], Access::Read, !(flags & AT_SYMLINK_NOFOLLOW), t)) {
+    struct stat st;
+    if (rc != -EACCES || stat_ancestor(p, dirfd, a.a[1], st) != 0) return rc;
+    auto gp = p.guest_path(dirfd, a.a[1]);
+    if (::statx(AT_FDCWD, normalize_path(std::get<std::string>(gp)).c_str(), sync, mask, &sx) < 0) return -errno;
+    return put(p, a.a[4], sx);
+  }
   if (::statx(t.dir.get(), t.name.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | sync, mask, &sx) < 0) return -errno;
   return put(p, a.a[4], sx);
 }

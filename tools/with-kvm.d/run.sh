@@ -8,4 +8,4 @@ mapfile -d '' argv <"$d/argv" || exit 125
 cwd=$(<"$d/cwd")
 rm -rf "$d"
 cd -- "$cwd" || { echo "with-kvm: cannot enter $cwd in the nested machine" >&2; exit 125; }
-exec /usr/bin/env -i "${envs[@]}" "${argv[@]}"
+exec /usr/bin/env -i "${envs[@]}" WITH_KVM_MACHINE=nested "${argv[@]}"
