@@ -1,7 +1,7 @@
 #include "cli/options.hpp"
-#include "linux/net_policy.hpp"
 
 #include <fmt/core.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -110,15 +110,39 @@ std::string endpoint(const std::string& s, bool allow_path) {
   return s;
 }
 
-// An --allow-listen/--allow-connect entry, in any form the network policy understands.
-std::string net_entry(const std::string& s, bool listen) {
-  linux::NetPolicyConfig config;
-  (listen ? config.listen : config.connect).push_back(s);
-  try {
-    linux::NetPolicy check(config);
-  } catch (const std::invalid_argument& e) {
-    throw BadValue(e.what());
+// An --allow-listen/--allow-connect entry: ADDR:PORT (ADDR may be empty or *, a name, IPv4 or [IPv6]),
+// ADDR alone (any port), *, a Unix socket /PATH or @abstract name. Names are resolved later, when
+// the network policy is built.
+std::string net_entry(const std::string& s) {
+  const std::string expected = "expected ADDR:PORT or /PATH, not '" + s + "'";
+  if (s.empty()) throw BadValue(expected);
+  if (s[0] == '/' || s[0] == '@' || s == "*") return s;
+  std::string host = s, port;
+  const auto close = s.rfind(']');
+  const auto colon = s.rfind(':');
+  if (s[0] == '[') {
+    if (close == std::string::npos) throw BadValue(expected);
+    host = s.substr(0, close + 1);
+    if (close + 1 < s.size()) {
+      if (s[close + 1] != ':') throw BadValue(expected);
+      port = s.substr(close + 2);
+      if (port.empty()) throw BadValue(expected);
+    }
+  } else if (colon != std::string::npos) {
+    host = s.substr(0, colon);
+    port = s.substr(colon + 1);
+    if (port.empty()) throw BadValue(expected);
+  } else {  // an address alone (any port): only literal addresses, so a stray word is not a grant
+    in6_addr a6{};
+    in_addr a4{};
+    if (s != "localhost" && inet_pton(AF_INET, s.c_str(), &a4) != 1 && inet_pton(AF_INET6, s.c_str(), &a6) != 1)
+      throw BadValue(expected);
   }
+  if (s[0] != '[' && host.find_first_of(":[]/ ") != std::string::npos) throw BadValue(expected);
+  if (!port.empty() && port != "*" &&
+      (!std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) || port.size() > 5 ||
+       std::stoi(port) > 65535))
+    throw BadValue("bad port in '" + s + "'");
   return s;
 }
 
@@ -223,12 +247,12 @@ const std::vector<Spec>& specs() {
       {"--allow-listen", "allow-listen", Kind::ListGrant, "Server",
        "ADDR:PORT|PATH,...", "Allow listening on these addresses",
        [](Options& o, const Value& v, const Ctx&) {
-         add_grant(o.allow_listen, v, [](const std::string& s) { return net_entry(s, true); });
+         add_grant(o.allow_listen, v, [](const std::string& s) { return net_entry(s); });
        }},
       {"--allow-connect", "allow-connect", Kind::ListGrant, "Server",
        "HOST:PORT|PATH,...", "Allow connecting to these addresses",
        [](Options& o, const Value& v, const Ctx&) {
-         add_grant(o.allow_connect, v, [](const std::string& s) { return net_entry(s, false); });
+         add_grant(o.allow_connect, v, [](const std::string& s) { return net_entry(s); });
        }},
       {"--allow-net", "allow-net", Kind::Flag, "Server", "", "Allow listening and connecting anywhere",
        [](Options& o, const Value& v, const Ctx&) {
@@ -569,7 +593,7 @@ std::optional<Options> parse_command_line(int argc, char** argv, int& exit_statu
     std::fflush(stdout);
     exit_status = InfoExit::kExitStatus;
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "kvmserver: %s\nRun 'kvmserver --help' for usage.\n", e.what());
+    std::fprintf(stderr, "kvmserver: %s (see kvmserver --help)\n", e.what());
     exit_status = UsageError::kExitStatus;
   }
   return std::nullopt;

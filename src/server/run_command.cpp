@@ -105,7 +105,12 @@ int run_program(const cli::Options& opts) {
     net.connect_all = opts.allow_all || opts.allow_connect.all;
     net.listen = opts.allow_listen.items;
     net.connect = opts.allow_connect.items;
-    guest->process().net_policy = std::make_shared<linux::NetPolicy>(net);
+    try {
+      guest->process().net_policy = std::make_shared<linux::NetPolicy>(net);
+    } catch (const std::invalid_argument& e) {
+      std::fprintf(stderr, "kvmserver: %s\n", e.what());
+      return 2;
+    }
   } catch (const loader::LoadError& e) {
     std::fprintf(stderr, "kvmserver: %s\n", e.what());
     return e.exit_status;

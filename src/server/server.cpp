@@ -164,8 +164,9 @@ int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait,
     for (auto& w : workers) w->stop();
     return 125;
   }
-  std::fprintf(stderr, "kvmserver: ready: %s listening on %s (%s), %llu workers, %s\n", opts.program.c_str(),
-               listening_addresses(tp).c_str(), wait.c_str(), (unsigned long long)stats.workers_created(),
+  const uint64_t created = stats.workers_created();
+  std::fprintf(stderr, "kvmserver: ready: %s listening on %s (%s), %llu worker%s, %s\n", opts.program.c_str(),
+               listening_addresses(tp).c_str(), wait.c_str(), (unsigned long long)created, created == 1 ? "" : "s",
                opts.ephemeral ? "ephemeral" : "persistent");
 
   std::atomic<bool> stopping{false};

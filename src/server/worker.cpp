@@ -260,8 +260,23 @@ bool Worker::connection_done() const {
   return true;
 }
 
-bool Worker::before_wait(linux::Process& p, bool, bool would_block) {
-  if (!config_.ephemeral || !busy_ || !would_block || !connection_done()) return false;
+bool Worker::before_wait(linux::Process& p, bool includes_listener, bool would_block) {
+  if (!busy_) return false;
+  if (!config_.ephemeral) {
+    // Persistent: the request ends with its connection; the worker keeps its state.
+    if (connection_done()) end_request(false);
+    return false;
+  }
+  if (!would_block) return false;
+  // A server that handed the connection to a child process comes back to wait on the (hidden)
+  // listener at once: hold it here until the connection is over instead of letting it spin.
+  while (includes_listener && !connection_done() && !stopping_) {
+    std::vector<pollfd> fds;
+    for (const auto& weak : connections_)
+      if (auto conn = weak.lock()) fds.push_back({conn->host_fd, POLLRDHUP, 0});
+    poll(fds.data(), fds.size(), 20);
+  }
+  if (!connection_done()) return false;
   p.pause = true;
   return true;
 }

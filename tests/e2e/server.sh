@@ -209,7 +209,8 @@ stop_check() {
 # wait kind, the worker count and the mode.
 ready_check() {
   local c=$1 kind=$2 workers=$3 mode=$4 port=$5
-  local want="^kvmserver: ready: .+ listening on 127\\.0\\.0\\.1:$port \\($kind\\), $workers workers, $mode\$"
+  local plural=s; [ "$workers" = 1 ] && plural=""
+  local want="^kvmserver: ready: .+ listening on 127\\.0\\.0\\.1:$port \\($kind\\), $workers worker$plural, $mode\$"
   if [[ $READY =~ $want ]]; then
     pass "$c.ready"
   else
