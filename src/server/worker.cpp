@@ -260,6 +260,15 @@ bool Worker::connection_done() const {
   return true;
 }
 
+bool Worker::holds_connection(const linux::Process& p) const {
+  for (int fd : p.fds.fds()) {
+    auto f = p.fds.get(fd);
+    for (const auto& weak : connections_)
+      if (weak.lock() == f) return true;
+  }
+  return false;
+}
+
 bool Worker::before_wait(linux::Process& p, bool includes_listener, bool would_block) {
   if (!busy_) return false;
   if (!config_.ephemeral) {
@@ -268,9 +277,10 @@ bool Worker::before_wait(linux::Process& p, bool includes_listener, bool would_b
     return false;
   }
   if (!would_block) return false;
-  // A server that handed the connection to a child process comes back to wait on the (hidden)
-  // listener at once: hold it here until the connection is over instead of letting it spin.
-  while (includes_listener && !connection_done() && !stopping_) {
+  // A server that handed the connection to a child process (and closed its own fd) comes back to
+  // wait on the (hidden) listener at once: hold it here until the connection is over instead of
+  // letting it spin.
+  while (includes_listener && !connection_done() && !holds_connection(p) && !stopping_) {
     std::vector<pollfd> fds;
     for (const auto& weak : connections_)
       if (auto conn = weak.lock()) fds.push_back({conn->host_fd, POLLRDHUP, 0});

@@ -56,6 +56,7 @@ class Worker : private linux::ServerHooks {
   void begin_request();
   void end_request(bool full_reset);
   bool connection_done() const;
+  bool holds_connection(const linux::Process& p) const;  // p still has an fd for the connection
 
   bool before_wait(linux::Process& p, bool includes_listener, bool would_block) override;
   bool listener_hidden(const linux::Process& p) const override;
