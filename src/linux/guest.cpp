@@ -8,6 +8,7 @@
 #include <x86intrin.h>
 #include <cpuid.h>
 
+#include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
 
@@ -231,6 +232,7 @@ int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t ch
 
   std::shared_ptr<ProcessTable> table = p.table;
   std::thread([child = std::move(child), table, pid]() mutable {
+    pthread_setname_np(pthread_self(), ("guest pid " + std::to_string(pid)).c_str());
     RunResult r;
     try {
       r = child->run();
@@ -372,6 +374,7 @@ std::unique_ptr<Guest> Guest::fork_paused(const kvm::VcpuState& state) const {
 void Guest::set_process(std::unique_ptr<Process> p) {
   process_ = std::move(p);
   process_->attach(vcpu_.get());
+  process_->host = this;  // a copied Process still names the guest it was copied from
 }
 
 // Returns to ring 3 through the entry code's flush path: an iretq frame on the exception stack that

@@ -5,6 +5,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <poll.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -134,6 +135,7 @@ void Worker::main() {
     ~MarkFinished() { f = true; }
   } mark{finished_};
   bool created = false;
+  pthread_setname_np(pthread_self(), ("worker " + std::to_string(id_)).c_str());
   try {
     const uint64_t t0 = monotonic_ns();
     if (config_.template_tmp) {
