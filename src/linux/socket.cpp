@@ -253,24 +253,32 @@ void log_connect_denied(Process& p, const std::string& what) {
   p.log("denied: connect to " + what + " (allow with --allow-connect=" + what + ")");
 }
 
+// A Unix socket path needs two grants: the network policy's (for listening or connecting) and the
+// file policy's (writing the socket file to bind, reading it to connect). The resolved path, or
+// -errno after the --verbose denial line.
+std::variant<PathPolicy::Resolved, int> unix_path_grant(Process& p, const std::string& raw, bool listening) {
+  const std::string guest = join_guest_path(p.cwd, raw);
+  const std::string norm = normalize_path(guest);
+  const Access access = listening ? Access::Write : Access::Read;
+  auto r = p.policy().resolve(guest, access, !listening);
+  auto* ok = std::get_if<PathPolicy::Resolved>(&r);
+  auto may = [&](const std::string& path) {
+    return listening ? p.net_policy->may_listen_path(path) : p.net_policy->may_connect_path(path);
+  };
+  if (!p.net_policy || !(may(norm) || (ok && may(ok->guest_path)))) {
+    listening ? log_listen_denied(p, norm) : log_connect_denied(p, norm);
+    return -EACCES;
+  }
+  if (!ok && std::get<int>(r) == -EACCES) p.log_denied(norm, p.policy().suggestion(guest, access));
+  return r;
+}
+
 // bind() of a Unix socket to a path: the network policy must grant the path for listening and the
 // file policy must grant writing it.
 int64_t unix_bind(Process& p, OpenFile& f, const std::string& raw) {
-  std::string guest = join_guest_path(p.cwd, raw);
-  std::string norm = normalize_path(guest);
-  auto r = p.policy().resolve(guest, Access::Write, false);
-  auto* ok = std::get_if<PathPolicy::Resolved>(&r);
-  bool granted = p.net_policy && (p.net_policy->may_listen_path(norm) ||
-                                  (ok && p.net_policy->may_listen_path(ok->guest_path)));
-  if (!granted) {
-    log_listen_denied(p, norm);
-    return -EACCES;
-  }
-  if (!ok) {
-    int e = std::get<int>(r);
-    if (e == -EACCES) p.log_denied(norm, p.policy().suggestion(guest, Access::Write));
-    return e;
-  }
+  auto r = unix_path_grant(p, raw, true);
+  if (auto* e = std::get_if<int>(&r)) return *e;
+  const auto* ok = &std::get<PathPolicy::Resolved>(r);
   if (ok->exists) return -EADDRINUSE;
   const std::string& host = ok->host_path;
   auto slash = host.rfind('/');
@@ -292,21 +300,9 @@ int64_t unix_bind(Process& p, OpenFile& f, const std::string& raw) {
 // policy for connecting and by the file policy for reading; the socket file is opened without
 // following symlinks and reached through /proc/self/fd/N, which `hold` keeps open.
 int64_t unix_target(Process& p, const std::string& raw, SockAddr& out, FdCloser& hold) {
-  std::string guest = join_guest_path(p.cwd, raw);
-  std::string norm = normalize_path(guest);
-  auto r = p.policy().resolve(guest, Access::Read, true);
-  auto* ok = std::get_if<PathPolicy::Resolved>(&r);
-  bool granted = p.net_policy && (p.net_policy->may_connect_path(norm) ||
-                                  (ok && p.net_policy->may_connect_path(ok->guest_path)));
-  if (!granted) {
-    log_connect_denied(p, norm);
-    return -EACCES;
-  }
-  if (!ok) {
-    int e = std::get<int>(r);
-    if (e == -EACCES) p.log_denied(norm, p.policy().suggestion(guest, Access::Read));
-    return e;
-  }
+  auto r = unix_path_grant(p, raw, false);
+  if (auto* e = std::get_if<int>(&r)) return *e;
+  const auto* ok = &std::get<PathPolicy::Resolved>(r);
   if (!ok->exists) return -ENOENT;
   hold.fd = open_path_nofollow(ok->host_path, false);
   if (hold.fd < 0) return hold.fd;
