@@ -3,6 +3,7 @@
 #include <sys/times.h>
 #include <x86intrin.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
 
@@ -67,18 +68,20 @@ void refresh_clock_page(Process& p) {
     mult = uint64_t((static_cast<unsigned __int128>(mono - c.calibration_ns) << kShift) / (guest_tsc - c.calibration_tsc));
   }
   uint64_t base = mono;
+  int64_t realtime_offset = int64_t(now_ns(CLOCK_REALTIME) - mono);
   if (page.mult) {
     uint64_t previous = page.monotonic_base_ns +
                         uint64_t((static_cast<unsigned __int128>(guest_tsc - page.tsc_base) * page.mult) >> page.shift);
     if (previous > base) base = previous;
+    // Nor may the wall clock step back: until the rate is calibrated it can run a little ahead.
+    realtime_offset = std::max(int64_t(mono + realtime_offset - base), int64_t(previous + page.realtime_offset_ns - base));
   }
   page.seq = page.seq + 1;
   page.shift = kShift;
   page.mult = mult;
   page.tsc_base = guest_tsc;
   page.monotonic_base_ns = base;
-  // Offsets against the (possibly held-forward) base keep the wall clock exact at every refresh.
-  page.realtime_offset_ns = int64_t(now_ns(CLOCK_REALTIME) - base);
+  page.realtime_offset_ns = realtime_offset;
   page.boottime_offset_ns = int64_t(now_ns(CLOCK_BOOTTIME) - base);
   page.seq = page.seq + 1;
   p.mm().poke(page_addr, &page, sizeof page);
