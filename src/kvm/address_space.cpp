@@ -92,7 +92,7 @@ void AddressSpace::set_ptes(uint64_t addr, uint64_t len, int prot) {
     uint64_t& e = pt[index_at(va, 0)];
     uint64_t next = present ? user_pte(va, prot) : 0;
     if (e != next) {
-      if ((e & kPresent) && (next & ~kAccessed) != (e & ~kAccessed)) tlb_flush_pending_ = true;
+      if ((e & kPresent) && (next & ~kAccessed) != (e & ~kAccessed)) ++flush_generation_;
       e = next;
     }
   }
@@ -151,7 +151,7 @@ int AddressSpace::unmap(uint64_t addr, uint64_t len) {
     it = maps_.erase(it);
     any = true;
   }
-  if (any) tlb_flush_pending_ = true;
+  if (any) ++flush_generation_;
   return 0;
 }
 

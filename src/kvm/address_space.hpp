@@ -59,9 +59,9 @@ class AddressSpace {
   template <typename T> bool read(uint64_t addr, T& out) const { return copy_from_user(&out, addr, sizeof(T)); }
   template <typename T> bool write(uint64_t addr, const T& v) { return copy_to_user(addr, &v, sizeof(T)); }
 
-  // Page-table edits that removed or reduced access: the guest TLB must be flushed before it runs.
-  bool tlb_flush_pending() const { return tlb_flush_pending_; }
-  void clear_tlb_flush() { tlb_flush_pending_ = false; }
+  // Counts page-table edits that removed or reduced access: a vCPU that has seen an older count must
+  // flush its TLB before it runs guest code again.
+  uint64_t flush_generation() const { return flush_generation_; }
 
   // Guest pages the host wrote (syscall results, page tables): the reset must restore them too,
   // because KVM's dirty log sees only the guest's own writes. Recording is off until enabled.
@@ -90,7 +90,7 @@ class AddressSpace {
   std::map<uint64_t, Mapping> maps_;  // key: start
   uint64_t pml4_ = 0;                 // guest-physical
   uint64_t next_table_ = 0;           // next free kernel-slot offset for page-table pages
-  bool tlb_flush_pending_ = false;
+  uint64_t flush_generation_ = 0;
   bool tracking_ = false;
   std::vector<uint64_t> host_written_;  // guest-physical page numbers, may repeat
 };

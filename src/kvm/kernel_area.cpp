@@ -22,8 +22,6 @@ constexpr uint64_t kGdt[] = {
     0x00cff3000000ffff,  // 0x20 user data
     0x0020fb0000000000,  // 0x28 user code, 64-bit
 };
-constexpr uint64_t kTssOffsetInGdtPage = 0x100;
-constexpr uint64_t kTssSize = 0x68;
 
 struct IdtGate {
   uint16_t offset_low, selector;
@@ -44,16 +42,19 @@ void install_kernel_area(AddressSpace& as) {
 
   uint8_t* gdt = k + kGdtOffset;
   std::memcpy(gdt, kGdt, sizeof kGdt);
-  const uint64_t tss = kKernelVirt + kGdtOffset + kTssOffsetInGdtPage;
-  uint64_t lo = (kTssSize - 1) | ((tss & 0xffffff) << 16) | (0x8bull << 40) | (((tss >> 24) & 0xff) << 56);
-  put64(gdt + kTssSel, lo);
-  put64(gdt + kTssSel + 8, tss >> 32);
-  uint8_t* t = gdt + kTssOffsetInGdtPage;
-  const uint64_t stack_top = kKernelVirt + kStackOffset + kStackPages * kPageSize;
-  put64(t + 4, stack_top);     // rsp0
-  put64(t + 0x24, stack_top);  // ist1
-  uint16_t iomap = kTssSize;   // no I/O bitmap: every port access from ring 3 is #GP
-  std::memcpy(t + 0x66, &iomap, 2);
+  static_assert(kGdtLimit < kPageSize && kTssPages * kPageSize >= kMaxVcpus * kTssSize);
+  for (int v = 0; v < kMaxVcpus; ++v) {
+    const uint64_t tss = kKernelVirt + tss_offset(v);
+    const uint64_t lo = (kTssSize - 1) | ((tss & 0xffffff) << 16) | (0x8bull << 40) | (((tss >> 24) & 0xff) << 56);
+    put64(gdt + tss_selector(v), lo);
+    put64(gdt + tss_selector(v) + 8, tss >> 32);
+    uint8_t* t = k + tss_offset(v);
+    const uint64_t stack_top = kKernelVirt + stack_slot_top(v);
+    put64(t + 4, stack_top);     // rsp0
+    put64(t + 0x24, stack_top);  // ist1
+    uint16_t iomap = kTssSize;   // no I/O bitmap: every port access from ring 3 is #GP
+    std::memcpy(t + 0x66, &iomap, 2);
+  }
 
   auto* idt = reinterpret_cast<IdtGate*>(k + kIdtOffset);
   for (int v = 0; v < 32; ++v) {
@@ -68,6 +69,7 @@ void install_kernel_area(AddressSpace& as) {
   as.map_kernel_page(kIdtOffset, false, false);
   for (uint64_t i = 0; i < kEntryPages; ++i) as.map_kernel_page(kEntryOffset + i * kPageSize, false, true);
   for (uint64_t i = 0; i < kStackPages; ++i) as.map_kernel_page(kStackOffset + i * kPageSize, true, false);
+  for (uint64_t i = 0; i < kTssPages; ++i) as.map_kernel_page(kTssOffset + i * kPageSize, false, false);
 }
 
 const char* exception_name(int vector) {

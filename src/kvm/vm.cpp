@@ -153,6 +153,7 @@ Vm::~Vm() {
 }
 
 Vcpu::Vcpu(Vm& vm, int id) : vm_(vm), id_(id) {
+  if (id < 0 || id >= kMaxVcpus) throw std::runtime_error("too many vCPUs (at most " + std::to_string(kMaxVcpus) + ")");
   fd_ = ioctl(vm.fd(), KVM_CREATE_VCPU, id);
   if (fd_ < 0) fail("KVM_CREATE_VCPU");
   fcntl(fd_, F_SETFD, FD_CLOEXEC);
@@ -226,15 +227,15 @@ void Vcpu::enter_user_mode(uint64_t cr3, uint64_t rip, uint64_t rsp) {
   s.fs.present = s.gs.present = 0;
   s.fs.unusable = s.gs.unusable = 1;
   s.tr = {};
-  s.tr.base = kKernelVirt + kGdtOffset + 0x100;
-  s.tr.limit = 0x67;
-  s.tr.selector = kTssSel;
+  s.tr.base = kKernelVirt + tss_offset(id_);
+  s.tr.limit = kTssSize - 1;
+  s.tr.selector = tss_selector(id_);
   s.tr.type = 0xb;
   s.tr.present = 1;
   s.ldt = {};
   s.ldt.unusable = 1;
   s.gdt.base = kKernelVirt + kGdtOffset;
-  s.gdt.limit = 0x3f;
+  s.gdt.limit = kGdtLimit;
   s.idt.base = kKernelVirt + kIdtOffset;
   s.idt.limit = 32 * 16 - 1;
   if (ioctl(fd_, KVM_SET_SREGS, &s) != 0) fail("KVM_SET_SREGS");
@@ -377,6 +378,8 @@ void Vcpu::restore(const VcpuState& st) {
   run_->s.regs.regs = st.regs;
   regs_changed();
   sregs_ = st.sregs;
+  sregs_.tr.base = kKernelVirt + tss_offset(id_);  // the state may come from another vCPU (thread slot)
+  sregs_.tr.selector = tss_selector(id_);
   sregs_valid_ = true;
   sregs_dirty_ = true;
   if (ioctl(fd_, kSetXsave, st.xsave.data()) != 0) fail("KVM_SET_XSAVE");

@@ -231,7 +231,11 @@ int64_t epoll_wait_common(Process& p, const SyscallArgs& a, const Deadline& dead
   if (!ep) return err;
   if (server_takes_over(p, epoll_watches_listener(p, *ep), deadline.would_block())) return 0;
   timespec ts{};
-  const int n = host_epoll_wait(ep->host_fd, reinterpret_cast<epoll_event*>(buf), maxevents, deadline.host_timeout(ts));
+  int n;
+  {
+    Process::BlockingSection unlocked(p);
+    n = host_epoll_wait(ep->host_fd, reinterpret_cast<epoll_event*>(buf), maxevents, deadline.host_timeout(ts));
+  }
   if (n < 0) return -errno;
   if (n > 0) p.mm().note_user_write(events, uint64_t(n) * kEpollEventSize);
   return n;
@@ -240,7 +244,8 @@ int64_t epoll_wait_common(Process& p, const SyscallArgs& a, const Deadline& dead
 // ---- poll and select ---------------------------------------------------------------------------
 
 // Host ppoll over a set whose entries may be -1 (left out); EINTR and the like come back as -errno.
-int64_t host_poll(std::vector<pollfd>& set, const Deadline& deadline, bool already_ready) {
+int64_t host_poll(Process& p, std::vector<pollfd>& set, const Deadline& deadline, bool already_ready) {
+  Process::BlockingSection unlocked(p);
   timespec ts{};
   const timespec zero{0, 0};
   const timespec* timeout = already_ready ? &zero : deadline.host_timeout(ts);
@@ -281,7 +286,7 @@ int64_t poll_common(Process& p, uint64_t ufds, uint64_t nfds_arg, const Deadline
     if (f->listening && hide) continue;
     host[i] = {f->host_fd, guest[i].events, 0};
   }
-  const int64_t rc = host_poll(host, deadline, any_nval);
+  const int64_t rc = host_poll(p, host, deadline, any_nval);
   if (rc < 0) return rc;
 
   int64_t ready = 0;
@@ -350,7 +355,7 @@ int64_t select_common(Process& p, uint64_t nfds_arg, const uint64_t sets[3], con
     if (wanted[i].e) events |= POLLPRI;
     host[i] = {files[i]->host_fd, events, 0};
   }
-  const int64_t rc = host_poll(host, deadline, false);
+  const int64_t rc = host_poll(p, host, deadline, false);
   if (rc < 0) return rc;
 
   int64_t ready = 0;

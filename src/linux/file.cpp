@@ -127,7 +127,12 @@ template <typename Io> ssize_t without_sigpipe(const OpenFile& f, Io io) {
 template <typename Io> int64_t read_into(Process& p, uint64_t buf, uint64_t len, Io io) {
   len = std::min(len, kMaxRw);
   const uint64_t n = accessible(p.mm(), buf, len, kvm::kProtWrite);
-  const ssize_t got = io(n ? p.mm().user_ptr(buf, n, kvm::kProtWrite) : nullptr, n);
+  uint8_t* ptr = n ? p.mm().user_ptr(buf, n, kvm::kProtWrite) : nullptr;
+  ssize_t got;
+  {
+    Process::BlockingSection unlocked(p);
+    got = io(ptr, n);
+  }
   if (got < 0) return -errno;
   if (n == 0 && len != 0) return -EFAULT;  // the host call only checked the fd
   p.mm().note_user_write(buf, static_cast<uint64_t>(got));
@@ -139,7 +144,11 @@ template <typename Io> int64_t write_from(Process& p, const OpenFile& f, uint64_
   len = std::min(len, kMaxRw);
   const uint64_t n = accessible(p.mm(), buf, len, kvm::kProtRead);
   const uint8_t* ptr = n ? p.mm().user_ptr(buf, n, kvm::kProtRead) : nullptr;
-  const ssize_t put = without_sigpipe(f, [&] { return io(ptr, n); });
+  ssize_t put;
+  {
+    Process::BlockingSection unlocked(p);
+    put = without_sigpipe(f, [&] { return io(ptr, n); });
+  }
   if (put < 0) return -errno;
   if (n == 0 && len != 0) return -EFAULT;
   return put;
@@ -183,8 +192,12 @@ int64_t do_readv(Process& p, const SyscallArgs& a, std::optional<int64_t> offset
   std::vector<iovec> iov;
   bool requested = false;
   if (int rc = import_iovecs(p, a.a[1], a.a[2], kvm::kProtWrite, iov, requested)) return rc;
-  const ssize_t got = offset ? ::preadv(f->host_fd, iov.data(), static_cast<int>(iov.size()), *offset)
-                             : ::readv(f->host_fd, iov.data(), static_cast<int>(iov.size()));
+  ssize_t got;
+  {
+    Process::BlockingSection unlocked(p);
+    got = offset ? ::preadv(f->host_fd, iov.data(), static_cast<int>(iov.size()), *offset)
+                 : ::readv(f->host_fd, iov.data(), static_cast<int>(iov.size()));
+  }
   if (got < 0) return -errno;
   if (total_of(iov) == 0 && requested) return -EFAULT;
   // Record what the host wrote into guest memory, iovec by iovec.
@@ -204,6 +217,7 @@ int64_t do_writev(Process& p, const SyscallArgs& a, std::optional<int64_t> offse
   std::vector<iovec> iov;
   bool requested = false;
   if (int rc = import_iovecs(p, a.a[1], a.a[2], kvm::kProtRead, iov, requested)) return rc;
+  Process::BlockingSection unlocked(p);
   const ssize_t put = without_sigpipe(*f, [&] {
     return offset ? ::pwritev(f->host_fd, iov.data(), static_cast<int>(iov.size()), *offset)
                   : ::writev(f->host_fd, iov.data(), static_cast<int>(iov.size()));
@@ -509,6 +523,7 @@ KVMS_SYSCALL(sendfile) {
   off_t offset = 0;
   if (a.a[2] && !p.mm().read(a.a[2], offset)) return -EFAULT;
   const size_t count = std::min(a.a[3], kMaxRw);
+  Process::BlockingSection unlocked(p);
   const ssize_t n = without_sigpipe(*out, [&] { return ::sendfile(out->host_fd, in->host_fd, a.a[2] ? &offset : nullptr, count); });
   if (n < 0) return -errno;
   if (a.a[2] && !p.mm().write(a.a[2], offset)) return -EFAULT;

@@ -129,25 +129,32 @@ Guest::Image Guest::load_image(const std::string& host_path, uint64_t user_size)
 
 void Guest::install(Image img, const std::vector<std::string>& argv, const std::vector<std::string>& envp,
                     const std::string& execfn) {
+  finish_threads();
   program_path_ = img.path;
   memory_ = img.memory;
   mm_ = img.mm;
-  vcpu_.reset();
+  threads_.clear();
   vm_ = std::make_unique<kvm::Vm>(memory_, false);
-  vcpu_ = std::make_unique<kvm::Vcpu>(*vm_, 0);
-  if (deadline_ns_) vcpu_->set_deadline(deadline_ns_);
-
   Process& p = *process_;
+  auto main = std::make_unique<GuestThread>();
+  main->tid = p.pid;
+  main->vcpu = std::make_unique<kvm::Vcpu>(*vm_, 0);
+  main->state = GuestThread::Running;
+  kvm::Vcpu& vcpu = *main->vcpu;
+  threads_.push_back(std::move(main));
+  if (deadline_ns_) vcpu.set_deadline(deadline_ns_);
+
   p.set_address_space(mm_);
-  p.attach(vcpu_.get());
+  p.keep_only_thread(p.thread().tid, p.pid);
+  p.attach(&vcpu);
   p.exe_path = img.path;
   p.brk_start = p.brk_current = img.elf.brk_start;
   p.stack_top = img.stack_top;
   p.stack_size = kStackSize;
   p.vdso_base = img.vdso;
   p.clock = {};
-  p.clock.tsc_khz = vcpu_->tsc_khz();
-  p.clock.tsc_offset = int64_t(vcpu_->guest_tsc() - __rdtsc());
+  p.clock.tsc_khz = vcpu.tsc_khz();
+  p.clock.tsc_offset = int64_t(vcpu.guest_tsc() - __rdtsc());
   refresh_clock_page(p);
 
   loader::StackSpec spec;
@@ -164,8 +171,8 @@ void Guest::install(Image img, const std::vector<std::string>& argv, const std::
   spec.minsigstksz = 4096;
   if (getrandom(spec.random, sizeof spec.random, 0) != sizeof spec.random) throw std::runtime_error("getrandom failed");
   const uint64_t rsp = loader::build_initial_stack(*mm_, img.stack_top, kStackSize, spec, img.elf);
-  vcpu_->enter_user_mode(mm_->cr3(), img.elf.entry, rsp);
-  mm_->clear_tlb_flush();
+  vcpu.enter_user_mode(mm_->cr3(), img.elf.entry, rsp);
+  threads_.front()->flush_generation = mm_->flush_generation();
 }
 
 std::unique_ptr<Guest> Guest::create(const GuestConfig& config) {
@@ -203,7 +210,7 @@ std::shared_ptr<kvm::GuestMemory> Guest::snapshot_memory() const {
 
 int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) {
   std::unique_ptr<Guest> child(new Guest);
-  kvm::VcpuState state = vcpu_->save();
+  kvm::VcpuState state = p.vcpu().save();  // only the calling thread goes on in the child
   state.regs.rax = 0;
   state.regs.rip += kSyscallOutLength;  // the child returns from the syscall the parent is in
   try {
@@ -211,8 +218,11 @@ int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t ch
     child->memory_ = snapshot_memory();
     child->mm_ = std::make_shared<kvm::AddressSpace>(*mm_, child->memory_);
     child->vm_ = std::make_unique<kvm::Vm>(child->memory_, false);
-    child->vcpu_ = std::make_unique<kvm::Vcpu>(*child->vm_, 0);
-    child->vcpu_->restore(state);
+    auto main = std::make_unique<GuestThread>();
+    main->vcpu = std::make_unique<kvm::Vcpu>(*child->vm_, 0);
+    main->vcpu->restore(state);
+    main->state = GuestThread::Running;
+    child->threads_.push_back(std::move(main));
   } catch (const std::exception& e) {
     p.log(std::string("fork failed: ") + e.what());
     return -ENOMEM;
@@ -220,12 +230,14 @@ int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t ch
   Guest* raw = child.get();
   const int pid = p.table->add_child(p.pid, [raw](int sig) { raw->kill(sig); });
   auto cp = std::make_unique<Process>(p, child->mm_);
-  cp->pid = cp->tid = pid;
+  cp->pid = pid;
+  cp->keep_only_thread(p.thread().tid, pid);
+  child->threads_.front()->tid = pid;
   cp->ppid = p.pid;
   cp->server = nullptr;
   cp->host = raw;
   cp->exit_status.reset();
-  cp->clear_child_tid = (flags & CLONE_CHILD_CLEARTID) ? child_tid : 0;
+  cp->thread().clear_child_tid = (flags & CLONE_CHILD_CLEARTID) ? child_tid : 0;
   if (flags & CLONE_CHILD_SETTID) cp->mm().write<int32_t>(child_tid, pid);
   if (flags & CLONE_PARENT_SETTID) p.mm().write<int32_t>(parent_tid, pid);
   child->set_process(std::move(cp));
@@ -246,7 +258,10 @@ int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t ch
     child.reset();  // closes the child's fds before the parent can see it gone (pipe EOF)
     table->exited(pid, status);
   }).detach();
-  if (flags & CLONE_VFORK) p.table->wait_vfork_release(pid);
+  if (flags & CLONE_VFORK) {
+    Process::BlockingSection unlocked(p);
+    p.table->wait_vfork_release(pid);
+  }
   return pid;
 }
 
@@ -266,6 +281,10 @@ int64_t Guest::execve(Process& p, const std::string& guest_path, std::vector<std
   struct stat st{};
   if (::stat(host_path.c_str(), &st) != 0) return -errno;
   if (S_ISDIR(st.st_mode)) return -EACCES;
+  if (p.threads.size() > 1 && &p.thread() != &p.main_thread()) {
+    p.log("execve from a thread other than the main thread of a threaded program is not supported");
+    return -ENOSYS;
+  }
   if (!(st.st_mode & 0111)) return -EACCES;
   try {
     pending_exec_ = load_image(host_path, memory_->user_size());
@@ -282,118 +301,451 @@ int64_t Guest::execve(Process& p, const std::string& guest_path, std::vector<std
 
 void Guest::kill(int sig) {
   kill_signal_ = sig;
-  vcpu_->kick();
+  if (process_) {
+    process_->lock.stop = true;
+    process_->lock.changed.notify_all();
+  }
+  std::lock_guard<std::mutex> lk(threads_mutex_);
+  for (auto& t : threads_)
+    if (t->state != GuestThread::Done) t->vcpu->kick();
+}
+
+Guest::~Guest() {
+  try {
+    finish_threads();
+  } catch (...) {
+  }
+}
+
+size_t Guest::live_threads() const {
+  std::lock_guard<std::mutex> lk(threads_mutex_);
+  size_t n = 0;
+  for (const auto& t : threads_) n += t->state != GuestThread::Done;
+  return n;
+}
+
+void Guest::end_process(const RunResult& r) {
+  {
+    std::lock_guard<std::mutex> lk(threads_mutex_);
+    if (!end_result_) end_result_ = r;
+    ending_ = true;
+    for (auto& t : threads_)
+      if (t->state == GuestThread::Running) t->vcpu->kick();
+  }
+  process_->lock.stop = true;
+  process_->lock.changed.notify_all();
+  threads_cv_.notify_all();
+}
+
+// Stops every other running thread at its next VM exit or syscall boundary. A kick can land just
+// before a thread enters a blocking host call and be lost, so it is repeated until the thread parks.
+void Guest::stop_other_threads(GuestThread& self) {
+  process_->lock.stop = true;
+  process_->lock.changed.notify_all();
+  std::unique_lock<std::mutex> lk(threads_mutex_);
+  for (;;) {
+    bool all_stopped = true;
+    for (auto& t : threads_)
+      if (t.get() != &self && t->state == GuestThread::Running) {
+        all_stopped = false;
+        t->vcpu->kick();
+      }
+    if (all_stopped) break;
+    threads_cv_.wait_for(lk, std::chrono::milliseconds(10));
+    process_->lock.changed.notify_all();
+  }
+}
+
+void Guest::resume_other_threads(GuestThread& self) {
+  if (!ending_) process_->lock.stop = false;
+  std::lock_guard<std::mutex> lk(threads_mutex_);
+  for (auto& t : threads_)
+    if (t.get() != &self && t->state == GuestThread::Parked) t->state = GuestThread::Running;
+  threads_cv_.notify_all();
+}
+
+void Guest::finish_threads() {
+  if (threads_.size() <= 1) return;
+  if (process_) stop_other_threads(*threads_.front());
+  {
+    std::lock_guard<std::mutex> lk(threads_mutex_);
+    for (size_t i = 1; i < threads_.size(); ++i) threads_[i]->state = GuestThread::Done;
+  }
+  threads_cv_.notify_all();
+  for (size_t i = 1; i < threads_.size(); ++i)
+    if (threads_[i]->host.joinable()) threads_[i]->host.join();
+  threads_.resize(1);
+}
+
+void Guest::thread_host_main(GuestThread* t) {
+  pthread_setname_np(pthread_self(), ("guest tid " + std::to_string(t->tid)).c_str());
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lk(threads_mutex_);
+      threads_cv_.wait(lk, [&] { return t->state != GuestThread::Parked; });
+      if (t->state == GuestThread::Done) return;
+    }
+    RunResult r;
+    try {
+      r = run_thread(*t, false, 0, false);
+    } catch (const std::exception& e) {
+      r = {RunResult::Faulted, 128 + SIGSEGV, std::string("internal error: ") + e.what()};
+      end_process(r);
+    }
+    std::lock_guard<std::mutex> lk(threads_mutex_);
+    if (t->state == GuestThread::Running) t->state = r.reason == RunResult::Exited ? GuestThread::Done : GuestThread::Parked;
+    threads_cv_.notify_all();
+    if (t->state == GuestThread::Done) return;
+  }
+}
+
+void Guest::start_host_thread(GuestThread& t) {
+  if (t.host.joinable()) t.host.join();
+  t.host = std::thread([this, tp = &t] { thread_host_main(tp); });
+}
+
+Guest::GuestThread& Guest::new_thread_slot() {
+  {
+    std::lock_guard<std::mutex> lk(threads_mutex_);
+    for (size_t i = 1; i < threads_.size(); ++i)
+      if (threads_[i]->state == GuestThread::Done) {
+        if (threads_[i]->host.joinable()) threads_[i]->host.join();  // it has returned or is returning
+        return *threads_[i];
+      }
+  }
+  auto t = std::make_unique<GuestThread>();
+  t->vcpu = std::make_unique<kvm::Vcpu>(*vm_, int(threads_.size()));
+  std::lock_guard<std::mutex> lk(threads_mutex_);
+  threads_.push_back(std::move(t));
+  return *threads_.back();
+}
+
+int64_t Guest::clone_thread(Process& p, const CloneRequest& req) {
+  if (!p.table) return -EAGAIN;
+  kvm::VcpuState state = p.vcpu().save();
+  state.regs.rax = 0;
+  state.regs.rip += kSyscallOutLength;
+  state.regs.rsp = req.stack;
+  if (req.flags & CLONE_SETTLS) {
+    state.sregs.fs.base = req.tls;
+    state.sregs.fs.present = 1;
+    state.sregs.fs.unusable = 0;
+  }
+  GuestThread* t;
+  try {
+    t = &new_thread_slot();
+    t->vcpu->restore(state);
+  } catch (const std::exception& e) {
+    p.log(std::string("clone: cannot add a thread: ") + e.what());
+    return -EAGAIN;
+  }
+  const int tid = p.table->allocate_id();
+  ThreadContext ctx = p.thread();
+  ctx.tid = tid;
+  ctx.vcpu = t->vcpu.get();
+  ctx.clear_child_tid = (req.flags & CLONE_CHILD_CLEARTID) ? req.child_tid : 0;
+  ctx.robust_list = ctx.robust_list_len = ctx.rseq = ctx.rseq_len = 0;
+  ctx.pending_signals = 0;
+  ctx.altstack_sp = ctx.altstack_size = 0;
+  ctx.altstack_flags = 2;
+  ctx.exit_code.reset();
+  if ((req.flags & CLONE_CHILD_SETTID) && !p.mm().write<int32_t>(req.child_tid, tid)) return -EFAULT;
+  if ((req.flags & CLONE_PARENT_SETTID) && !p.mm().write<int32_t>(req.parent_tid, tid)) return -EFAULT;
+  p.threads[tid] = ctx;
+  t->tid = tid;
+  t->pending = false;
+  t->flush_generation = mm_->flush_generation();
+  {
+    std::lock_guard<std::mutex> lk(threads_mutex_);
+    t->state = GuestThread::Running;
+  }
+  start_host_thread(*t);
+  return tid;
 }
 
 RunResult Guest::run(uint64_t deadline_ns, bool syscall_pending, bool stop_on_kick) {
+  GuestThread& main = *threads_.front();
   deadline_ns_ = deadline_ns;
-  if (deadline_ns) vcpu_->set_deadline(deadline_ns);
+  if (deadline_ns) main.vcpu->set_deadline(deadline_ns);
   struct DisarmOnReturn {
     Guest& g;
+    GuestThread& main;
     ~DisarmOnReturn() {
-      if (g.deadline_ns_) g.vcpu_->set_deadline(0);
+      if (g.deadline_ns_) main.vcpu->set_deadline(0);
       g.deadline_ns_ = 0;
     }
-  } disarm{*this};
+  } disarm{*this, main};
+  if (syscall_pending) main.pending = true;
+  {
+    std::lock_guard<std::mutex> lk(threads_mutex_);
+    if (main.state == GuestThread::Parked) main.state = GuestThread::Running;
+  }
+  resume_other_threads(main);
+  RunResult r = run_thread(main, true, deadline_ns, stop_on_kick);
+  stop_other_threads(main);
+  return r;
+}
 
-  if (syscall_pending)
-    if (auto end = complete_syscall(true)) return *end;
+std::optional<RunResult> Guest::check_stop(GuestThread& t, bool is_main, uint64_t deadline_ns, bool kicked,
+                                           bool stop_on_kick) {
+  if (int sig = kill_signal_.load()) {
+    if (!is_main) return RunResult{RunResult::Signaled, 128 + sig, ""};
+    kill_signal_ = 0;
+    end_process({RunResult::Signaled, 128 + sig, ""});
+    return RunResult{RunResult::Signaled, 128 + sig, ""};
+  }
+  if (ending_) {
+    std::lock_guard<std::mutex> lk(threads_mutex_);
+    return *end_result_;
+  }
+  if (!is_main) {
+    if (process_->lock.stop) return RunResult{RunResult::Paused, 0, ""};
+    return std::nullopt;
+  }
+  if (deadline_ns && monotonic_now() >= deadline_ns) {
+    end_process({RunResult::TimedOut, 124, "timed out"});
+    return RunResult{RunResult::TimedOut, 124, "timed out"};
+  }
+  if (kicked && stop_on_kick) return RunResult{RunResult::Interrupted, 0, ""};
+  return std::nullopt;
+}
+
+RunResult Guest::run_thread(GuestThread& t, bool is_main, uint64_t deadline_ns, bool stop_on_kick) {
+  bool kicked = false;
   for (;;) {
-    const kvm::Exit e = vcpu_->run();
+    // Cleared before the checks, so a kick that lands after them still interrupts what comes next.
+    if (kicked) t.vcpu->run_area()->immediate_exit = 0;
+    if (auto stop = check_stop(t, is_main, deadline_ns, kicked, stop_on_kick)) return *stop;
+    kicked = false;
+    if (t.pending) {
+      if (auto end = complete_syscall(t, true)) return *end;
+      kicked = t.pending;  // interrupted again
+      continue;
+    }
+    const kvm::Exit e = t.vcpu->run();
     switch (e.kind) {
       case kvm::Exit::Syscall:
         ++exits_.syscall;
-        if (auto end = complete_syscall(false)) return *end;
+        t.last_spurious_fault = 0;
+        if (auto end = complete_syscall(t, false)) return *end;
+        kicked = t.pending;
         break;
       case kvm::Exit::Exception:
         ++exits_.exception;
-        return report_exception(e.vector);
+        if (auto end = handle_exception(t, e.vector)) return *end;
+        break;
       case kvm::Exit::Interrupted:
         ++exits_.interrupted;
-        if (int sig = kill_signal_.exchange(0)) return {RunResult::Signaled, 128 + sig, ""};
-        if (deadline_ns && monotonic_now() >= deadline_ns) return {RunResult::TimedOut, 124, "timed out"};
-        if (stop_on_kick) return {RunResult::Interrupted, 0, ""};
+        kicked = true;
         break;
-      default:
+      default: {
         ++exits_.other;
-        return {RunResult::Faulted, 128 + SIGSEGV, "guest fault: " + (e.detail.empty() ? std::string("halted") : e.detail)};
+        RunResult r{RunResult::Faulted, 128 + SIGSEGV, "guest fault: " + (e.detail.empty() ? std::string("halted") : e.detail)};
+        end_process(r);
+        return r;
+      }
     }
   }
 }
 
-std::optional<RunResult> Guest::complete_syscall(bool resumed) {
-  kvm_regs& r = vcpu_->regs();
+std::optional<RunResult> Guest::complete_syscall(GuestThread& t, bool resumed) {
+  kvm::Vcpu& vcpu = *t.vcpu;
+  kvm_regs& r = vcpu.regs();
   const SyscallArgs args{r.rax, {r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9}};
-  const int64_t result = dispatch_syscall(*process_, args);
-  if (process_->exit_status) {
-    const int status = *process_->exit_status;
-    if (status > 128) return RunResult{RunResult::Signaled, status, std::string("killed by signal ") + strsignal(status - 128)};
-    return RunResult{RunResult::Exited, status, ""};
+  Process& p = *process_;
+  std::unique_lock<std::mutex> lk(p.lock.mutex);
+  Process::holds_lock = true;
+  auto ctx = p.threads.find(t.tid);
+  if (ctx == p.threads.end()) throw std::logic_error("guest thread without a thread context");
+  p.make_current(&ctx->second);
+  const int64_t result = dispatch_syscall(p, args);
+  Process::holds_lock = false;
+
+  // Interrupted by a kick (a stop, a kill, a deadline): the syscall starts again from the beginning
+  // once the thread goes on, as Linux restarts a syscall after a signal handled in the kernel.
+  if ((result == -EINTR || result == -512 /* ERESTARTSYS */) && (vcpu.run_area()->immediate_exit || p.lock.stop)) {
+    t.pending = true;
+    return std::nullopt;
+  }
+  if (ctx->second.exit_code && !p.exit_status) {  // exit(2) of one thread of several
+    const ThreadContext gone = ctx->second;
+    p.threads.erase(ctx);
+    p.make_current(nullptr);
+    if (gone.clear_child_tid && p.mm().write<int32_t>(gone.clear_child_tid, 0)) futex_wake(p, gone.clear_child_tid, 1, ~0u);
+    if (p.threads.empty()) {
+      p.exit_status = *gone.exit_code;
+    } else {
+      lk.unlock();
+      if (&t != threads_.front().get()) return RunResult{RunResult::Exited, *gone.exit_code, ""};
+      // The main thread is gone but the process lives on in its other threads: wait for them.
+      std::unique_lock<std::mutex> tl(threads_mutex_);
+      threads_cv_.wait(tl, [&] {
+        if (ending_) return true;
+        for (size_t i = 1; i < threads_.size(); ++i)
+          if (threads_[i]->state != GuestThread::Done) return false;
+        return true;
+      });
+      if (end_result_) return *end_result_;
+      return RunResult{RunResult::Exited, 0, ""};
+    }
+  }
+  if (p.exit_status) {
+    const int status = *p.exit_status;
+    RunResult end = status > 128 ? RunResult{RunResult::Signaled, status, std::string("killed by signal ") + strsignal(status - 128)}
+                                 : RunResult{RunResult::Exited, status, ""};
+    lk.unlock();
+    end_process(end);
+    std::lock_guard<std::mutex> tl(threads_mutex_);
+    return *end_result_;
   }
   if (pending_exec_) {  // the new program starts at its entry point; nothing of the old one returns
+    lk.unlock();
     Image img = std::move(*pending_exec_);
     pending_exec_.reset();
-    Process& p = *process_;
     p.fds.close_on_exec();
     for (auto& act : p.sigactions)
       if (act.handler != uint64_t(SIG_IGN)) act = {};
-    p.altstack_sp = p.altstack_size = 0;
-    p.altstack_flags = 2;
-    p.rseq = p.rseq_len = p.robust_list = p.robust_list_len = p.clear_child_tid = 0;
+    ThreadContext& self = p.thread();
+    self.altstack_sp = self.altstack_size = 0;
+    self.altstack_flags = 2;
+    self.rseq = self.rseq_len = self.robust_list = self.robust_list_len = self.clear_child_tid = 0;
     install(std::move(img), exec_args_.argv, exec_args_.envp, exec_args_.execfn);
     if (p.table) p.table->release_vfork(p.pid);
     return std::nullopt;
   }
-  if (process_->pause) {  // left pending: registers untouched, the vCPU still at the syscall's `out`
-    process_->pause = false;
+  if (p.pause) {  // left pending: registers untouched, the vCPU still at the syscall's `out`
+    p.pause = false;
+    t.pending = true;
     return RunResult{RunResult::Paused, 0, ""};
   }
+  t.pending = false;
   r.rax = uint64_t(result);
   // A resumed syscall has no I/O exit for KVM to complete: step over the `out` ourselves. (Leaving rip
   // on the `out` would be wrong either way: a vCPU with an older exit pending would skip it, a fresh
   // one would execute it again.)
   if (resumed) r.rip += kSyscallOutLength;
-  vcpu_->regs_changed();
-  maybe_refresh_clock_page(*process_);
-  if (mm_->tlb_flush_pending()) flush_tlb_before_resume();
+  vcpu.regs_changed();
+  maybe_refresh_clock_page(p);
+  if (t.flush_generation != mm_->flush_generation()) flush_tlb_before_resume(t);
   return std::nullopt;
 }
 
-std::unique_ptr<Guest> Guest::fork_paused(const kvm::VcpuState& state) const {
+std::vector<ThreadSnapshot> Guest::save_threads() {
+  std::vector<ThreadSnapshot> out;
+  for (auto& t : threads_) {
+    if (t->state == GuestThread::Done) continue;
+    out.push_back({t->tid, t->vcpu->save(), t->pending});
+  }
+  return out;
+}
+
+std::unique_ptr<Guest> Guest::fork_paused(const std::vector<ThreadSnapshot>& threads) const {
   std::unique_ptr<Guest> g(new Guest);
   g->program_path_ = program_path_;
   g->memory_ = kvm::GuestMemory::fork_private(memory_);
   g->mm_ = std::make_shared<kvm::AddressSpace>(*mm_, g->memory_);
   g->mm_->track_host_writes(true);
   g->vm_ = std::make_unique<kvm::Vm>(g->memory_, true);
-  g->vcpu_ = std::make_unique<kvm::Vcpu>(*g->vm_, 0);
-  g->vcpu_->restore(state);
+  g->restore_threads(threads);
   return g;
+}
+
+void Guest::restore_threads(const std::vector<ThreadSnapshot>& snapshots) {
+  // Threads started since the snapshot end; their vCPUs stay for later threads (KVM cannot remove one).
+  {
+    std::lock_guard<std::mutex> lk(threads_mutex_);
+    for (size_t i = snapshots.size(); i < threads_.size(); ++i) threads_[i]->state = GuestThread::Done;
+  }
+  threads_cv_.notify_all();
+  for (size_t i = snapshots.size(); i < threads_.size(); ++i)
+    if (threads_[i]->host.joinable()) threads_[i]->host.join();
+  for (size_t i = 0; i < snapshots.size(); ++i) {
+    if (i == threads_.size()) {
+      auto t = std::make_unique<GuestThread>();
+      t->vcpu = std::make_unique<kvm::Vcpu>(*vm_, int(i));
+      std::lock_guard<std::mutex> lk(threads_mutex_);
+      t->state = i == 0 ? GuestThread::Running : GuestThread::Done;
+      threads_.push_back(std::move(t));
+    }
+    GuestThread& t = *threads_[i];
+    t.tid = snapshots[i].tid;
+    t.pending = snapshots[i].pending;
+    t.vcpu->restore(snapshots[i].state);
+    t.flush_generation = mm_->flush_generation();
+    if (i == 0) continue;
+    bool restart;
+    {
+      std::lock_guard<std::mutex> lk(threads_mutex_);
+      restart = t.state == GuestThread::Done;
+      t.state = GuestThread::Parked;
+    }
+    if (restart) start_host_thread(t);
+  }
+  ending_ = false;
+  end_result_.reset();
+  kill_signal_ = 0;
+  if (process_) set_process(std::move(process_));
+}
+
+void Guest::harvest_dirty(std::vector<uint64_t>& pages) {
+  for (auto& t : threads_) t->vcpu->harvest_dirty(pages);
 }
 
 void Guest::set_process(std::unique_ptr<Process> p) {
   process_ = std::move(p);
-  process_->attach(vcpu_.get());
   process_->host = this;  // a copied Process still names the guest it was copied from
+  for (auto& t : threads_) {
+    auto ctx = process_->threads.find(t->tid);
+    if (ctx != process_->threads.end()) ctx->second.vcpu = t->vcpu.get();
+  }
+  process_->make_current(nullptr);
 }
 
-// Returns to ring 3 through the entry code's flush path: an iretq frame on the exception stack that
-// resumes exactly where sysret would have.
-void Guest::flush_tlb_before_resume() {
-  kvm_regs& r = vcpu_->regs();
-  const uint64_t top = kvm::kStackOffset + kvm::kStackPages * kPageSize;
-  const uint64_t frame_offset = top - 5 * sizeof(uint64_t);
+// Returns to ring 3 through the entry code's flush path: an iretq frame on the vCPU's own exception
+// stack that resumes exactly where sysret would have.
+void Guest::flush_tlb_before_resume(GuestThread& t) {
+  kvm::Vcpu& vcpu = *t.vcpu;
+  kvm_regs& r = vcpu.regs();
+  const uint64_t frame_offset = kvm::stack_slot_top(vcpu.id()) - 5 * sizeof(uint64_t);
   const uint64_t frame[5] = {r.rcx, kvm::kUserCs, r.r11, r.rsp, kvm::kUserDs};
   std::memcpy(memory_->kernel_base() + frame_offset, frame, sizeof frame);
   mm_->note_user_write(kvm::kKernelPhys + frame_offset, sizeof frame);
   r.rsp = kvm::kKernelVirt + frame_offset;
   r.rip = kvm::kKernelVirt + kvm::kEntryOffset + kvm::kEntryFlushIret;
-  vcpu_->regs_changed();
-  mm_->clear_tlb_flush();
+  vcpu.regs_changed();
+  t.flush_generation = mm_->flush_generation();
 }
 
-RunResult Guest::report_exception(int vector) {
-  const kvm_regs& r = vcpu_->regs();
+std::optional<RunResult> Guest::handle_exception(GuestThread& t, int vector) {
+  kvm::Vcpu& vcpu = *t.vcpu;
+  kvm_regs& r = vcpu.regs();
+  const uint64_t* frame = nullptr;
+  if (r.rsp >= kvm::kKernelVirt && r.rsp - kvm::kKernelVirt + 6 * 8 <= memory_->kernel_size())
+    frame = reinterpret_cast<const uint64_t*>(memory_->kernel_base() + (r.rsp - kvm::kKernelVirt));
+  // Another thread widened this page's access since this vCPU cached the old entry (TLBs are flushed
+  // lazily, see flush_generation): the fault dropped the stale entry, so retrying is enough.
+  if (vector == 14 && frame && (frame[2] & 3) == 3) {
+    const uint64_t error = frame[0], addr = vcpu.sregs().cr2;
+    std::unique_lock<std::mutex> lk(process_->lock.mutex);
+    const kvm::Mapping* m = mm_->find(addr);
+    const int need = (error & 2) ? kvm::kProtWrite : (error & 16) ? kvm::kProtExec : kvm::kProtRead;
+    const bool again = t.last_spurious_fault == addr;
+    if (m && (m->prot & need) == need && threads_.size() > 1 && !again) {
+      t.last_spurious_fault = addr;
+      r.rsp += 8;  // drop the error code: what is left is the iretq frame
+      r.rip = kvm::kKernelVirt + kvm::kEntryOffset + kvm::kEntryIret;
+      vcpu.regs_changed();
+      ++spurious_faults_;
+      return std::nullopt;
+    }
+  }
+  RunResult fatal = report_exception(vcpu, vector);
+  end_process(fatal);
+  return fatal;
+}
+
+RunResult Guest::report_exception(kvm::Vcpu& vcpu, int vector) {
+  const kvm_regs& r = vcpu.regs();
   const uint64_t* frame = nullptr;
   if (r.rsp >= kvm::kKernelVirt && r.rsp - kvm::kKernelVirt + 6 * 8 <= memory_->kernel_size())
     frame = reinterpret_cast<const uint64_t*>(memory_->kernel_base() + (r.rsp - kvm::kKernelVirt));
@@ -406,7 +758,7 @@ RunResult Guest::report_exception(int vector) {
     if ((cs & 3) == 0) msg += " (in kvmserver's guest kernel code)";
     if (vector == 14) {
       msg += std::string(", ") + ((error & 2) ? "writing" : (error & 16) ? "executing" : "reading") + " address " +
-             hex(vcpu_->sregs().cr2) + ((error & 1) ? " (protection violation)" : " (not mapped)");
+             hex(vcpu.sregs().cr2) + ((error & 1) ? " (protection violation)" : " (not mapped)");
     } else if (code && error) {
       msg += ", error code " + hex(error);
     }

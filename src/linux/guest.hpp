@@ -2,6 +2,9 @@
 // A guest program in its own VM: loading it, and the vCPU loop that turns every VM exit into a
 // syscall, an exception report, or a stop.
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -42,6 +45,16 @@ struct ExitCounters {
   uint64_t total() const { return syscall + exception + interrupted + other; }
 };
 
+// One guest thread of a paused guest, as a fork or a reset needs it.
+struct ThreadSnapshot {
+  int tid = 0;
+  kvm::VcpuState state;
+  bool pending = false;  // stands at a syscall not handled yet (it runs first when resumed)
+};
+
+// Guest threads are vCPUs of the guest's VM, each on a host thread of its own (the main thread on the
+// caller's), so threads run in parallel and a blocked or spinning thread never holds up another. The
+// syscall handlers of one process are serialised by its lock (see Process::lock).
 class Guest : private ProcessHost {
  public:
   // Loads the program; throws loader::LoadError (126/127) or std::runtime_error (KVM problems).
@@ -51,18 +64,29 @@ class Guest : private ProcessHost {
   // syscall_pending: the vCPU stands at a syscall that has not been handled yet (the state a pause
   // leaves, and what a worker restores): handle it first.
   // stop_on_kick: return Interrupted when kicked before the deadline instead of carrying on.
+  // The guest's other threads run while the main thread runs here, and are stopped (parked) whenever
+  // run returns.
   RunResult run(uint64_t deadline_ns = 0, bool syscall_pending = false, bool stop_on_kick = false);
+  ~Guest() override;
 
-  // A copy-on-write child of this (paused) guest in a VM of its own, with dirty-page tracking on.
-  // The caller gives it its own Process (see server/worker).
-  std::unique_ptr<Guest> fork_paused(const kvm::VcpuState& state) const;
+  // Every live thread of this guest (stopped: after run returned), the main thread first.
+  std::vector<ThreadSnapshot> save_threads();
+  // A copy-on-write child of this (paused) guest in a VM of its own, with dirty-page tracking on,
+  // with the threads given. The caller gives it its own Process (see server/worker).
+  std::unique_ptr<Guest> fork_paused(const std::vector<ThreadSnapshot>& threads) const;
+  // Puts the threads back as given (a worker's reset): threads started since go, threads that ended
+  // come back. Only between runs.
+  void restore_threads(const std::vector<ThreadSnapshot>& threads);
+  // Pages the guest wrote since the last harvest, from every vCPU's dirty ring.
+  void harvest_dirty(std::vector<uint64_t>& pages);
+  size_t live_threads() const;
   kvm::AddressSpace& address_space() { return *mm_; }
   std::shared_ptr<kvm::AddressSpace> shared_address_space() { return mm_; }
   std::shared_ptr<kvm::GuestMemory> shared_memory() const { return memory_; }
   void set_process(std::unique_ptr<Process> p);
 
   Process& process() { return *process_; }
-  kvm::Vcpu& vcpu() { return *vcpu_; }
+  kvm::Vcpu& vcpu() { return *threads_.front()->vcpu; }  // the main thread's
   const ExitCounters& exits() const { return exits_; }
   kvm::GuestMemory& memory() { return *memory_; }
   // The resolved host path of the program.
@@ -84,22 +108,49 @@ class Guest : private ProcessHost {
   void install(Image image, const std::vector<std::string>& argv, const std::vector<std::string>& envp,
                const std::string& execfn);
 
+  struct GuestThread {
+    int tid = 0;
+    std::unique_ptr<kvm::Vcpu> vcpu;  // its id is the thread's slot in threads_
+    std::thread host;                 // none for the main thread (it runs in run())
+    enum State { Running, Parked, Done } state = Parked;  // under threads_mutex_
+    bool pending = false;             // stands at a syscall not handled yet
+    uint64_t flush_generation = 0;    // the address space's TLB generation this vCPU has seen
+    uint64_t last_spurious_fault = 0; // a stale-TLB fault retried; the same one again is real
+  };
+
   int64_t fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) override;
+  int64_t clone_thread(Process& p, const CloneRequest& req) override;
   int64_t execve(Process& p, const std::string& guest_path, std::vector<std::string> argv,
                  std::vector<std::string> envp) override;
   std::shared_ptr<kvm::GuestMemory> snapshot_memory() const;
 
   Guest() = default;
-  // Handles the syscall the vCPU stands at; a result when the run must end (exit, pause).
-  std::optional<RunResult> complete_syscall(bool resumed);
-  RunResult report_exception(int vector);
-  void flush_tlb_before_resume();
+  // One thread's vCPU loop, until the thread exits, the process ends, or (main thread) run must return.
+  RunResult run_thread(GuestThread& t, bool is_main, uint64_t deadline_ns, bool stop_on_kick);
+  std::optional<RunResult> check_stop(GuestThread& t, bool is_main, uint64_t deadline_ns, bool kicked, bool stop_on_kick);
+  // Handles the syscall the vCPU stands at; a result when the thread must stop (exit, pause, ...).
+  std::optional<RunResult> complete_syscall(GuestThread& t, bool resumed);
+  std::optional<RunResult> handle_exception(GuestThread& t, int vector);
+  RunResult report_exception(kvm::Vcpu& vcpu, int vector);
+  void flush_tlb_before_resume(GuestThread& t);
+  // The whole process ends with r (exit_group, a fatal fault, a kill): every thread stops.
+  void end_process(const RunResult& r);
+  void thread_host_main(GuestThread* t);
+  void start_host_thread(GuestThread& t);
+  GuestThread& new_thread_slot();
+  void stop_other_threads(GuestThread& self);
+  void resume_other_threads(GuestThread& self);
+  void finish_threads();  // ends every other thread's host thread (destruction, execve)
 
   std::string program_path_;
   std::shared_ptr<kvm::GuestMemory> memory_;
   std::shared_ptr<kvm::AddressSpace> mm_;
   std::unique_ptr<kvm::Vm> vm_;
-  std::unique_ptr<kvm::Vcpu> vcpu_;
+  std::vector<std::unique_ptr<GuestThread>> threads_;  // [0] is the main thread
+  mutable std::mutex threads_mutex_;
+  std::condition_variable threads_cv_;
+  std::atomic<bool> ending_{false};
+  std::optional<RunResult> end_result_;  // under threads_mutex_
   std::unique_ptr<Process> process_;
   ExitCounters exits_;
   uint64_t deadline_ns_ = 0;
@@ -109,6 +160,7 @@ class Guest : private ProcessHost {
     std::string execfn;
   } exec_args_;
   std::atomic<int> kill_signal_{0};
+  uint64_t spurious_faults_ = 0;
 };
 
 // Finds PROGRAM like execvp: as given when it contains '/', else the first executable in PATH.

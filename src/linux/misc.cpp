@@ -31,7 +31,7 @@ int64_t put_ids(Process& p, const SyscallArgs& a, uint32_t id) {
 }  // namespace
 
 KVMS_SYSCALL(getpid) { return p.pid; }
-KVMS_SYSCALL(gettid) { return p.tid; }
+KVMS_SYSCALL(gettid) { return p.thread().tid; }
 KVMS_SYSCALL(getppid) { return p.ppid; }
 KVMS_SYSCALL(getuid) { return p.uid; }
 KVMS_SYSCALL(geteuid) { return p.uid; }
@@ -133,7 +133,7 @@ KVMS_SYSCALL(getrusage) {
 
 KVMS_SYSCALL(sched_getaffinity) {
   const uint64_t len = a.a[1];
-  if (!is_self(p, int64_t(a.a[0])) && int64_t(a.a[0]) != p.tid) return -ESRCH;
+  if (!is_self(p, int64_t(a.a[0])) && int64_t(a.a[0]) != p.thread().tid) return -ESRCH;
   if (len < sizeof(uint64_t) || (len & (sizeof(uint64_t) - 1))) return -EINVAL;
   const uint64_t one_cpu = 1;
   return p.mm().write(a.a[2], one_cpu) ? int64_t(sizeof one_cpu) : -EFAULT;
@@ -146,7 +146,11 @@ KVMS_SYSCALL(sched_setaffinity) {
   return (mask & 1) ? 0 : -EINVAL;
 }
 
-KVMS_SYSCALL(sched_yield) { return 0; }
+KVMS_SYSCALL(sched_yield) {
+  Process::BlockingSection unlocked(p);  // let a thread waiting for the lock in
+  sched_yield();
+  return 0;
+}
 KVMS_SYSCALL(getpriority) { return 20; }  // the kernel returns 20 - nice
 
 KVMS_SYSCALL(prctl) {
@@ -154,12 +158,12 @@ KVMS_SYSCALL(prctl) {
     case PR_SET_NAME: {
       auto name = p.mm().read_string(a.a[1], 4096);
       if (!name) return -EFAULT;
-      std::memset(p.comm, 0, sizeof p.comm);
-      std::strncpy(p.comm, name->c_str(), sizeof p.comm - 1);
+      std::memset(p.thread().comm, 0, sizeof p.thread().comm);
+      std::strncpy(p.thread().comm, name->c_str(), sizeof p.thread().comm - 1);
       return 0;
     }
     case PR_GET_NAME:
-      return p.mm().copy_to_user(a.a[1], p.comm, sizeof p.comm) ? 0 : -EFAULT;
+      return p.mm().copy_to_user(a.a[1], p.thread().comm, sizeof p.thread().comm) ? 0 : -EFAULT;
     case PR_GET_DUMPABLE: return 1;
     case PR_SET_DUMPABLE: return a.a[1] <= 1 ? 0 : -EINVAL;
     case PR_SET_PDEATHSIG: return a.a[1] <= 64 ? 0 : -EINVAL;

@@ -23,11 +23,60 @@ Process::Process(std::shared_ptr<kvm::AddressSpace> mm, std::shared_ptr<const Pa
   rlimits[RLIMIT_MSGQUEUE] = {819200, 819200};
   rlimits[RLIMIT_NICE] = {0, 0};
   rlimits[RLIMIT_RTPRIO] = {0, 0};
+  threads[pid].tid = pid;
 }
 
 Process::Process(const Process& other, std::shared_ptr<kvm::AddressSpace> mm) : Process(other) {
   mm_ = std::move(mm);
-  vcpu_ = nullptr;
+  for (auto& [tid, t] : threads) t.vcpu = nullptr;
+  futex_waiters.clear();
+}
+
+namespace {
+thread_local Process* current_process = nullptr;
+thread_local ThreadContext* current_thread = nullptr;
+}  // namespace
+
+thread_local bool Process::holds_lock = false;
+
+ThreadContext& Process::thread() {
+  if (current_process == this && current_thread) return *current_thread;
+  return main_thread();
+}
+
+ThreadContext& Process::main_thread() {
+  auto it = threads.find(pid);
+  return it != threads.end() ? it->second : threads.begin()->second;
+}
+
+void Process::make_current(ThreadContext* t) {
+  current_process = t ? this : nullptr;
+  current_thread = t;
+}
+
+void Process::keep_only_thread(int keep, int tid) {
+  ThreadContext t = threads.at(keep);
+  t.tid = tid;
+  threads.clear();
+  threads.emplace(tid, t);
+  make_current(nullptr);
+}
+
+Process::BlockingSection::BlockingSection(Process& p) : p_(p) {
+  if (holds_lock) {
+    p_.lock.mutex.unlock();
+    holds_lock = false;
+    unlocked_ = true;
+  }
+}
+
+Process::BlockingSection::~BlockingSection() {
+  if (unlocked_) {
+    const int err = errno;  // the host call's, for the handler to read
+    p_.lock.mutex.lock();
+    holds_lock = true;
+    errno = err;
+  }
 }
 
 void Process::log(const std::string& line) const {

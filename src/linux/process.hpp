@@ -5,6 +5,11 @@
 #include <sys/types.h>
 
 #include <array>
+#include <atomic>
+#include <condition_variable>
+#include <list>
+#include <map>
+#include <mutex>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -31,12 +36,19 @@ class Process;
 
 class ProcessTable;
 
+// clone(2)/clone3(2) of a thread.
+struct CloneRequest {
+  uint64_t flags = 0, stack = 0, parent_tid = 0, child_tid = 0, tls = 0;
+};
+
 // Process creation that needs the VM behind the process (implemented by Guest).
 class ProcessHost {
  public:
   virtual ~ProcessHost() = default;
   // fork/vfork/clone without CLONE_THREAD: a copy of p as a new guest process; the child's pid.
   virtual int64_t fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) = 0;
+  // clone with CLONE_THREAD: a new thread of p; its tid or -errno.
+  virtual int64_t clone_thread(Process& p, const CloneRequest& req) = 0;
   // Replaces p's program (the switch happens when the syscall returns); 0 or -errno.
   virtual int64_t execve(Process& p, const std::string& guest_path, std::vector<std::string> argv,
                          std::vector<std::string> envp) = 0;
@@ -70,6 +82,39 @@ struct KernelSigaction {
   uint64_t mask = 0;
 };
 
+// What Linux keeps per thread rather than per process.
+struct ThreadContext {
+  int tid = 2;
+  kvm::Vcpu* vcpu = nullptr;
+  uint64_t clear_child_tid = 0, robust_list = 0, robust_list_len = 0;
+  uint64_t rseq = 0, rseq_len = 0;
+  uint64_t sigmask = 0;
+  uint64_t pending_signals = 0;  // bit sig-1, sent to this thread and not delivered yet
+  uint64_t altstack_sp = 0, altstack_size = 0;
+  int altstack_flags = 2;  // SS_DISABLE
+  char comm[16] = "main";  // PR_SET_NAME
+  std::optional<int> exit_code;  // set by exit(2): this thread ends
+};
+
+// A thread blocked in FUTEX_WAIT (futex.cpp). Lives on the waiter's stack while it is queued.
+struct FutexWaiter {
+  uint64_t addr = 0;
+  uint32_t bitset = ~0u;
+  int tid = 0;
+  bool woken = false;
+};
+
+// A mutex and condition variable that a copied Process does not share or copy: each process (and each
+// worker's copy) has its own.
+struct ProcessLock {
+  std::mutex mutex;
+  std::condition_variable changed;  // futex wake-ups, thread stops, exit_group
+  std::atomic<bool> stop{false};    // every thread must stop at its next chance (pause, exit, kill)
+  ProcessLock() = default;
+  ProcessLock(const ProcessLock&) {}
+  ProcessLock& operator=(const ProcessLock&) { return *this; }
+};
+
 struct SyscallStats {
   std::array<uint64_t, 512> calls{};
   uint64_t unknown = 0;
@@ -94,8 +139,37 @@ class Process {
   void set_policy(std::shared_ptr<const PathPolicy> policy) { policy_ = std::move(policy); }
   const ProcessConfig& config() const { return config_; }
   void set_memory_limit(uint64_t bytes) { config_.memory_limit = bytes; }
-  kvm::Vcpu& vcpu() { return *vcpu_; }
-  void attach(kvm::Vcpu* vcpu) { vcpu_ = vcpu; }
+  // The calling thread's vCPU and per-thread state. Guest threads run on host threads of their own;
+  // the one whose syscall is being handled is "current" (the main thread outside guest runs).
+  kvm::Vcpu& vcpu() { return *thread().vcpu; }
+  ThreadContext& thread();
+  const ThreadContext& thread() const { return const_cast<Process*>(this)->thread(); }
+  void make_current(ThreadContext* t);  // on this host thread, until changed
+  void attach(kvm::Vcpu* vcpu) { main_thread().vcpu = vcpu; }
+  ThreadContext& main_thread();
+  // The process keeps only the thread `keep` (fork in a threaded program, execve), now with id tid.
+  void keep_only_thread(int keep, int tid);
+
+  // Held while a syscall handler runs: handlers of different guest threads never overlap, except
+  // around the host calls that block (BlockingSection) and in futex waits.
+  ProcessLock lock;
+  // Releases the process lock around a blocking host call; only from inside a handler.
+  class BlockingSection {
+   public:
+    explicit BlockingSection(Process& p);
+    ~BlockingSection();
+    BlockingSection(const BlockingSection&) = delete;
+    BlockingSection& operator=(const BlockingSection&) = delete;
+   private:
+    Process& p_;
+    bool unlocked_ = false;
+  };
+  // Set by the Guest while a handler runs with the lock held (so blocking sections know to unlock).
+  static thread_local bool holds_lock;
+
+  std::map<int, ThreadContext> threads;  // tid -> state; the main thread's tid is pid
+  std::list<FutexWaiter*> futex_waiters;
+  int next_tid = 0;                     // 0: allocate from the process table
 
   FdTable fds;
   std::string cwd = "/";  // guest path, absolute, normalised
@@ -113,16 +187,10 @@ class Process {
     uint64_t refreshed_ns = 0;
   } clock;
 
-  int pid = 2, tid = 2, ppid = 1;
+  int pid = 2, ppid = 1;
   uint32_t uid = 1000, gid = 1000;
-  uint64_t clear_child_tid = 0, robust_list = 0, robust_list_len = 0;
-  uint64_t rseq = 0, rseq_len = 0;
   std::array<KernelSigaction, 65> sigactions{};
-  uint64_t sigmask = 0;
   std::array<std::pair<uint64_t, uint64_t>, 16> rlimits{};  // RLIMIT_* -> {soft, hard}
-  char comm[16] = "main";  // PR_SET_NAME
-  uint64_t altstack_sp = 0, altstack_size = 0;
-  int altstack_flags = 2;  // SS_DISABLE
 
   std::optional<int> exit_status;  // set by exit/exit_group
   bool pause = false;              // set through ServerHooks::before_wait: stop before this syscall
@@ -150,7 +218,6 @@ class Process {
   std::shared_ptr<kvm::AddressSpace> mm_;
   std::shared_ptr<const PathPolicy> policy_;
   ProcessConfig config_;
-  kvm::Vcpu* vcpu_ = nullptr;
   std::set<uint64_t> unsupported_logged_;
 };
 

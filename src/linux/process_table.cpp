@@ -1,8 +1,15 @@
 #include "linux/process_table.hpp"
 
+#include <chrono>
+
 #include <cerrno>
 
 namespace kvms::linux {
+
+int ProcessTable::allocate_id() {
+  std::lock_guard<std::mutex> lk(mutex_);
+  return next_pid_++;
+}
 
 int ProcessTable::add_child(int ppid, std::function<void(int)> kill) {
   std::lock_guard lock(mutex_);
@@ -36,7 +43,7 @@ void ProcessTable::wait_vfork_release(int pid) {
   });
 }
 
-std::pair<int, int> ProcessTable::wait(int ppid, int pid, bool nohang) {
+std::pair<int, int> ProcessTable::wait(int ppid, int pid, bool nohang, const std::function<bool()>& interrupted) {
   std::unique_lock lock(mutex_);
   for (;;) {
     bool any = false;
@@ -51,7 +58,8 @@ std::pair<int, int> ProcessTable::wait(int ppid, int pid, bool nohang) {
     }
     if (!any) return {-ECHILD, 0};
     if (nohang) return {0, 0};
-    changed_.wait(lock);
+    if (interrupted && interrupted()) return {-EINTR, 0};
+    changed_.wait_for(lock, std::chrono::milliseconds(interrupted ? 100 : 1000));
   }
 }
 

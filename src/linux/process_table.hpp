@@ -15,6 +15,8 @@ class ProcessTable {
 
   // A new child of ppid, running; kill is how to stop it (sets its pending signal and kicks its vCPU).
   int add_child(int ppid, std::function<void(int)> kill);
+  // A new thread id (threads share the pid space with processes, as on Linux).
+  int allocate_id();
   // The child ended; status is encoded as wait(2) reports it. Also releases a vfork parent.
   void exited(int pid, int wait_status);
   // After vfork, the parent may run again once the child has exec'd or exited.
@@ -23,7 +25,8 @@ class ProcessTable {
 
   // wait4: a child of ppid that has ended (pid -1: any) as {pid, wait status}; {0, 0} with nohang
   // and none ended yet; {-ECHILD, 0} when there is no such child.
-  std::pair<int, int> wait(int ppid, int pid, bool nohang);
+  // interrupted: polled while waiting; true ends the wait with {-EINTR, 0}.
+  std::pair<int, int> wait(int ppid, int pid, bool nohang, const std::function<bool()>& interrupted = nullptr);
   // kill(2) of one of the guest's other processes: -ESRCH if there is none.
   int kill(int pid, int sig);
   int parent_of(int pid);

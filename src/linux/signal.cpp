@@ -24,7 +24,7 @@ int64_t raise_signal(Process& p, int sig) {
   if (sig == 0) return 0;
   if (sig < 1 || sig > kMaxSignal) return -EINVAL;
   const KernelSigaction& act = p.sigactions[sig];
-  const bool blocked = (p.sigmask >> (sig - 1)) & 1;
+  const bool blocked = (p.thread().sigmask >> (sig - 1)) & 1;
   if (act.handler == uint64_t(SIG_IGN) || blocked) return 0;
   if (act.handler == uint64_t(SIG_DFL) && ignored_by_default(sig)) return 0;
   if (act.handler != uint64_t(SIG_DFL))
@@ -57,15 +57,15 @@ KVMS_SYSCALL(rt_sigprocmask) {
   if (size != sizeof(uint64_t)) return -EINVAL;
   uint64_t mask = 0;
   if (set && !p.mm().read(set, mask)) return -EFAULT;
-  if (old && !p.mm().write(old, p.sigmask)) return -EFAULT;
+  if (old && !p.mm().write(old, p.thread().sigmask)) return -EFAULT;
   if (!set) return 0;
   switch (how) {
-    case SIG_BLOCK: p.sigmask |= mask; break;
-    case SIG_UNBLOCK: p.sigmask &= ~mask; break;
-    case SIG_SETMASK: p.sigmask = mask; break;
+    case SIG_BLOCK: p.thread().sigmask |= mask; break;
+    case SIG_UNBLOCK: p.thread().sigmask &= ~mask; break;
+    case SIG_SETMASK: p.thread().sigmask = mask; break;
     default: return -EINVAL;
   }
-  p.sigmask &= ~kUnblockable;
+  p.thread().sigmask &= ~kUnblockable;
   return 0;
 }
 
@@ -76,7 +76,7 @@ KVMS_SYSCALL(rt_sigpending) {
 }
 
 KVMS_SYSCALL(sigaltstack) {
-  struct { uint64_t sp; int32_t flags; int32_t pad; uint64_t size; } next{}, current{p.altstack_sp, p.altstack_flags, 0, p.altstack_size};
+  struct { uint64_t sp; int32_t flags; int32_t pad; uint64_t size; } next{}, current{p.thread().altstack_sp, p.thread().altstack_flags, 0, p.thread().altstack_size};
   if (a.a[0]) {
     if (!p.mm().read(a.a[0], next)) return -EFAULT;
     if (next.flags & ~(SS_DISABLE | kSsAutodisarm)) return -EINVAL;
@@ -84,9 +84,9 @@ KVMS_SYSCALL(sigaltstack) {
   }
   if (a.a[1] && !p.mm().write(a.a[1], current)) return -EFAULT;
   if (a.a[0]) {
-    p.altstack_sp = next.sp;
-    p.altstack_size = next.size;
-    p.altstack_flags = next.flags;
+    p.thread().altstack_sp = next.sp;
+    p.thread().altstack_size = next.size;
+    p.thread().altstack_flags = next.flags;
   }
   return 0;
 }
@@ -101,12 +101,12 @@ KVMS_SYSCALL(kill) {
 }
 
 KVMS_SYSCALL(tgkill) {
-  if (int64_t(a.a[0]) != p.pid || int64_t(a.a[1]) != p.tid) return -ESRCH;
+  if (int64_t(a.a[0]) != p.pid || int64_t(a.a[1]) != p.thread().tid) return -ESRCH;
   return raise_signal(p, int(a.a[2]));
 }
 
 KVMS_SYSCALL(tkill) {
-  if (int64_t(a.a[0]) != p.tid) return -ESRCH;
+  if (int64_t(a.a[0]) != p.thread().tid) return -ESRCH;
   return raise_signal(p, int(a.a[1]));
 }
 

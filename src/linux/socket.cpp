@@ -499,6 +499,7 @@ int64_t do_sendmsg(Process& p, OpenFile& f, uint64_t umsg, int flags) {
   hm.msg_iovlen = iov.size();
   hm.msg_control = control.empty() ? nullptr : control.data();
   hm.msg_controllen = control.size();
+  Process::BlockingSection unlocked(p);
   return errno_result(::sendmsg(f.host_fd, &hm, flags | MSG_NOSIGNAL));
 }
 
@@ -533,7 +534,11 @@ int64_t do_recvmsg(Process& p, OpenFile& f, uint64_t umsg, int flags) {
   hm.msg_iovlen = iov.size();
   hm.msg_control = control.empty() ? nullptr : control.data();
   hm.msg_controllen = control.size();
-  ssize_t n = ::recvmsg(f.host_fd, &hm, (flags & ~MSG_WAITFORONE) | MSG_CMSG_CLOEXEC);
+  ssize_t n;
+  {
+    Process::BlockingSection unlocked(p);
+    n = ::recvmsg(f.host_fd, &hm, (flags & ~MSG_WAITFORONE) | MSG_CMSG_CLOEXEC);
+  }
   if (n < 0) return -errno;
   note_iov_writes(p, guest_iov, uint64_t(n));
 
@@ -581,7 +586,11 @@ int64_t do_accept(Process& p, uint64_t fd, uint64_t addr, uint64_t lenp, int fla
   }
   SockAddr peer;
   peer.len = sizeof peer.ss;
-  int h = ::accept4(f->host_fd, peer.sa(), &peer.len, SOCK_CLOEXEC | (flags & SOCK_NONBLOCK));
+  int h;
+  {
+    Process::BlockingSection unlocked(p);
+    h = ::accept4(f->host_fd, peer.sa(), &peer.len, SOCK_CLOEXEC | (flags & SOCK_NONBLOCK));
+  }
   if (h < 0) return -errno;
   std::string path = f->path.rfind("unix:", 0) == 0 ? f->path : inode_name(h, "socket");
   auto nf = std::make_shared<OpenFile>(h, OpenFile::Kind::Socket, std::move(path),
@@ -748,6 +757,7 @@ KVMS_SYSCALL(connect) {
   if (addr.family() != AF_UNSPEC) {
     if (int64_t rc = check_destination(p, addr, hold); rc < 0) return rc;
   }
+  Process::BlockingSection unlocked(p);
   return errno_result(::connect(f->host_fd, addr.sa(), addr.len));
 }
 
@@ -871,6 +881,7 @@ KVMS_SYSCALL(sendto) {
   }
   FdCloser hold;
   if (int64_t rc = send_destination(p, *f, dest, flags, hold); rc < 0) return rc;
+  Process::BlockingSection unlocked(p);
   return errno_result(::sendto(f->host_fd, data, len, flags | MSG_NOSIGNAL, dest.len ? dest.sa() : nullptr, dest.len));
 }
 
@@ -889,7 +900,11 @@ KVMS_SYSCALL(recvfrom) {
   }
   SockAddr from;
   from.len = sizeof from.ss;
-  ssize_t n = ::recvfrom(f->host_fd, data, len, flags, src ? from.sa() : nullptr, src ? &from.len : nullptr);
+  ssize_t n;
+  {
+    Process::BlockingSection unlocked(p);
+    n = ::recvfrom(f->host_fd, data, len, flags, src ? from.sa() : nullptr, src ? &from.len : nullptr);
+  }
   if (n < 0) return -errno;
   p.mm().note_user_write(buf, std::min<uint64_t>(uint64_t(n), len));
   if (src) {

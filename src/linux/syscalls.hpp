@@ -48,6 +48,8 @@ KVMS_SYSCALL(exit); KVMS_SYSCALL(exit_group); KVMS_SYSCALL(arch_prctl); KVMS_SYS
 KVMS_SYSCALL(set_robust_list); KVMS_SYSCALL(get_robust_list); KVMS_SYSCALL(rseq);
 KVMS_SYSCALL(fork); KVMS_SYSCALL(vfork); KVMS_SYSCALL(clone); KVMS_SYSCALL(clone3); KVMS_SYSCALL(execve);
 KVMS_SYSCALL(execveat); KVMS_SYSCALL(wait4); KVMS_SYSCALL(waitid);
+// futex.cpp: futexes and memory barriers between threads
+KVMS_SYSCALL(futex); KVMS_SYSCALL(membarrier);
 // time.cpp: clocks and sleeping
 KVMS_SYSCALL(clock_gettime); KVMS_SYSCALL(clock_getres); KVMS_SYSCALL(gettimeofday); KVMS_SYSCALL(time);
 KVMS_SYSCALL(nanosleep); KVMS_SYSCALL(clock_nanosleep); KVMS_SYSCALL(times);
@@ -69,6 +71,8 @@ KVMS_SYSCALL(timerfd_create); KVMS_SYSCALL(timerfd_settime); KVMS_SYSCALL(timerf
 
 // Helpers shared by the families.
 int64_t errno_result(long host_rc);  // host syscall wrapper result -> value or -errno
+// Wakes up to count waiters on the futex at addr whose bitset intersects bitset; how many woke.
+int64_t futex_wake(Process& p, uint64_t addr, uint64_t count, uint32_t bitset);
 
 }  // namespace kvms::linux
 

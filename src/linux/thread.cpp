@@ -1,4 +1,6 @@
-// Process and thread lifetime. The guest is one thread for now, so exit and exit_group both end it.
+// Process and thread lifetime: exit ends the calling thread (the process with its last thread),
+// exit_group the whole process; clone makes processes (each a VM of its own) and threads (a vCPU
+// more in the same VM, see Guest).
 #include <asm/prctl.h>
 #include <sched.h>
 #include <signal.h>
@@ -7,7 +9,9 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <functional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -28,7 +32,10 @@ bool canonical_user(uint64_t addr) { return addr < (1ull << 47); }
 }  // namespace
 
 KVMS_SYSCALL(exit) {
-  p.exit_status = int(a.a[0] & 0xff);
+  if (p.threads.size() > 1)
+    p.thread().exit_code = int(a.a[0] & 0xff);
+  else
+    p.exit_status = int(a.a[0] & 0xff);
   return 0;
 }
 
@@ -66,20 +73,20 @@ KVMS_SYSCALL(arch_prctl) {
 }
 
 KVMS_SYSCALL(set_tid_address) {
-  p.clear_child_tid = a.a[0];
-  return p.tid;
+  p.thread().clear_child_tid = a.a[0];
+  return p.thread().tid;
 }
 
 KVMS_SYSCALL(set_robust_list) {
   if (a.a[1] != kRobustListHeadSize) return -EINVAL;
-  p.robust_list = a.a[0];
-  p.robust_list_len = a.a[1];
+  p.thread().robust_list = a.a[0];
+  p.thread().robust_list_len = a.a[1];
   return 0;
 }
 
 KVMS_SYSCALL(get_robust_list) {
-  if (a.a[0] != 0 && int64_t(a.a[0]) != p.tid) return -ESRCH;
-  if (!p.mm().write(a.a[1], p.robust_list) || !p.mm().write(a.a[2], p.robust_list_len)) return -EFAULT;
+  if (a.a[0] != 0 && int64_t(a.a[0]) != p.thread().tid) return -ESRCH;
+  if (!p.mm().write(a.a[1], p.thread().robust_list) || !p.mm().write(a.a[2], p.thread().robust_list_len)) return -EFAULT;
   return 0;
 }
 
@@ -89,17 +96,17 @@ KVMS_SYSCALL(rseq) {
   const uint64_t area = a.a[0], len = a.a[1];
   const uint32_t flags = uint32_t(a.a[2]);
   if (flags & kRseqFlagUnregister) {
-    if (area != p.rseq) return -EINVAL;
-    p.rseq = p.rseq_len = 0;
+    if (area != p.thread().rseq) return -EINVAL;
+    p.thread().rseq = p.thread().rseq_len = 0;
     return 0;
   }
   if (flags) return -EINVAL;
-  if (p.rseq) return area == p.rseq ? -EBUSY : -EINVAL;
+  if (p.thread().rseq) return area == p.thread().rseq ? -EBUSY : -EINVAL;
   if (len < kRseqMinSize || (area & 31)) return -EINVAL;
   const uint32_t cpu_fields[2] = {0, 0};  // cpu_id_start, cpu_id
   if (!p.mm().copy_to_user(area, cpu_fields, sizeof cpu_fields)) return -EFAULT;
-  p.rseq = area;
-  p.rseq_len = len;
+  p.thread().rseq = area;
+  p.thread().rseq_len = len;
   return 0;
 }
 
@@ -120,6 +127,12 @@ std::variant<std::vector<std::string>, int> read_string_array(Process& p, uint64
     if (!s) return -EFAULT;
     out.push_back(std::move(*s));
   }
+}
+
+// For host waits that signals do not interrupt: whether the thread was kicked (stop, kill, deadline).
+std::function<bool()> kicked(Process& p) {
+  kvm::Vcpu* vcpu = p.thread().vcpu;
+  return [&p, vcpu] { return p.lock.stop.load() || (vcpu && vcpu->run_area()->immediate_exit); };
 }
 
 int64_t do_fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) {
@@ -144,16 +157,43 @@ int64_t do_execve(Process& p, int dirfd, uint64_t upath, uint64_t uargv, uint64_
 KVMS_SYSCALL(fork) { return do_fork(p, SIGCHLD, 0, 0); }
 KVMS_SYSCALL(vfork) { return do_fork(p, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, 0); }
 
-// Processes only: threads (CLONE_THREAD) come with the multi-threaded runtimes.
-KVMS_SYSCALL(clone) {
-  const uint64_t flags = a.a[0], newsp = a.a[1];
-  if (flags & CLONE_THREAD) return -ENOSYS;
+namespace {
+
+int64_t do_clone(Process& p, uint64_t flags, uint64_t stack, uint64_t parent_tid, uint64_t child_tid, uint64_t tls) {
+  constexpr uint64_t kUnsupported = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
+                                    CLONE_NEWPID | CLONE_NEWNET | CLONE_PTRACE | CLONE_UNTRACED | CLONE_PIDFD;
+  if (flags & kUnsupported) return -EINVAL;
+  if (flags & CLONE_THREAD) {
+    // A thread shares memory, signal handlers, files and fs: Linux requires the first two, and a
+    // thread with its own fd table or cwd is something we do not offer.
+    if (!(flags & CLONE_VM) || !(flags & CLONE_SIGHAND)) return -EINVAL;
+    if (!(flags & CLONE_FILES) || !(flags & CLONE_FS)) return -EINVAL;
+    if (!stack) return -EINVAL;
+    if (!p.host) return -ENOSYS;
+    return p.host->clone_thread(p, CloneRequest{flags, stack, parent_tid, child_tid, tls});
+  }
   if ((flags & CLONE_VM) && !(flags & CLONE_VFORK)) return -ENOSYS;  // a process sharing our memory
-  if (newsp && !(flags & CLONE_VFORK)) return -EINVAL;
-  return do_fork(p, flags, a.a[2], a.a[3]);
+  if (stack && !(flags & CLONE_VFORK)) return -EINVAL;
+  return do_fork(p, flags, parent_tid, child_tid);
 }
 
-KVMS_SYSCALL(clone3) { return -ENOSYS; }  // glibc and musl fall back to clone
+}  // namespace
+
+KVMS_SYSCALL(clone) { return do_clone(p, a.a[0], a.a[1], a.a[2], a.a[3], a.a[4]); }
+
+KVMS_SYSCALL(clone3) {
+  struct CloneArgs {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+  } args{};
+  const uint64_t size = a.a[1];
+  if (size < 64 || size > 4096) return -EINVAL;  // CLONE_ARGS_SIZE_VER0
+  if (!p.mm().copy_from_user(&args, a.a[0], std::min<uint64_t>(size, sizeof args))) return -EFAULT;
+  if (args.set_tid || args.set_tid_size || args.cgroup) return -EINVAL;
+  if (args.exit_signal > 64 || (args.flags & 0xff)) return -EINVAL;
+  if ((args.stack == 0) != (args.stack_size == 0)) return -EINVAL;
+  const uint64_t stack = args.stack ? args.stack + args.stack_size : 0;
+  return do_clone(p, args.flags | args.exit_signal, stack, args.parent_tid, args.child_tid, args.tls);
+}
 
 KVMS_SYSCALL(execve) { return do_execve(p, AT_FDCWD, a.a[0], a.a[1], a.a[2], 0); }
 KVMS_SYSCALL(execveat) { return do_execve(p, int(a.a[0]), a.a[1], a.a[2], a.a[3], int(a.a[4])); }
@@ -164,7 +204,12 @@ KVMS_SYSCALL(wait4) {
   if (options & ~uint64_t(WNOHANG | WUNTRACED | WCONTINUED | __WALL | __WCLONE | __WNOTHREAD)) return -EINVAL;
   if (!p.table) return -ECHILD;
   // Process groups are single-member here: 0 and -pgid mean "any child" in practice.
-  auto [child, status] = p.table->wait(p.pid, pid > 0 ? int(pid) : -1, options & WNOHANG);
+  std::pair<int, int> waited;
+  {
+    Process::BlockingSection unlocked(p);
+    waited = p.table->wait(p.pid, pid > 0 ? int(pid) : -1, options & WNOHANG, kicked(p));
+  }
+  auto [child, status] = waited;
   if (child <= 0) return child;
   if (status_addr && !p.mm().write<int32_t>(status_addr, status)) return -EFAULT;
   if (rusage_addr) {
@@ -181,7 +226,12 @@ KVMS_SYSCALL(waitid) {
   if (idtype != P_ALL && idtype != P_PID && idtype != P_PGID) return -EINVAL;
   if (!(options & (WEXITED | WSTOPPED | WCONTINUED))) return -EINVAL;
   if (!p.table) return -ECHILD;
-  auto [child, status] = p.table->wait(p.pid, idtype == P_PID ? int(id) : -1, options & WNOHANG);
+  std::pair<int, int> waited;
+  {
+    Process::BlockingSection unlocked(p);
+    waited = p.table->wait(p.pid, idtype == P_PID ? int(id) : -1, options & WNOHANG, kicked(p));
+  }
+  auto [child, status] = waited;
   if (child < 0) return child;
   siginfo_t info{};
   if (child > 0) {

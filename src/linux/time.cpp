@@ -131,7 +131,12 @@ KVMS_SYSCALL(time) {
 KVMS_SYSCALL(nanosleep) {
   timespec req{}, rem{};
   if (int64_t rc = read_timespec(p, a.a[0], req)) return rc;
-  if (::nanosleep(&req, &rem) == 0) return 0;
+  int rc;
+  {
+    Process::BlockingSection unlocked(p);
+    rc = ::nanosleep(&req, &rem);
+  }
+  if (rc == 0) return 0;
   if (errno == EINTR && a.a[1] && write_timespec(p, a.a[1], rem)) return -EFAULT;
   return -errno;
 }
@@ -143,7 +148,11 @@ KVMS_SYSCALL(clock_nanosleep) {
   if (flags & ~TIMER_ABSTIME) return -EINVAL;
   timespec req{}, rem{};
   if (int64_t rc = read_timespec(p, a.a[2], req)) return rc;
-  int rc = ::clock_nanosleep(host_clock(id), flags, &req, &rem);
+  int rc;
+  {
+    Process::BlockingSection unlocked(p);
+    rc = ::clock_nanosleep(host_clock(id), flags, &req, &rem);
+  }
   if (rc == EINTR && !(flags & TIMER_ABSTIME) && a.a[3] && write_timespec(p, a.a[3], rem)) return -EFAULT;
   return -rc;
 }

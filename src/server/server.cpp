@@ -136,7 +136,7 @@ int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait,
           const linux::PolicyConfig& tmp_policy_base) {
   linux::Process& tp = tmpl.process();
   tp.server = nullptr;
-  Template t{&tmpl, &tp, tmpl.vcpu().save()};
+  Template t{&tmpl, &tp, tmpl.save_threads()};
   WorkerConfig wc;
   wc.ephemeral = opts.ephemeral;
   wc.max_request_time = opts.max_request_time.value_or(0);

@@ -142,7 +142,7 @@ void Worker::main() {
       tmp_ = std::make_unique<PrivateDir>();
       policy_ = std::make_shared<linux::PathPolicy>(with_private_tmp(config_.tmp_policy_base, tmp_->path()));
     }
-    guest_ = tmpl_.guest->fork_paused(tmpl_.vcpu);
+    guest_ = tmpl_.guest->fork_paused(tmpl_.threads);
     reset(false);
     stats_.add_worker_created(monotonic_ns() - t0);
     created = true;
@@ -189,7 +189,7 @@ void Worker::reset(bool full) {
   kvm::GuestMemory& memory = guest_->memory();
   kvm::AddressSpace& mm = guest_->address_space();
   std::vector<uint64_t> dirty;
-  guest_->vcpu().harvest_dirty(dirty);
+  guest_->harvest_dirty(dirty);
   dirty.insert(dirty.end(), mm.host_written_pages().begin(), mm.host_written_pages().end());
   std::sort(dirty.begin(), dirty.end());
   dirty.erase(std::unique(dirty.begin(), dirty.end()), dirty.end());
@@ -211,7 +211,7 @@ void Worker::reset(bool full) {
     p.set_policy(policy_);
   }
   if (config_.max_request_memory) p.set_memory_limit(mm.mapped_bytes() + config_.max_request_memory);
-  guest_->vcpu().restore(tmpl_.vcpu);
+  guest_->restore_threads(tmpl_.threads);
 }
 
 void Worker::begin_request() {

@@ -26,11 +26,11 @@ struct WorkerConfig {
   linux::PolicyConfig tmp_policy_base;
 };
 
-// What a worker is forked from: the paused guest, its process and its vCPU state.
+// What a worker is forked from: the paused guest, its process and its threads' vCPU states.
 struct Template {
   linux::Guest* guest = nullptr;
   const linux::Process* process = nullptr;
-  kvm::VcpuState vcpu;
+  std::vector<linux::ThreadSnapshot> threads;
 };
 
 // The template's Process for a worker: the same state over the worker's address space, with the fds

@@ -1,0 +1,216 @@
+// futex(2): the wait queue lives in the Process and is protected by the process lock, which every
+// syscall handler holds. A waiter compares the futex word and queues itself under that lock, and a
+// waker changes the word in guest code before taking the lock, so no wake-up is lost.
+#include <linux/futex.h>
+#include <sys/syscall.h>
+
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <ctime>
+
+#include "kvm/vm.hpp"
+#include "linux/syscalls.hpp"
+
+namespace kvms::linux {
+namespace {
+
+constexpr auto kWaitSlice = std::chrono::milliseconds(100);
+
+uint32_t* futex_word(Process& p, uint64_t addr, int prot) {
+  if (addr & 3) return nullptr;
+  return reinterpret_cast<uint32_t*>(p.mm().user_ptr(addr, 4, prot));
+}
+
+// A kick (stop, kill, deadline) ends a wait early; the syscall is then restarted (see Guest).
+bool interrupted(Process& p) {
+  if (p.lock.stop) return true;
+  kvm::Vcpu* vcpu = p.thread().vcpu;
+  return vcpu && vcpu->run_area()->immediate_exit;
+}
+
+int64_t futex_wait(Process& p, uint64_t addr, uint32_t expected, uint32_t bitset, uint64_t timeout_addr, bool absolute,
+                   bool realtime) {
+  if (bitset == 0) return -EINVAL;
+  uint32_t* word = futex_word(p, addr, kvm::kProtRead);
+  if (!word) return (addr & 3) ? -EINVAL : -EFAULT;
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  if (timeout_addr) {
+    timespec ts{};
+    if (!p.mm().read(timeout_addr, ts)) return -EFAULT;
+    if (ts.tv_sec < 0 || ts.tv_nsec < 0 || ts.tv_nsec >= 1000000000) return -EINVAL;
+    auto span = std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+    if (absolute) {
+      timespec now{};
+      clock_gettime(realtime ? CLOCK_REALTIME : CLOCK_MONOTONIC, &now);
+      auto left = span - (std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec));
+      deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(left);
+    } else {
+      deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(span);
+    }
+  }
+  if (__atomic_load_n(word, __ATOMIC_SEQ_CST) != expected) return -EAGAIN;
+
+  // Handlers run with the process lock held (Process::holds_lock); tests may call without it.
+  std::unique_lock<std::mutex> lk = Process::holds_lock ? std::unique_lock<std::mutex>(p.lock.mutex, std::adopt_lock)
+                                                         : std::unique_lock<std::mutex>(p.lock.mutex);
+  FutexWaiter self{addr, bitset, p.thread().tid, false};
+  p.futex_waiters.push_back(&self);
+  int64_t result = 0;
+  for (;;) {
+    if (self.woken) break;
+    if (interrupted(p)) {
+      result = -EINTR;
+      break;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      result = -ETIMEDOUT;
+      break;
+    }
+    p.lock.changed.wait_until(lk, std::min(deadline, now + kWaitSlice));
+  }
+  if (!self.woken) p.futex_waiters.remove(&self);
+  if (Process::holds_lock) lk.release();
+  return result;
+}
+
+int64_t requeue(Process& p, uint64_t from, uint64_t to, uint64_t wake, uint64_t move) {
+  int64_t n = 0;
+  for (auto it = p.futex_waiters.begin(); it != p.futex_waiters.end();) {
+    FutexWaiter* w = *it;
+    if (w->addr != from) {
+      ++it;
+      continue;
+    }
+    if (uint64_t(n) < wake) {
+      w->woken = true;
+      it = p.futex_waiters.erase(it);
+    } else if (uint64_t(n) < wake + move) {
+      w->addr = to;
+      ++it;
+    } else {
+      break;
+    }
+    ++n;
+  }
+  if (n) p.lock.changed.notify_all();
+  return n;
+}
+
+int64_t wake_op(Process& p, uint64_t addr1, uint64_t addr2, uint64_t wake1, uint64_t wake2, uint32_t encoded) {
+  uint32_t* word = futex_word(p, addr2, kvm::kProtRead | kvm::kProtWrite);
+  if (!word) return (addr2 & 3) ? -EINVAL : -EFAULT;
+  const uint32_t op = (encoded >> 28) & 7, cmp = (encoded >> 24) & 15;
+  uint32_t oparg = (encoded >> 12) & 0xfff, cmparg = encoded & 0xfff;
+  if (encoded & (FUTEX_OP_OPARG_SHIFT << 28)) oparg = 1u << (oparg & 31);
+  uint32_t old = __atomic_load_n(word, __ATOMIC_SEQ_CST), next;
+  do {
+    switch (op) {
+      case FUTEX_OP_SET: next = oparg; break;
+      case FUTEX_OP_ADD: next = old + oparg; break;
+      case FUTEX_OP_OR: next = old | oparg; break;
+      case FUTEX_OP_ANDN: next = old & ~oparg; break;
+      case FUTEX_OP_XOR: next = old ^ oparg; break;
+      default: return -ENOSYS;
+    }
+  } while (!__atomic_compare_exchange_n(word, &old, next, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+  p.mm().note_user_write(addr2, 4);
+  bool cond;
+  switch (cmp) {
+    case FUTEX_OP_CMP_EQ: cond = old == cmparg; break;
+    case FUTEX_OP_CMP_NE: cond = old != cmparg; break;
+    case FUTEX_OP_CMP_LT: cond = int32_t(old) < int32_t(cmparg); break;
+    case FUTEX_OP_CMP_LE: cond = int32_t(old) <= int32_t(cmparg); break;
+    case FUTEX_OP_CMP_GT: cond = int32_t(old) > int32_t(cmparg); break;
+    case FUTEX_OP_CMP_GE: cond = int32_t(old) >= int32_t(cmparg); break;
+    default: return -ENOSYS;
+  }
+  int64_t n = futex_wake(p, addr1, wake1, ~0u);
+  if (cond) n += futex_wake(p, addr2, wake2, ~0u);
+  return n;
+}
+
+}  // namespace
+
+int64_t futex_wake(Process& p, uint64_t addr, uint64_t count, uint32_t bitset) {
+  if (bitset == 0) return -EINVAL;
+  int64_t n = 0;
+  for (auto it = p.futex_waiters.begin(); it != p.futex_waiters.end() && uint64_t(n) < count;) {
+    FutexWaiter* w = *it;
+    if (w->addr == addr && (w->bitset & bitset)) {
+      w->woken = true;
+      it = p.futex_waiters.erase(it);
+      ++n;
+    } else {
+      ++it;
+    }
+  }
+  if (n) p.lock.changed.notify_all();
+  return n;
+}
+
+KVMS_SYSCALL(futex) {
+  const uint64_t addr = a.a[0];
+  const int op = int(a.a[1]);
+  const uint32_t val = uint32_t(a.a[2]);
+  const int cmd = op & FUTEX_CMD_MASK;
+  const bool realtime = op & FUTEX_CLOCK_REALTIME;
+  if (realtime && cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET) return -ENOSYS;
+  const uint64_t count = val > INT_MAX ? INT_MAX : val;
+  switch (cmd) {
+    case FUTEX_WAIT:
+      return futex_wait(p, addr, val, ~0u, a.a[3], false, false);
+    case FUTEX_WAIT_BITSET:
+      return futex_wait(p, addr, val, uint32_t(a.a[5]), a.a[3], true, realtime);
+    case FUTEX_WAKE:
+      if (addr & 3) return -EINVAL;
+      return futex_wake(p, addr, count, ~0u);
+    case FUTEX_WAKE_BITSET:
+      if (addr & 3) return -EINVAL;
+      return futex_wake(p, addr, count, uint32_t(a.a[5]));
+    case FUTEX_REQUEUE:
+    case FUTEX_CMP_REQUEUE: {
+      if ((addr & 3) || (a.a[4] & 3)) return -EINVAL;
+      if (int64_t(a.a[3]) < 0) return -EINVAL;
+      if (cmd == FUTEX_CMP_REQUEUE) {
+        uint32_t* word = futex_word(p, addr, kvm::kProtRead);
+        if (!word) return -EFAULT;
+        if (__atomic_load_n(word, __ATOMIC_SEQ_CST) != uint32_t(a.a[5])) return -EAGAIN;
+      }
+      return requeue(p, addr, a.a[4], count, a.a[3] > INT_MAX ? INT_MAX : a.a[3]);
+    }
+    case FUTEX_WAKE_OP:
+      return wake_op(p, addr, a.a[4], count, a.a[3] > INT_MAX ? INT_MAX : a.a[3], uint32_t(a.a[5]));
+    default:
+      // Priority-inheritance futexes (LOCK_PI, TRYLOCK_PI, ...): glibc uses them only for PI mutexes,
+      // which programs ask for explicitly.
+      p.log("futex operation " + std::to_string(cmd) + " is not supported -> ENOSYS");
+      return -ENOSYS;
+  }
+}
+
+// Every other thread passes a VM exit (a full barrier) before this returns... or is about to: kicked
+// vCPUs exit KVM_RUN at once, and threads in the host are past any guest instruction anyway.
+KVMS_SYSCALL(membarrier) {
+  constexpr int kQuery = 0, kGlobal = 1, kPrivateExpedited = 8, kRegisterPrivateExpedited = 16;
+  constexpr int kSupported = kGlobal | kPrivateExpedited | kRegisterPrivateExpedited;
+  const int cmd = int(a.a[0]);
+  if (a.a[1] != 0 && cmd != kQuery) return -EINVAL;
+  switch (cmd) {
+    case kQuery:
+      return kSupported;
+    case kRegisterPrivateExpedited:
+      return 0;
+    case kGlobal:
+    case kPrivateExpedited:
+      for (auto& [tid, t] : p.threads)
+        if (t.vcpu && &t != &p.thread()) t.vcpu->kick();
+      __atomic_thread_fence(__ATOMIC_SEQ_CST);
+      return 0;
+    default:
+      return -EINVAL;
+  }
+}
+
+}  // namespace kvms::linux
