@@ -363,6 +363,14 @@ uint64_t Vcpu::tsc_khz() const {
   return uint64_t(khz);
 }
 
+void Vcpu::get_xsave(std::array<uint32_t, 1024>& area) {
+  if (ioctl(fd_, kGetXsave, area.data()) != 0) fail("KVM_GET_XSAVE");
+}
+
+void Vcpu::set_xsave(const std::array<uint32_t, 1024>& area) {
+  if (ioctl(fd_, kSetXsave, area.data()) != 0) fail("KVM_SET_XSAVE");
+}
+
 VcpuState Vcpu::save() {
   VcpuState st;
   st.regs = run_->s.regs.regs;

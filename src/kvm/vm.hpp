@@ -91,6 +91,9 @@ class Vcpu {
   uint64_t fs_base();
   void set_fs_base(uint64_t base);
 
+  // The XSAVE area (FPU/SSE/AVX state) alone, standard format, 4 KiB (signal frames).
+  void get_xsave(std::array<uint32_t, 1024>& area);
+  void set_xsave(const std::array<uint32_t, 1024>& area);
   VcpuState save();
   void restore(const VcpuState& state);
 

@@ -11,6 +11,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 
 #include <cerrno>
 #include <thread>
@@ -51,6 +53,31 @@ int signal_for(int vector) {
     case 6: return SIGILL;
     case 12: case 17: return SIGBUS;
     default: return SIGSEGV;
+  }
+}
+
+// Whether a syscall interrupted by a handled signal may restart (SA_RESTART); sleeps and waits with
+// a timeout fail with EINTR instead, as on Linux.
+bool restarts_after_handler(const kvm_regs& r) {
+  switch (r.rax) {
+    case SYS_nanosleep: case SYS_clock_nanosleep: case SYS_epoll_wait: case SYS_epoll_pwait: case SYS_epoll_pwait2:
+    case SYS_poll: case SYS_ppoll: case SYS_select: case SYS_pselect6: case SYS_rt_sigsuspend: case SYS_pause:
+    case SYS_rt_sigtimedwait:
+      return false;
+    case SYS_futex:
+      return r.r10 == 0;  // FUTEX_WAIT with a timeout
+    default:
+      return true;
+  }
+}
+
+// Writes that raise SIGPIPE on a broken pipe or socket (the send family unless MSG_NOSIGNAL).
+bool raises_sigpipe(const SyscallArgs& a) {
+  switch (a.nr) {
+    case SYS_write: case SYS_writev: case SYS_pwritev: case SYS_sendfile: return true;
+    case SYS_sendto: return !(a.a[3] & MSG_NOSIGNAL);
+    case SYS_sendmsg: case SYS_sendmmsg: return !(a.a[2] & MSG_NOSIGNAL);
+    default: return false;
   }
 }
 
@@ -516,6 +543,32 @@ RunResult Guest::run_thread(GuestThread& t, bool is_main, uint64_t deadline_ns, 
     // Cleared before the checks, so a kick that lands after them still interrupts what comes next.
     if (kicked) t.vcpu->run_area()->immediate_exit = 0;
     if (auto stop = check_stop(t, is_main, deadline_ns, kicked, stop_on_kick)) return *stop;
+    if (kicked && has_deliverable_signal(t)) {
+      std::unique_lock<std::mutex> lk(process_->lock.mutex);
+      kvm_regs& r = t.vcpu->regs();
+      std::optional<RunResult> end;
+      if (t.pending) {  // a syscall the signal interrupted: it restarts after the handler, or fails
+        kvm_regs user = r;
+        user.rip = r.rcx;
+        user.rflags = r.r11;
+        const int sig = __builtin_ctzll(process_->threads.at(t.tid).pending_signals & ~process_->threads.at(t.tid).sigmask) + 1;
+        if ((process_->sigactions[sig].flags & SA_RESTART) && restarts_after_handler(r)) {
+          user.rip -= 2;  // the syscall instruction, with rax still the syscall number
+        } else {
+          user.rax = uint64_t(-EINTR);
+        }
+        r.rip += kSyscallOutLength;
+        t.pending = false;
+        end = deliver_signal(t, ResumePath::Sysret, user);
+      } else if ((t.vcpu->sregs().cs.selector & 3) == 3) {  // stopped in user code
+        end = deliver_signal(t, ResumePath::Direct, r);
+      }
+      lk.unlock();
+      if (end) {
+        end_process(*end);
+        return *end;
+      }
+    }
     kicked = false;
     if (t.pending) {
       if (auto end = complete_syscall(t, true)) return *end;
@@ -552,6 +605,7 @@ std::optional<RunResult> Guest::complete_syscall(GuestThread& t, bool resumed) {
   kvm::Vcpu& vcpu = *t.vcpu;
   kvm_regs& r = vcpu.regs();
   const SyscallArgs args{r.rax, {r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9}};
+  if (args.nr == SYS_rt_sigreturn) return sigreturn(t);
   Process& p = *process_;
   std::unique_lock<std::mutex> lk(p.lock.mutex);
   Process::holds_lock = true;
@@ -625,6 +679,18 @@ std::optional<RunResult> Guest::complete_syscall(GuestThread& t, bool resumed) {
   // one would execute it again.)
   if (resumed) r.rip += kSyscallOutLength;
   vcpu.regs_changed();
+  if (result == -EPIPE && raises_sigpipe(args)) send_signal_to_thread(p, ctx->second, SIGPIPE, SI_USER, p.pid);
+  if (ctx->second.pending_signals & ~ctx->second.sigmask) {
+    kvm_regs user = r;
+    user.rip = r.rcx;
+    user.rflags = r.r11;
+    auto end = deliver_signal(t, ResumePath::Sysret, user);
+    if (end) {
+      lk.unlock();
+      end_process(*end);
+      return end;
+    }
+  }
   maybe_refresh_clock_page(p);
   if (t.flush_generation != mm_->flush_generation()) flush_tlb_before_resume(t);
   return std::nullopt;
@@ -740,8 +806,117 @@ std::optional<RunResult> Guest::handle_exception(GuestThread& t, int vector) {
     }
   }
   RunResult fatal = report_exception(vcpu, vector);
+  // A program that handles the signal (V8, JVMs, Python's faulthandler) gets it; the fault is fatal
+  // only when the signal is blocked or left at its default action.
+  const int sig = signal_for(vector);
+  if (frame && (frame[has_error_code(vector) ? 2 : 1] & 3) == 3) {
+    std::unique_lock<std::mutex> lk(process_->lock.mutex);
+    ThreadContext& ctx = process_->threads.at(t.tid);
+    const uint64_t handler = process_->sigactions[sig].handler;
+    if (handler != uint64_t(SIG_DFL) && handler != uint64_t(SIG_IGN) && !(ctx.sigmask & (1ull << (sig - 1)))) {
+      const bool code = has_error_code(vector);
+      const uint64_t* f = frame + (code ? 1 : 0);
+      kvm_regs user = r;
+      user.rip = f[0];
+      user.rflags = f[2];
+      user.rsp = f[3];
+      FaultDetail fault{vector, code ? frame[0] : 0, vector == 14 ? vcpu.sregs().cr2 : f[0]};
+      process_->make_current(&ctx);
+      send_signal_to_thread(*process_, ctx, sig, fault_signal_code(sig, vector, fault.error), 0);
+      auto end = deliver_signal(t, ResumePath::Iret, user, fault);
+      if (!end) return std::nullopt;
+      fatal = *end;
+    }
+  }
   end_process(fatal);
   return fatal;
+}
+
+bool Guest::has_deliverable_signal(GuestThread& t) {
+  std::lock_guard<std::mutex> lk(process_->lock.mutex);
+  auto ctx = process_->threads.find(t.tid);
+  return ctx != process_->threads.end() && (ctx->second.pending_signals & ~ctx->second.sigmask);
+}
+
+// Caller holds the process lock.
+std::optional<RunResult> Guest::deliver_signal(GuestThread& t, ResumePath where, const kvm_regs& user,
+                                               const FaultDetail& fault) {
+  Process& p = *process_;
+  ThreadContext& ctx = p.threads.at(t.tid);
+  auto d = take_signal(p, ctx);
+  if (!d) return std::nullopt;
+  if (p.exit_status) return RunResult{RunResult::Signaled, *p.exit_status, std::string("killed by signal ") + strsignal(d->sig)};
+  kvm::Vcpu& vcpu = *t.vcpu;
+  std::array<uint32_t, 1024> xsave;
+  vcpu.get_xsave(xsave);
+  const uint64_t frame = push_signal_frame(p, ctx, *d, user, xsave, fault);
+  if (!frame) {
+    p.exit_status = 128 + SIGSEGV;
+    return RunResult{RunResult::Faulted, 128 + SIGSEGV,
+                     "cannot deliver signal " + std::to_string(d->sig) + ": no room on the stack at " + hex(user.rsp) + " (SIGSEGV)"};
+  }
+  kvm_regs h = user;
+  h.rdi = uint64_t(d->sig);
+  h.rsi = sigframe_siginfo(frame);
+  h.rdx = sigframe_ucontext(frame);
+  h.rax = 0;
+  h.rsp = frame;
+  h.rip = d->act.handler;
+  h.rflags = (user.rflags & ~uint64_t(0x400 | 0x100 | 0x40000)) | 0x202;  // DF, TF, AC clear, IF set
+  kvm_regs& r = vcpu.regs();
+  switch (where) {
+    case ResumePath::Sysret: {  // the vCPU goes on in the entry code: sysretq takes rip from rcx, rflags from r11
+      const uint64_t kernel_rip = r.rip, kernel_rflags = r.rflags;
+      r = h;
+      r.rcx = h.rip;
+      r.r11 = h.rflags;
+      r.rip = kernel_rip;
+      r.rflags = kernel_rflags;
+      break;
+    }
+    case ResumePath::Direct:
+      r = h;
+      break;
+    case ResumePath::Iret:
+      resume_user_via_iret(t, h);
+      break;
+  }
+  if (where != ResumePath::Iret) vcpu.regs_changed();
+  return std::nullopt;
+}
+
+void Guest::resume_user_via_iret(GuestThread& t, const kvm_regs& user) {
+  kvm::Vcpu& vcpu = *t.vcpu;
+  const uint64_t frame_offset = kvm::stack_slot_top(vcpu.id()) - 5 * sizeof(uint64_t);
+  const uint64_t frame[5] = {user.rip, kvm::kUserCs, user.rflags, user.rsp, kvm::kUserDs};
+  std::memcpy(memory_->kernel_base() + frame_offset, frame, sizeof frame);
+  mm_->note_user_write(kvm::kKernelPhys + frame_offset, sizeof frame);
+  kvm_regs& r = vcpu.regs();
+  r = user;
+  r.rsp = kvm::kKernelVirt + frame_offset;
+  r.rip = kvm::kKernelVirt + kvm::kEntryOffset + kvm::kEntryIret;
+  vcpu.regs_changed();
+}
+
+std::optional<RunResult> Guest::sigreturn(GuestThread& t) {
+  Process& p = *process_;
+  kvm::Vcpu& vcpu = *t.vcpu;
+  std::unique_lock<std::mutex> lk(p.lock.mutex);
+  ++p.stats.calls[SYS_rt_sigreturn];
+  ThreadContext& ctx = p.threads.at(t.tid);
+  kvm_regs user = vcpu.regs();
+  std::array<uint32_t, 1024> xsave;
+  vcpu.get_xsave(xsave);
+  if (!pop_signal_frame(p, ctx, user.rsp, user, xsave)) {
+    RunResult r{RunResult::Faulted, 128 + SIGSEGV, "rt_sigreturn with a bad signal frame at " + hex(user.rsp) + " (SIGSEGV)"};
+    lk.unlock();
+    end_process(r);
+    return r;
+  }
+  vcpu.set_xsave(xsave);
+  t.pending = false;
+  resume_user_via_iret(t, user);
+  return std::nullopt;
 }
 
 RunResult Guest::report_exception(kvm::Vcpu& vcpu, int vector) {

@@ -15,6 +15,7 @@
 #include "kvm/address_space.hpp"
 #include "kvm/vm.hpp"
 #include "linux/process.hpp"
+#include "linux/signal.hpp"
 #include "loader/elf_loader.hpp"
 
 namespace kvms::linux {
@@ -133,6 +134,15 @@ class Guest : private ProcessHost {
   std::optional<RunResult> handle_exception(GuestThread& t, int vector);
   RunResult report_exception(kvm::Vcpu& vcpu, int vector);
   void flush_tlb_before_resume(GuestThread& t);
+  // Signal delivery (signal.hpp has the frame). `where` says how the vCPU returns to user mode:
+  // through sysret after a syscall, directly (it was stopped in user mode), or through iretq (it
+  // stands in an exception stub). `user` is the interrupted user context.
+  enum class ResumePath { Sysret, Direct, Iret };
+  std::optional<RunResult> deliver_signal(GuestThread& t, ResumePath where, const kvm_regs& user,
+                                          const FaultDetail& fault = {});
+  bool has_deliverable_signal(GuestThread& t);
+  void resume_user_via_iret(GuestThread& t, const kvm_regs& user);
+  std::optional<RunResult> sigreturn(GuestThread& t);
   // The whole process ends with r (exit_group, a fatal fault, a kill): every thread stops.
   void end_process(const RunResult& r);
   void thread_host_main(GuestThread* t);

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 
+#include "kvm/vm.hpp"
 #include "linux/syscalls.hpp"
 
 namespace kvms::linux {
@@ -42,6 +43,11 @@ thread_local bool Process::holds_lock = false;
 ThreadContext& Process::thread() {
   if (current_process == this && current_thread) return *current_thread;
   return main_thread();
+}
+
+uint64_t Process::vcpu_rsp() {
+  kvm::Vcpu* v = thread().vcpu;
+  return v ? v->regs().rsp : 0;
 }
 
 ThreadContext& Process::main_thread() {

@@ -82,6 +82,13 @@ struct KernelSigaction {
   uint64_t mask = 0;
 };
 
+// Who sent a pending signal (the siginfo a handler sees).
+struct PendingSignal {
+  int code = 0;  // SI_USER, SI_TKILL, ...
+  int pid = 0;
+  uint32_t uid = 0;
+};
+
 // What Linux keeps per thread rather than per process.
 struct ThreadContext {
   int tid = 2;
@@ -90,6 +97,7 @@ struct ThreadContext {
   uint64_t rseq = 0, rseq_len = 0;
   uint64_t sigmask = 0;
   uint64_t pending_signals = 0;  // bit sig-1, sent to this thread and not delivered yet
+  std::map<int, PendingSignal> pending_info;
   uint64_t altstack_sp = 0, altstack_size = 0;
   int altstack_flags = 2;  // SS_DISABLE
   char comm[16] = "main";  // PR_SET_NAME
@@ -143,6 +151,7 @@ class Process {
   // the one whose syscall is being handled is "current" (the main thread outside guest runs).
   kvm::Vcpu& vcpu() { return *thread().vcpu; }
   ThreadContext& thread();
+  uint64_t vcpu_rsp();  // the calling thread's user stack pointer (0 without a vCPU)
   const ThreadContext& thread() const { return const_cast<Process*>(this)->thread(); }
   void make_current(ThreadContext* t);  // on this host thread, until changed
   void attach(kvm::Vcpu* vcpu) { main_thread().vcpu = vcpu; }

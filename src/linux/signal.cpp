@@ -1,9 +1,16 @@
-// Signal dispositions and masks are recorded so programs that set them up run; delivering signals to
-// guest handlers comes with threads. A signal the guest sends itself takes the default action.
+// Signals: dispositions, masks, the alternate stack, sending to the guest's own threads, and the
+// x86-64 signal frame that delivery pushes and rt_sigreturn pops (the Guest decides when to deliver:
+// on the way back from a syscall, after a kick, or at a fault).
+#include "linux/signal.hpp"
+
 #include <signal.h>
+#include <sys/syscall.h>
 
 #include <cerrno>
+#include <cstddef>
+#include <cstring>
 
+#include "kvm/vm.hpp"
 #include "linux/process_table.hpp"
 #include "linux/syscalls.hpp"
 
@@ -13,27 +20,150 @@ namespace {
 constexpr int kMaxSignal = 64;
 constexpr int kSsAutodisarm = 1 << 31;
 constexpr uint64_t kUnblockable = (1ull << (SIGKILL - 1)) | (1ull << (SIGSTOP - 1));
+constexpr uint64_t kSaRestorer = 0x04000000;
+constexpr uint64_t kRedZone = 128;
+constexpr uint64_t kXsaveBytes = 4096;
+// rflags bits a signal frame may change (Linux's FIX_EFLAGS): AC OF DF TF SF ZF AF PF CF RF.
+constexpr uint64_t kUserFlags = 0x40000 | 0x800 | 0x400 | 0x100 | 0x80 | 0x40 | 0x10 | 0x4 | 0x1 | 0x10000;
+
+uint64_t bit(int sig) { return 1ull << (sig - 1); }
 
 bool ignored_by_default(int sig) {
   return sig == SIGCHLD || sig == SIGURG || sig == SIGWINCH || sig == SIGCONT;
 }
 
-// What a signal sent to ourselves does without delivery: nothing when ignored or blocked, otherwise
-// the process ends as if killed by it.
-int64_t raise_signal(Process& p, int sig) {
-  if (sig == 0) return 0;
-  if (sig < 1 || sig > kMaxSignal) return -EINVAL;
-  const KernelSigaction& act = p.sigactions[sig];
-  const bool blocked = (p.thread().sigmask >> (sig - 1)) & 1;
-  if (act.handler == uint64_t(SIG_IGN) || blocked) return 0;
-  if (act.handler == uint64_t(SIG_DFL) && ignored_by_default(sig)) return 0;
-  if (act.handler != uint64_t(SIG_DFL))
-    p.log("signal " + std::to_string(sig) + " has a handler, but delivery is not supported yet: terminating");
-  p.exit_status = 128 + sig;
-  return 0;
+// Linux's struct sigcontext, ucontext and rt_sigframe for x86-64.
+struct SigContext {
+  uint64_t r8, r9, r10, r11, r12, r13, r14, r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, eflags;
+  uint16_t cs, gs, fs, ss;
+  uint64_t err, trapno, oldmask, cr2, fpstate;
+  uint64_t reserved[8];
+};
+struct UContext {
+  uint64_t flags, link;
+  uint64_t ss_sp;
+  int32_t ss_flags, pad;
+  uint64_t ss_size;
+  SigContext mcontext;
+  uint64_t sigmask;
+};
+struct RtSigframe {
+  uint64_t pretcode;
+  UContext uc;
+  siginfo_t info;
+};
+static_assert(sizeof(SigContext) == 256 && sizeof(siginfo_t) == 128);
+
+bool on_altstack(const ThreadContext& t, uint64_t sp) {
+  return t.altstack_size && sp > t.altstack_sp && sp - t.altstack_sp <= t.altstack_size;
 }
 
 }  // namespace
+
+int64_t send_signal_to_thread(Process& p, ThreadContext& t, int sig, int code, int sender_pid) {
+  if (sig == 0) return 0;
+  if (sig < 1 || sig > kMaxSignal) return -EINVAL;
+  const KernelSigaction& act = p.sigactions[sig];
+  if (act.handler == uint64_t(SIG_IGN)) return 0;
+  if (act.handler == uint64_t(SIG_DFL) && ignored_by_default(sig)) return 0;
+  t.pending_signals |= bit(sig);
+  t.pending_info[sig] = PendingSignal{code, sender_pid, p.uid};
+  if (&t != &p.thread() && t.vcpu) t.vcpu->kick();  // delivered at its next exit
+  return 0;
+}
+
+std::optional<SignalToDeliver> take_signal(Process& p, ThreadContext& t) {
+  const uint64_t ready = t.pending_signals & ~(t.sigmask & ~kUnblockable);
+  if (!ready) return std::nullopt;
+  const int sig = __builtin_ctzll(ready) + 1;
+  t.pending_signals &= ~bit(sig);
+  SignalToDeliver d;
+  d.sig = sig;
+  d.act = p.sigactions[sig];
+  std::memset(&d.info, 0, sizeof d.info);
+  d.info.si_signo = sig;
+  const PendingSignal from = t.pending_info[sig];
+  t.pending_info.erase(sig);
+  d.info.si_code = from.code;
+  d.info.si_pid = from.pid;
+  d.info.si_uid = from.uid;
+  if (d.act.handler == uint64_t(SIG_IGN)) return take_signal(p, t);
+  if (d.act.handler == uint64_t(SIG_DFL)) {
+    if (ignored_by_default(sig)) return take_signal(p, t);
+    p.exit_status = 128 + sig;  // the default action of everything else here: terminate
+  }
+  return d;
+}
+
+uint64_t push_signal_frame(Process& p, ThreadContext& t, const SignalToDeliver& d, const kvm_regs& user,
+                           const std::array<uint32_t, 1024>& xsave, const FaultDetail& fault) {
+  if (!(d.act.flags & kSaRestorer)) return 0;  // x86-64 has no kernel trampoline: the libc provides it
+  uint64_t sp = user.rsp;
+  const bool use_altstack = (d.act.flags & SA_ONSTACK) && !(t.altstack_flags & SS_DISABLE) && t.altstack_size &&
+                            !on_altstack(t, user.rsp);
+  if (use_altstack)
+    sp = t.altstack_sp + t.altstack_size;
+  else
+    sp -= kRedZone;
+  const uint64_t fpstate = (sp - kXsaveBytes) & ~uint64_t(63);
+  uint64_t frame = fpstate - sizeof(RtSigframe);
+  frame = ((frame + 8) & ~uint64_t(15)) - 8;  // as after a call: (rsp + 8) % 16 == 0
+
+  RtSigframe f{};
+  f.pretcode = d.act.restorer;
+  f.uc.flags = 0x1 | 0x2 | 0x4;  // UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS
+  f.uc.ss_sp = t.altstack_sp;
+  f.uc.ss_flags = (t.altstack_flags & SS_DISABLE) ? SS_DISABLE : on_altstack(t, user.rsp) ? SS_ONSTACK : 0;
+  f.uc.ss_size = t.altstack_size;
+  SigContext& c = f.uc.mcontext;
+  c.r8 = user.r8; c.r9 = user.r9; c.r10 = user.r10; c.r11 = user.r11; c.r12 = user.r12; c.r13 = user.r13;
+  c.r14 = user.r14; c.r15 = user.r15; c.rdi = user.rdi; c.rsi = user.rsi; c.rbp = user.rbp; c.rbx = user.rbx;
+  c.rdx = user.rdx; c.rax = user.rax; c.rcx = user.rcx; c.rsp = user.rsp; c.rip = user.rip; c.eflags = user.rflags;
+  c.cs = 0x2b;
+  c.ss = 0x23;
+  c.err = fault.error;
+  c.trapno = fault.trapno;
+  c.cr2 = fault.address;
+  c.oldmask = t.sigmask;
+  c.fpstate = fpstate;
+  f.uc.sigmask = t.sigmask;
+  f.info = d.info;
+  if (fault.trapno >= 0 && d.info.si_code > 0) f.info.si_addr = reinterpret_cast<void*>(fault.address);
+  if (!p.mm().copy_to_user(fpstate, xsave.data(), kXsaveBytes) || !p.mm().copy_to_user(frame, &f, sizeof f)) return 0;
+
+  t.sigmask |= d.act.mask | ((d.act.flags & SA_NODEFER) ? 0 : bit(d.sig));
+  t.sigmask &= ~kUnblockable;
+  if (d.act.flags & SA_RESETHAND) p.sigactions[d.sig] = {};
+  if (use_altstack && (t.altstack_flags & kSsAutodisarm)) t.altstack_flags = SS_DISABLE;
+  return frame;
+}
+
+bool pop_signal_frame(Process& p, ThreadContext& t, uint64_t rsp, kvm_regs& user, std::array<uint32_t, 1024>& xsave) {
+  UContext uc{};
+  if (!p.mm().copy_from_user(&uc, rsp, sizeof uc)) return false;
+  const SigContext& c = uc.mcontext;
+  if (c.fpstate && !p.mm().copy_from_user(xsave.data(), c.fpstate, kXsaveBytes)) return false;
+  user.r8 = c.r8; user.r9 = c.r9; user.r10 = c.r10; user.r11 = c.r11; user.r12 = c.r12; user.r13 = c.r13;
+  user.r14 = c.r14; user.r15 = c.r15; user.rdi = c.rdi; user.rsi = c.rsi; user.rbp = c.rbp; user.rbx = c.rbx;
+  user.rdx = c.rdx; user.rax = c.rax; user.rcx = c.rcx; user.rsp = c.rsp; user.rip = c.rip;
+  user.rflags = (user.rflags & ~kUserFlags) | (c.eflags & kUserFlags) | 0x202;
+  t.sigmask = uc.sigmask & ~kUnblockable;
+  return true;
+}
+
+uint64_t sigframe_ucontext(uint64_t frame) { return frame + offsetof(RtSigframe, uc); }
+uint64_t sigframe_siginfo(uint64_t frame) { return frame + offsetof(RtSigframe, info); }
+
+int fault_signal_code(int sig, int vector, uint64_t error) {
+  switch (sig) {
+    case SIGSEGV: return (vector == 14 && (error & 1)) ? SEGV_ACCERR : SEGV_MAPERR;
+    case SIGBUS: return BUS_ADRERR;
+    case SIGFPE: return vector == 0 ? FPE_INTDIV : FPE_FLTINV;
+    case SIGILL: return ILL_ILLOPN;
+    case SIGTRAP: return TRAP_BRKPT;
+    default: return SI_KERNEL;
+  }
+}
 
 KVMS_SYSCALL(rt_sigaction) {
   const int sig = int(a.a[0]);
@@ -47,7 +177,11 @@ KVMS_SYSCALL(rt_sigaction) {
     next.mask &= ~kUnblockable;
   }
   if (old && !p.mm().write(old, p.sigactions[sig])) return -EFAULT;
-  if (act) p.sigactions[sig] = next;
+  if (act) {
+    p.sigactions[sig] = next;
+    if (next.handler == uint64_t(SIG_IGN) || (next.handler == uint64_t(SIG_DFL) && ignored_by_default(sig)))
+      for (auto& [tid, t] : p.threads) t.pending_signals &= ~bit(sig);  // discarded, as POSIX says
+  }
   return 0;
 }
 
@@ -71,22 +205,29 @@ KVMS_SYSCALL(rt_sigprocmask) {
 
 KVMS_SYSCALL(rt_sigpending) {
   if (a.a[1] > sizeof(uint64_t)) return -EINVAL;
-  const uint64_t none = 0;
-  return p.mm().copy_to_user(a.a[0], &none, a.a[1]) ? 0 : -EFAULT;
+  const uint64_t pending = p.thread().pending_signals;
+  return p.mm().copy_to_user(a.a[0], &pending, a.a[1]) ? 0 : -EFAULT;
 }
 
+// rt_sigreturn itself is handled by the Guest (it replaces every register); this entry is only
+// reached without one (tests).
+KVMS_SYSCALL(rt_sigreturn) { return -ENOSYS; }
+
 KVMS_SYSCALL(sigaltstack) {
-  struct { uint64_t sp; int32_t flags; int32_t pad; uint64_t size; } next{}, current{p.thread().altstack_sp, p.thread().altstack_flags, 0, p.thread().altstack_size};
+  ThreadContext& t = p.thread();
+  struct { uint64_t sp; int32_t flags; int32_t pad; uint64_t size; } next{}, current{t.altstack_sp, t.altstack_flags, 0, t.altstack_size};
+  if (t.altstack_size && !(t.altstack_flags & SS_DISABLE) && on_altstack(t, p.vcpu_rsp())) current.flags = SS_ONSTACK;
   if (a.a[0]) {
     if (!p.mm().read(a.a[0], next)) return -EFAULT;
     if (next.flags & ~(SS_DISABLE | kSsAutodisarm)) return -EINVAL;
+    if (current.flags == SS_ONSTACK) return -EPERM;
     if (!(next.flags & SS_DISABLE) && next.size < uint64_t(MINSIGSTKSZ)) return -ENOMEM;
   }
   if (a.a[1] && !p.mm().write(a.a[1], current)) return -EFAULT;
   if (a.a[0]) {
-    p.thread().altstack_sp = next.sp;
-    p.thread().altstack_size = next.size;
-    p.thread().altstack_flags = next.flags;
+    t.altstack_sp = (next.flags & SS_DISABLE) ? 0 : next.sp;
+    t.altstack_size = (next.flags & SS_DISABLE) ? 0 : next.size;
+    t.altstack_flags = next.flags;
   }
   return 0;
 }
@@ -95,19 +236,32 @@ KVMS_SYSCALL(kill) {
   const int64_t pid = int64_t(a.a[0]);
   const int sig = int(a.a[1]);
   if (sig < 0 || sig > kMaxSignal) return -EINVAL;
-  if (pid == p.pid || pid == 0 || pid == -1 || pid == -int64_t(p.pid)) return raise_signal(p, sig);
+  if (pid == p.pid || pid == 0 || pid == -1 || pid == -int64_t(p.pid)) {
+    // A process-directed signal goes to a thread that does not block it, the caller first.
+    ThreadContext* target = &p.thread();
+    if (sig && (target->sigmask & bit(sig)))
+      for (auto& [tid, t] : p.threads)
+        if (!(t.sigmask & bit(sig))) {
+          target = &t;
+          break;
+        }
+    return send_signal_to_thread(p, *target, sig, SI_USER, p.pid);
+  }
   if (!p.table) return -ESRCH;
   return p.table->kill(int(pid > 0 ? pid : -pid), sig);  // another of the guest's processes
 }
 
 KVMS_SYSCALL(tgkill) {
-  if (int64_t(a.a[0]) != p.pid || int64_t(a.a[1]) != p.thread().tid) return -ESRCH;
-  return raise_signal(p, int(a.a[2]));
+  if (int64_t(a.a[0]) != p.pid) return -ESRCH;
+  auto t = p.threads.find(int(a.a[1]));
+  if (t == p.threads.end()) return -ESRCH;
+  return send_signal_to_thread(p, t->second, int(a.a[2]), SI_TKILL, p.pid);
 }
 
 KVMS_SYSCALL(tkill) {
-  if (int64_t(a.a[0]) != p.thread().tid) return -ESRCH;
-  return raise_signal(p, int(a.a[1]));
+  auto t = p.threads.find(int(a.a[0]));
+  if (t == p.threads.end()) return -ESRCH;
+  return send_signal_to_thread(p, t->second, int(a.a[1]), SI_TKILL, p.pid);
 }
 
 }  // namespace kvms::linux

@@ -59,7 +59,7 @@ constexpr std::pair<int, SyscallHandler> kHandlers[] = {
     // signal.cpp
     {SYS_rt_sigaction, sys_rt_sigaction}, {SYS_rt_sigprocmask, sys_rt_sigprocmask},
     {SYS_sigaltstack, sys_sigaltstack}, {SYS_kill, sys_kill}, {SYS_tgkill, sys_tgkill}, {SYS_tkill, sys_tkill},
-    {SYS_rt_sigpending, sys_rt_sigpending},
+    {SYS_rt_sigpending, sys_rt_sigpending}, {SYS_rt_sigreturn, sys_rt_sigreturn},
     // socket.cpp
     {SYS_socket, sys_socket}, {SYS_socketpair, sys_socketpair}, {SYS_bind, sys_bind}, {SYS_listen, sys_listen},
     {SYS_accept, sys_accept}, {SYS_accept4, sys_accept4}, {SYS_connect, sys_connect},
