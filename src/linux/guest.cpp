@@ -571,7 +571,7 @@ RunResult Guest::run_thread(GuestThread& t, bool is_main, uint64_t deadline_ns, 
     }
     kicked = false;
     if (t.pending) {
-      if (auto end = complete_syscall(t, true)) return *end;
+      if (auto end = complete_syscall(t)) return *end;
       kicked = t.pending;  // interrupted again
       continue;
     }
@@ -580,7 +580,7 @@ RunResult Guest::run_thread(GuestThread& t, bool is_main, uint64_t deadline_ns, 
       case kvm::Exit::Syscall:
         ++exits_.syscall;
         t.last_spurious_fault = 0;
-        if (auto end = complete_syscall(t, false)) return *end;
+        if (auto end = complete_syscall(t)) return *end;
         kicked = t.pending;
         break;
       case kvm::Exit::Exception:
@@ -601,7 +601,7 @@ RunResult Guest::run_thread(GuestThread& t, bool is_main, uint64_t deadline_ns, 
   }
 }
 
-std::optional<RunResult> Guest::complete_syscall(GuestThread& t, bool resumed) {
+std::optional<RunResult> Guest::complete_syscall(GuestThread& t) {
   kvm::Vcpu& vcpu = *t.vcpu;
   kvm_regs& r = vcpu.regs();
   const SyscallArgs args{r.rax, {r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9}};
@@ -674,10 +674,11 @@ std::optional<RunResult> Guest::complete_syscall(GuestThread& t, bool resumed) {
   }
   t.pending = false;
   r.rax = uint64_t(result);
-  // A resumed syscall has no I/O exit for KVM to complete: step over the `out` ourselves. (Leaving rip
-  // on the `out` would be wrong either way: a vCPU with an older exit pending would skip it, a fresh
-  // one would execute it again.)
-  if (resumed) r.rip += kSyscallOutLength;
+  // Step over the `out` ourselves rather than leave it to KVM's completion of the I/O exit: then the
+  // registers alone say where the thread stands, so a snapshot taken now (a template's thread, a
+  // fork) resumes correctly on any vCPU, and a resumed syscall (no I/O exit pending) works the same.
+  // KVM skips the instruction only when rip is still on it.
+  r.rip += kSyscallOutLength;
   vcpu.regs_changed();
   if (result == -EPIPE && raises_sigpipe(args)) send_signal_to_thread(p, ctx->second, SIGPIPE, SI_USER, p.pid);
   if (ctx->second.pending_signals & ~ctx->second.sigmask) {

@@ -130,7 +130,7 @@ class Guest : private ProcessHost {
   RunResult run_thread(GuestThread& t, bool is_main, uint64_t deadline_ns, bool stop_on_kick);
   std::optional<RunResult> check_stop(GuestThread& t, bool is_main, uint64_t deadline_ns, bool kicked, bool stop_on_kick);
   // Handles the syscall the vCPU stands at; a result when the thread must stop (exit, pause, ...).
-  std::optional<RunResult> complete_syscall(GuestThread& t, bool resumed);
+  std::optional<RunResult> complete_syscall(GuestThread& t);
   std::optional<RunResult> handle_exception(GuestThread& t, int vector);
   RunResult report_exception(kvm::Vcpu& vcpu, int vector);
   void flush_tlb_before_resume(GuestThread& t);

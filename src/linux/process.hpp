@@ -62,6 +62,8 @@ class ServerHooks {
   // does or does not include a listening socket. Returning true stops the syscall before it runs: it
   // is left pending at the syscall entry (set Process::pause) and Guest::run returns Paused.
   virtual bool before_wait(Process& p, bool includes_listener, bool would_block) = 0;
+  // A blocking accept() on a listening socket: before_wait(p, true, true) unless overridden.
+  virtual bool before_blocking_accept(Process& p) { return before_wait(p, true, true); }
   // Whether listening sockets must look empty to this guest now (an ephemeral worker busy with its
   // one connection): accept -> EAGAIN, never ready in epoll/poll/select.
   virtual bool listener_hidden(const Process& p) const = 0;

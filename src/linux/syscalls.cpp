@@ -4,6 +4,9 @@
 #include <sys/syscall.h>
 
 #include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <cerrno>
 #include <utility>
 
@@ -106,10 +109,31 @@ const char* syscall_name(uint64_t nr) {
   return nr < kTableSize ? names[nr] : nullptr;
 }
 
+// KVMS_TRACE=1 in kvmserver's environment: one line per guest syscall on stderr; KVMS_TRACE=errors:
+// only the failed ones (debugging aids).
+int trace_level() {
+  static const int level = [] {
+    const char* v = getenv("KVMS_TRACE");
+    if (!v || !*v || *v == '0') return 0;
+    return std::string(v) == "errors" ? 1 : 2;
+  }();
+  return level;
+}
+bool tracing() { return trace_level() > 0; }
+
 int64_t dispatch_syscall(Process& p, const SyscallArgs& args) {
   if (args.nr < kTableSize) {
     ++p.stats.calls[args.nr];
-    if (SyscallHandler h = table()[args.nr]) return h(p, args);
+    if (SyscallHandler h = table()[args.nr]) {
+      if (!tracing()) return h(p, args);
+      const int64_t r = h(p, args);
+      if (trace_level() == 1 && (r >= 0 || r == -EAGAIN || r == -EINTR || r == -ETIMEDOUT)) return r;
+      const char* name = syscall_name(args.nr);
+      std::fprintf(stderr, "[pid %d tid %d] %s(%#llx, %#llx, %#llx, %#llx) = %lld\n", p.pid, p.thread().tid,
+                   name ? name : "?", (unsigned long long)args.a[0], (unsigned long long)args.a[1],
+                   (unsigned long long)args.a[2], (unsigned long long)args.a[3], (long long)r);
+      return r;
+    }
   } else {
     ++p.stats.unknown;
   }

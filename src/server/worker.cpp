@@ -293,6 +293,22 @@ bool Worker::before_wait(linux::Process& p, bool includes_listener, bool would_b
   return true;
 }
 
+// A threaded server accepts again while another of its threads still answers: in ephemeral mode the
+// next connection belongs to the next request, so this thread waits (without the process lock, so
+// the answering thread can go on) until the connection is over, then the worker pauses and resets.
+bool Worker::before_blocking_accept(linux::Process& p) {
+  if (busy_ && config_.ephemeral && p.threads.size() > 1) {
+    linux::Process::BlockingSection unlocked(p);
+    while (!connection_done() && !stopping_) {
+      std::vector<pollfd> fds;
+      for (const auto& weak : connections_)
+        if (auto conn = weak.lock()) fds.push_back({conn->host_fd, POLLRDHUP, 0});
+      poll(fds.data(), fds.size(), 20);
+    }
+  }
+  return before_wait(p, true, true);
+}
+
 bool Worker::listener_hidden(const linux::Process&) const { return config_.ephemeral && busy_; }
 
 void Worker::on_accept(linux::Process& p, int guest_fd) {

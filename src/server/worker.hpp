@@ -59,6 +59,7 @@ class Worker : private linux::ServerHooks {
   bool holds_connection(const linux::Process& p) const;  // p still has an fd for the connection
 
   bool before_wait(linux::Process& p, bool includes_listener, bool would_block) override;
+  bool before_blocking_accept(linux::Process& p) override;
   bool listener_hidden(const linux::Process& p) const override;
   void on_accept(linux::Process& p, int guest_fd) override;
 

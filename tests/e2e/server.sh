@@ -324,6 +324,22 @@ ephemeral_case() {
   stop_check ephemeral
 }
 
+# A server whose requests are answered by pool threads: the template pauses with them asleep in
+# futex waits; every reset must bring each one back, and no request sees another's state.
+threaded_case() {
+  enabled threaded || return
+  need threaded "$SERVERS/threaded_server" || return
+  local port
+  port=$(free_port)
+  start_kvm threaded -t 2 -e --stats "--allow-listen=127.0.0.1:$port" -- "$SERVERS/threaded_server" "$port"
+  if ! wait_ready; then fail threaded.ready "$WHY"; stop KILL; return; fi
+  ready_check threaded accept 2 ephemeral "$port"
+  many threaded.sequential --port "$port" --count 60 --threads 1 --path '/id/req{i}' --expect 'counter=1 prev=\n'
+  many threaded.concurrent --port "$port" --count 40 --threads 2 --path '/id/t{t}r{i}' --expect 'counter=1 prev=\n'
+  many threaded.pool_state --port "$port" --count 10 --threads 2 --path '/threads' --expect 'threads=1\n'
+  stop_check threaded
+}
+
 persistent_case() {
   enabled persistent || return
   need persistent "$SERVERS/epoll_server" || return
@@ -683,6 +699,7 @@ if [ "$NATIVE_ONLY" = 0 ]; then
     fail kvmserver "not found or not executable: $KVMSERVER"
   else
     ephemeral_case
+    threaded_case
     persistent_case
     secret_case
     faults_case
