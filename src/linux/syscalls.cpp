@@ -50,6 +50,8 @@ constexpr std::pair<int, SyscallHandler> kHandlers[] = {
     {SYS_get_robust_list, sys_get_robust_list}, {SYS_rseq, sys_rseq}, {SYS_fork, sys_fork},
     {SYS_vfork, sys_vfork}, {SYS_clone, sys_clone}, {SYS_clone3, sys_clone3}, {SYS_execve, sys_execve},
     {SYS_execveat, sys_execveat}, {SYS_wait4, sys_wait4}, {SYS_waitid, sys_waitid},
+    // futex.cpp
+    {SYS_futex, sys_futex},
     // time.cpp
     {SYS_clock_gettime, sys_clock_gettime}, {SYS_clock_getres, sys_clock_getres},
     {SYS_gettimeofday, sys_gettimeofday}, {SYS_time, sys_time}, {SYS_nanosleep, sys_nanosleep},

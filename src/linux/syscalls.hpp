@@ -48,6 +48,8 @@ KVMS_SYSCALL(exit); KVMS_SYSCALL(exit_group); KVMS_SYSCALL(arch_prctl); KVMS_SYS
 KVMS_SYSCALL(set_robust_list); KVMS_SYSCALL(get_robust_list); KVMS_SYSCALL(rseq);
 KVMS_SYSCALL(fork); KVMS_SYSCALL(vfork); KVMS_SYSCALL(clone); KVMS_SYSCALL(clone3); KVMS_SYSCALL(execve);
 KVMS_SYSCALL(execveat); KVMS_SYSCALL(wait4); KVMS_SYSCALL(waitid);
+// futex.cpp: futexes of a single-threaded process
+KVMS_SYSCALL(futex);
 // time.cpp: clocks and sleeping
 KVMS_SYSCALL(clock_gettime); KVMS_SYSCALL(clock_getres); KVMS_SYSCALL(gettimeofday); KVMS_SYSCALL(time);
 KVMS_SYSCALL(nanosleep); KVMS_SYSCALL(clock_nanosleep); KVMS_SYSCALL(times);
