@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "linux/policy.hpp"
+#include "linux/procfs.hpp"
 #include "linux/syscalls.hpp"
 
 namespace kvms::linux {
@@ -270,6 +271,7 @@ int64_t do_open(Process& p, int dirfd, uint64_t user_path, int flags, mode_t mod
   const std::string& path = std::get<std::string>(gp);
   if (!fd_available(p)) return -EMFILE;
   if (auto special = open_special(p, normalize_path(path), flags, mode)) return *special;
+  if (auto made_up = procfs::open(p, normalize_path(path), flags)) return *made_up;
 
   const int acc = flags & O_ACCMODE;
   const bool write = acc == O_WRONLY || acc == O_RDWR || (flags & (O_CREAT | O_TRUNC | O_APPEND)) ||
@@ -396,6 +398,15 @@ KVMS_SYSCALL(close_range) {
 KVMS_SYSCALL(lseek) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
+  if (f->synthetic_dir) {  // positions are entry indices (getdents64's d_off)
+    const int64_t off = static_cast<int64_t>(a.a[1]);
+    const int whence = static_cast<int>(a.a[2]);
+    int64_t pos = whence == SEEK_SET ? off : whence == SEEK_CUR ? int64_t(f->synthetic_dir->pos) + off : -1;
+    if (whence != SEEK_SET && whence != SEEK_CUR) return -EINVAL;
+    if (pos < 0) return -EINVAL;
+    f->synthetic_dir->pos = static_cast<size_t>(pos);
+    return pos;
+  }
   return errno_result(::lseek(f->host_fd, static_cast<off_t>(a.a[1]), static_cast<int>(a.a[2])));
 }
 
@@ -494,6 +505,7 @@ KVMS_SYSCALL(getdents64) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
   const uint64_t count = std::min<uint64_t>(static_cast<uint32_t>(a.a[2]), 1u << 20);
+  if (auto made_up = procfs::getdents64(p, *f, a.a[1], count)) return *made_up;
   const uint64_t room = accessible(p.mm(), a.a[1], count, kvm::kProtWrite);
   if (room == 0 && count != 0) return -EFAULT;
   std::vector<char> buf(std::max<uint64_t>(room, 1));

@@ -16,6 +16,7 @@
 #include <thread>
 #include <cstring>
 #include <ctime>
+#include <tuple>
 
 #include "kvm/layout.hpp"
 #include "linux/policy.hpp"
@@ -133,7 +134,7 @@ Guest::Image Guest::load_image(const std::string& host_path, uint64_t user_size,
   const loader::ProgramLayout layout{std::min(kPieBase, user_size / 4), kvm::page_down(user_size / 3 * 2),
                                      img.stack_top - kStackSize - kVdsoRoom};
   try {
-    const loader::LoadedProgram prog = loader::load_program(*img.mm, file, layout, interpreter_reader(policy));
+    const loader::LoadedProgram prog = loader::load_program(*img.mm, file, host_path, layout, interpreter_reader(policy));
     img.elf = prog.program;
     img.interp_base = prog.interp_base;
     img.start = prog.start;
@@ -185,6 +186,10 @@ void Guest::install(Image img, const std::vector<std::string>& argv, const std::
   spec.interp_base = img.interp_base;
   if (getrandom(spec.random, sizeof spec.random, 0) != sizeof spec.random) throw std::runtime_error("getrandom failed");
   const uint64_t rsp = loader::build_initial_stack(*mm_, img.stack_top, kStackSize, spec, img.elf);
+  std::tie(p.arg_start, p.arg_end) = loader::argument_strings(*mm_, rsp);
+  const std::string name = execfn.substr(execfn.rfind('/') + 1);  // Linux's comm: the exec'd file name
+  std::memset(p.comm, 0, sizeof p.comm);
+  std::strncpy(p.comm, name.c_str(), sizeof p.comm - 1);
   vcpu_->enter_user_mode(mm_->cr3(), img.start, rsp);
   mm_->clear_tlb_flush();
 }

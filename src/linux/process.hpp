@@ -104,6 +104,7 @@ class Process {
   uint64_t brk_start = 0, brk_current = 0;
   uint64_t stack_top = 0, stack_size = 0;
   uint64_t vdso_base = 0;  // vDSO image; the clock page is the page below
+  uint64_t arg_start = 0, arg_end = 0;  // the argv strings on the initial stack (/proc/self/cmdline)
 
   // How guest TSC values relate to host time, for the vDSO's clock page (time.cpp).
   struct Clock {

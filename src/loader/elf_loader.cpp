@@ -29,9 +29,6 @@ constexpr int kNotExecutable = 126;
 constexpr int kNotFound = 127;
 constexpr uint64_t kMaxProgramHeaders = 256;
 constexpr uint64_t kMaxInterpreterPath = 4096;  // PATH_MAX, as Linux limits PT_INTERP
-// Segment pages that hold file bytes get a file-like name, so madvise(MADV_DONTNEED) keeps their
-// contents; pages that are pure bss stay anonymous (""), as Linux maps them.
-constexpr const char* kFileBackedName = "[elf]";
 
 [[noreturn]] void fail(const std::string& message) { throw LoadError(kNotExecutable, message); }
 
@@ -251,11 +248,11 @@ void unmap_all(kvm::AddressSpace& as, const std::vector<PageRange>& pieces) {
 
 // poke needs an accessible page, so PROT_NONE pieces are mapped readable until their bytes are in.
 void map_segments(kvm::AddressSpace& as, std::span<const uint8_t> image, const std::vector<Segment>& segments,
-                  const Placement& p) {
+                  const Placement& p, const std::string& file_name) {
   const std::vector<PageRange> pieces = resolve_shared_pages(page_ranges(segments, p));
   for (const auto& piece : pieces) {
     const int prot = piece.prot == kvm::kProtNone ? kvm::kProtRead : piece.prot;
-    if (as.map(piece.start, piece.end - piece.start, prot, piece.file_backed ? kFileBackedName : "") != 0) {
+    if (as.map(piece.start, piece.end - piece.start, prot, piece.file_backed ? file_name : "") != 0) {
       unmap_all(as, pieces);
       fail("cannot map [" + hex(piece.start) + ", " + hex(piece.end) + "): out of guest memory");
     }
@@ -374,7 +371,7 @@ LoadedElf load_interpreter(kvm::AddressSpace& as, const std::string& path, std::
       if (!found) fail("no room for its " + hex(f.span) + " bytes");
       base = *found;
     }
-    LoadedElf elf = load_elf(as, image, base);
+    LoadedElf elf = load_elf(as, image, base, path);
     if (!elf.interpreter.empty()) fail("it names an interpreter itself (" + elf.interpreter + ")");
     return elf;
   } catch (const LoadError& e) {
@@ -384,8 +381,8 @@ LoadedElf load_interpreter(kvm::AddressSpace& as, const std::string& path, std::
 
 }  // namespace
 
-LoadedProgram load_program(kvm::AddressSpace& as, std::span<const uint8_t> image, const ProgramLayout& layout,
-                           const FileReader& read_interpreter) {
+LoadedProgram load_program(kvm::AddressSpace& as, std::span<const uint8_t> image, const std::string& program_name,
+                           const ProgramLayout& layout, const FileReader& read_interpreter) {
   // The program's own PT_INTERP decides its base, so look before loading.
   bool dynamic = false;
   {
@@ -393,7 +390,7 @@ LoadedProgram load_program(kvm::AddressSpace& as, std::span<const uint8_t> image
     for (const auto& ph : read_program_headers(image, ehdr)) dynamic |= ph.p_type == PT_INTERP;
   }
   LoadedProgram out;
-  out.program = load_elf(as, image, dynamic ? layout.pie_base : layout.static_pie_base);
+  out.program = load_elf(as, image, dynamic ? layout.pie_base : layout.static_pie_base, program_name);
   out.start = out.program.entry;
   if (out.program.interpreter.empty()) return out;
   std::vector<uint8_t> interp;
@@ -441,7 +438,8 @@ std::string interpreter_of(const std::string& path) {
   return "";
 }
 
-LoadedElf load_elf(kvm::AddressSpace& as, std::span<const uint8_t> image, uint64_t dyn_base) {
+LoadedElf load_elf(kvm::AddressSpace& as, std::span<const uint8_t> image, uint64_t dyn_base,
+                   const std::string& file_name) {
   const Elf64_Ehdr ehdr = read_elf_header(image);
   const std::vector<Elf64_Phdr> phdrs = read_program_headers(image, ehdr);
   const std::vector<Segment> segments = collect_load_segments(phdrs, image.size(), as.limit());
@@ -460,7 +458,7 @@ LoadedElf load_elf(kvm::AddressSpace& as, std::span<const uint8_t> image, uint64
   read_other_headers(out, phdrs, image, placement);
 
   check_range_free(as, out.lowest, out.highest);
-  map_segments(as, image, segments, placement);
+  map_segments(as, image, segments, placement, file_name);
   return out;
 }
 

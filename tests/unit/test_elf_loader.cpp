@@ -233,7 +233,7 @@ TEST_F(RealBinaries, DynamicProgramStartsInItsInterpreter) {
   Guest g;
   const Bytes program = read_file(path("dynamic"));
   const Bytes ld_so = read_file(fs::canonical("/lib64/ld-linux-x86-64.so.2"));
-  const LoadedProgram lp = load_program(g.as, program, kLayout, reader_of({{"/lib64/ld-linux-x86-64.so.2", ld_so}}));
+  const LoadedProgram lp = load_program(g.as, program, "/prog", kLayout, reader_of({{"/lib64/ld-linux-x86-64.so.2", ld_so}}));
   EXPECT_EQ(lp.program.interpreter, "/lib64/ld-linux-x86-64.so.2");
   EXPECT_EQ(lp.program.lowest, kLayout.pie_base);  // a PIE with an interpreter goes at pie_base
   EXPECT_EQ(lp.interp_base, lp.interpreter.lowest);
@@ -242,6 +242,8 @@ TEST_F(RealBinaries, DynamicProgramStartsInItsInterpreter) {
   EXPECT_GT(lp.interp_base, lp.program.highest);
   EXPECT_EQ(lp.start, lp.interpreter.entry);
   EXPECT_EQ(lp.start, lp.interp_base + header_of(ld_so).e_entry);
+  EXPECT_EQ(g.as.find(lp.program.entry)->name, "/prog");  // named for /proc/self/maps
+  EXPECT_EQ(g.as.find(lp.start)->name, "/lib64/ld-linux-x86-64.so.2");
   expect_loaded_like_file(g, program, lp.program);
   expect_loaded_like_file(g, ld_so, lp.interpreter);
 }
@@ -249,7 +251,7 @@ TEST_F(RealBinaries, DynamicProgramStartsInItsInterpreter) {
 TEST_F(RealBinaries, InterpreterGoesBelowWhatIsMappedUnderTheLimit) {
   Guest g;
   ASSERT_EQ(g.as.map(kLayout.interp_below - 0x10'0000, 0x10'0000, kvm::kProtRead, "below the limit"), 0);
-  const LoadedProgram lp = load_program(g.as, read_file(path("dynamic")), kLayout,
+  const LoadedProgram lp = load_program(g.as, read_file(path("dynamic")), "/prog", kLayout,
                                         reader_of({{"/lib64/ld-linux-x86-64.so.2",
                                                     read_file(fs::canonical("/lib64/ld-linux-x86-64.so.2"))}}));
   EXPECT_LE(lp.interpreter.highest, kLayout.interp_below - 0x10'0000);
@@ -257,7 +259,7 @@ TEST_F(RealBinaries, InterpreterGoesBelowWhatIsMappedUnderTheLimit) {
 
 TEST_F(RealBinaries, StaticProgramsHaveNoInterpreter) {
   Guest g;
-  const LoadedProgram lp = load_program(g.as, read_file(path("static-pie")), kLayout, reader_of({}));
+  const LoadedProgram lp = load_program(g.as, read_file(path("static-pie")), "/prog", kLayout, reader_of({}));
   EXPECT_EQ(lp.program.lowest, kLayout.static_pie_base);
   EXPECT_EQ(lp.interp_base, 0u);
   EXPECT_EQ(lp.start, lp.program.entry);
@@ -266,7 +268,7 @@ TEST_F(RealBinaries, StaticProgramsHaveNoInterpreter) {
 TEST_F(RealBinaries, MissingInterpreterIs127) {
   Guest g;
   try {
-    load_program(g.as, read_file(path("dynamic")), kLayout, reader_of({}));
+    load_program(g.as, read_file(path("dynamic")), "/prog", kLayout, reader_of({}));
     FAIL() << "loaded without its interpreter";
   } catch (const LoadError& e) {
     EXPECT_EQ(e.exit_status, 127);
@@ -279,7 +281,7 @@ TEST_F(RealBinaries, BadInterpretersAre126) {
   for (const Bytes& interp : {Bytes{'#', '!', '/', 'b', 'i', 'n'}, program /* has an interpreter itself */}) {
     Guest g;
     try {
-      load_program(g.as, program, kLayout, reader_of({{"/lib64/ld-linux-x86-64.so.2", interp}}));
+      load_program(g.as, program, "/prog", kLayout, reader_of({{"/lib64/ld-linux-x86-64.so.2", interp}}));
       ADD_FAILURE() << "loaded with a bad interpreter";
     } catch (const LoadError& e) {
       EXPECT_EQ(e.exit_status, 126);
