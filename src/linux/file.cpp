@@ -82,6 +82,9 @@ int open_parent(const std::string& host_path, std::string& name) {
   return open_host(pos == 0 ? "/" : host_path.substr(0, pos), O_PATH | O_DIRECTORY, 0);
 }
 
+// memfd.cpp: the room a write to a memfd has under --max-memory (len is cut to it), 0 or -ENOSPC.
+int memfd_room(Process& p, const OpenFile& f, uint64_t& len);
+
 }  // namespace fileops
 
 namespace {
@@ -205,6 +208,10 @@ int64_t do_writev(Process& p, const SyscallArgs& a, std::optional<int64_t> offse
   std::vector<iovec> iov;
   bool requested = false;
   if (int rc = import_iovecs(p, a.a[1], a.a[2], kvm::kProtRead, iov, requested)) return rc;
+  const uint64_t total = static_cast<uint64_t>(total_of(iov));
+  uint64_t room = total;
+  if (int rc = fileops::memfd_room(p, *f, room)) return rc;
+  if (room < total) return -ENOSPC;  // all or nothing here: cutting iovecs is not worth it for memfds
   const ssize_t put = without_sigpipe(*f, [&] {
     return offset ? ::pwritev(f->host_fd, iov.data(), static_cast<int>(iov.size()), *offset)
                   : ::writev(f->host_fd, iov.data(), static_cast<int>(iov.size()));
@@ -351,7 +358,9 @@ KVMS_SYSCALL(read) {
 KVMS_SYSCALL(write) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
-  return write_from(p, *f, a.a[1], a.a[2], [&](const void* buf, size_t n) { return ::write(f->host_fd, buf, n); });
+  uint64_t len = std::min(a.a[2], kMaxRw);
+  if (int rc = fileops::memfd_room(p, *f, len)) return rc;
+  return write_from(p, *f, a.a[1], len, [&](const void* buf, size_t n) { return ::write(f->host_fd, buf, n); });
 }
 
 KVMS_SYSCALL(pread64) {
@@ -365,7 +374,9 @@ KVMS_SYSCALL(pwrite64) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
   const auto off = static_cast<off_t>(a.a[3]);
-  return write_from(p, *f, a.a[1], a.a[2], [&](const void* buf, size_t n) { return ::pwrite(f->host_fd, buf, n, off); });
+  uint64_t len = std::min(a.a[2], kMaxRw);
+  if (int rc = fileops::memfd_room(p, *f, len)) return rc;
+  return write_from(p, *f, a.a[1], len, [&](const void* buf, size_t n) { return ::pwrite(f->host_fd, buf, n, off); });
 }
 
 KVMS_SYSCALL(readv) { return do_readv(p, a, std::nullopt); }
@@ -520,7 +531,8 @@ KVMS_SYSCALL(sendfile) {
   if (!out || !in) return -EBADF;
   off_t offset = 0;
   if (a.a[2] && !p.mm().read(a.a[2], offset)) return -EFAULT;
-  const size_t count = std::min(a.a[3], kMaxRw);
+  uint64_t count = std::min(a.a[3], kMaxRw);
+  if (int rc = fileops::memfd_room(p, *out, count)) return rc;
   const ssize_t n = without_sigpipe(*out, [&] { return ::sendfile(out->host_fd, in->host_fd, a.a[2] ? &offset : nullptr, count); });
   if (n < 0) return -errno;
   if (a.a[2] && !p.mm().write(a.a[2], offset)) return -EFAULT;

@@ -116,6 +116,7 @@ class Process {
 
   int pid = 2, tid = 2, ppid = 1;
   uint32_t uid = 1000, gid = 1000;
+  int nice = 0;  // setpriority
   uint64_t clear_child_tid = 0, robust_list = 0, robust_list_len = 0;
   uint64_t rseq = 0, rseq_len = 0;
   std::array<KernelSigaction, 65> sigactions{};
