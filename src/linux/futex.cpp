@@ -28,6 +28,7 @@ int64_t wait(Process& p, uint64_t uaddr, uint32_t val, uint64_t utimeout, bool a
   }
   if (current != val) return -EAGAIN;
   if (!utimeout) {
+    p.log("futex: waiting with no other thread to wake it: blocks until the run ends");
     ::ppoll(nullptr, 0, nullptr, nullptr);  // nobody can wake us: only an interruption ends this
     return -EINTR;
   }

@@ -115,7 +115,13 @@ static loader::FileReader interpreter_reader(const PathPolicy& policy) {
                                               : std::strerror(-*err);
       throw loader::LoadError(*err == -ENOENT ? 127 : 126, path + ": " + why);
     }
-    return loader::read_program_file(std::get<PathPolicy::Resolved>(r).host_path);
+    const std::string host = std::get<PathPolicy::Resolved>(r).host_path;
+    try {
+      return loader::read_program_file(host);
+    } catch (const loader::LoadError& e) {  // named as the program names it, not by its host path
+      const std::string what = e.what();
+      throw loader::LoadError(e.exit_status, what.starts_with(host) ? path + what.substr(host.size()) : what);
+    }
   };
 }
 
