@@ -33,6 +33,18 @@ struct OpenFile {
     uint64_t data;
   };
   std::vector<EpollInterest> epoll_interest;
+
+  // A directory kvmserver makes up (procfs.cpp: /proc/self/fd): its entries and the read position,
+  // which getdents64 and lseek use instead of the host fd (an empty, deleted directory).
+  struct SyntheticDir {
+    struct Entry {
+      std::string name;
+      uint8_t type;  // DT_*
+    };
+    std::vector<Entry> entries;
+    size_t pos = 0;
+  };
+  std::shared_ptr<SyntheticDir> synthetic_dir;
 };
 
 class FdTable {

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "linux/policy.hpp"
+#include "linux/procfs.hpp"
 #include "linux/syscalls.hpp"
 
 namespace kvms::linux {
@@ -80,6 +81,9 @@ int open_parent(const std::string& host_path, std::string& name) {
   if (name.empty()) name = ".";
   return open_host(pos == 0 ? "/" : host_path.substr(0, pos), O_PATH | O_DIRECTORY, 0);
 }
+
+// memfd.cpp: the room a write to a memfd has under --max-memory (len is cut to it), 0 or -ENOSPC.
+int memfd_room(Process& p, const OpenFile& f, uint64_t& len);
 
 }  // namespace fileops
 
@@ -217,6 +221,10 @@ int64_t do_writev(Process& p, const SyscallArgs& a, std::optional<int64_t> offse
   std::vector<iovec> iov;
   bool requested = false;
   if (int rc = import_iovecs(p, a.a[1], a.a[2], kvm::kProtRead, iov, requested)) return rc;
+  const uint64_t total = static_cast<uint64_t>(total_of(iov));
+  uint64_t room = total;
+  if (int rc = fileops::memfd_room(p, *f, room)) return rc;
+  if (room < total) return -ENOSPC;  // all or nothing here: cutting iovecs is not worth it for memfds
   Process::BlockingSection unlocked(p);
   const ssize_t put = without_sigpipe(*f, [&] {
     return offset ? ::pwritev(f->host_fd, iov.data(), static_cast<int>(iov.size()), *offset)
@@ -284,6 +292,7 @@ int64_t do_open(Process& p, int dirfd, uint64_t user_path, int flags, mode_t mod
   const std::string& path = std::get<std::string>(gp);
   if (!fd_available(p)) return -EMFILE;
   if (auto special = open_special(p, normalize_path(path), flags, mode)) return *special;
+  if (auto made_up = procfs::open(p, normalize_path(path), flags)) return *made_up;
 
   const int acc = flags & O_ACCMODE;
   const bool write = acc == O_WRONLY || acc == O_RDWR || (flags & (O_CREAT | O_TRUNC | O_APPEND)) ||
@@ -363,7 +372,9 @@ KVMS_SYSCALL(read) {
 KVMS_SYSCALL(write) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
-  return write_from(p, *f, a.a[1], a.a[2], [&](const void* buf, size_t n) { return ::write(f->host_fd, buf, n); });
+  uint64_t len = std::min(a.a[2], kMaxRw);
+  if (int rc = fileops::memfd_room(p, *f, len)) return rc;
+  return write_from(p, *f, a.a[1], len, [&](const void* buf, size_t n) { return ::write(f->host_fd, buf, n); });
 }
 
 KVMS_SYSCALL(pread64) {
@@ -377,7 +388,9 @@ KVMS_SYSCALL(pwrite64) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
   const auto off = static_cast<off_t>(a.a[3]);
-  return write_from(p, *f, a.a[1], a.a[2], [&](const void* buf, size_t n) { return ::pwrite(f->host_fd, buf, n, off); });
+  uint64_t len = std::min(a.a[2], kMaxRw);
+  if (int rc = fileops::memfd_room(p, *f, len)) return rc;
+  return write_from(p, *f, a.a[1], len, [&](const void* buf, size_t n) { return ::pwrite(f->host_fd, buf, n, off); });
 }
 
 KVMS_SYSCALL(readv) { return do_readv(p, a, std::nullopt); }
@@ -410,6 +423,15 @@ KVMS_SYSCALL(close_range) {
 KVMS_SYSCALL(lseek) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
+  if (f->synthetic_dir) {  // positions are entry indices (getdents64's d_off)
+    const int64_t off = static_cast<int64_t>(a.a[1]);
+    const int whence = static_cast<int>(a.a[2]);
+    int64_t pos = whence == SEEK_SET ? off : whence == SEEK_CUR ? int64_t(f->synthetic_dir->pos) + off : -1;
+    if (whence != SEEK_SET && whence != SEEK_CUR) return -EINVAL;
+    if (pos < 0) return -EINVAL;
+    f->synthetic_dir->pos = static_cast<size_t>(pos);
+    return pos;
+  }
   return errno_result(::lseek(f->host_fd, static_cast<off_t>(a.a[1]), static_cast<int>(a.a[2])));
 }
 
@@ -508,6 +530,7 @@ KVMS_SYSCALL(getdents64) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
   const uint64_t count = std::min<uint64_t>(static_cast<uint32_t>(a.a[2]), 1u << 20);
+  if (auto made_up = procfs::getdents64(p, *f, a.a[1], count)) return *made_up;
   const uint64_t room = accessible(p.mm(), a.a[1], count, kvm::kProtWrite);
   if (room == 0 && count != 0) return -EFAULT;
   std::vector<char> buf(std::max<uint64_t>(room, 1));
@@ -522,7 +545,8 @@ KVMS_SYSCALL(sendfile) {
   if (!out || !in) return -EBADF;
   off_t offset = 0;
   if (a.a[2] && !p.mm().read(a.a[2], offset)) return -EFAULT;
-  const size_t count = std::min(a.a[3], kMaxRw);
+  uint64_t count = std::min(a.a[3], kMaxRw);
+  if (int rc = fileops::memfd_room(p, *out, count)) return rc;
   Process::BlockingSection unlocked(p);
   const ssize_t n = without_sigpipe(*out, [&] { return ::sendfile(out->host_fd, in->host_fd, a.a[2] ? &offset : nullptr, count); });
   if (n < 0) return -errno;

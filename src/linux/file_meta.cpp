@@ -9,16 +9,19 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "linux/policy.hpp"
+#include "linux/procfs.hpp"
 #include "linux/syscalls.hpp"
 
 #ifndef RENAME_NOREPLACE
@@ -167,7 +170,16 @@ int stat_ancestor(Process& p, int dirfd, uint64_t upath, struct stat& st) {
   return 0;
 }
 
+// stat of a file procfs makes up; nullopt when the path is not one.
+std::optional<int> procfs_stat(Process& p, int dirfd, uint64_t upath, bool follow, struct stat& st) {
+  auto gp = p.guest_path(dirfd, upath);
+  if (!std::holds_alternative<std::string>(gp)) return std::nullopt;  // the path walk reports it
+  return procfs::stat(p, normalize_path(std::get<std::string>(gp)), follow, st);
+}
+
 int64_t stat_path(Process& p, int dirfd, uint64_t upath, uint64_t ubuf, bool follow) {
+  struct stat made_up;
+  if (auto rc = procfs_stat(p, dirfd, upath, follow, made_up)) return *rc ? *rc : put(p, ubuf, made_up);
   Target t;
   if (int rc = open_target_at(p, dirfd, upath, Access::Read, follow, t)) {
     struct stat st;
@@ -182,6 +194,12 @@ int64_t do_readlink(Process& p, int dirfd, uint64_t upath, uint64_t ubuf, int64_
   auto gp = p.guest_path(dirfd, upath);
   if (auto* err = std::get_if<int>(&gp)) return *err;
   const std::string& path = std::get<std::string>(gp);
+  if (auto made_up = procfs::readlink(p, normalize_path(path))) {
+    if (auto* err = std::get_if<int>(&*made_up)) return *err;
+    const std::string& text = std::get<std::string>(*made_up);
+    const uint64_t n = std::min<uint64_t>(text.size(), static_cast<uint64_t>(size));
+    return p.mm().copy_to_user(ubuf, text.data(), n) ? static_cast<int64_t>(n) : -EFAULT;
+  }
   // The directories above a grant can be walked through but not examined. realpath() readlinks
   // every component and gives up on anything but EINVAL, so for those say "not a symlink" (the
   // policy expands any symlink among them anyway).
@@ -358,6 +376,29 @@ int64_t statfs_of(Process& p, const std::string& guest, uint64_t ubuf) {
   return put(p, ubuf, st);
 }
 
+// statx's answer for what only a struct stat describes (procfs's files).
+struct statx statx_of(const struct stat& st) {
+  struct statx sx{};
+  sx.stx_mask = STATX_BASIC_STATS;
+  sx.stx_blksize = static_cast<uint32_t>(st.st_blksize);
+  sx.stx_nlink = static_cast<uint32_t>(st.st_nlink);
+  sx.stx_uid = st.st_uid;
+  sx.stx_gid = st.st_gid;
+  sx.stx_mode = static_cast<uint16_t>(st.st_mode);
+  sx.stx_ino = st.st_ino;
+  sx.stx_size = static_cast<uint64_t>(st.st_size);
+  sx.stx_blocks = static_cast<uint64_t>(st.st_blocks);
+  auto ts = [](const timespec& t) { return statx_timestamp{t.tv_sec, static_cast<uint32_t>(t.tv_nsec), 0}; };
+  sx.stx_atime = ts(st.st_atim);
+  sx.stx_mtime = ts(st.st_mtim);
+  sx.stx_ctime = ts(st.st_ctim);
+  sx.stx_rdev_major = major(st.st_rdev);
+  sx.stx_rdev_minor = minor(st.st_rdev);
+  sx.stx_dev_major = major(st.st_dev);
+  sx.stx_dev_minor = minor(st.st_dev);
+  return sx;
+}
+
 }  // namespace
 
 KVMS_SYSCALL(stat) { return stat_path(p, AT_FDCWD, a.a[0], a.a[1], true); }
@@ -401,6 +442,9 @@ KVMS_SYSCALL(statx) {
       return put(p, a.a[4], sx);
     }
   }
+  struct stat made_up;
+  if (auto rc = procfs_stat(p, dirfd, a.a[1], !(flags & AT_SYMLINK_NOFOLLOW), made_up))
+    return *rc ? *rc : put(p, a.a[4], statx_of(made_up));
   Target t;
   if (int rc = open_target_at(p, dirfd, a.a[1], Access::Read, !(flags & AT_SYMLINK_NOFOLLOW), t)) {
     struct stat st;

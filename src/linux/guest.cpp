@@ -18,6 +18,7 @@
 #include <thread>
 #include <cstring>
 #include <ctime>
+#include <tuple>
 
 #include "kvm/layout.hpp"
 #include "linux/policy.hpp"
@@ -37,6 +38,7 @@ using kvm::page_up;
 constexpr uint64_t kStackSize = 8ull << 20;
 constexpr uint64_t kStackGuard = 1ull << 20;   // unmapped space above the stack
 constexpr uint64_t kPieBase = 1ull << 30;      // where static-PIE programs are placed
+constexpr uint64_t kVdsoRoom = 1ull << 20;     // kept free below the stack for the vDSO
 constexpr uint64_t kHwcap2Fsgsbase = 1 << 1;
 constexpr uint64_t kSyscallOutLength = 2;  // `out imm8, al` in entry.asm
 
@@ -129,7 +131,28 @@ std::string find_program(const std::string& program) {
   throw loader::LoadError(127, program + ": command not found");
 }
 
-Guest::Image Guest::load_image(const std::string& host_path, uint64_t user_size) {
+// The dynamic loader a program names is read like any file the guest opens: through the policy (the
+// system library directories are readable by default, see README "Libraries"), so a program the
+// guest wrote cannot name a file it may not read as its interpreter and find it in its memory.
+static loader::FileReader interpreter_reader(const PathPolicy& policy) {
+  return [&policy](const std::string& path) {
+    auto r = policy.resolve(path, Access::Read, true);
+    if (auto* err = std::get_if<int>(&r)) {
+      const std::string why = *err == -EACCES ? "not readable (allow with " + policy.suggestion(path, Access::Read) + ")"
+                                              : std::strerror(-*err);
+      throw loader::LoadError(*err == -ENOENT ? 127 : 126, path + ": " + why);
+    }
+    const std::string host = std::get<PathPolicy::Resolved>(r).host_path;
+    try {
+      return loader::read_program_file(host);
+    } catch (const loader::LoadError& e) {  // named as the program names it, not by its host path
+      const std::string what = e.what();
+      throw loader::LoadError(e.exit_status, what.starts_with(host) ? path + what.substr(host.size()) : what);
+    }
+  };
+}
+
+Guest::Image Guest::load_image(const std::string& host_path, uint64_t user_size, const PathPolicy& policy) {
   const std::vector<uint8_t> file = loader::read_program_file(host_path);
   Image img;
   img.path = host_path;
@@ -138,15 +161,19 @@ Guest::Image Guest::load_image(const std::string& host_path, uint64_t user_size)
   img.memory = kvm::GuestMemory::create(user_size, kernel_size);
   img.mm = std::make_shared<kvm::AddressSpace>(img.memory);
   kvm::install_kernel_area(*img.mm);
+  img.stack_top = user_size - kStackGuard;
+  // Like Linux: a PIE with an interpreter at ELF_ET_DYN_BASE (2/3 of the address space), the
+  // interpreter top-down below the stack, leaving room for the vDSO between them.
+  const loader::ProgramLayout layout{std::min(kPieBase, user_size / 4), kvm::page_down(user_size / 3 * 2),
+                                     img.stack_top - kStackSize - kVdsoRoom};
   try {
-    img.elf = loader::load_elf(*img.mm, file, std::min(kPieBase, user_size / 4));
+    const loader::LoadedProgram prog = loader::load_program(*img.mm, file, host_path, layout, interpreter_reader(policy));
+    img.elf = prog.program;
+    img.interp_base = prog.interp_base;
+    img.start = prog.start;
   } catch (const loader::LoadError& e) {
     throw loader::LoadError(e.exit_status, host_path + ": " + e.what());
   }
-  if (!img.elf.interpreter.empty())
-    throw loader::LoadError(126, host_path + ": dynamically linked programs are not supported yet (interpreter " +
-                                     img.elf.interpreter + ")");
-  img.stack_top = user_size - kStackGuard;
   const int stack_prot = kvm::kProtRead | kvm::kProtWrite | (img.elf.executable_stack ? kvm::kProtExec : 0);
   if (img.mm->map(img.stack_top - kStackSize, kStackSize, stack_prot, "[stack]") != 0)
     throw loader::LoadError(126, host_path + ": no room for the stack");
@@ -196,16 +223,22 @@ void Guest::install(Image img, const std::vector<std::string>& argv, const std::
   spec.gid = spec.egid = p.gid;
   spec.sysinfo_ehdr = img.vdso;
   spec.minsigstksz = 4096;
+  spec.interp_base = img.interp_base;
   if (getrandom(spec.random, sizeof spec.random, 0) != sizeof spec.random) throw std::runtime_error("getrandom failed");
   const uint64_t rsp = loader::build_initial_stack(*mm_, img.stack_top, kStackSize, spec, img.elf);
-  vcpu.enter_user_mode(mm_->cr3(), img.elf.entry, rsp);
+  std::tie(p.arg_start, p.arg_end) = loader::argument_strings(*mm_, rsp);
+  const std::string name = execfn.substr(execfn.rfind('/') + 1);  // Linux's comm: the exec'd file name
+  ThreadContext& main_ctx = p.main_thread();
+  std::memset(main_ctx.comm, 0, sizeof main_ctx.comm);
+  std::strncpy(main_ctx.comm, name.c_str(), sizeof main_ctx.comm - 1);
+  vcpu.enter_user_mode(mm_->cr3(), img.start, rsp);
   threads_.front()->flush_generation = mm_->flush_generation();
 }
 
 std::unique_ptr<Guest> Guest::create(const GuestConfig& config) {
   std::unique_ptr<Guest> g(new Guest);
   const std::string path = find_program(config.program);
-  Image img = load_image(path, page_up(config.address_space));
+  Image img = load_image(path, page_up(config.address_space), *config.policy);
   g->process_ = std::make_unique<Process>(img.mm, config.policy, config.process);
   Process& p = *g->process_;
   p.cwd = config.cwd;
@@ -314,7 +347,7 @@ int64_t Guest::execve(Process& p, const std::string& guest_path, std::vector<std
   }
   if (!(st.st_mode & 0111)) return -EACCES;
   try {
-    pending_exec_ = load_image(host_path, memory_->user_size());
+    pending_exec_ = load_image(host_path, memory_->user_size(), p.policy());
   } catch (const loader::LoadError& e) {
     p.log(std::string("execve: ") + e.what());
     return e.exit_status == 127 ? -ENOENT : -ENOEXEC;

@@ -103,8 +103,10 @@ class Guest : private ProcessHost {
     std::shared_ptr<kvm::AddressSpace> mm;
     loader::LoadedElf elf;
     uint64_t stack_top = 0, vdso = 0;
+    uint64_t interp_base = 0, start = 0;  // AT_BASE; the first instruction (ld.so's entry when dynamic)
   };
-  static Image load_image(const std::string& host_path, uint64_t user_size);
+  // The interpreter (PT_INTERP) is read through `policy`.
+  static Image load_image(const std::string& host_path, uint64_t user_size, const PathPolicy& policy);
   // Makes `image` this guest's program with a fresh VM, initial stack and registers.
   void install(Image image, const std::vector<std::string>& argv, const std::vector<std::string>& envp,
                const std::string& execfn);

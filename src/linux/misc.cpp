@@ -8,6 +8,7 @@
 #include <linux/prctl.h>
 #include <sys/syscall.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -151,7 +152,142 @@ KVMS_SYSCALL(sched_yield) {
   sched_yield();
   return 0;
 }
-KVMS_SYSCALL(getpriority) { return 20; }  // the kernel returns 20 - nice
+
+// Scheduling: the guest runs as an ordinary SCHED_OTHER process; real-time policies need privileges.
+KVMS_SYSCALL(sched_getparam) {
+  if (int64_t(a.a[0]) < 0 || a.a[1] == 0) return -EINVAL;
+  if (!is_self(p, int64_t(a.a[0])) && int64_t(a.a[0]) != p.thread().tid) return -ESRCH;
+  return p.mm().write<int32_t>(a.a[1], 0) ? 0 : -EFAULT;
+}
+
+KVMS_SYSCALL(sched_getscheduler) {
+  if (int64_t(a.a[0]) < 0) return -EINVAL;
+  if (!is_self(p, int64_t(a.a[0])) && int64_t(a.a[0]) != p.thread().tid) return -ESRCH;
+  return SCHED_OTHER;
+}
+
+KVMS_SYSCALL(sched_setscheduler) {
+  const int64_t pid = int64_t(a.a[0]);
+  const int policy = int(a.a[1]) & ~SCHED_RESET_ON_FORK;
+  if (pid < 0 || a.a[2] == 0) return -EINVAL;
+  if (!is_self(p, pid) && pid != p.thread().tid) return -ESRCH;
+  int32_t priority = 0;
+  if (!p.mm().read(a.a[2], priority)) return -EFAULT;
+  switch (policy) {
+    case SCHED_OTHER: case SCHED_BATCH: case SCHED_IDLE: return priority == 0 ? 0 : -EINVAL;
+    case SCHED_FIFO: case SCHED_RR: return priority >= 1 && priority <= 99 ? -EPERM : -EINVAL;  // RLIMIT_RTPRIO 0
+    default: return -EINVAL;
+  }
+}
+
+KVMS_SYSCALL(sched_get_priority_max) {
+  const int policy = int(a.a[0]);
+  if (policy == SCHED_FIFO || policy == SCHED_RR) return 99;
+  return policy == SCHED_OTHER || policy == SCHED_BATCH || policy == SCHED_IDLE ? 0 : -EINVAL;
+}
+
+KVMS_SYSCALL(sched_get_priority_min) {
+  const int policy = int(a.a[0]);
+  if (policy == SCHED_FIFO || policy == SCHED_RR) return 1;
+  return policy == SCHED_OTHER || policy == SCHED_BATCH || policy == SCHED_IDLE ? 0 : -EINVAL;
+}
+
+namespace {
+
+// PRIO_PROCESS/PRIO_PGRP/PRIO_USER naming this process (its group, its user): the only target.
+int64_t check_priority_target(Process& p, uint64_t which, uint64_t who) {
+  switch (which) {
+    case PRIO_PROCESS: case PRIO_PGRP: return is_self(p, int64_t(int32_t(who))) ? 0 : -ESRCH;
+    case PRIO_USER: return uint32_t(who) == 0 || uint32_t(who) == p.uid ? 0 : -ESRCH;
+    default: return -EINVAL;
+  }
+}
+
+}  // namespace
+
+KVMS_SYSCALL(getpriority) {
+  if (int64_t rc = check_priority_target(p, a.a[0], a.a[1])) return rc;
+  return 20 - p.nice;  // the kernel returns 20 - nice, so that it is never negative
+}
+
+KVMS_SYSCALL(setpriority) {
+  if (int64_t rc = check_priority_target(p, a.a[0], a.a[1])) return rc;
+  const int nice = std::clamp(int(a.a[2]), -20, 19);
+  if (nice < p.nice && 20 - nice > int(p.rlimits[RLIMIT_NICE].first)) return -EACCES;  // raising needs privilege
+  p.nice = nice;
+  return 0;
+}
+
+// Identity changes: an unprivileged process may only "change" to the ids it already has.
+namespace {
+bool same_or_unchanged(uint64_t id, uint32_t current) { return uint32_t(id) == uint32_t(-1) || uint32_t(id) == current; }
+}  // namespace
+
+KVMS_SYSCALL(setuid) { return uint32_t(a.a[0]) == p.uid ? 0 : -EPERM; }
+KVMS_SYSCALL(setgid) { return uint32_t(a.a[0]) == p.gid ? 0 : -EPERM; }
+KVMS_SYSCALL(setreuid) { return same_or_unchanged(a.a[0], p.uid) && same_or_unchanged(a.a[1], p.uid) ? 0 : -EPERM; }
+KVMS_SYSCALL(setregid) { return same_or_unchanged(a.a[0], p.gid) && same_or_unchanged(a.a[1], p.gid) ? 0 : -EPERM; }
+KVMS_SYSCALL(setresuid) {
+  for (int i = 0; i < 3; ++i)
+    if (!same_or_unchanged(a.a[i], p.uid)) return -EPERM;
+  return 0;
+}
+KVMS_SYSCALL(setresgid) {
+  for (int i = 0; i < 3; ++i)
+    if (!same_or_unchanged(a.a[i], p.gid)) return -EPERM;
+  return 0;
+}
+KVMS_SYSCALL(setgroups) { return int64_t(int32_t(a.a[0])) < 0 || a.a[0] > 65536 ? -EINVAL : -EPERM; }  // CAP_SETGID
+
+// Capabilities: none, in every set.
+namespace {
+constexpr uint32_t kCapV1 = 0x19980330, kCapV2 = 0x20071026, kCapV3 = 0x20080522;
+}  // namespace
+
+KVMS_SYSCALL(capget) {
+  uint32_t header[2];
+  if (!p.mm().copy_from_user(header, a.a[0], sizeof header)) return -EFAULT;
+  if (header[0] != kCapV1 && header[0] != kCapV2 && header[0] != kCapV3) {
+    const uint32_t preferred = kCapV3;
+    return p.mm().write(a.a[0], preferred) ? -EINVAL : -EFAULT;
+  }
+  if (int32_t(header[1]) < 0) return -EINVAL;
+  if (header[1] != 0 && int(header[1]) != p.pid && int(header[1]) != p.thread().tid) return -ESRCH;
+  if (a.a[1] == 0) return 0;  // a version probe
+  const uint32_t zeros[6] = {};
+  return p.mm().copy_to_user(a.a[1], zeros, header[0] == kCapV1 ? 12 : 24) ? 0 : -EFAULT;
+}
+
+KVMS_SYSCALL(capset) {
+  uint32_t header[2];
+  if (!p.mm().copy_from_user(header, a.a[0], sizeof header)) return -EFAULT;
+  if (header[0] != kCapV1 && header[0] != kCapV2 && header[0] != kCapV3) return -EINVAL;
+  if (header[1] != 0 && int(header[1]) != p.pid && int(header[1]) != p.thread().tid) return -EPERM;
+  uint32_t data[6] = {};
+  if (!p.mm().copy_from_user(data, a.a[1], header[0] == kCapV1 ? 12 : 24)) return -EFAULT;
+  for (uint32_t d : data)
+    if (d) return -EPERM;
+  return 0;
+}
+
+// Interval timers: none is ever armed, since kvmserver does not deliver SIGALRM/SIGVTALRM/SIGPROF
+// yet; arming one is ENOSYS rather than a timer that silently never fires.
+KVMS_SYSCALL(getitimer) {
+  if (a.a[0] > 2) return -EINVAL;  // ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF
+  const uint64_t zeros[4] = {};
+  return p.mm().copy_to_user(a.a[1], zeros, sizeof zeros) ? 0 : -EFAULT;
+}
+
+KVMS_SYSCALL(setitimer) {
+  if (a.a[0] > 2) return -EINVAL;
+  int64_t value[4] = {};  // it_interval {sec, usec}, it_value {sec, usec}
+  if (a.a[1] && !p.mm().copy_from_user(value, a.a[1], sizeof value)) return -EFAULT;
+  for (int i = 0; i < 4; i += 2)
+    if (value[i] < 0 || value[i + 1] < 0 || value[i + 1] >= 1000000) return -EINVAL;
+  const uint64_t zeros[4] = {};
+  if (a.a[2] && !p.mm().copy_to_user(a.a[2], zeros, sizeof zeros)) return -EFAULT;
+  return value[2] || value[3] ? -ENOSYS : 0;
+}
 
 KVMS_SYSCALL(prctl) {
   switch (a.a[0]) {
@@ -174,6 +310,11 @@ KVMS_SYSCALL(prctl) {
     case PR_GET_TIMERSLACK: return 50000;
     case PR_SET_TIMERSLACK: return 0;
     case PR_CAPBSET_READ: return a.a[1] <= 63 ? 0 : -EINVAL;
+    case PR_GET_SECCOMP: return 0;  // no filter
+    case PR_GET_THP_DISABLE: return 0;
+    case PR_SET_THP_DISABLE: return 0;  // advisory: no huge pages behind the guest anyway
+    case PR_GET_TID_ADDRESS: return p.mm().write<uint64_t>(a.a[1], p.thread().clear_child_tid) ? 0 : -EFAULT;
+    case PR_SET_MM: return -EPERM;  // CAP_SYS_RESOURCE
     default: return -EINVAL;
   }
 }

@@ -531,6 +531,19 @@ KVMS_SYSCALL(mlock) {
 
 KVMS_SYSCALL(munlock) { return lock_range(p, a.a[0], a.a[1], false); }
 
+// Every page is host memory that is never swapped from the guest's point of view, so locking is
+// only RLIMIT_MEMLOCK's accounting: the current mappings must fit under it.
+KVMS_SYSCALL(mlockall) {
+  constexpr uint64_t kCurrent = 1, kFuture = 2, kOnFault = 4;
+  const uint64_t flags = a.a[0];
+  if (!flags || (flags & ~(kCurrent | kFuture | kOnFault)) || flags == kOnFault) return -EINVAL;
+  if (p.rlimits[RLIMIT_MEMLOCK].first == 0) return -EPERM;
+  if ((flags & kCurrent) && p.mm().mapped_bytes() > p.rlimits[RLIMIT_MEMLOCK].first) return -ENOMEM;
+  return 0;
+}
+
+KVMS_SYSCALL(munlockall) { return 0; }
+
 KVMS_SYSCALL(msync) {
   const uint64_t addr = a.a[0], flags = a.a[2];
   uint64_t len = a.a[1];

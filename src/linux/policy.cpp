@@ -104,6 +104,12 @@ std::string require_absolute(const std::string& p, const char* what) {
 
 }  // namespace
 
+const std::vector<std::string>& system_library_paths() {
+  static const std::vector<std::string> paths = {"/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib",
+                                                 "/etc/ld.so.cache"};
+  return paths;
+}
+
 std::string normalize_path(std::string_view path) {
   bool abs = !path.empty() && path[0] == '/';
   std::vector<std::string> out;

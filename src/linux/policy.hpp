@@ -126,6 +126,11 @@ class PathPolicy {
   std::vector<Vol> vols_;
 };
 
+// What every program may read without a flag (README "Libraries"): the system library directories,
+// where a dynamically linked program's loader and libraries live, and the loader's cache. Callers add
+// them to PolicyConfig::always_readable (with the program and its interpreter).
+const std::vector<std::string>& system_library_paths();
+
 // Lexical join of a guest cwd and a path: an absolute path is returned as is, a relative one is
 // appended to cwd with a '/'. `.` and `..` are kept for resolve() (which must apply `..` after
 // symlink expansion). An empty path stays empty (resolve() fails it with -ENOENT; callers handle

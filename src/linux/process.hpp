@@ -158,6 +158,7 @@ class Process {
   void make_current(ThreadContext* t);  // on this host thread, until changed
   void attach(kvm::Vcpu* vcpu) { main_thread().vcpu = vcpu; }
   ThreadContext& main_thread();
+  const ThreadContext& main_thread() const { return const_cast<Process*>(this)->main_thread(); }
   // The process keeps only the thread `keep` (fork in a threaded program, execve), now with id tid.
   void keep_only_thread(int keep, int tid);
 
@@ -189,6 +190,7 @@ class Process {
   uint64_t brk_start = 0, brk_current = 0;
   uint64_t stack_top = 0, stack_size = 0;
   uint64_t vdso_base = 0;  // vDSO image; the clock page is the page below
+  uint64_t arg_start = 0, arg_end = 0;  // the argv strings on the initial stack (/proc/self/cmdline)
 
   // How guest TSC values relate to host time, for the vDSO's clock page (time.cpp).
   struct Clock {
@@ -200,6 +202,7 @@ class Process {
 
   int pid = 2, ppid = 1;
   uint32_t uid = 1000, gid = 1000;
+  int nice = 0;  // setpriority
   std::array<KernelSigaction, 65> sigactions{};
   std::array<std::pair<uint64_t, uint64_t>, 16> rlimits{};  // RLIMIT_* -> {soft, hard}
 

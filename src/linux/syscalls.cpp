@@ -36,7 +36,10 @@ constexpr std::pair<int, SyscallHandler> kHandlers[] = {
     // mmap.cpp
     {SYS_brk, sys_brk}, {SYS_mmap, sys_mmap}, {SYS_munmap, sys_munmap}, {SYS_mprotect, sys_mprotect},
     {SYS_mremap, sys_mremap}, {SYS_madvise, sys_madvise}, {SYS_mlock, sys_mlock}, {SYS_munlock, sys_munlock},
-    {SYS_msync, sys_msync}, {SYS_mincore, sys_mincore},
+    {SYS_msync, sys_msync}, {SYS_mincore, sys_mincore}, {SYS_mlockall, sys_mlockall},
+    {SYS_munlockall, sys_munlockall},
+    // memfd.cpp
+    {SYS_memfd_create, sys_memfd_create},
     // misc.cpp
     {SYS_getpid, sys_getpid}, {SYS_gettid, sys_gettid}, {SYS_getppid, sys_getppid}, {SYS_getuid, sys_getuid},
     {SYS_geteuid, sys_geteuid}, {SYS_getgid, sys_getgid}, {SYS_getegid, sys_getegid},
@@ -47,6 +50,13 @@ constexpr std::pair<int, SyscallHandler> kHandlers[] = {
     {SYS_getrusage, sys_getrusage}, {SYS_sched_getaffinity, sys_sched_getaffinity},
     {SYS_sched_setaffinity, sys_sched_setaffinity}, {SYS_sched_yield, sys_sched_yield},
     {SYS_getpriority, sys_getpriority}, {SYS_prctl, sys_prctl}, {SYS_getcpu, sys_getcpu},
+    {SYS_sched_getparam, sys_sched_getparam}, {SYS_sched_getscheduler, sys_sched_getscheduler},
+    {SYS_sched_setscheduler, sys_sched_setscheduler}, {SYS_sched_get_priority_max, sys_sched_get_priority_max},
+    {SYS_sched_get_priority_min, sys_sched_get_priority_min}, {SYS_setpriority, sys_setpriority},
+    {SYS_setuid, sys_setuid}, {SYS_setgid, sys_setgid}, {SYS_setreuid, sys_setreuid}, {SYS_setregid, sys_setregid},
+    {SYS_setresuid, sys_setresuid}, {SYS_setresgid, sys_setresgid}, {SYS_setgroups, sys_setgroups},
+    {SYS_capget, sys_capget}, {SYS_capset, sys_capset}, {SYS_getitimer, sys_getitimer},
+    {SYS_setitimer, sys_setitimer},
     // thread.cpp
     {SYS_exit, sys_exit}, {SYS_exit_group, sys_exit_group}, {SYS_arch_prctl, sys_arch_prctl},
     {SYS_set_tid_address, sys_set_tid_address}, {SYS_set_robust_list, sys_set_robust_list},

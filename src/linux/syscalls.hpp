@@ -35,6 +35,9 @@ KVMS_SYSCALL(fchmod); KVMS_SYSCALL(fchmodat); KVMS_SYSCALL(chmod); KVMS_SYSCALL(
 // mmap.cpp: memory
 KVMS_SYSCALL(brk); KVMS_SYSCALL(mmap); KVMS_SYSCALL(munmap); KVMS_SYSCALL(mprotect); KVMS_SYSCALL(mremap);
 KVMS_SYSCALL(madvise); KVMS_SYSCALL(mlock); KVMS_SYSCALL(munlock); KVMS_SYSCALL(msync); KVMS_SYSCALL(mincore);
+KVMS_SYSCALL(mlockall); KVMS_SYSCALL(munlockall);
+// memfd.cpp
+KVMS_SYSCALL(memfd_create);
 // misc.cpp: identity, limits, system information, randomness
 KVMS_SYSCALL(getpid); KVMS_SYSCALL(gettid); KVMS_SYSCALL(getppid); KVMS_SYSCALL(getuid); KVMS_SYSCALL(geteuid);
 KVMS_SYSCALL(getgid); KVMS_SYSCALL(getegid); KVMS_SYSCALL(getpgrp); KVMS_SYSCALL(getpgid); KVMS_SYSCALL(getsid);
@@ -42,7 +45,11 @@ KVMS_SYSCALL(setsid); KVMS_SYSCALL(getgroups); KVMS_SYSCALL(getresuid); KVMS_SYS
 KVMS_SYSCALL(uname); KVMS_SYSCALL(sysinfo); KVMS_SYSCALL(getrandom); KVMS_SYSCALL(prlimit64);
 KVMS_SYSCALL(getrlimit); KVMS_SYSCALL(setrlimit); KVMS_SYSCALL(getrusage); KVMS_SYSCALL(sched_getaffinity);
 KVMS_SYSCALL(sched_setaffinity); KVMS_SYSCALL(sched_yield); KVMS_SYSCALL(getpriority); KVMS_SYSCALL(prctl);
-KVMS_SYSCALL(getcpu);
+KVMS_SYSCALL(getcpu); KVMS_SYSCALL(sched_getparam); KVMS_SYSCALL(sched_getscheduler);
+KVMS_SYSCALL(sched_setscheduler); KVMS_SYSCALL(sched_get_priority_max); KVMS_SYSCALL(sched_get_priority_min);
+KVMS_SYSCALL(setpriority); KVMS_SYSCALL(setuid); KVMS_SYSCALL(setgid); KVMS_SYSCALL(setreuid);
+KVMS_SYSCALL(setregid); KVMS_SYSCALL(setresuid); KVMS_SYSCALL(setresgid); KVMS_SYSCALL(setgroups);
+KVMS_SYSCALL(capget); KVMS_SYSCALL(capset); KVMS_SYSCALL(getitimer); KVMS_SYSCALL(setitimer);
 // thread.cpp: process and thread lifetime
 KVMS_SYSCALL(exit); KVMS_SYSCALL(exit_group); KVMS_SYSCALL(arch_prctl); KVMS_SYSCALL(set_tid_address);
 KVMS_SYSCALL(set_robust_list); KVMS_SYSCALL(get_robust_list); KVMS_SYSCALL(rseq);

@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
+#include <optional>
 #include <set>
 
 #include "kvm/layout.hpp"
@@ -27,9 +29,6 @@ constexpr int kNotExecutable = 126;
 constexpr int kNotFound = 127;
 constexpr uint64_t kMaxProgramHeaders = 256;
 constexpr uint64_t kMaxInterpreterPath = 4096;  // PATH_MAX, as Linux limits PT_INTERP
-// Segment pages that hold file bytes get a file-like name, so madvise(MADV_DONTNEED) keeps their
-// contents; pages that are pure bss stay anonymous (""), as Linux maps them.
-constexpr const char* kFileBackedName = "[elf]";
 
 [[noreturn]] void fail(const std::string& message) { throw LoadError(kNotExecutable, message); }
 
@@ -249,11 +248,11 @@ void unmap_all(kvm::AddressSpace& as, const std::vector<PageRange>& pieces) {
 
 // poke needs an accessible page, so PROT_NONE pieces are mapped readable until their bytes are in.
 void map_segments(kvm::AddressSpace& as, std::span<const uint8_t> image, const std::vector<Segment>& segments,
-                  const Placement& p) {
+                  const Placement& p, const std::string& file_name) {
   const std::vector<PageRange> pieces = resolve_shared_pages(page_ranges(segments, p));
   for (const auto& piece : pieces) {
     const int prot = piece.prot == kvm::kProtNone ? kvm::kProtRead : piece.prot;
-    if (as.map(piece.start, piece.end - piece.start, prot, piece.file_backed ? kFileBackedName : "") != 0) {
+    if (as.map(piece.start, piece.end - piece.start, prot, piece.file_backed ? file_name : "") != 0) {
       unmap_all(as, pieces);
       fail("cannot map [" + hex(piece.start) + ", " + hex(piece.end) + "): out of guest memory");
     }
@@ -331,9 +330,116 @@ void read_other_headers(LoadedElf& out, const std::vector<Elf64_Phdr>& phdrs, st
   }
 }
 
+// The page-aligned size of an image's PT_LOAD span and the alignment Linux would honour for it.
+struct Footprint {
+  bool fixed = false;  // ET_EXEC: goes at its own addresses
+  uint64_t span = 0, align = kPageSize;
+};
+
+Footprint footprint(std::span<const uint8_t> image, uint64_t limit) {
+  const Elf64_Ehdr ehdr = read_elf_header(image);
+  const std::vector<Elf64_Phdr> phdrs = read_program_headers(image, ehdr);
+  const std::vector<Segment> segments = collect_load_segments(phdrs, image.size(), limit);
+  uint64_t end = 0;
+  for (const auto& s : segments) end = std::max(end, s.end());
+  return {ehdr.e_type == ET_EXEC, page_up(end) - page_down(segments.front().vaddr), largest_alignment(phdrs)};
+}
+
+// The highest address a at which [a, a+len) is free, a aligned, a+len <= below (Linux's top-down
+// mmap search, which is where it puts the interpreter).
+std::optional<uint64_t> free_below(const kvm::AddressSpace& as, uint64_t len, uint64_t align, uint64_t below) {
+  const auto& maps = as.mappings();
+  uint64_t gap_end = std::min(below, as.limit());
+  for (auto r = std::make_reverse_iterator(maps.lower_bound(gap_end));; ++r) {
+    const uint64_t gap_start = r == maps.rend() ? kvm::kUserMin : std::max(r->second.end, kvm::kUserMin);
+    if (gap_end >= len && gap_end - len >= gap_start) {
+      const uint64_t a = (gap_end - len) & ~(align - 1);
+      if (a >= gap_start) return a;
+    }
+    if (r == maps.rend()) return std::nullopt;
+    gap_end = std::min(gap_end, r->first);
+  }
+}
+
+LoadedElf load_interpreter(kvm::AddressSpace& as, const std::string& path, std::span<const uint8_t> image,
+                           uint64_t below) {
+  try {
+    const Footprint f = footprint(image, as.limit());
+    uint64_t base = 0;
+    if (!f.fixed) {
+      auto found = f.align <= as.limit() ? free_below(as, f.span, f.align, below) : std::nullopt;
+      if (!found) fail("no room for its " + hex(f.span) + " bytes");
+      base = *found;
+    }
+    LoadedElf elf = load_elf(as, image, base, path);
+    if (!elf.interpreter.empty()) fail("it names an interpreter itself (" + elf.interpreter + ")");
+    return elf;
+  } catch (const LoadError& e) {
+    throw LoadError(e.exit_status, "interpreter " + path + ": " + e.what());
+  }
+}
+
 }  // namespace
 
-LoadedElf load_elf(kvm::AddressSpace& as, std::span<const uint8_t> image, uint64_t dyn_base) {
+LoadedProgram load_program(kvm::AddressSpace& as, std::span<const uint8_t> image, const std::string& program_name,
+                           const ProgramLayout& layout, const FileReader& read_interpreter) {
+  // The program's own PT_INTERP decides its base, so look before loading.
+  bool dynamic = false;
+  {
+    const Elf64_Ehdr ehdr = read_elf_header(image);
+    for (const auto& ph : read_program_headers(image, ehdr)) dynamic |= ph.p_type == PT_INTERP;
+  }
+  LoadedProgram out;
+  out.program = load_elf(as, image, dynamic ? layout.pie_base : layout.static_pie_base, program_name);
+  out.start = out.program.entry;
+  if (out.program.interpreter.empty()) return out;
+  std::vector<uint8_t> interp;
+  try {
+    interp = read_interpreter(out.program.interpreter);
+  } catch (const LoadError& e) {
+    throw LoadError(e.exit_status, "interpreter " + std::string(e.what()));
+  }
+  out.interpreter = load_interpreter(as, out.program.interpreter, interp, layout.interp_below);
+  out.interp_base = out.interpreter.lowest;
+  out.start = out.interpreter.entry;
+  return out;
+}
+
+std::string interpreter_of(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  struct CloseOnExit {
+    int fd;
+    ~CloseOnExit() { ::close(fd); }
+  } closer{fd};
+  auto read_at = [fd](uint64_t offset, uint64_t len) {
+    std::vector<uint8_t> buf(len);
+    const ssize_t n = ::pread(fd, buf.data(), len, static_cast<off_t>(offset));
+    buf.resize(n < 0 ? 0 : static_cast<size_t>(n));
+    return buf;
+  };
+  try {
+    const std::vector<uint8_t> head = read_at(0, sizeof(Elf64_Ehdr));
+    const Elf64_Ehdr ehdr = read_elf_header(head);
+    const uint64_t table = program_headers_size(ehdr);
+    std::vector<uint8_t> phdr_bytes = read_at(ehdr.e_phoff, table);
+    if (phdr_bytes.size() != table) return "";
+    for (uint64_t i = 0; i < ehdr.e_phnum; ++i) {
+      Elf64_Phdr ph;
+      std::memcpy(&ph, phdr_bytes.data() + i * sizeof ph, sizeof ph);
+      if (ph.p_type != PT_INTERP) continue;
+      if (ph.p_filesz < 2 || ph.p_filesz > kMaxInterpreterPath) return "";
+      const std::vector<uint8_t> text = read_at(ph.p_offset, ph.p_filesz);
+      if (text.size() != ph.p_filesz || text.back() != 0) return "";
+      return std::string(reinterpret_cast<const char*>(text.data()));
+    }
+  } catch (const LoadError&) {
+  }
+  return "";
+}
+
+LoadedElf load_elf(kvm::AddressSpace& as, std::span<const uint8_t> image, uint64_t dyn_base,
+                   const std::string& file_name) {
   const Elf64_Ehdr ehdr = read_elf_header(image);
   const std::vector<Elf64_Phdr> phdrs = read_program_headers(image, ehdr);
   const std::vector<Segment> segments = collect_load_segments(phdrs, image.size(), as.limit());
@@ -352,7 +458,7 @@ LoadedElf load_elf(kvm::AddressSpace& as, std::span<const uint8_t> image, uint64
   read_other_headers(out, phdrs, image, placement);
 
   check_range_free(as, out.lowest, out.highest);
-  map_segments(as, image, segments, placement);
+  map_segments(as, image, segments, placement, file_name);
   return out;
 }
 

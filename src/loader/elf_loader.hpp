@@ -1,9 +1,11 @@
 #pragma once
 // Loading ELF64 x86-64 executables into a guest address space, the way Linux's binfmt_elf does.
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kvm/address_space.hpp"
@@ -40,7 +42,40 @@ struct LoadedElf {
 // aligned; the caller picks it). Throws LoadError on anything malformed: bad magic/class/machine,
 // truncated headers, segments overlapping each other or lying outside the file, absurd sizes or
 // alignments, addresses outside the address space, no PT_LOAD, entry outside every executable segment.
-LoadedElf load_elf(kvm::AddressSpace& as, std::span<const uint8_t> image, uint64_t dyn_base);
+// The pages holding file bytes are named file_name (the file's path, for /proc/self/maps; a name
+// also keeps madvise(MADV_DONTNEED) from zeroing them); pure bss pages stay anonymous, as in Linux.
+LoadedElf load_elf(kvm::AddressSpace& as, std::span<const uint8_t> image, uint64_t dyn_base,
+                   const std::string& file_name = "[elf]");
+
+// Where load_program puts position-independent images (all page aligned, inside user memory).
+struct ProgramLayout {
+  uint64_t static_pie_base = 0;  // ET_DYN without PT_INTERP (static-pie, or ld.so run directly)
+  uint64_t pie_base = 0;         // ET_DYN with PT_INTERP: Linux's ELF_ET_DYN_BASE, scaled to the guest
+  uint64_t interp_below = 0;     // the interpreter goes top-down in the free space below this address
+};
+
+struct LoadedProgram {
+  LoadedElf program;
+  LoadedElf interpreter;     // meaningful only when program.interpreter is not empty
+  uint64_t interp_base = 0;  // AT_BASE: guest address of the interpreter's lowest page (0 when static)
+  uint64_t start = 0;        // where execution begins: the interpreter's entry, else the program's
+};
+
+// Reads the file a PT_INTERP names (throws LoadError like read_program_file).
+using FileReader = std::function<std::vector<uint8_t>(const std::string& path)>;
+
+// Loads a program as Linux's execve does: the program at its addresses (ET_EXEC) or at a layout
+// base (ET_DYN), and, when it has a PT_INTERP, that interpreter (the dynamic loader, read with
+// read_interpreter) at a free base below layout.interp_below; execution starts at the interpreter,
+// which finds the program through AT_PHDR/AT_ENTRY and itself through AT_BASE. Throws LoadError:
+// 127 when the interpreter is missing, 126 when it is malformed or itself names an interpreter.
+// program_name names the program's mappings (its guest path).
+LoadedProgram load_program(kvm::AddressSpace& as, std::span<const uint8_t> image, const std::string& program_name,
+                           const ProgramLayout& layout, const FileReader& read_interpreter);
+
+// The PT_INTERP of the ELF file at path, "" for a static program or anything that is not a
+// well-formed ELF (reads only the headers; never throws).
+std::string interpreter_of(const std::string& path);
 
 // Reads a whole file for loading; LoadError(127) when missing, LoadError(126) when unreadable,
 // a directory, or larger than max_bytes.
@@ -68,5 +103,9 @@ struct StackSpec {
 // stack_size bytes.
 uint64_t build_initial_stack(kvm::AddressSpace& as, uint64_t stack_top, uint64_t stack_size,
                              const StackSpec& spec, const LoadedElf& program);
+
+// [start, end) of the argv strings of the initial stack at rsp (what Linux keeps as arg_start and
+// arg_end for /proc/self/cmdline); {0, 0} when argc is 0 or the stack does not read as one.
+std::pair<uint64_t, uint64_t> argument_strings(const kvm::AddressSpace& as, uint64_t rsp);
 
 }  // namespace kvms::loader

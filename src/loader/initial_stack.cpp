@@ -154,4 +154,13 @@ uint64_t build_initial_stack(kvm::AddressSpace& as, uint64_t stack_top, uint64_t
   return rsp;
 }
 
+std::pair<uint64_t, uint64_t> argument_strings(const kvm::AddressSpace& as, uint64_t rsp) {
+  uint64_t argc = 0, first = 0, last = 0;
+  if (!as.read(rsp, argc) || argc == 0 || argc > (1u << 20)) return {0, 0};
+  if (!as.read(rsp + 8, first) || !as.read(rsp + 8 * argc, last)) return {0, 0};
+  const auto tail = as.read_string(last, 1u << 20);
+  if (!tail || last < first) return {0, 0};
+  return {first, last + tail->size() + 1};
+}
+
 }  // namespace kvms::loader

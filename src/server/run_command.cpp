@@ -92,7 +92,11 @@ int run_program(const cli::Options& opts) {
     config.process.verbose = opts.verbose > 0;
     config.process.memory_limit = opts.max_memory_mb << 20;
     linux::PolicyConfig policy = cli::policy_config(opts);
-    policy.always_readable.push_back(std::filesystem::absolute(linux::find_program(opts.program)).lexically_normal());
+    const std::string program = std::filesystem::absolute(linux::find_program(opts.program)).lexically_normal();
+    policy.always_readable.push_back(program);
+    if (const std::string interp = loader::interpreter_of(program); interp.starts_with("/"))
+      policy.always_readable.push_back(interp);
+    for (const auto& path : linux::system_library_paths()) policy.always_readable.push_back(path);
     base_policy = policy;
     if (opts.ephemeral && guest_may_write_tmp(linux::PathPolicy(policy))) {
       template_tmp = std::make_unique<PrivateDir>();

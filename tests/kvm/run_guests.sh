@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Runs every guest test program (tests/guests/*.c, each built as NAME.gcc-static, NAME.gcc-pie and
-# NAME.musl) natively and then under kvmserver, with the grants each needs, and checks that it
+# Runs every guest test program (tests/guests/*.c, each built as NAME.gcc-static, NAME.gcc-pie,
+# NAME.gcc-dynamic and NAME.musl) natively and then under kvmserver, with the grants each needs, and checks that it
 # exits 0 with its "ok NAME" line.
 #
 # Usage: tests/kvm/run_guests.sh [KVMSERVER [GUESTS]]
 #   KVMSERVER  kvmserver binary (default: $KVMSERVER or build/kvmserver). The word "native" runs
 #              only the native half, to check the guests and this script without kvmserver.
 #   GUESTS     directory with the built guests (default: $GUESTS or build/guests)
-# Environment: GUEST_VARIANTS (default "gcc-static gcc-pie musl"), GUEST_FILTER (a regex on
+# Environment: GUEST_VARIANTS (default "gcc-static gcc-pie gcc-dynamic musl"), GUEST_FILTER (a regex on
 #   NAME.VARIANT), CASE_TIMEOUT (seconds per run, default 120), KVMSERVER_FLAGS (extra flags
 #   put before "run", e.g. --verbose).
 # Output: one line per case, "PASS name" or "FAIL name: reason", then "N passed, M failed".
@@ -18,7 +18,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 KVMSERVER=${1:-${KVMSERVER:-$root/build/kvmserver}}
 GUESTS=${2:-${GUESTS:-$root/build/guests}}
-GUEST_VARIANTS=${GUEST_VARIANTS:-gcc-static gcc-pie musl}
+GUEST_VARIANTS=${GUEST_VARIANTS:-gcc-static gcc-pie gcc-dynamic musl}
 GUEST_FILTER=${GUEST_FILTER:-}
 CASE_TIMEOUT=${CASE_TIMEOUT:-120}
 read -r -a EXTRA_FLAGS <<<"${KVMSERVER_FLAGS:-}"

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <set>
 #include <string>
@@ -214,6 +215,87 @@ TEST_F(RealBinaries, InterpreterLoadsBesideTheProgram) {
   EXPECT_TRUE(interp.interpreter.empty());
   expect_loaded_like_file(g, program, exe);
   expect_loaded_like_file(g, ld_so, interp);
+}
+
+// ---- load_program: the program and its interpreter, as execve does ----
+
+constexpr ProgramLayout kLayout{0x1000'0000, 0x8000'0000, 0xf000'0000};
+
+FileReader reader_of(std::map<std::string, Bytes> files) {
+  return [files = std::move(files)](const std::string& path) {
+    auto it = files.find(path);
+    if (it == files.end()) throw LoadError(127, path + ": No such file or directory");
+    return it->second;
+  };
+}
+
+TEST_F(RealBinaries, DynamicProgramStartsInItsInterpreter) {
+  Guest g;
+  const Bytes program = read_file(path("dynamic"));
+  const Bytes ld_so = read_file(fs::canonical("/lib64/ld-linux-x86-64.so.2"));
+  const LoadedProgram lp = load_program(g.as, program, "/prog", kLayout, reader_of({{"/lib64/ld-linux-x86-64.so.2", ld_so}}));
+  EXPECT_EQ(lp.program.interpreter, "/lib64/ld-linux-x86-64.so.2");
+  EXPECT_EQ(lp.program.lowest, kLayout.pie_base);  // a PIE with an interpreter goes at pie_base
+  EXPECT_EQ(lp.interp_base, lp.interpreter.lowest);
+  EXPECT_EQ(lp.interpreter.load_bias, lp.interp_base);  // ld.so's first vaddr is 0
+  EXPECT_LE(lp.interpreter.highest, kLayout.interp_below);
+  EXPECT_GT(lp.interp_base, lp.program.highest);
+  EXPECT_EQ(lp.start, lp.interpreter.entry);
+  EXPECT_EQ(lp.start, lp.interp_base + header_of(ld_so).e_entry);
+  EXPECT_EQ(g.as.find(lp.program.entry)->name, "/prog");  // named for /proc/self/maps
+  EXPECT_EQ(g.as.find(lp.start)->name, "/lib64/ld-linux-x86-64.so.2");
+  expect_loaded_like_file(g, program, lp.program);
+  expect_loaded_like_file(g, ld_so, lp.interpreter);
+}
+
+TEST_F(RealBinaries, InterpreterGoesBelowWhatIsMappedUnderTheLimit) {
+  Guest g;
+  ASSERT_EQ(g.as.map(kLayout.interp_below - 0x10'0000, 0x10'0000, kvm::kProtRead, "below the limit"), 0);
+  const LoadedProgram lp = load_program(g.as, read_file(path("dynamic")), "/prog", kLayout,
+                                        reader_of({{"/lib64/ld-linux-x86-64.so.2",
+                                                    read_file(fs::canonical("/lib64/ld-linux-x86-64.so.2"))}}));
+  EXPECT_LE(lp.interpreter.highest, kLayout.interp_below - 0x10'0000);
+}
+
+TEST_F(RealBinaries, StaticProgramsHaveNoInterpreter) {
+  Guest g;
+  const LoadedProgram lp = load_program(g.as, read_file(path("static-pie")), "/prog", kLayout, reader_of({}));
+  EXPECT_EQ(lp.program.lowest, kLayout.static_pie_base);
+  EXPECT_EQ(lp.interp_base, 0u);
+  EXPECT_EQ(lp.start, lp.program.entry);
+}
+
+TEST_F(RealBinaries, MissingInterpreterIs127) {
+  Guest g;
+  try {
+    load_program(g.as, read_file(path("dynamic")), "/prog", kLayout, reader_of({}));
+    FAIL() << "loaded without its interpreter";
+  } catch (const LoadError& e) {
+    EXPECT_EQ(e.exit_status, 127);
+    EXPECT_NE(std::string(e.what()).find("interpreter /lib64/ld-linux-x86-64.so.2"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(RealBinaries, BadInterpretersAre126) {
+  const Bytes program = read_file(path("dynamic"));
+  for (const Bytes& interp : {Bytes{'#', '!', '/', 'b', 'i', 'n'}, program /* has an interpreter itself */}) {
+    Guest g;
+    try {
+      load_program(g.as, program, "/prog", kLayout, reader_of({{"/lib64/ld-linux-x86-64.so.2", interp}}));
+      ADD_FAILURE() << "loaded with a bad interpreter";
+    } catch (const LoadError& e) {
+      EXPECT_EQ(e.exit_status, 126);
+      EXPECT_NE(std::string(e.what()).find("interpreter /lib64/ld-linux-x86-64.so.2: "), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST_F(RealBinaries, InterpreterOf) {
+  EXPECT_EQ(interpreter_of(path("dynamic")), "/lib64/ld-linux-x86-64.so.2");
+  EXPECT_EQ(interpreter_of(path("static")), "");
+  EXPECT_EQ(interpreter_of(path("static-pie")), "");
+  EXPECT_EQ(interpreter_of("/nonexistent"), "");
+  EXPECT_EQ(interpreter_of("/etc/hostname"), "");
 }
 
 TEST_F(RealBinaries, RefusesToLoadOverExistingMappings) {

@@ -338,6 +338,26 @@ TEST_F(PolicyTest, EtcShadowNeedsAGrant) {
   EXPECT_EQ(err(granted.resolve("/etc/passwd", Access::Read)), -EACCES);
 }
 
+// README "Libraries": the system library directories and ld.so.cache, read-only, nothing else.
+TEST_F(PolicyTest, SystemLibrariesAreReadable) {
+  PolicyConfig c;
+  c.always_readable = system_library_paths();
+  PathPolicy pol(c);
+  for (const char* lib : {"/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libc.so.6",
+                          "/usr/lib/x86_64-linux-gnu/libc.so.6", "/etc/ld.so.cache"}) {
+    if (!fs::exists(lib)) continue;
+    EXPECT_EQ(err(pol.resolve(lib, Access::Read)), 0) << lib;
+    EXPECT_EQ(err(pol.resolve(lib, Access::Write)), -EACCES) << lib;
+  }
+  EXPECT_EQ(err(pol.resolve("/usr/lib/kvms-no-such-dir/file", Access::Read)), -ENOENT);
+  EXPECT_EQ(err(pol.resolve("/etc/passwd", Access::Read)), -EACCES);
+  EXPECT_EQ(err(pol.resolve("/etc/ld.so.preload", Access::Read)), -EACCES);
+  EXPECT_EQ(err(pol.resolve("/usr/bin/env", Access::Read)), -EACCES);
+  EXPECT_EQ(err(pol.resolve(p("g/file"), Access::Read)), -EACCES);
+  // A symlink in a library directory leads nowhere the rule does not cover.
+  EXPECT_EQ(err(pol.resolve("/usr/lib/../../etc/passwd", Access::Read)), -EACCES);
+}
+
 TEST_F(PolicyTest, ProcAndSys) {
   // Not covered by allow_all.
   PolicyConfig all;

@@ -1,0 +1,195 @@
+// Identity, scheduling, capability, timer, memory-locking, memfd and futex handlers (misc.cpp,
+// mmap.cpp, memfd.cpp, futex.cpp) on a Process over a real AddressSpace. No KVM needed.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <initializer_list>
+#include <memory>
+#include <string>
+
+#include "kvm/address_space.hpp"
+#include "kvm/guest_memory.hpp"
+#include "linux/policy.hpp"
+#include "linux/process.hpp"
+#include "linux/syscalls.hpp"
+
+namespace kvms::linux {
+namespace {
+
+constexpr uint64_t kScratch = 0x100000;
+constexpr uint64_t kScratchSize = 1 << 20;
+
+class MiscSyscalls : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    mem_ = kvm::GuestMemory::create(1ull << 30, 16 << 20);
+    as_ = std::make_shared<kvm::AddressSpace>(mem_);
+    ASSERT_EQ(as_->map(kScratch, kScratchSize, kvm::kProtRead | kvm::kProtWrite, ""), 0);
+    ProcessConfig cfg;
+    cfg.memory_limit = 8 << 20;
+    proc_ = std::make_unique<Process>(as_, std::make_shared<PathPolicy>(PolicyConfig{}), cfg);
+  }
+  uint64_t str(const std::string& s) {
+    const uint64_t a = next_;
+    next_ += (s.size() + 16) & ~size_t(15);
+    EXPECT_TRUE(as_->copy_to_user(a, s.c_str(), s.size() + 1));
+    return a;
+  }
+  int64_t call(SyscallHandler h, std::initializer_list<uint64_t> args) {
+    SyscallArgs a;
+    int i = 0;
+    for (uint64_t v : args) a.a[i++] = v;
+    return h(*proc_, a);
+  }
+  template <typename T> T get(uint64_t addr) {
+    T v{};
+    EXPECT_TRUE(as_->read(addr, v));
+    return v;
+  }
+
+  std::shared_ptr<kvm::GuestMemory> mem_;
+  std::shared_ptr<kvm::AddressSpace> as_;
+  std::unique_ptr<Process> proc_;
+  uint64_t next_ = kScratch + 0x80000;
+};
+
+TEST_F(MiscSyscalls, MemfdWritesTruncatesAndMaps) {
+  const int64_t fd = call(sys_memfd_create, {str("jit"), MFD_CLOEXEC});
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(proc_->fds.get(int(fd))->path, "/memfd:jit (deleted)");
+  EXPECT_TRUE(proc_->fds.cloexec(int(fd)));
+  EXPECT_EQ(call(sys_ftruncate, {uint64_t(fd), 3 * 4096}), 0);
+  EXPECT_EQ(call(sys_pwrite64, {uint64_t(fd), str("code"), 4, 4096}), 4);
+  const int64_t addr = call(sys_mmap, {0, 3 * 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE, uint64_t(fd), 0});
+  ASSERT_GT(addr, 0);
+  char buf[5] = {};
+  ASSERT_TRUE(as_->copy_from_user(buf, uint64_t(addr) + 4096, 4));
+  EXPECT_STREQ(buf, "code");
+  EXPECT_EQ(call(sys_mmap, {0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, uint64_t(fd), 0}), -ENODEV);
+  EXPECT_EQ(call(sys_memfd_create, {str("x"), 0x100}), -EINVAL);
+  EXPECT_EQ(call(sys_memfd_create, {str("x"), MFD_HUGETLB}), -EINVAL);
+  EXPECT_EQ(call(sys_memfd_create, {str(std::string(300, 'n')), 0}), -EINVAL);
+  EXPECT_EQ(call(sys_memfd_create, {0x900000, 0}), -EFAULT);
+}
+
+TEST_F(MiscSyscalls, MemfdBytesCountTowardMaxMemory) {
+  const int64_t fd = call(sys_memfd_create, {str("big"), 0});
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(call(sys_ftruncate, {uint64_t(fd), 1ull << 40}), 0);  // sparse: costs nothing
+  // 8 MiB limit, 1 MiB mapped: writes stop short at the limit, then ENOSPC.
+  int64_t total = 0;
+  for (int i = 0; i < 16; ++i) {
+    const int64_t n = call(sys_pwrite64, {uint64_t(fd), kScratch, kScratchSize, uint64_t(i) * kScratchSize});
+    if (n < 0) {
+      EXPECT_EQ(n, -ENOSPC);
+      break;
+    }
+    total += n;
+  }
+  EXPECT_LE(total, 7 << 20);
+  EXPECT_GE(total, 6 << 20);
+}
+
+TEST_F(MiscSyscalls, IdentityCannotChange) {
+  EXPECT_EQ(call(sys_setuid, {proc_->uid}), 0);
+  EXPECT_EQ(call(sys_setuid, {0}), -EPERM);
+  EXPECT_EQ(call(sys_setgid, {proc_->gid}), 0);
+  EXPECT_EQ(call(sys_setgid, {0}), -EPERM);
+  EXPECT_EQ(call(sys_setresuid, {~0ull, proc_->uid, ~0ull}), 0);
+  EXPECT_EQ(call(sys_setresuid, {~0ull, 0, ~0ull}), -EPERM);
+  EXPECT_EQ(call(sys_setreuid, {proc_->uid, ~0ull}), 0);
+  EXPECT_EQ(call(sys_setregid, {0, ~0ull}), -EPERM);
+  EXPECT_EQ(call(sys_setgroups, {0, 0}), -EPERM);
+  EXPECT_EQ(call(sys_setgroups, {uint64_t(-1), 0}), -EINVAL);
+}
+
+TEST_F(MiscSyscalls, NoCapabilities) {
+  const uint64_t hdr = next_, data = next_ + 16;
+  const uint32_t v3[2] = {0x20080522, 0};
+  ASSERT_TRUE(as_->copy_to_user(hdr, v3, sizeof v3));
+  ASSERT_TRUE(as_->fill_user(data, 0xff, 24));
+  EXPECT_EQ(call(sys_capget, {hdr, data}), 0);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(get<uint32_t>(data + 4 * i), 0u);
+  const uint32_t bad[2] = {1, 0};
+  ASSERT_TRUE(as_->copy_to_user(hdr, bad, sizeof bad));
+  EXPECT_EQ(call(sys_capget, {hdr, 0}), -EINVAL);
+  EXPECT_EQ(get<uint32_t>(hdr), 0x20080522u);  // the preferred version, for the caller's retry
+  EXPECT_EQ(call(sys_capget, {0x900000, data}), -EFAULT);
+  ASSERT_TRUE(as_->copy_to_user(hdr, v3, sizeof v3));
+  EXPECT_EQ(call(sys_capset, {hdr, data}), 0);  // all zero: no change
+  ASSERT_TRUE(as_->fill_user(data, 0xff, 4));
+  EXPECT_EQ(call(sys_capset, {hdr, data}), -EPERM);
+}
+
+TEST_F(MiscSyscalls, Scheduling) {
+  const uint64_t param = next_;
+  EXPECT_EQ(call(sys_sched_getscheduler, {0}), SCHED_OTHER);
+  EXPECT_EQ(call(sys_sched_getscheduler, {99999}), -ESRCH);
+  EXPECT_EQ(call(sys_sched_getparam, {0, param}), 0);
+  EXPECT_EQ(get<int32_t>(param), 0);
+  EXPECT_EQ(call(sys_sched_getparam, {0, 0}), -EINVAL);
+  EXPECT_EQ(call(sys_sched_setscheduler, {0, SCHED_BATCH, param}), 0);
+  ASSERT_TRUE(as_->write<int32_t>(param, 10));
+  EXPECT_EQ(call(sys_sched_setscheduler, {0, SCHED_FIFO, param}), -EPERM);
+  EXPECT_EQ(call(sys_sched_get_priority_max, {SCHED_RR}), 99);
+  EXPECT_EQ(call(sys_sched_get_priority_min, {SCHED_OTHER}), 0);
+  EXPECT_EQ(call(sys_sched_get_priority_max, {42}), -EINVAL);
+  EXPECT_EQ(call(sys_getpriority, {PRIO_PROCESS, 0}), 20);
+  EXPECT_EQ(call(sys_setpriority, {PRIO_PROCESS, 0, 5}), 0);
+  EXPECT_EQ(call(sys_getpriority, {PRIO_PROCESS, 0}), 15);
+  EXPECT_EQ(call(sys_setpriority, {PRIO_PROCESS, 0, 0}), -EACCES);  // lowering nice needs privilege
+  EXPECT_EQ(call(sys_setpriority, {PRIO_PROCESS, 99999, 5}), -ESRCH);
+  EXPECT_EQ(call(sys_getpriority, {7, 0}), -EINVAL);
+}
+
+TEST_F(MiscSyscalls, LockingIsAccounting) {
+  EXPECT_EQ(call(sys_mlockall, {MCL_CURRENT | MCL_FUTURE}), 0);
+  EXPECT_EQ(call(sys_munlockall, {}), 0);
+  EXPECT_EQ(call(sys_mlockall, {0}), -EINVAL);
+  EXPECT_EQ(call(sys_mlockall, {4 /* MCL_ONFAULT alone */}), -EINVAL);
+  proc_->rlimits[RLIMIT_MEMLOCK] = {4096, 4096};
+  EXPECT_EQ(call(sys_mlockall, {MCL_CURRENT}), -ENOMEM);
+  proc_->rlimits[RLIMIT_MEMLOCK] = {0, 0};
+  EXPECT_EQ(call(sys_mlockall, {MCL_FUTURE}), -EPERM);
+}
+
+TEST_F(MiscSyscalls, IntervalTimers) {
+  const uint64_t val = next_, old = next_ + 64;
+  ASSERT_TRUE(as_->fill_user(val, 0xff, 32));
+  EXPECT_EQ(call(sys_getitimer, {0, val}), 0);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(get<int64_t>(val + 8 * i), 0);
+  EXPECT_EQ(call(sys_setitimer, {0, val, old}), 0);  // disarming what is not armed
+  ASSERT_TRUE(as_->write<int64_t>(val + 16, 1));
+  EXPECT_EQ(call(sys_setitimer, {0, val, old}), -ENOSYS);  // no SIGALRM delivery yet
+  ASSERT_TRUE(as_->write<int64_t>(val + 24, 1000000));
+  EXPECT_EQ(call(sys_setitimer, {0, val, 0}), -EINVAL);
+  EXPECT_EQ(call(sys_getitimer, {3, val}), -EINVAL);
+}
+
+TEST_F(MiscSyscalls, FutexOfOneThread) {
+  const uint64_t word = next_, ts = next_ + 16;
+  ASSERT_TRUE(as_->write<uint32_t>(word, 7));
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1}), 0);
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_WAIT_PRIVATE, 8, 0}), -EAGAIN);
+  const int64_t short_wait[2] = {0, 1000000};
+  ASSERT_TRUE(as_->copy_to_user(ts, short_wait, sizeof short_wait));
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_WAIT_PRIVATE, 7, ts}), -ETIMEDOUT);
+  EXPECT_EQ(call(sys_futex, {word + 1, FUTEX_WAIT_PRIVATE, 7, 0}), -EINVAL);
+  EXPECT_EQ(call(sys_futex, {0x900000, FUTEX_WAIT_PRIVATE, 7, 0}), -EFAULT);
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_WAIT_BITSET, 7, 0, 0, 0}), -EINVAL);  // empty bitset
+  // FUTEX_WAKE_OP still does its operation: *uaddr2 += 3
+  ASSERT_TRUE(as_->write<uint32_t>(word + 4, 10));
+  const uint64_t op = (uint64_t(FUTEX_OP_ADD) << 28) | (3u << 12);
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_WAKE_OP, 1, 1, word + 4, op}), 0);
+  EXPECT_EQ(get<uint32_t>(word + 4), 13u);
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_LOCK_PI, 0, 0}), -ENOSYS);
+}
+
+}  // namespace
+}  // namespace kvms::linux

@@ -1,0 +1,250 @@
+// procfs (src/linux/procfs.cpp): the made-up /proc and /sys files, through the syscall handlers on a
+// Process over a real AddressSpace. No KVM needed.
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+#include <initializer_list>
+#include <memory>
+#include <regex>
+#include <set>
+#include <string>
+
+#include "kvm/address_space.hpp"
+#include "kvm/guest_memory.hpp"
+#include "linux/policy.hpp"
+#include "linux/process.hpp"
+#include "linux/procfs.hpp"
+#include "linux/syscalls.hpp"
+
+namespace kvms::linux {
+namespace {
+
+constexpr uint64_t kScratch = 0x100000;
+constexpr uint64_t kScratchSize = 1 << 20;
+constexpr uint64_t kFdcwd = static_cast<uint64_t>(AT_FDCWD);
+
+class Procfs : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    mem_ = kvm::GuestMemory::create(1ull << 30, 16 << 20);
+    as_ = std::make_shared<kvm::AddressSpace>(mem_);
+    ASSERT_EQ(as_->map(kScratch, kScratchSize, kvm::kProtRead | kvm::kProtWrite, ""), 0);
+    ASSERT_EQ(as_->map(0x400000, 0x2000, kvm::kProtRead | kvm::kProtExec, "/usr/bin/prog"), 0);
+    ASSERT_EQ(as_->map(0x402000, 0x1000, kvm::kProtRead | kvm::kProtExec, "/usr/bin/prog"), 0);  // merges
+    ASSERT_EQ(as_->map(0x600000, 0x1000, kvm::kProtRead | kvm::kProtWrite, "/dev/zero (deleted)"), 0);
+    ASSERT_EQ(as_->map(0x700000, 0x3000, kvm::kProtRead | kvm::kProtWrite, "[heap]"), 0);
+    proc_ = std::make_unique<Process>(as_, std::make_shared<PathPolicy>(PolicyConfig{}), ProcessConfig{});
+    proc_->exe_path = "/bin/true";  // a symlink on merged-/usr systems: the link names the real file
+    std::strcpy(proc_->main_thread().comm, "prog");
+    proc_->brk_start = 0x700000;
+    proc_->brk_current = 0x703000;
+    next_ = kScratch + 0x10000;
+    // argv strings as the initial stack holds them
+    const char args[] = "prog\0-c\0print(1)";
+    ASSERT_TRUE(as_->copy_to_user(kScratch, args, sizeof args));
+    proc_->arg_start = kScratch;
+    proc_->arg_end = kScratch + sizeof args;
+  }
+
+  uint64_t alloc(size_t n) {
+    uint64_t a = next_;
+    next_ += (n + 15) & ~size_t(15);
+    return a;
+  }
+  uint64_t str(const std::string& s) {
+    uint64_t a = alloc(s.size() + 1);
+    EXPECT_TRUE(as_->copy_to_user(a, s.c_str(), s.size() + 1));
+    return a;
+  }
+  std::string peek(uint64_t addr, size_t n) {
+    std::string s(n, '\0');
+    EXPECT_TRUE(as_->copy_from_user(s.data(), addr, n));
+    return s;
+  }
+  int64_t call(SyscallHandler h, std::initializer_list<uint64_t> args) {
+    SyscallArgs a;
+    int i = 0;
+    for (uint64_t v : args) a.a[i++] = v;
+    return h(*proc_, a);
+  }
+  int64_t open(const std::string& path, int flags = O_RDONLY) {
+    return call(sys_openat, {kFdcwd, str(path), uint64_t(flags), 0});
+  }
+  std::string read_all(int64_t fd) {
+    std::string out;
+    for (;;) {
+      const uint64_t b = alloc(4096);
+      const int64_t n = call(sys_read, {uint64_t(fd), b, 4096});
+      EXPECT_GE(n, 0);
+      if (n <= 0) return out;
+      out += peek(b, size_t(n));
+    }
+  }
+  std::string slurp(const std::string& path) {
+    const int64_t fd = open(path);
+    EXPECT_GE(fd, 0) << path;
+    if (fd < 0) return "";
+    std::string s = read_all(fd);
+    call(sys_close, {uint64_t(fd)});
+    return s;
+  }
+  std::variant<std::string, int64_t> readlink(const std::string& path) {
+    const uint64_t b = alloc(4096);
+    const int64_t n = call(sys_readlink, {str(path), b, 4096});
+    if (n < 0) return n;
+    return peek(b, size_t(n));
+  }
+
+  std::shared_ptr<kvm::GuestMemory> mem_;
+  std::shared_ptr<kvm::AddressSpace> as_;
+  std::unique_ptr<Process> proc_;
+  uint64_t next_ = 0;
+};
+
+TEST_F(Procfs, MapsInLinuxFormat) {
+  const std::string maps = slurp("/proc/self/maps");
+  // Linux pads the fields to 72 columns, then one space and the name.
+  auto named = [](const std::string& fields, const std::string& name) {
+    return fields + std::string(72 - fields.size(), ' ') + " " + name + "\n";
+  };
+  EXPECT_NE(maps.find(named("00400000-00403000 r-xp 00000000 00:00 0 ", "/usr/bin/prog")), std::string::npos) << maps;
+  EXPECT_NE(maps.find(named("00600000-00601000 rw-s 00000000 00:00 0 ", "/dev/zero (deleted)")), std::string::npos);
+  EXPECT_NE(maps.find(named("00700000-00703000 rw-p 00000000 00:00 0 ", "[heap]")), std::string::npos);
+  EXPECT_NE(maps.find("00100000-00200000 rw-p 00000000 00:00 0 \n"), std::string::npos);  // anonymous
+  const std::regex line(R"([0-9a-f]{8,}-[0-9a-f]{8,} [r-][w-][x-][ps] [0-9a-f]{8} 00:00 0 ( +\S.*)?)");
+  std::istringstream in(maps);
+  for (std::string l; std::getline(in, l);) {
+    EXPECT_TRUE(std::regex_match(l, line)) << l;
+    if (l.size() > 40) {
+      EXPECT_NE(l[73], ' ') << l;
+    }
+  }
+  EXPECT_EQ(slurp("/proc/" + std::to_string(proc_->pid) + "/maps"), maps);
+  EXPECT_EQ(slurp("/proc/thread-self/maps"), maps);
+}
+
+TEST_F(Procfs, FilesAreReadOnlySnapshots) {
+  const int64_t fd = open("/proc/self/status");
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(call(sys_write, {uint64_t(fd), str("x"), 1}), -EBADF);
+  const std::string text = read_all(fd);
+  EXPECT_EQ(call(sys_lseek, {uint64_t(fd), 0, SEEK_SET}), 0);
+  EXPECT_EQ(read_all(fd), text);
+  const uint64_t st = alloc(sizeof(struct stat));
+  ASSERT_EQ(call(sys_fstat, {uint64_t(fd), st}), 0);
+  struct stat s;
+  ASSERT_TRUE(as_->read(st, s));
+  EXPECT_TRUE(S_ISREG(s.st_mode));
+  // mmap of it works like a file's
+  const int64_t addr = call(sys_mmap, {0, 4096, PROT_READ, MAP_PRIVATE, uint64_t(fd), 0});
+  ASSERT_GT(addr, 0);
+  EXPECT_EQ(peek(uint64_t(addr), 5), "Name:");
+  EXPECT_EQ(open("/proc/self/maps", O_WRONLY), -EACCES);
+  EXPECT_EQ(open("/proc/self/maps", O_RDWR), -EACCES);
+  EXPECT_EQ(open("/proc/self/maps", O_RDONLY | O_DIRECTORY), -ENOTDIR);
+  EXPECT_EQ(open("/proc/self/exe", O_WRONLY), -ETXTBSY);
+}
+
+TEST_F(Procfs, StatusStatCmdline) {
+  const std::string status = slurp("/proc/self/status");
+  EXPECT_NE(status.find("Name:\tprog\n"), std::string::npos) << status;
+  EXPECT_NE(status.find("Pid:\t" + std::to_string(proc_->pid) + "\n"), std::string::npos);
+  EXPECT_NE(status.find("PPid:\t" + std::to_string(proc_->ppid) + "\n"), std::string::npos);
+  EXPECT_NE(status.find("Threads:\t1\n"), std::string::npos);
+  EXPECT_NE(status.find("Uid:\t1000\t1000\t1000\t1000\n"), std::string::npos);
+  EXPECT_NE(status.find("VmRSS:"), std::string::npos);
+  const std::string stat = slurp("/proc/self/stat");
+  EXPECT_EQ(stat.rfind(std::to_string(proc_->pid) + " (prog) R " + std::to_string(proc_->ppid) + " ", 0), 0u) << stat;
+  std::istringstream fields(stat.substr(stat.find(')') + 2));
+  int n = 2;
+  for (std::string f; fields >> f;) ++n;
+  EXPECT_EQ(n, 52);  // Linux's field count
+  EXPECT_EQ(slurp("/proc/self/cmdline"), std::string("prog\0-c\0print(1)", 17));
+  EXPECT_EQ(slurp("/proc/self/comm"), "prog\n");
+  EXPECT_NE(slurp("/proc/self/statm").find(' '), std::string::npos);
+}
+
+TEST_F(Procfs, Links) {
+  const std::string exe = std::filesystem::canonical("/bin/true");
+  EXPECT_EQ(std::get<std::string>(readlink("/proc/self/exe")), exe);
+  EXPECT_EQ(std::get<std::string>(readlink("/proc/" + std::to_string(proc_->pid) + "/exe")), exe);
+  EXPECT_EQ(std::get<std::string>(readlink("/proc/self")), std::to_string(proc_->pid));
+  EXPECT_EQ(std::get<std::string>(readlink("/proc/self/cwd")), proc_->cwd);
+  const int64_t fd = open("/proc/self/maps");
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(std::get<std::string>(readlink("/proc/self/fd/" + std::to_string(fd))), "/proc/self/maps");
+  EXPECT_EQ(std::get<int64_t>(readlink("/proc/self/fd/99")), -ENOENT);
+  EXPECT_EQ(std::get<int64_t>(readlink("/proc/self/maps")), -EINVAL);
+  // Another process's files are not made up: the policy refuses them.
+  EXPECT_EQ(std::get<int64_t>(readlink("/proc/1/exe")), -EACCES);
+  EXPECT_EQ(open("/proc/1/maps"), -EACCES);
+  // A short buffer gets a truncated link, as readlink does.
+  const uint64_t b = alloc(16);
+  EXPECT_EQ(call(sys_readlink, {str("/proc/self/exe"), b, 4}), 4);
+  EXPECT_EQ(peek(b, 4), exe.substr(0, 4));
+  // stat follows /proc/self/exe to the program, lstat does not.
+  const uint64_t st = alloc(sizeof(struct stat));
+  struct stat s, host;
+  ASSERT_EQ(call(sys_stat, {str("/proc/self/exe"), st}), 0);
+  ASSERT_TRUE(as_->read(st, s));
+  ASSERT_EQ(::stat("/bin/true", &host), 0);
+  EXPECT_EQ(s.st_ino, host.st_ino);
+  ASSERT_EQ(call(sys_lstat, {str("/proc/self/exe"), st}), 0);
+  ASSERT_TRUE(as_->read(st, s));
+  EXPECT_TRUE(S_ISLNK(s.st_mode));
+  // the program opens through its link, read-only
+  const int64_t exe_fd = open("/proc/self/exe");
+  ASSERT_GE(exe_fd, 0);
+  EXPECT_EQ(read_all(exe_fd).substr(0, 4), "\x7f" "ELF");
+}
+
+TEST_F(Procfs, FdDirectoryLists) {
+  const int64_t dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY);
+  ASSERT_GE(dir, 0);
+  auto list = [&] {
+    std::set<std::string> names;
+    const uint64_t b = alloc(4096);
+    for (;;) {
+      const int64_t n = call(sys_getdents64, {uint64_t(dir), b, 4096});
+      EXPECT_GE(n, 0);
+      if (n <= 0) break;
+      const std::string buf = peek(b, size_t(n));
+      for (size_t off = 0; off < buf.size();) {
+        uint16_t reclen;
+        std::memcpy(&reclen, buf.data() + off + 16, 2);
+        names.insert(std::string(buf.data() + off + 19));
+        off += reclen;
+      }
+    }
+    return names;
+  };
+  const std::set<std::string> names = list();
+  EXPECT_EQ(names, (std::set<std::string>{".", "..", std::to_string(dir)}));
+  EXPECT_EQ(call(sys_lseek, {uint64_t(dir), 0, SEEK_SET}), 0);
+  EXPECT_EQ(list(), names);
+  EXPECT_EQ(call(sys_getdents64, {uint64_t(dir), alloc(8), 8}), 0);  // at the end: nothing left
+  EXPECT_EQ(call(sys_lseek, {uint64_t(dir), 0, SEEK_SET}), 0);
+  EXPECT_EQ(call(sys_getdents64, {uint64_t(dir), alloc(8), 8}), -EINVAL);  // too small for one entry
+  EXPECT_EQ(open("/proc/self/fd", O_WRONLY), -EISDIR);
+}
+
+TEST_F(Procfs, SystemFiles) {
+  const std::string meminfo = slurp("/proc/meminfo");
+  EXPECT_TRUE(std::regex_search(
+      meminfo, std::regex("^MemTotal: +" + std::to_string(proc_->config().memory_limit / 1024) + " kB\n")))
+      << meminfo;
+  EXPECT_NE(slurp("/proc/cpuinfo").find("processor"), std::string::npos);
+  const std::string online = slurp("/sys/devices/system/cpu/online");
+  EXPECT_TRUE(std::regex_match(online, std::regex("[0-9,-]+\n"))) << online;
+  EXPECT_EQ(open("/sys/devices/system/cpu/cpu0/online"), -EACCES);  // not made up: the policy's
+}
+
+}  // namespace
+}  // namespace kvms::linux
