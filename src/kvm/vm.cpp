@@ -394,6 +394,11 @@ void Vcpu::restore(const VcpuState& st) {
   if (ioctl(fd_, KVM_SET_XCRS, &st.xcrs) != 0) fail("KVM_SET_XCRS");
 }
 
+void Vcpu::bind_to_this_thread() {
+  running_area = run_;
+  thread_ = pthread_self();
+}
+
 void Vcpu::kick() {
   run_->immediate_exit = 1;
   if (thread_) pthread_kill(static_cast<pthread_t>(thread_), kick_signal());

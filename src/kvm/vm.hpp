@@ -97,8 +97,11 @@ class Vcpu {
   VcpuState save();
   void restore(const VcpuState& state);
 
-  // Makes a running or about-to-run KVM_RUN return Exit::Interrupted (async-signal-safe).
+  // Makes a running or about-to-run KVM_RUN return Exit::Interrupted (async-signal-safe), and
+  // interrupts a blocking host call of the thread that drives this vCPU.
   void kick();
+  // The calling host thread drives this vCPU from now on (kicks go to it).
+  void bind_to_this_thread();
   // Interrupts KVM_RUN at an absolute CLOCK_MONOTONIC time (0 = never).
   void set_deadline(uint64_t monotonic_ns);
   int id() const { return id_; }

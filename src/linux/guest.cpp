@@ -571,6 +571,7 @@ std::optional<RunResult> Guest::check_stop(GuestThread& t, bool is_main, uint64_
 }
 
 RunResult Guest::run_thread(GuestThread& t, bool is_main, uint64_t deadline_ns, bool stop_on_kick) {
+  t.vcpu->bind_to_this_thread();  // before any syscall: a pending one may block in the host at once
   bool kicked = false;
   for (;;) {
     // Cleared before the checks, so a kick that lands after them still interrupts what comes next.

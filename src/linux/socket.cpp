@@ -580,7 +580,8 @@ int64_t do_accept(Process& p, uint64_t fd, uint64_t addr, uint64_t lenp, int fla
     bool hidden = p.server->listener_hidden(p);
     if (hidden && nonblock) return -EAGAIN;
     if (!nonblock) {
-      if (p.server->before_blocking_accept(p)) return 0;  // left pending; the result is ignored
+      if (&p.thread() == &p.main_thread() && p.server->before_blocking_accept(p))
+        return 0;  // left pending; the result is ignored
       if (hidden) return -EAGAIN;  // as a blocking accept with SO_RCVTIMEO would
     }
   }

@@ -115,7 +115,8 @@ void Worker::start() { thread_ = std::thread([this] { main(); }); }
 
 void Worker::stop() {
   stopping_ = true;
-  if (guest_) guest_->vcpu().kick();
+  // Only a live worker thread can be kicked (the vCPU's thread may have ended, even been joined).
+  if (guest_ && thread_.joinable() && !finished_) guest_->vcpu().kick();
 }
 
 void Worker::join() {
