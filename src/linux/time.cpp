@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <optional>
 #include <ctime>
 
 #include "kvm/clock_page.h"
@@ -55,7 +56,8 @@ int64_t write_timespec(Process& p, uint64_t addr, const timespec& ts) {
 void refresh_clock_page(Process& p) {
   if (!p.vdso_base) return;
   auto& c = p.clock;
-  const uint64_t guest_tsc = __rdtsc() + uint64_t(c.tsc_offset);
+  kvm::Vcpu* vcpu = p.thread().vcpu;
+  const uint64_t guest_tsc = vcpu ? vcpu->guest_tsc() : __rdtsc() + uint64_t(c.tsc_offset);
   const uint64_t mono = now_ns(CLOCK_MONOTONIC);
   kvms_clock_page page{};
   const uint64_t page_addr = p.vdso_base - kvm::kPageSize;
@@ -92,12 +94,44 @@ void maybe_refresh_clock_page(Process& p) {
   if (p.vdso_base && now_ns(CLOCK_MONOTONIC) - p.clock.refreshed_ns > kNsPerSec) refresh_clock_page(p);
 }
 
+namespace {
+
+// The clocks the vDSO answers, read the way it does (clock page + guest TSC), so a program that
+// mixes the vDSO and the syscall sees one clock, never one running a little behind the other.
+std::optional<int64_t> clock_page_ns(Process& p, int64_t id) {
+  if (!p.vdso_base || id < 0 || id > 7 || id == CLOCK_PROCESS_CPUTIME_ID || id == CLOCK_THREAD_CPUTIME_ID) return std::nullopt;
+  kvms_clock_page page{};
+  if (!p.mm().copy_from_user(&page, p.vdso_base - kvm::kPageSize, sizeof page) || !page.mult) return std::nullopt;
+  // The guest's own TSC, as its rdtsc reads it (host TSC + offset can be off by the latency of the
+  // calibration, enough to make the syscall lag the vDSO by a few microseconds).
+  kvm::Vcpu* vcpu = p.thread().vcpu;
+  const uint64_t guest_tsc = vcpu ? vcpu->guest_tsc() : __rdtsc() + uint64_t(p.clock.tsc_offset);
+  const int64_t mono = int64_t(page.monotonic_base_ns +
+                               uint64_t((static_cast<unsigned __int128>(guest_tsc - page.tsc_base) * page.mult) >> page.shift));
+  switch (id) {
+    case CLOCK_REALTIME: case CLOCK_REALTIME_COARSE: return mono + page.realtime_offset_ns;
+    case CLOCK_BOOTTIME: return mono + page.boottime_offset_ns;
+    default: return mono;  // MONOTONIC, MONOTONIC_RAW, MONOTONIC_COARSE
+  }
+}
+
+timespec guest_time(Process& p, int64_t id) {
+  timespec ts{};
+  if (auto ns = clock_page_ns(p, id)) {
+    ts.tv_sec = *ns / int64_t(kNsPerSec);
+    ts.tv_nsec = *ns % int64_t(kNsPerSec);
+  } else {
+    clock_gettime(host_clock(id), &ts);
+  }
+  return ts;
+}
+
+}  // namespace
+
 KVMS_SYSCALL(clock_gettime) {
   const int64_t id = int64_t(a.a[0]);
   if (!valid_clock(id)) return -EINVAL;
-  timespec ts{};
-  clock_gettime(host_clock(id), &ts);
-  return write_timespec(p, a.a[1], ts);
+  return write_timespec(p, a.a[1], guest_time(p, id));
 }
 
 KVMS_SYSCALL(clock_getres) {
@@ -110,8 +144,7 @@ KVMS_SYSCALL(clock_getres) {
 
 KVMS_SYSCALL(gettimeofday) {
   if (a.a[0]) {
-    timespec ts{};
-    clock_gettime(CLOCK_REALTIME, &ts);
+    const timespec ts = guest_time(p, CLOCK_REALTIME);
     struct { int64_t sec, usec; } tv{ts.tv_sec, ts.tv_nsec / 1000};
     if (!p.mm().write(a.a[0], tv)) return -EFAULT;
   }
@@ -123,7 +156,7 @@ KVMS_SYSCALL(gettimeofday) {
 }
 
 KVMS_SYSCALL(time) {
-  const int64_t t = ::time(nullptr);
+  const int64_t t = guest_time(p, CLOCK_REALTIME).tv_sec;
   if (a.a[0] && !p.mm().write(a.a[0], t)) return -EFAULT;
   return t;
 }
