@@ -21,7 +21,9 @@
 #                              PTHREAD_RUNS (100) times in a row under kvmserver: the exact totals
 #                              every time (natively PTHREAD_NATIVE_RUNS, 5, for the reference:
 #                              inside the nested machine 100 native runs take minutes)
-#   group servers  server_python  runtimes/py_server.py (http.server)
+#   group servers  server_c       build/guests/servers/routes_server: the static C twin of the three
+#                                 below (same routes): the harness's own check, passes today
+#                  server_python  runtimes/py_server.py (http.server)
 #                  server_node    runtimes/node_server.js (http.createServer)
 #                  server_deno    deno run --allow-net=127.0.0.1:PORT runtimes/deno_server.ts
 #     each natively (the control: a global set by one request IS seen by the next), then under
@@ -90,7 +92,7 @@ case $GUESTS in /*) ;; *) GUESTS=$PWD/$GUESTS ;; esac
 SELECTED=" $* "
 ALL_GROUPS="python node deno pthread servers"
 for a in "$@"; do
-  case " $ALL_GROUPS py_stdlib pyregr node_eval node_workers deno_run deno_eval deno_workers deno_compile pthread server_python server_node server_deno " in
+  case " $ALL_GROUPS py_stdlib pyregr node_eval node_workers deno_run deno_eval deno_workers deno_compile pthread server_c server_python server_node server_deno " in
     *" $a "*) ;;
     *) echo "runtimes: unknown case or group '$a' (groups: $ALL_GROUPS; see the head of $0)" >&2; exit 2 ;;
   esac
@@ -466,6 +468,7 @@ stop_check() { # CASE : SIGINT on the idle server: exit 0
 # server_cmd RUNTIME PORT : SERVER_CMD, the command serving on 127.0.0.1:PORT.
 server_cmd() {
   case $1 in
+    c) SERVER_CMD=("$GUESTS/servers/routes_server" "$2") ;;
     python) SERVER_CMD=("$PYTHON" "$RT/py_server.py" "$2") ;;
     node) SERVER_CMD=("$NODE" "$RT/node_server.js" "$2") ;;
     deno) SERVER_CMD=("$DENO" run "--allow-net=127.0.0.1:$2" "$RT/deno_server.ts" "$2") ;;
@@ -533,6 +536,7 @@ server_case() {
     "--allow-listen=127.0.0.1:$port" run -- "${SERVER_CMD[@]}"
   if wait_ready '^kvmserver: ready: '; then
     pass "kvm:$c.warmup.ready"
+    info "  $c warmup: $READY (after $(secs $(($(now_ms) - t0))) s)"
     many "kvm:$c.warmup.hits" --port "$port" --count 5 --threads 2 --path /hits --expect 'hits=6\n'
     expect_fetch "kvm:$c.warmup.set" "$port" /set/leak 'set leak\n'
     many "kvm:$c.warmup.isolation" --port "$port" --count 4 --path /get --expect 'global=unset\n'
@@ -543,9 +547,11 @@ server_case() {
     stop KILL
   fi
   add_time kvm servers $(($(now_ms) - t0))
+  info "  $c kvmserver --warmup: $(secs $(($(now_ms) - t0))) s"
 }
 
 servers_group() {
+  server_case c
   server_case python
   server_case node
   [ -x "$DENO" ] || { enabled server_deno servers && fail server_deno "no deno at $DENO: run scripts/fetch-deno.sh (or set DENO)"; return 0; }
