@@ -31,7 +31,8 @@
 #     request, tests/e2e/http_client.py many --threads 2 --count 250) with zero errors; /set/leak
 #     then /get must answer global=unset and /hits hits=1 (isolation); SIGINT: exit 0; the --stats
 #     request count is exact, and the counters (VM exits, syscalls, pages reset per request) are
-#     printed; then `-w 5 --warmup-path=/hits`: every request answers hits=6 and isolation holds.
+#     printed; then `-w 5 --warmup-path=/hits`: ready within WARMUP_READY_LIMIT, every request
+#     answers hits=6 and isolation holds.
 #
 # Environment of every run (native and kvmserver alike, nothing else: env -i): PATH=/usr/bin:/bin,
 # HOME, TMPDIR and DENO_DIR in a fresh per-run directory HOME (made anew before each half, at the
@@ -48,7 +49,8 @@
 #   PTHREAD_NATIVE_RUNS (5),
 #   PYREGR_TESTS, CASE_TIMEOUT (s per native run, 120), KVM_TIMEOUT (s per kvmserver run, 900;
 #   pyregr: 4x both), READY_TIMEOUT (s until a server is ready, 300), MAX_BOOT_TIME (kvmserver
-#   --max-boot-time, 240), REQ_TIMEOUT (s per request, 60), KVMSERVER_FLAGS (extra flags before
+#   --max-boot-time, 240), WARMUP_READY_LIMIT (s from start to ready with -w 5, 120), REQ_TIMEOUT
+#   (s per request, 60), KVMSERVER_FLAGS (extra flags before
 #   "run"), E2E_LOG_DIR (copy every run's stdout/stderr there).
 # Output: "PASS name", "FAIL name: reason" or "SKIP name: reason" per case ("#" lines are
 # information: timings, counters), then "time: …" per group and "N passed, M failed, K skipped".
@@ -72,6 +74,7 @@ CASE_TIMEOUT=${CASE_TIMEOUT:-120}
 KVM_TIMEOUT=${KVM_TIMEOUT:-900}
 READY_TIMEOUT=${READY_TIMEOUT:-300}
 MAX_BOOT_TIME=${MAX_BOOT_TIME:-240}
+WARMUP_READY_LIMIT=${WARMUP_READY_LIMIT:-120}
 REQ_TIMEOUT=${REQ_TIMEOUT:-60}
 SERVER_TIMEOUT=${SERVER_TIMEOUT:-1800}
 STOP_TIMEOUT=${STOP_TIMEOUT:-30}
@@ -536,7 +539,14 @@ server_case() {
     "--allow-listen=127.0.0.1:$port" run -- "${SERVER_CMD[@]}"
   if wait_ready '^kvmserver: ready: '; then
     pass "kvm:$c.warmup.ready"
-    info "  $c warmup: $READY (after $(secs $(($(now_ms) - t0))) s)"
+    local ready_ms=$(($(now_ms) - t0))
+    info "  $c warmup: $READY (after $(secs "$ready_ms") s)"
+    # 5 warm-up requests must not take long: a stall here once lasted until --max-boot-time.
+    if [ "$ready_ms" -le $((WARMUP_READY_LIMIT * 1000)) ]; then
+      pass "kvm:$c.warmup.ready_time"
+    else
+      fail "kvm:$c.warmup.ready_time" "ready only after $(secs "$ready_ms") s (limit WARMUP_READY_LIMIT=$WARMUP_READY_LIMIT s; --max-boot-time=$MAX_BOOT_TIME): the warm-up stalled"
+    fi
     many "kvm:$c.warmup.hits" --port "$port" --count 5 --threads 2 --path /hits --expect 'hits=6\n'
     expect_fetch "kvm:$c.warmup.set" "$port" /set/leak 'set leak\n'
     many "kvm:$c.warmup.isolation" --port "$port" --count 4 --path /get --expect 'global=unset\n'
