@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package kvmserver's build, tests and nested KVM machine need (Debian 12),
-# then builds into build/. Safe to run again: apt and cmake only do what is missing.
+# then Deno from npm into .cache/deno (scripts/fetch-deno.sh, for tests/e2e/runtimes.sh), then
+# builds into build/. Safe to run again: apt, npm and cmake only do what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -9,6 +10,7 @@ packages=(
   build-essential cmake pkg-config nasm
   libgtest-dev libcli11-dev libtomlplusplus-dev libfmt-dev libspdlog-dev libseccomp-dev
   musl-tools busybox-static python3 curl ca-certificates procps
+  libpython3.11-testsuite wrk
 )
 mapfile -t -O "${#packages[@]}" packages < <(grep -v '^\s*#' tools/with-kvm.packages | grep -v '^\s*$')
 
@@ -22,6 +24,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# Deno for tests/e2e/runtimes.sh; without it only the deno cases fail, so this is not fatal.
+if command -v npm >/dev/null; then
+  scripts/fetch-deno.sh >/dev/null || echo "setup: WARNING: scripts/fetch-deno.sh failed: the deno cases of tests/e2e/runtimes.sh will fail" >&2
+else
+  echo "setup: WARNING: no npm: no Deno in .cache/deno, the deno cases of tests/e2e/runtimes.sh will fail" >&2
 fi
 t1=$(date +%s)
 

@@ -1,100 +1,591 @@
 #!/usr/bin/env bash
-# End-to-end: Debian's own dynamically linked runtimes, unmodified, print byte-identical stdout and
-# exit with the same status natively and under kvmserver (single-threaded use).
+# Acceptance tests of issue 5: real language runtimes under kvmserver. Every case runs natively
+# first (so a failure under kvmserver is kvmserver's, not the case's) and then under
+# `kvmserver run`; where the output is deterministic the two stdouts must be byte-identical.
 #
-#   native:  env -i PROGRAM ARGS...                         (cwd: the fixture directory)
-#   kvm:     KVMSERVER --allow-read=FIXTURE --cwd=FIXTURE run -- PROGRAM ARGS...
+# Cases (select any mix of case and group names as arguments; none: all):
+#   group python   py_stdlib   /usr/bin/python3 tests/e2e/runtimes/py_stdlib.py (json, hashlib,
+#                              sqlite3 in memory, re, threading, queue)
+#                  pyregr      python3 -m test (sequential) PYREGR_TESTS, pass counts compared
+#                              (from --junit-xml: tests, skipped, failures, errors, and which)
+#   group node     node_eval   node -e '…'
+#                  node_workers  node runtimes/node_workers.js (worker_threads, Atomics)
+#   group deno     deno_run    deno run runtimes/deno_run.ts a b (TypeScript, Web Crypto)
+#                  deno_eval   deno eval '…'
+#                  deno_workers  deno run --allow-read=runtimes/ runtimes/deno_workers.ts (4 Workers)
+#                  deno_compile  deno compile runtimes/deno_run.ts, natively, then the output runs
+#                              natively and under kvmserver; needs DENORT_BIN (deno compile fetches
+#                              denort from Deno's release site otherwise, unreachable here): SKIP
+#                              without it
+#   group pthread  pthread     build/guests/pthread_stress.{gcc-dynamic,gcc-static,musl}, each
+#                              PTHREAD_RUNS (100) times in a row under kvmserver: the exact totals
+#                              every time (natively PTHREAD_NATIVE_RUNS, 5, for the reference:
+#                              inside the nested machine 100 native runs take minutes)
+#   group servers  server_c       build/guests/servers/routes_server: the static C twin of the three
+#                                 below (same routes): the harness's own check, passes today
+#                  server_python  runtimes/py_server.py (http.server)
+#                  server_node    runtimes/node_server.js (http.createServer)
+#                  server_deno    deno run --allow-net=127.0.0.1:PORT runtimes/deno_server.ts
+#     each natively (the control: a global set by one request IS seen by the next), then under
+#     `kvmserver -t 2 -e --stats`: 500 GET / over 2 concurrent connections (a new connection per
+#     request, tests/e2e/http_client.py many --threads 2 --count 250) with zero errors; /set/leak
+#     then /get must answer global=unset and /hits hits=1 (isolation); SIGINT: exit 0; the --stats
+#     request count is exact, and the counters (VM exits, syscalls, pages reset per request) are
+#     printed; then `-w 5 --warmup-path=/hits`: ready within WARMUP_READY_LIMIT, every request
+#     answers hits=6 and isolation holds.
 #
-# The runtimes' libraries and Python's standard library (/usr/lib/python3.*) are readable without a
-# flag (README "Libraries"); only the fixture is granted.
+# Environment of every run (native and kvmserver alike, nothing else: env -i): PATH=/usr/bin:/bin,
+# HOME, TMPDIR and DENO_DIR in a fresh per-run directory HOME (made anew before each half, at the
+# same path), LANG=C.UTF-8, PYTHONDONTWRITEBYTECODE=1, DENO_NO_UPDATE_CHECK=1, NO_COLOR=1.
+# kvmserver grants: --allow-env=<those names>, --allow-write=HOME, and $RUNTIME_READ_GRANT
+# (default bare --allow-read: this suite is about running the runtimes, not about the read policy;
+# -v in KVMSERVER_FLAGS logs what a tighter grant would deny), plus --allow-listen for servers.
 #
-# Usage: tests/e2e/runtimes.sh [KVMSERVER]   ("native" runs both sides natively)
-# Environment: PYTHON (default /usr/bin/python3), RUNTIMES_FILTER (regex on case names),
-#   CASE_TIMEOUT (default 300 s), KVMSERVER_FLAGS (extra flags).
-# Output: "PASS name" / "FAIL name: reason" / "SKIP name: reason" per case, then "N passed, M failed".
+# Usage: tests/e2e/runtimes.sh [CASE|GROUP ...]
+# Environment: KVMSERVER (default build/kvmserver; "native": only the native halves), GUESTS
+#   (default build/guests), PYTHON (default /usr/bin/python3: the runtime under test and the test
+#   client; never a pyenv shim), NODE (/usr/bin/node), DENO (default .cache/deno/node_modules/
+#   @deno/linux-x64-glibc/deno, from scripts/fetch-deno.sh), DENORT_BIN, PTHREAD_RUNS (100),
+#   PTHREAD_NATIVE_RUNS (5),
+#   PYREGR_TESTS, CASE_TIMEOUT (s per native run, 120), KVM_TIMEOUT (s per kvmserver run, 900;
+#   pyregr: 4x both), READY_TIMEOUT (s until a server is ready, 300), MAX_BOOT_TIME (kvmserver
+#   --max-boot-time, 240), WARMUP_READY_LIMIT (s from start to ready with -w 5, 120), REQ_TIMEOUT
+#   (s per request, 60), KVMSERVER_FLAGS (extra flags before
+#   "run"), E2E_LOG_DIR (copy every run's stdout/stderr there).
+# Output: "PASS name", "FAIL name: reason" or "SKIP name: reason" per case ("#" lines are
+# information: timings, counters), then "time: …" per group and "N passed, M failed, K skipped".
+# Exit status 1 if anything failed. Needs /dev/kvm for the kvmserver halves: run it through
+# tools/with-kvm (stdin is /dev/null there and /tmp private; every command has a time limit).
 set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
-KVMSERVER=${1:-${KVMSERVER:-$root/build/kvmserver}}
+RT=$here/runtimes
+KVMSERVER=${KVMSERVER:-$root/build/kvmserver}
+GUESTS=${GUESTS:-$root/build/guests}
 PYTHON=${PYTHON:-/usr/bin/python3}
-RUNTIMES_FILTER=${RUNTIMES_FILTER:-}
-CASE_TIMEOUT=${CASE_TIMEOUT:-300}
+NODE=${NODE:-/usr/bin/node}
+DENO=${DENO:-$root/.cache/deno/node_modules/@deno/linux-x64-glibc/deno}
+DENORT_BIN=${DENORT_BIN:-}
+PTHREAD_RUNS=${PTHREAD_RUNS:-100}
+PTHREAD_NATIVE_RUNS=${PTHREAD_NATIVE_RUNS:-5}
+PYREGR_TESTS=${PYREGR_TESTS:-test_json test_re test_math test_struct test_hashlib test_threading test_bisect test_heapq test_string}
+CASE_TIMEOUT=${CASE_TIMEOUT:-120}
+KVM_TIMEOUT=${KVM_TIMEOUT:-900}
+READY_TIMEOUT=${READY_TIMEOUT:-300}
+MAX_BOOT_TIME=${MAX_BOOT_TIME:-240}
+WARMUP_READY_LIMIT=${WARMUP_READY_LIMIT:-120}
+REQ_TIMEOUT=${REQ_TIMEOUT:-60}
+SERVER_TIMEOUT=${SERVER_TIMEOUT:-1800}
+STOP_TIMEOUT=${STOP_TIMEOUT:-30}
+E2E_LOG_DIR=${E2E_LOG_DIR:-}
+RUNTIME_READ_GRANT=${RUNTIME_READ_GRANT:---allow-read}
 read -r -a EXTRA_FLAGS <<<"${KVMSERVER_FLAGS:-}"
-case $KVMSERVER in native | /*) ;; *) KVMSERVER=$PWD/$KVMSERVER ;; esac
+read -r -a READ_GRANT <<<"$RUNTIME_READ_GRANT"
+CLIENT=("$PYTHON" "$here/http_client.py")
+
+NATIVE_ONLY=0
+if [ "$KVMSERVER" = native ]; then
+  NATIVE_ONLY=1
+else
+  case $KVMSERVER in /*) ;; *) KVMSERVER=$PWD/$KVMSERVER ;; esac
+fi
+case $GUESTS in /*) ;; *) GUESTS=$PWD/$GUESTS ;; esac
+
+SELECTED=" $* "
+ALL_GROUPS="python node deno pthread servers"
+for a in "$@"; do
+  case " $ALL_GROUPS py_stdlib pyregr node_eval node_workers deno_run deno_eval deno_workers deno_compile pthread server_c server_python server_node server_deno " in
+    *" $a "*) ;;
+    *) echo "runtimes: unknown case or group '$a' (groups: $ALL_GROUPS; see the head of $0)" >&2; exit 2 ;;
+  esac
+done
+# enabled CASE GROUP : selected by name or group (or nothing selected).
+enabled() { [ "$SELECTED" = "  " ] || [[ $SELECTED == *" $1 "* ]] || [[ $SELECTED == *" $2 "* ]]; }
 
 passed=0
 failed=0
+skipped=0
 pass() { echo "PASS $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+skip() { echo "SKIP $1: $2"; skipped=$((skipped + 1)); }
+info() { echo "# $*"; }
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/kvms-runtimes.XXXXXX")
-T=$(cd "$T" && pwd -P)
-trap 'rm -rf "$T"' EXIT
-mkdir -p "$T/fixture" "$T/out"
-F=$T/fixture
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/kvms-runtimes.XXXXXX")
+tmp=$(cd "$tmp" && pwd -P)
+home=$tmp/home
 
-printf 'alpha,1\nbeta,22\ngamma,333\n' >"$F/data.csv"
-cat >"$F/script.py" <<'PY'
-import collections, hashlib, json, math, os, re, sqlite3, struct, sys, zlib
-
-rows = [line.split(",") for line in open("data.csv").read().splitlines()]
-print("rows", rows)
-print("sum", sum(int(n) for _, n in rows))
-print("sha256", hashlib.sha256(open("data.csv", "rb").read()).hexdigest())
-print("md5", hashlib.md5(b"kvmserver").hexdigest())
-print("re", re.findall(r"[aeiou]+", "dynamically linked runtimes"))
-print("json", json.dumps({"b": [1, 2.5, None], "a": "\u00e9"}, sort_keys=True))
-print("counter", collections.Counter("mississippi").most_common(3))
-print("math", math.factorial(30), round(math.pi, 12))
-print("zlib", zlib.crc32(b"x" * 100000), len(zlib.compress(bytes(range(256)) * 100)))
-print("struct", struct.pack("<Iq", 7, -1).hex())
-db = sqlite3.connect(":memory:")
-db.execute("create table t (k text, v integer)")
-db.executemany("insert into t values (?, ?)", rows)
-print("sqlite", db.execute("select k, v * 2 from t where v > 1 order by v desc").fetchall())
-big = [i * i for i in range(200000)]
-print("big", sum(big), len(big))
-print("exe", os.readlink("/proc/self/exe") == os.path.realpath(sys.executable))
-print("maps", "[stack]" in open("/proc/self/maps").read())
-print("fds", "0" in os.listdir("/proc/self/fd"))
-print("argv", sys.argv[1:])
-sys.exit(3)
-PY
-
-# run NAME CMD... : native and kvm runs of CMD compared.
-run_case() {
-  local name=$1
-  shift
-  if [ -n "$RUNTIMES_FILTER" ] && ! [[ $name =~ $RUNTIMES_FILTER ]]; then return; fi
-  local o=$T/out/$name
-  (cd "$F" && timeout -s KILL "$CASE_TIMEOUT" env -i "$@" >"$o.native" 2>"$o.native.err" </dev/null)
-  local native=$?
-  if [ "$KVMSERVER" = native ]; then
-    (cd "$F" && timeout -s KILL "$CASE_TIMEOUT" env -i "$@" >"$o.kvm" 2>"$o.kvm.err" </dev/null)
-  else
-    timeout -s KILL "$CASE_TIMEOUT" "$KVMSERVER" "${EXTRA_FLAGS[@]}" "--allow-read=$F" "--cwd=$F" run -- "$@" \
-      >"$o.kvm" 2>"$o.kvm.err" </dev/null
+BG_PIDS=()
+cleanup() {
+  local p
+  for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  for p in "${BG_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  if [ -n "$E2E_LOG_DIR" ]; then
+    mkdir -p "$E2E_LOG_DIR" && cp "$tmp"/*.out "$tmp"/*.err "$E2E_LOG_DIR"/ 2>/dev/null
   fi
-  local kvm=$?
-  if [ ! -s "$o.native" ]; then
-    fail "$name" "native run printed nothing (status $native): $(head -c 300 "$o.native.err" | tr '\n' '|')"
-  elif [ "$native" != "$kvm" ]; then
-    fail "$name" "status native $native, kvm $kvm; stderr: $(head -c 400 "$o.kvm.err" | tr '\n' '|')"
-  elif ! cmp -s "$o.native" "$o.kvm"; then
-    fail "$name" "stdout differs: $(diff "$o.native" "$o.kvm" | head -c 400 | tr '\n' '|')"
+  chmod -R u+rwx "$tmp" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The guest environment, the same for both halves.
+ENV_NAMES=PATH,HOME,TMPDIR,LANG,PYTHONDONTWRITEBYTECODE,DENO_DIR,DENO_NO_UPDATE_CHECK,NO_COLOR
+ENVS=(PATH=/usr/bin:/bin "HOME=$home" "TMPDIR=$home/tmp" LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1
+      "DENO_DIR=$home/deno" DENO_NO_UPDATE_CHECK=1 NO_COLOR=1)
+# A new, empty HOME (with tmp/ and deno/) at the same path.
+fresh_home() {
+  chmod -R u+rwx "$home" 2>/dev/null
+  rm -rf "$home"
+  mkdir -p "$home/tmp" "$home/deno"
+}
+# kvmserver's grants for a run: KVM_GRANTS.
+KVM_GRANTS=("--allow-env=$ENV_NAMES" "${READ_GRANT[@]}" "--allow-write=$home")
+
+# ---- timing, per group and half ----
+declare -A T_NATIVE T_KVM
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+secs() { awk -v ms="$1" 'BEGIN { printf "%.2f", ms / 1000 }'; }
+add_time() { # native|kvm GROUP MS
+  if [ "$1" = native ]; then T_NATIVE[$2]=$((${T_NATIVE[$2]:-0} + $3)); else T_KVM[$2]=$((${T_KVM[$2]:-0} + $3)); fi
+}
+
+tail_of() { tail -n "${2:-6}" "$1" 2>/dev/null | tr '\n' '|' | cut -c1-"${3:-600}"; }
+
+# run PFX LIMIT CMD... : CMD in $home with stdin /dev/null, stdout/stderr to PFX.out/.err, killed
+# after LIMIT seconds; sets $status and $elapsed_ms. No shell "Killed" notices.
+run() {
+  local pfx=$1 limit=$2 t0
+  shift 2
+  t0=$(now_ms)
+  { (cd "$home" && exec timeout -s KILL "$limit" "$@") >"$pfx.out" 2>"$pfx.err" </dev/null; } 2>/dev/null
+  status=$?
+  elapsed_ms=$(($(now_ms) - t0))
+}
+run_native() { # PFX LIMIT CMD...
+  local pfx=$1 limit=$2
+  shift 2
+  fresh_home
+  run "$pfx" "$limit" env -i "${ENVS[@]}" "$@"
+}
+run_kvm() { # PFX LIMIT EXTRA-GRANTS... -- CMD...
+  local pfx=$1 limit=$2
+  shift 2
+  local -a grants=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do grants+=("$1"); shift; done
+  shift
+  fresh_home
+  # kvmserver's own --timeout first (exit 124, clean), the outer KILL 30 s later as a backstop.
+  run "$pfx" $((limit + 30)) env -i "${ENVS[@]}" "$KVMSERVER" "${EXTRA_FLAGS[@]}" "--timeout=$limit" \
+    "${KVM_GRANTS[@]}" "${grants[@]}" run -- "$@"
+}
+
+# why PFX : a short reason from a finished run.
+why() {
+  local w
+  if [ "$status" = 137 ]; then w="killed (time limit)"
+  elif [ "$status" = 124 ]; then w="exit 124 (kvmserver --timeout)"
+  elif [ "$status" -gt 128 ]; then w="exit $status (signal $((status - 128)))"
+  else w="exit $status"; fi
+  echo "$w; stderr: $(grep -v '^$' "$1.err" 2>/dev/null | head -n 4 | tr '\n' '|' | cut -c1-400); stdout: $(head -c 200 "$1.out" 2>/dev/null | tr '\n' '|')"
+}
+
+# simple_case NAME GROUP LAST_LINE_REGEX CMD... : native must exit 0 with a last
+# stdout line matching the regex; kvmserver must exit 0 with byte-identical stdout.
+simple_case() {
+  local name=$1 group=$2 want=$3
+  shift 3
+  enabled "$name" "$group" || return 0
+  local -a cmd=("$@")
+  if [ ! -x "${cmd[0]}" ]; then
+    fail "native:$name" "missing ${cmd[0]}"
+    [ "$NATIVE_ONLY" = 1 ] || fail "kvm:$name" "missing ${cmd[0]}"
+    return 0
+  fi
+  local pfx=$tmp/$name
+  run_native "$pfx.native" "$CASE_TIMEOUT" "${cmd[@]}"
+  add_time native "$group" "$elapsed_ms"
+  local last
+  last=$(tail -n 1 "$pfx.native.out")
+  if [ "$status" = 0 ] && [[ $last =~ $want ]]; then
+    pass "native:$name"
+    info "  $name native: $(secs "$elapsed_ms") s, $(wc -l <"$pfx.native.out") lines, last: $last"
   else
-    pass "$name"
+    fail "native:$name" "$(why "$pfx.native") (want a last line matching '$want')"
+    return 0
+  fi
+  [ "$NATIVE_ONLY" = 1 ] && return 0
+  run_kvm "$pfx.kvm" "$KVM_TIMEOUT" -- "${cmd[@]}"
+  add_time kvm "$group" "$elapsed_ms"
+  if [ "$status" != 0 ]; then
+    fail "kvm:$name" "$(why "$pfx.kvm")"
+  elif ! cmp -s "$pfx.native.out" "$pfx.kvm.out"; then
+    fail "kvm:$name" "stdout differs from native: $(diff "$pfx.native.out" "$pfx.kvm.out" | head -n 6 | tr '\n' '|' | cut -c1-500)"
+  else
+    pass "kvm:$name"
+    info "  $name kvmserver: $(secs "$elapsed_ms") s, stdout identical to native"
   fi
 }
 
-if [ -x "$PYTHON" ]; then
-  run_case python-c "$PYTHON" -c 'import json,hashlib,re,sqlite3; print(json.dumps({"k": [1, 2]}), hashlib.sha1(b"abc").hexdigest(), re.sub("a+", "-", "baaad"), sqlite3.connect(":memory:").execute("select 6*7").fetchone()[0])'
-  run_case python-script "$PYTHON" script.py one "two words"
-  run_case python-error "$PYTHON" -c 'import sys; print("before"); sys.stdout.flush(); raise SystemExit("bye")'
-else
-  echo "SKIP python: no $PYTHON"
-fi
+# =============================================================================================
+python_group() {
+  simple_case py_stdlib python '^ok py_stdlib$' "$PYTHON" "$RT/py_stdlib.py"
+  enabled pyregr python || return 0
+  local pfx=$tmp/pyregr
+  local -a tests cmd
+  read -r -a tests <<<"$PYREGR_TESTS"
+  cmd=("$PYTHON" -m test --junit-xml "$home/junit.xml" "${tests[@]}")
+  summarize() { # the --junit-xml in $home: one line of counts, then the names of tests not passed
+    "$PYTHON" - "$home/junit.xml" <<'PYEOF'
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except Exception as e:
+    print(f"no junit xml: {e}")
+    sys.exit(1)
+n = {"passed": 0, "skipped": 0, "failures": 0, "errors": 0}
+other = []
+for tc in root.iter("testcase"):
+    tags = {k.tag for k in tc}
+    kind = "errors" if "error" in tags else "failures" if "failure" in tags else "skipped" if "skipped" in tags else "passed"
+    n[kind] += 1
+    if kind != "passed":
+        other.append(f"{kind}: {tc.get('name')}")
+print(f"tests={sum(n.values())} " + " ".join(f"{k}={v}" for k, v in n.items()))
+print("\n".join(sorted(other)))
+PYEOF
+  }
+  run_native "$pfx.native" $((CASE_TIMEOUT * 4)) "${cmd[@]}"
+  add_time native python "$elapsed_ms"
+  local native_status=$status
+  summarize >"$pfx.native.sum" 2>&1
+  if [ "$native_status" = 0 ] && grep -q '^Tests result: SUCCESS' "$pfx.native.out"; then
+    pass "native:pyregr"
+  else
+    fail "native:pyregr" "$(why "$pfx.native"); $(head -n1 "$pfx.native.sum")"
+  fi
+  info "  pyregr native: $(secs "$elapsed_ms") s, $(grep -E '^(All )?[0-9]+ tests? (OK|failed)' "$pfx.native.out" | head -n1 | tr -d '.'): $(head -n1 "$pfx.native.sum")"
+  [ "$NATIVE_ONLY" = 1 ] && return 0
+  run_kvm "$pfx.kvm" $((KVM_TIMEOUT * 4)) -- "${cmd[@]}"
+  add_time kvm python "$elapsed_ms"
+  summarize >"$pfx.kvm.sum" 2>&1
+  if [ "$status" != 0 ]; then
+    fail "kvm:pyregr" "$(why "$pfx.kvm"); $(head -n1 "$pfx.kvm.sum")"
+  elif ! cmp -s "$pfx.native.sum" "$pfx.kvm.sum"; then
+    fail "kvm:pyregr" "results differ from native: native $(head -n1 "$pfx.native.sum"), kvmserver $(head -n1 "$pfx.kvm.sum"); $(diff "$pfx.native.sum" "$pfx.kvm.sum" | grep '^[<>]' | head -n 5 | tr '\n' '|')"
+  else
+    pass "kvm:pyregr"
+  fi
+  [ -s "$pfx.kvm.sum" ] && info "  pyregr kvmserver: $(secs "$elapsed_ms") s: $(head -n1 "$pfx.kvm.sum")"
+}
 
-echo "$passed passed, $failed failed"
+node_group() {
+  simple_case node_eval node '^ok node_eval$' "$NODE" -e '
+const c = require("node:crypto");
+console.log([1, 2, 3].map((x) => x * 2).join(","), JSON.stringify({ a: 1, b: [true, null, "é"] }));
+console.log(c.createHash("sha256").update("kvmserver").digest("hex"), process.version, typeof SharedArrayBuffer);
+setTimeout(() => console.log("ok node_eval"), 10);'
+  simple_case node_workers node '^ok node_workers$' "$NODE" "$RT/node_workers.js"
+}
+
+deno_group() {
+  if ! enabled deno_run deno && ! enabled deno_eval deno && ! enabled deno_workers deno && ! enabled deno_compile deno; then return 0; fi
+  if [ ! -x "$DENO" ]; then
+    fail deno "no deno at $DENO: run scripts/fetch-deno.sh (or set DENO)"
+    return 0
+  fi
+  simple_case deno_run deno '^ok deno_run$' "$DENO" run "$RT/deno_run.ts" a b
+  simple_case deno_eval deno '^ok deno_eval$' "$DENO" eval '
+const d = new Uint8Array(await crypto.subtle.digest("SHA-1", new TextEncoder().encode("kvmserver")));
+console.log(Array.from(d, (b) => b.toString(16).padStart(2, "0")).join(""), Deno.version.deno, [3, 1, 2].sort().join());
+console.log("ok deno_eval");'
+  simple_case deno_workers deno '^ok deno_workers$' "$DENO" run "--allow-read=$RT" "$RT/deno_workers.ts"
+
+  enabled deno_compile deno || return 0
+  if [ -z "$DENORT_BIN" ] || [ ! -x "$DENORT_BIN" ]; then
+    skip deno_compile "needs DENORT_BIN=<denort $("$DENO" --version 2>/dev/null | head -n1 | cut -d' ' -f2) executable>: deno compile downloads denort from Deno's release site, which this machine cannot reach (the npm package has no denort)"
+    return 0
+  fi
+  # Compile natively, into $tmp (not $home, which every run makes anew).
+  local pfx=$tmp/deno_compile
+  run_native "$pfx.build" "$CASE_TIMEOUT" env "DENORT_BIN=$DENORT_BIN" "$DENO" compile -o "$tmp/deno_compiled" "$RT/deno_run.ts"
+  if [ "$status" != 0 ] || [ ! -x "$tmp/deno_compiled" ]; then
+    fail "native:deno_compile.build" "$(why "$pfx.build")"
+    return 0
+  fi
+  simple_case deno_compile deno '^ok deno_run$' "$tmp/deno_compiled" a b
+}
+
+pthread_group() {
+  enabled pthread pthread || return 0
+  local v bin i pfx want='^pthread_stress: 8 threads x 1 rounds: mutex=1000000 atomic=1000000 ring=8000 ok$' ok
+  for v in gcc-dynamic gcc-static musl; do
+    bin=$GUESTS/pthread_stress.$v
+    if [ ! -x "$bin" ]; then
+      fail "native:pthread.$v" "missing $bin (cmake --build build -j2)"
+      continue
+    fi
+    pfx=$tmp/pthread.$v
+    ok=0
+    local t0
+    t0=$(now_ms)
+    for ((i = 1; i <= PTHREAD_NATIVE_RUNS; i++)); do
+      run_native "$pfx.native" "$CASE_TIMEOUT" "$bin"
+      if [ "$status" != 0 ] || ! [[ $(cat "$pfx.native.out") =~ $want ]]; then break; fi
+      ok=$i
+    done
+    add_time native pthread $(($(now_ms) - t0))
+    if [ "$ok" = "$PTHREAD_NATIVE_RUNS" ]; then
+      pass "native:pthread.$v"
+      info "  pthread.$v native: $PTHREAD_NATIVE_RUNS runs in $(secs $(($(now_ms) - t0))) s"
+    else
+      fail "native:pthread.$v" "run $((ok + 1)) of $PTHREAD_NATIVE_RUNS: $(why "$pfx.native")"
+      continue
+    fi
+    [ "$NATIVE_ONLY" = 1 ] && continue
+    ok=0
+    t0=$(now_ms)
+    for ((i = 1; i <= PTHREAD_RUNS; i++)); do
+      run_kvm "$pfx.kvm" "$KVM_TIMEOUT" -- "$bin"
+      if [ "$status" != 0 ] || ! cmp -s "$pfx.native.out" "$pfx.kvm.out"; then break; fi
+      ok=$i
+    done
+    add_time kvm pthread $(($(now_ms) - t0))
+    if [ "$ok" = "$PTHREAD_RUNS" ]; then
+      pass "kvm:pthread.$v"
+      info "  pthread.$v kvmserver: $PTHREAD_RUNS runs in $(secs $(($(now_ms) - t0))) s, each output identical to native"
+    else
+      fail "kvm:pthread.$v" "run $((ok + 1)) of $PTHREAD_RUNS (the previous $ok were exact): $(why "$pfx.kvm")"
+    fi
+  done
+}
+
+# =============================================================================================
+# Servers: life cycle helpers (as in tests/e2e/server.sh).
+client() { timeout -s KILL "${CLIENT_LIMIT:-1800}" "${CLIENT[@]}" "$@"; }
+alive() {
+  local st
+  st=$(sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
+# start NAME CMD... : CMD in the background in $home (stdin /dev/null, stdout/stderr to
+# $tmp/NAME.out/.err, SIGINT at its default), killed after SERVER_TIMEOUT. Sets SPID, SLOG, SWATCH.
+start() {
+  local name=$1
+  shift
+  SLOG=$tmp/$name
+  (cd "$home" && exec "$PYTHON" -c 'import os, signal, sys
+for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE): signal.signal(s, signal.SIG_DFL)
+os.execvp(sys.argv[1], sys.argv[1:])' "$@") </dev/null >"$SLOG.out" 2>"$SLOG.err" &
+  SPID=$!
+  BG_PIDS+=("$SPID")
+  (sleep "$SERVER_TIMEOUT" && kill -KILL "$SPID") >/dev/null 2>&1 &
+  SWATCH=$!
+  BG_PIDS+=("$SWATCH")
+}
+# wait_ready PATTERN : a line matching PATTERN on stdout or stderr; sets READY or WHY.
+wait_ready() {
+  local i
+  READY=''
+  WHY=''
+  for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
+    READY=$(grep -h -m1 -E "$1" "$SLOG.err" "$SLOG.out" 2>/dev/null | head -n1)
+    [ -n "$READY" ] && return 0
+    if ! alive "$SPID"; then
+      wait "$SPID" 2>/dev/null
+      WHY="exited with status $? before it was ready; stderr: $(tail_of "$SLOG.err" 8)"
+      return 1
+    fi
+    sleep 0.1
+  done
+  WHY="not ready after ${READY_TIMEOUT}s; stderr: $(tail_of "$SLOG.err" 8)"
+  return 1
+}
+# stop [SIGNAL] : SIGNAL (default INT), wait up to STOP_TIMEOUT, then SIGKILL. Sets STATUS.
+stop() {
+  local sig=${1:-INT} i
+  kill "-$sig" "$SPID" 2>/dev/null
+  STATUS=timeout
+  for ((i = 0; i < STOP_TIMEOUT * 20; i++)); do
+    alive "$SPID" || break
+    sleep 0.05
+  done
+  if alive "$SPID"; then
+    kill -KILL "$SPID" 2>/dev/null
+    wait "$SPID" 2>/dev/null
+  else
+    wait "$SPID" 2>/dev/null
+    STATUS=$?
+  fi
+  kill -KILL "$SWATCH" 2>/dev/null
+  wait "$SWATCH" 2>/dev/null
+}
+# expect_fetch CASE PORT PATH WANT : one GET must answer 200 with exactly WANT (printf escapes).
+expect_fetch() {
+  local c=$1 port=$2 path=$3 want got meta rc
+  want=$(printf "$4"; echo x)
+  want=${want%x}
+  got=$(client fetch --port "$port" --timeout "$REQ_TIMEOUT" "$path" 2>"$tmp/fetch.meta"; echo "x$?")
+  rc=${got##*x}
+  got=${got%x*}
+  meta=$(tr '\n' ' ' <"$tmp/fetch.meta")
+  if [ "$rc" = 0 ] && [[ $meta == status=200* ]] && [ "$got" = "$want" ]; then
+    pass "$c"
+  else
+    fail "$c" "sent GET $path, wanted 200 $(printf %q "$want"), got $(printf %q "$got") [$meta exit $rc]; server stderr: $(tail_of "$SLOG.err" 4)"
+  fi
+}
+# many CASE ARGS... : http_client.py many ...; PASS when every request was as expected.
+many() {
+  local c=$1 out
+  shift
+  out=$(client many --timeout "$REQ_TIMEOUT" "$@" 2>&1)
+  if [ $? = 0 ]; then
+    pass "$c"
+    info "  $c: $(head -n1 <<<"$out")"
+  else
+    fail "$c" "$(tr '\n' ' ' <<<"$out" | cut -c1-1200); server stderr: $(tail_of "$SLOG.err" 4)"
+  fi
+}
+stat_field() { # NAME FILE : the number after NAME= in the last stats line holding it
+  grep -E "^kvmserver: stats:.*[ (]$1=" "$2" | tail -n1 | sed -E "s/.*[ (]$1=([0-9.]+).*/\\1/"
+}
+# counters CASE SENT : after the SIGINT: the request count must be SENT; prints the counters.
+counters() {
+  local c=$1 sent=$2 n
+  n=$(stat_field requests "$SLOG.err")
+  info "  $c counters: $(grep -m1 '^kvmserver: stats: requests=' "$SLOG.err" | sed 's/^kvmserver: stats: //')"
+  info "  $c counters: $(grep -m1 '^kvmserver: stats: per request: ' "$SLOG.err" | sed 's/^kvmserver: stats: //')"
+  info "  $c counters: $(grep -m1 '^kvmserver: stats: workers=' "$SLOG.err" | sed 's/^kvmserver: stats: //')"
+  if [ "$n" = "$sent" ]; then
+    pass "$c.stats"
+  else
+    fail "$c.stats" "sent $sent requests, --stats says requests=${n:-?}; stderr: $(tail_of "$SLOG.err" 6)"
+  fi
+}
+stop_check() { # CASE : SIGINT on the idle server: exit 0
+  stop INT
+  if [ "$STATUS" = 0 ]; then pass "$1.exit"; else fail "$1.exit" "status $STATUS after SIGINT (want 0); stderr: $(tail_of "$SLOG.err")"; fi
+}
+
+# server_cmd RUNTIME PORT : SERVER_CMD, the command serving on 127.0.0.1:PORT.
+server_cmd() {
+  case $1 in
+    c) SERVER_CMD=("$GUESTS/servers/routes_server" "$2") ;;
+    python) SERVER_CMD=("$PYTHON" "$RT/py_server.py" "$2") ;;
+    node) SERVER_CMD=("$NODE" "$RT/node_server.js" "$2") ;;
+    deno) SERVER_CMD=("$DENO" run "--allow-net=127.0.0.1:$2" "$RT/deno_server.ts" "$2") ;;
+  esac
+}
+
+# server_case RUNTIME
+server_case() {
+  local r=$1 c=server_$1 port t0 ready_re
+  enabled "$c" servers || return 0
+  server_cmd "$r" 0
+  if [ ! -x "${SERVER_CMD[0]}" ]; then
+    fail "$c" "missing ${SERVER_CMD[0]}"
+    return 0
+  fi
+
+  # -- natively: works, and the global IS shared between requests (the control for isolation)
+  port=$(client port)
+  server_cmd "$r" "$port"
+  ready_re="_server: listening on 127\\.0\\.0\\.1:$port\$"
+  t0=$(now_ms)
+  fresh_home
+  start "$c.native" env -i "${ENVS[@]}" "${SERVER_CMD[@]}"
+  if wait_ready "$ready_re"; then
+    many "native:$c.requests" --port "$port" --count 250 --threads 2 --path / --expect 'hello\n'
+    expect_fetch "native:$c.set" "$port" /set/leak 'set leak\n'
+    expect_fetch "native:$c.shared_global" "$port" /get 'global=leak\n'
+  else
+    fail "native:$c.ready" "$WHY"
+  fi
+  stop TERM
+  add_time native servers $(($(now_ms) - t0))
+  info "  $c native: $(secs $(($(now_ms) - t0))) s"
+  [ "$NATIVE_ONLY" = 1 ] && return 0
+
+  # -- kvmserver -t 2 -e: 500 requests, isolation, counters
+  local kflags=(-t 2 -e --stats "--max-boot-time=$MAX_BOOT_TIME" "${KVM_GRANTS[@]}")
+  port=$(client port)
+  server_cmd "$r" "$port"
+  t0=$(now_ms)
+  fresh_home
+  start "$c.kvm" env -i "${ENVS[@]}" "$KVMSERVER" "${EXTRA_FLAGS[@]}" "${kflags[@]}" "--allow-listen=127.0.0.1:$port" run -- "${SERVER_CMD[@]}"
+  if wait_ready '^kvmserver: ready: '; then
+    pass "kvm:$c.ready"
+    info "  $c: $READY (after $(secs $(($(now_ms) - t0))) s)"
+    many "kvm:$c.requests" --port "$port" --count 250 --threads 2 --path / --expect 'hello\n'
+    expect_fetch "kvm:$c.set" "$port" /set/leak 'set leak\n'
+    many "kvm:$c.isolation" --port "$port" --count 4 --path /get --expect 'global=unset\n'
+    many "kvm:$c.fresh_hits" --port "$port" --count 4 --path /hits --expect 'hits=1\n'
+    stop_check "kvm:$c"
+    counters "kvm:$c" $((500 + 1 + 4 + 4))
+  else
+    fail "kvm:$c.ready" "$WHY"
+    stop KILL
+  fi
+  add_time kvm servers $(($(now_ms) - t0))
+  info "  $c kvmserver: $(secs $(($(now_ms) - t0))) s"
+
+  # -- --warmup: 5 requests to /hits before the template: every request then answers hits=6
+  port=$(client port)
+  server_cmd "$r" "$port"
+  t0=$(now_ms)
+  fresh_home
+  start "$c.warmup" env -i "${ENVS[@]}" "$KVMSERVER" "${EXTRA_FLAGS[@]}" "${kflags[@]}" -w 5 --warmup-path=/hits \
+    "--allow-listen=127.0.0.1:$port" run -- "${SERVER_CMD[@]}"
+  if wait_ready '^kvmserver: ready: '; then
+    pass "kvm:$c.warmup.ready"
+    local ready_ms=$(($(now_ms) - t0))
+    info "  $c warmup: $READY (after $(secs "$ready_ms") s)"
+    # 5 warm-up requests must not take long: a stall here once lasted until --max-boot-time.
+    if [ "$ready_ms" -le $((WARMUP_READY_LIMIT * 1000)) ]; then
+      pass "kvm:$c.warmup.ready_time"
+    else
+      fail "kvm:$c.warmup.ready_time" "ready only after $(secs "$ready_ms") s (limit WARMUP_READY_LIMIT=$WARMUP_READY_LIMIT s; --max-boot-time=$MAX_BOOT_TIME): the warm-up stalled"
+    fi
+    many "kvm:$c.warmup.hits" --port "$port" --count 5 --threads 2 --path /hits --expect 'hits=6\n'
+    expect_fetch "kvm:$c.warmup.set" "$port" /set/leak 'set leak\n'
+    many "kvm:$c.warmup.isolation" --port "$port" --count 4 --path /get --expect 'global=unset\n'
+    stop_check "kvm:$c.warmup"
+    counters "kvm:$c.warmup" $((10 + 1 + 4))
+  else
+    fail "kvm:$c.warmup.ready" "$WHY"
+    stop KILL
+  fi
+  add_time kvm servers $(($(now_ms) - t0))
+  info "  $c kvmserver --warmup: $(secs $(($(now_ms) - t0))) s"
+}
+
+servers_group() {
+  server_case c
+  server_case python
+  server_case node
+  [ -x "$DENO" ] || { enabled server_deno servers && fail server_deno "no deno at $DENO: run scripts/fetch-deno.sh (or set DENO)"; return 0; }
+  server_case deno
+}
+
+# =============================================================================================
+info "kvmserver: $KVMSERVER"
+info "python: $PYTHON ($("$PYTHON" --version 2>&1)), node: $NODE ($("$NODE" --version 2>&1)), deno: $DENO ($("$DENO" --version 2>/dev/null | head -n1))"
+if [ "$NATIVE_ONLY" = 0 ] && [ ! -x "$KVMSERVER" ]; then
+  fail kvmserver "not found or not executable: $KVMSERVER (use KVMSERVER=native for the native halves only)"
+  NATIVE_ONLY=1
+fi
+[ "$NATIVE_ONLY" = 0 ] && [ ! -c /dev/kvm ] && info "no /dev/kvm here: the kvmserver halves will fail; run me through tools/with-kvm"
+total_t0=$(now_ms)
+python_group
+node_group
+deno_group
+pthread_group
+servers_group
+for g in $ALL_GROUPS; do
+  [ -n "${T_NATIVE[$g]:-}${T_KVM[$g]:-}" ] || continue
+  echo "time: $g native $(secs "${T_NATIVE[$g]:-0}") s, kvmserver $(secs "${T_KVM[$g]:-0}") s"
+done
+echo "time: total $(secs $(($(now_ms) - total_t0))) s"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]
