@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <cstdio>
 #include <ctime>
+#include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -136,11 +138,19 @@ int run_program(const cli::Options& opts) {
     if (result.reason == linux::RunResult::Paused && opts.warmup > 0) {
       hooks.begin_warmup();
       std::string failure;
+      std::atomic<bool> paused_again{false};
       std::thread client([&] {
         failure = warm_up(guest->process(), opts.warmup, opts.warmup_path);
         hooks.end_warmup();
+        // The server may already be blocked again on its listener (warming up, it was let through):
+        // kick it until it re-checks and pauses. A kicked wait restarts, so nothing is lost.
+        while (!paused_again) {
+          guest->vcpu().kick();
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
       });
       result = guest->run(deadline_after(opts.max_boot_time + 60.0 * opts.warmup), true);
+      paused_again = true;
       client.join();
       if (!failure.empty()) {
         std::fprintf(stderr, "kvmserver: %s: warm-up failed: %s\n", opts.program.c_str(), failure.c_str());
