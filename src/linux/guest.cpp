@@ -187,15 +187,19 @@ void Guest::install(Image img, const std::vector<std::string>& argv, const std::
   program_path_ = img.path;
   memory_ = img.memory;
   mm_ = img.mm;
-  threads_.clear();
+  // execve keeps the main thread's object (the vCPU loop that called it is still using it); only its
+  // vCPU is new, in the new VM.
+  if (threads_.empty()) threads_.push_back(std::make_unique<GuestThread>());
+  GuestThread& main = *threads_.front();
+  main.vcpu.reset();
   vm_ = std::make_unique<kvm::Vm>(memory_, false);
   Process& p = *process_;
-  auto main = std::make_unique<GuestThread>();
-  main->tid = p.pid;
-  main->vcpu = std::make_unique<kvm::Vcpu>(*vm_, 0);
-  main->state = GuestThread::Running;
-  kvm::Vcpu& vcpu = *main->vcpu;
-  threads_.push_back(std::move(main));
+  main.tid = p.pid;
+  main.vcpu = std::make_unique<kvm::Vcpu>(*vm_, 0);
+  main.state = GuestThread::Running;
+  main.pending = false;
+  kvm::Vcpu& vcpu = *main.vcpu;
+  vcpu.bind_to_this_thread();
   if (deadline_ns_) vcpu.set_deadline(deadline_ns_);
 
   p.set_address_space(mm_);
