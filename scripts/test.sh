@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests directly, and the KVM suite through tools/with-kvm (directly where
 # /dev/kvm works, otherwise inside the nested KVM machine, booted once). Prints how long each part took.
-# KVMS_RUNTIMES=1 (or a list of cases/groups) also runs the opt-in runtime acceptance tests
-# (tests/e2e/runtimes.sh, ctest label "runtimes") after the KVM suite.
+# Then the runtime acceptance tests (tests/e2e/runtimes.sh, ctest label "runtimes": python3, node,
+# deno, pthreads and their servers); KVMS_RUNTIMES=0 leaves them out, a list of cases/groups picks.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -17,7 +17,7 @@ ctest --test-dir build --output-on-failure -L kvm
 kvm=$?
 t4=$(date +%s)
 runtimes=0 runtimes_time=""
-if [ -n "${KVMS_RUNTIMES:-}" ] && [ "${KVMS_RUNTIMES}" != 0 ]; then
+if [ "${KVMS_RUNTIMES:-1}" != 0 ]; then
   ctest --test-dir build --output-on-failure -L runtimes
   runtimes=$?
   runtimes_time=", runtimes $(($(date +%s) - t4)) s"

@@ -12,13 +12,16 @@
 #                  node_workers  node runtimes/node_workers.js (worker_threads, Atomics)
 #   group deno     deno_run    deno run runtimes/deno_run.ts a b (TypeScript, Web Crypto)
 #                  deno_eval   deno eval '…'
-#                  deno_workers  deno run --allow-read=runtimes/ runtimes/deno_workers.ts (4 Workers)
+#                  deno_workers  deno run --v8-flags=--jitless --allow-read=runtimes/ runtimes/deno_workers.ts
+#                              (4 Workers); deno_workers_jit: the same with the JIT, a known
+#                              limitation (XFAIL: it must fail; if it passes, drop the marker)
 #                  deno_compile  deno compile runtimes/deno_run.ts, natively, then the output runs
 #                              natively and under kvmserver; needs DENORT_BIN (deno compile fetches
 #                              denort from Deno's release site otherwise, unreachable here): SKIP
 #                              without it
-#   group pthread  pthread     build/guests/pthread_stress.{gcc-dynamic,gcc-static,musl}, each
-#                              PTHREAD_RUNS (100) times in a row under kvmserver: the exact totals
+#   group pthread  pthread     build/guests/pthread_stress.{gcc-dynamic,gcc-static,musl}: gcc-dynamic
+#                              PTHREAD_RUNS (100) times in a row under kvmserver, the others
+#                              PTHREAD_OTHER_RUNS (10; ~3.5 s a run nested): the exact totals
 #                              every time (natively PTHREAD_NATIVE_RUNS, 5, for the reference:
 #                              inside the nested machine 100 native runs take minutes)
 #   group servers  server_c       build/guests/servers/routes_server: the static C twin of the three
@@ -67,7 +70,8 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 NODE=${NODE:-/usr/bin/node}
 DENO=${DENO:-$root/.cache/deno/node_modules/@deno/linux-x64-glibc/deno}
 DENORT_BIN=${DENORT_BIN:-}
-PTHREAD_RUNS=${PTHREAD_RUNS:-100}
+PTHREAD_RUNS=${PTHREAD_RUNS:-100}              # the gcc-dynamic build (what runtimes link like)
+PTHREAD_OTHER_RUNS=${PTHREAD_OTHER_RUNS:-10}   # the static glibc and musl builds
 PTHREAD_NATIVE_RUNS=${PTHREAD_NATIVE_RUNS:-5}
 PYREGR_TESTS=${PYREGR_TESTS:-test_json test_re test_math test_struct test_hashlib test_threading test_bisect test_heapq test_string}
 CASE_TIMEOUT=${CASE_TIMEOUT:-120}
@@ -95,7 +99,7 @@ case $GUESTS in /*) ;; *) GUESTS=$PWD/$GUESTS ;; esac
 SELECTED=" $* "
 ALL_GROUPS="python node deno pthread servers"
 for a in "$@"; do
-  case " $ALL_GROUPS py_stdlib pyregr node_eval node_workers deno_run deno_eval deno_workers deno_compile pthread server_c server_python server_node server_deno " in
+  case " $ALL_GROUPS py_stdlib pyregr node_eval node_workers deno_run deno_eval deno_workers deno_workers_jit deno_compile pthread server_c server_python server_node server_deno " in
     *" $a "*) ;;
     *) echo "runtimes: unknown case or group '$a' (groups: $ALL_GROUPS; see the head of $0)" >&2; exit 2 ;;
   esac
@@ -109,6 +113,7 @@ skipped=0
 pass() { echo "PASS $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
 skip() { echo "SKIP $1: $2"; skipped=$((skipped + 1)); }
+xfailed=0
 info() { echo "# $*"; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/kvms-runtimes.XXXXXX")
@@ -217,7 +222,14 @@ simple_case() {
   [ "$NATIVE_ONLY" = 1 ] && return 0
   run_kvm "$pfx.kvm" "$KVM_TIMEOUT" -- "${cmd[@]}"
   add_time kvm "$group" "$elapsed_ms"
-  if [ "$status" != 0 ]; then
+  if [ -n "${KNOWN_LIMIT:-}" ]; then  # a documented limitation: it must still fail, and say so
+    if [ "$status" != 0 ]; then
+      echo "XFAIL kvm:$name: $KNOWN_LIMIT ($(why "$pfx.kvm" | cut -c1-200))"
+      xfailed=$((xfailed + 1))
+    else
+      fail "kvm:$name" "passes now: drop its known-limitation marker in tests/e2e/runtimes.sh"
+    fi
+  elif [ "$status" != 0 ]; then
     fail "kvm:$name" "$(why "$pfx.kvm")"
   elif ! cmp -s "$pfx.native.out" "$pfx.kvm.out"; then
     fail "kvm:$name" "stdout differs from native: $(diff "$pfx.native.out" "$pfx.kvm.out" | head -n 6 | tr '\n' '|' | cut -c1-500)"
@@ -289,7 +301,8 @@ setTimeout(() => console.log("ok node_eval"), 10);'
 }
 
 deno_group() {
-  if ! enabled deno_run deno && ! enabled deno_eval deno && ! enabled deno_workers deno && ! enabled deno_compile deno; then return 0; fi
+  if ! enabled deno_run deno && ! enabled deno_eval deno && ! enabled deno_workers deno && ! enabled deno_workers_jit deno &&
+    ! enabled deno_compile deno; then return 0; fi
   if [ ! -x "$DENO" ]; then
     fail deno "no deno at $DENO: run scripts/fetch-deno.sh (or set DENO)"
     return 0
@@ -299,7 +312,12 @@ deno_group() {
 const d = new Uint8Array(await crypto.subtle.digest("SHA-1", new TextEncoder().encode("kvmserver")));
 console.log(Array.from(d, (b) => b.toString(16).padStart(2, "0")).join(""), Deno.version.deno, [3, 1, 2].sort().join());
 console.log("ok deno_eval");'
-  simple_case deno_workers deno '^ok deno_workers$' "$DENO" run "--allow-read=$RT" "$RT/deno_workers.ts"
+  # V8 wants a 1 TB sandbox reservation; the guest's identity-mapped address space is at most 512 GB,
+  # so V8 falls back to a partially reserved sandbox and cannot place a Worker isolate's JIT code
+  # range. Without the JIT, Workers run (and give the same output).
+  simple_case deno_workers deno '^ok deno_workers$' "$DENO" run --v8-flags=--jitless "--allow-read=$RT" "$RT/deno_workers.ts"
+  KNOWN_LIMIT="V8's CodeRange for a Worker isolate does not fit the guest address space (use --v8-flags=--jitless)" \
+    simple_case deno_workers_jit deno '^ok deno_workers$' "$DENO" run "--allow-read=$RT" "$RT/deno_workers.ts"
 
   enabled deno_compile deno || return 0
   if [ -z "$DENORT_BIN" ] || [ ! -x "$DENORT_BIN" ]; then
@@ -345,17 +363,19 @@ pthread_group() {
     [ "$NATIVE_ONLY" = 1 ] && continue
     ok=0
     t0=$(now_ms)
-    for ((i = 1; i <= PTHREAD_RUNS; i++)); do
+    local runs=$PTHREAD_RUNS
+    [ "$v" = gcc-dynamic ] || runs=$PTHREAD_OTHER_RUNS
+    for ((i = 1; i <= runs; i++)); do
       run_kvm "$pfx.kvm" "$KVM_TIMEOUT" -- "$bin"
       if [ "$status" != 0 ] || ! cmp -s "$pfx.native.out" "$pfx.kvm.out"; then break; fi
       ok=$i
     done
     add_time kvm pthread $(($(now_ms) - t0))
-    if [ "$ok" = "$PTHREAD_RUNS" ]; then
+    if [ "$ok" = "$runs" ]; then
       pass "kvm:pthread.$v"
-      info "  pthread.$v kvmserver: $PTHREAD_RUNS runs in $(secs $(($(now_ms) - t0))) s, each output identical to native"
+      info "  pthread.$v kvmserver: $runs runs in a row in $(secs $(($(now_ms) - t0))) s, each output identical to native"
     else
-      fail "kvm:pthread.$v" "run $((ok + 1)) of $PTHREAD_RUNS (the previous $ok were exact): $(why "$pfx.kvm")"
+      fail "kvm:pthread.$v" "run $((ok + 1)) of $runs (the previous $ok were exact): $(why "$pfx.kvm")"
     fi
   done
 }
@@ -587,5 +607,5 @@ for g in $ALL_GROUPS; do
   echo "time: $g native $(secs "${T_NATIVE[$g]:-0}") s, kvmserver $(secs "${T_KVM[$g]:-0}") s"
 done
 echo "time: total $(secs $(($(now_ms) - total_t0))) s"
-echo "$passed passed, $failed failed, $skipped skipped"
+echo "$passed passed, $failed failed, $skipped skipped, $xfailed known limitations (XFAIL)"
 [ "$failed" = 0 ]
