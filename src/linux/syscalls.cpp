@@ -141,9 +141,10 @@ int64_t dispatch_syscall(Process& p, const SyscallArgs& args) {
       const int64_t r = h(p, args);
       if (trace_level() == 1 && (r >= 0 || r == -EAGAIN || r == -EINTR || r == -ETIMEDOUT)) return r;
       const char* name = syscall_name(args.nr);
-      std::fprintf(stderr, "[host %ld pid %d tid %d] %s(%#llx, %#llx, %#llx, %#llx) = %lld\n", long(::syscall(SYS_gettid)), p.pid, p.thread().tid,
+      std::fprintf(stderr, "[host %ld pid %d tid %d] %s(%#llx, %#llx, %#llx, %#llx, %#llx, %#llx) = %lld\n", long(::syscall(SYS_gettid)), p.pid, p.thread().tid,
                    name ? name : "?", (unsigned long long)args.a[0], (unsigned long long)args.a[1],
-                   (unsigned long long)args.a[2], (unsigned long long)args.a[3], (long long)r);
+                   (unsigned long long)args.a[2], (unsigned long long)args.a[3], (unsigned long long)args.a[4],
+                   (unsigned long long)args.a[5], (long long)r);
       return r;
     }
   } else {

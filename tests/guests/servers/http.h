@@ -119,4 +119,23 @@ static inline void http_write_all(int fd, const char* data, size_t len) {
   }
 }
 
+/* Answers one blocking connection with route(path, out, cap) and closes it. The buffers are the
+ * caller's (static or thread-local: requests can be large). */
+typedef size_t (*http_route_fn)(const char* path, char* out, size_t cap);
+static inline void http_answer(int fd, http_route_fn route, char* req, size_t req_cap, char* out, size_t out_cap,
+                               char* path, size_t path_cap) {
+  ssize_t len = http_read_request(fd, req, req_cap);
+  if (len > 0) {
+    size_t n;
+    if (!http_complete(req, (size_t)len))
+      n = http_response(out, out_cap, 400, "incomplete request\n");
+    else if (http_path(req, (size_t)len, path, path_cap) != 0)
+      n = http_response(out, out_cap, 400, "bad request\n");
+    else
+      n = route(path, out, out_cap);
+    http_write_all(fd, out, n);
+  }
+  close(fd);
+}
+
 #endif

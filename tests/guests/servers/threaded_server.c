@@ -49,18 +49,7 @@ static void* pool_thread(void* arg) {
     int fd = queue[--queued];
     served_by[id] = 1;
     pthread_mutex_unlock(&lock);
-    ssize_t len = http_read_request(fd, req, sizeof req);
-    if (len > 0) {
-      size_t n;
-      if (!http_complete(req, (size_t)len))
-        n = http_response(out, sizeof out, 400, "incomplete request\n");
-      else if (http_path(req, (size_t)len, path, sizeof path) != 0)
-        n = http_response(out, sizeof out, 400, "bad request\n");
-      else
-        n = route(path, out, sizeof out);
-      http_write_all(fd, out, n);
-    }
-    close(fd);
+    http_answer(fd, route, req, sizeof req, out, sizeof out, path, sizeof path);
   }
   return NULL;
 }
