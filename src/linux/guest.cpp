@@ -381,13 +381,6 @@ Guest::~Guest() {
   }
 }
 
-size_t Guest::live_threads() const {
-  std::lock_guard<std::mutex> lk(threads_mutex_);
-  size_t n = 0;
-  for (const auto& t : threads_) n += t->state != GuestThread::Done;
-  return n;
-}
-
 void Guest::end_process(const RunResult& r) {
   {
     std::lock_guard<std::mutex> lk(threads_mutex_);
@@ -840,7 +833,6 @@ std::optional<RunResult> Guest::handle_exception(GuestThread& t, int vector) {
       r.rsp += 8;  // drop the error code: what is left is the iretq frame
       r.rip = kvm::kKernelVirt + kvm::kEntryOffset + kvm::kEntryIret;
       vcpu.regs_changed();
-      ++spurious_faults_;
       return std::nullopt;
     }
   }

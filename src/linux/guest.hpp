@@ -80,7 +80,7 @@ class Guest : private ProcessHost {
   void restore_threads(const std::vector<ThreadSnapshot>& threads);
   // Pages the guest wrote since the last harvest, from every vCPU's dirty ring.
   void harvest_dirty(std::vector<uint64_t>& pages);
-  size_t live_threads() const;
+
   kvm::AddressSpace& address_space() { return *mm_; }
   std::shared_ptr<kvm::AddressSpace> shared_address_space() { return mm_; }
   std::shared_ptr<kvm::GuestMemory> shared_memory() const { return memory_; }
@@ -172,7 +172,6 @@ class Guest : private ProcessHost {
     std::string execfn;
   } exec_args_;
   std::atomic<int> kill_signal_{0};
-  uint64_t spurious_faults_ = 0;
 };
 
 // Finds PROGRAM like execvp: as given when it contains '/', else the first executable in PATH.

@@ -181,7 +181,6 @@ class Process {
 
   std::map<int, ThreadContext> threads;  // tid -> state; the main thread's tid is pid
   std::list<FutexWaiter*> futex_waiters;
-  int next_tid = 0;                     // 0: allocate from the process table
 
   FdTable fds;
   std::string cwd = "/";  // guest path, absolute, normalised
