@@ -4,6 +4,12 @@
 #include <cstring>
 #include <stdexcept>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+
 namespace kvms::kvm {
 namespace {
 
@@ -253,38 +259,66 @@ bool AddressSpace::range_has(uint64_t addr, uint64_t len, int prot) const {
   return true;
 }
 
-uint8_t* AddressSpace::user_ptr(uint64_t addr, uint64_t len, int prot) const {
+uint8_t* AddressSpace::host_user(uint64_t addr, uint64_t len, int prot) const {
   if (!range_has(addr, len, prot)) return nullptr;
-  return memory_->user_base() + addr;
+  static uint8_t empty;
+  return len ? memory_->user_base() + addr : &empty;  // never a pointer computed from a wild addr
+}
+
+std::optional<ReadableSpan> AddressSpace::readable(uint64_t addr, uint64_t len) const {
+  const uint8_t* p = host_user(addr, len, kProtRead);
+  if (!p) return std::nullopt;
+  return ReadableSpan(len ? p : nullptr, addr, len);
+}
+
+std::optional<WritableSpan> AddressSpace::writable(uint64_t addr, uint64_t len) const {
+  uint8_t* p = host_user(addr, len, kProtWrite);
+  if (!p) return std::nullopt;
+  return WritableSpan(len ? p : nullptr, addr, len);
+}
+
+void AddressSpace::note_write(const WritableSpan& span, uint64_t written) {
+  note_write(span.addr(), std::min(written, span.size()));
+}
+
+uint64_t AddressSpace::accessible(uint64_t addr, uint64_t len, int prot) const {
+  const uint64_t end = add_overflows(addr, len) ? UINT64_MAX : addr + len;
+  uint64_t pos = addr;
+  while (pos < end) {
+    const Mapping* m = find(pos);
+    if (!m || m->prot == kProtNone || ((prot & kProtWrite) && !(m->prot & kProtWrite))) break;
+    pos = m->end;
+  }
+  return std::min(pos, end) - addr;
 }
 
 bool AddressSpace::copy_from_user(void* dst, uint64_t src, uint64_t len) const {
-  const uint8_t* p = user_ptr(src, len, kProtRead);
+  const uint8_t* p = host_user(src, len, kProtRead);
   if (!p) return false;
-  std::memcpy(dst, p, len);
+  if (len) std::memcpy(dst, p, len);
   return true;
 }
 
 bool AddressSpace::copy_to_user(uint64_t dst, const void* src, uint64_t len) {
-  uint8_t* p = user_ptr(dst, len, kProtWrite);
+  uint8_t* p = host_user(dst, len, kProtWrite);
   if (!p) return false;
-  std::memcpy(p, src, len);
+  if (len) std::memcpy(p, src, len);
   note_write(dst, len);
   return true;
 }
 
 bool AddressSpace::fill_user(uint64_t dst, uint8_t byte, uint64_t len) {
-  uint8_t* p = user_ptr(dst, len, kProtWrite);
+  uint8_t* p = host_user(dst, len, kProtWrite);
   if (!p) return false;
-  std::memset(p, byte, len);
+  if (len) std::memset(p, byte, len);
   note_write(dst, len);
   return true;
 }
 
 bool AddressSpace::poke(uint64_t dst, const void* src, uint64_t len) {
-  uint8_t* p = user_ptr(dst, len, kProtRead);
+  uint8_t* p = host_user(dst, len, kProtRead);
   if (!p) return false;
-  std::memcpy(p, src, len);
+  if (len) std::memcpy(p, src, len);
   note_write(dst, len);
   return true;
 }
@@ -306,6 +340,97 @@ std::optional<std::string> AddressSpace::read_string(uint64_t addr, uint64_t max
     pos += avail;
   }
   return std::nullopt;
+}
+
+}  // namespace kvms::kvm
+
+namespace kvms::kvm {
+
+bool AddressSpace::range_mapped(uint64_t addr, uint64_t len) const {
+  if (len == 0) return true;
+  if (add_overflows(addr, len)) return false;
+  for (uint64_t pos = addr; pos < addr + len;) {
+    const Mapping* m = find(pos);
+    if (!m) return false;
+    pos = m->end;
+  }
+  return true;
+}
+
+int AddressSpace::fill_from_file(uint64_t dst, int host_fd, uint64_t offset, uint64_t len) {
+  if (!range_mapped(dst, len) || add_overflows(offset, len) || offset + len > uint64_t(INT64_MAX)) return -EFAULT;
+  uint8_t* to = memory_->host(dst, len);
+  if (!to) return -EFAULT;
+  uint64_t done = 0;
+  int rc = 0;
+  while (done < len) {
+    const uint64_t want = std::min<uint64_t>(len - done, 1ull << 30);
+    const ssize_t n = ::pread(host_fd, to + done, want, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      rc = -errno;
+      break;
+    }
+    if (n == 0) break;
+    done += static_cast<uint64_t>(n);
+  }
+  note_write(dst, done);
+  return rc;
+}
+
+namespace {
+bool page_is_zero(const uint8_t* page) {
+  const uint64_t* w = reinterpret_cast<const uint64_t*>(page);
+  for (size_t i = 0; i < kPageSize / 8; ++i)
+    if (w[i]) return false;
+  return true;
+}
+}  // namespace
+
+bool AddressSpace::copy_within(uint64_t dst, uint64_t src, uint64_t len) {
+  if ((dst | src | len) & kPageMask) return false;
+  if (!range_mapped(dst, len) || !range_mapped(src, len)) return false;
+  if (dst < src + len && src < dst + len) return false;  // overlapping
+  const uint8_t* from = memory_->host(src, len);
+  uint8_t* to = memory_->host(dst, len);
+  if (!from || !to) return false;
+  for (uint64_t off = 0; off < len; off += kPageSize) {
+    if (page_is_zero(from + off)) continue;
+    std::memcpy(to + off, from + off, kPageSize);
+    note_write(dst + off, kPageSize);
+  }
+  return true;
+}
+
+uint64_t AddressSpace::push_iret_frame(int vcpu, const uint64_t (&frame)[5]) {
+  if (vcpu < 0 || vcpu >= kMaxVcpus) throw std::out_of_range("vCPU id out of range");
+  const uint64_t offset = stack_slot_top(vcpu) - sizeof frame;
+  std::memcpy(memory_->kernel_base() + offset, frame, sizeof frame);
+  note_write(kKernelPhys + offset, sizeof frame);
+  return kKernelVirt + offset;
+}
+
+std::optional<std::array<uint64_t, 6>> AddressSpace::exception_frame(uint64_t rsp) const {
+  constexpr uint64_t kStacks = kKernelVirt + kStackOffset, kStacksEnd = kStacks + kStackPages * kPageSize;
+  std::array<uint64_t, 6> out;
+  if (rsp < kStacks || rsp > kStacksEnd || kStacksEnd - rsp < sizeof out) return std::nullopt;
+  std::memcpy(out.data(), memory_->kernel_base() + (rsp - kKernelVirt), sizeof out);
+  return out;
+}
+
+std::shared_ptr<GuestMemory> AddressSpace::snapshot_memory() const {
+  auto copy = GuestMemory::create(memory_->user_size(), memory_->kernel_size());
+  auto copy_resident = [&](uint64_t gpa, uint64_t len) {
+    const uint8_t* src = memory_->host(gpa, len);
+    std::vector<unsigned char> resident((len + kPageSize - 1) / kPageSize);
+    if (!src || ::mincore(const_cast<uint8_t*>(src), len, resident.data()) != 0) return;
+    for (uint64_t i = 0; i < resident.size(); ++i)
+      if (resident[i] & 1) std::memcpy(copy->host(gpa + i * kPageSize), src + i * kPageSize, kPageSize);
+  };
+  for (const auto& [start, m] : maps_)
+    if (m.prot != kProtNone) copy_resident(start, m.end - start);
+  copy_resident(kKernelPhys, memory_->kernel_size());
+  return copy;
 }
 
 }  // namespace kvms::kvm

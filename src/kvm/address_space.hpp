@@ -6,6 +6,7 @@
 // The object is plain data plus page-table pages that live in guest memory: copying it together with
 // the guest memory gives an independent, identical address space (that is how workers fork and reset).
 #include <cstdint>
+#include <array>
 #include <initializer_list>
 #include <map>
 #include <memory>
@@ -23,6 +24,36 @@ struct Mapping {
   uint64_t end = 0;
   int prot = kProtNone;
   std::string name;  // "[heap]", "[stack]", a file path, "" for anonymous
+};
+
+// A user range the host may access in place, made only by AddressSpace::readable()/writable()
+// after checking that every byte is mapped with that access: handlers cannot forge one. The
+// pointer stays valid while the guest memory exists (the host mapping covers the whole user slot
+// even where the guest unmaps), so a blocking host call may use it without the process lock.
+class ReadableSpan {
+ public:
+  const uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+  uint64_t addr() const { return addr_; }
+
+ private:
+  friend class AddressSpace;
+  ReadableSpan(const uint8_t* data, uint64_t addr, uint64_t size) : data_(data), addr_(addr), size_(size) {}
+  const uint8_t* data_;
+  uint64_t addr_, size_;
+};
+
+class WritableSpan {
+ public:
+  uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+  uint64_t addr() const { return addr_; }
+
+ private:
+  friend class AddressSpace;
+  WritableSpan(uint8_t* data, uint64_t addr, uint64_t size) : data_(data), addr_(addr), size_(size) {}
+  uint8_t* data_;
+  uint64_t addr_, size_;
 };
 
 class AddressSpace {
@@ -53,17 +84,47 @@ class AddressSpace {
   static constexpr size_t kMaxMappings = 65530;
 
   // Guest accesses on behalf of a syscall: false (=> EFAULT) unless every byte is mapped with prot.
+  // These, and the spans below, are the only way the syscall handlers reach guest memory: the raw
+  // host mapping (GuestMemory) is private to the kvm layer.
   bool copy_from_user(void* dst, uint64_t src, uint64_t len) const;
   bool copy_to_user(uint64_t dst, const void* src, uint64_t len);
   bool fill_user(uint64_t dst, uint8_t byte, uint64_t len);
-  // Like copy_to_user but ignores write permission (the loader filling read-only segments).
+  // Like copy_to_user but ignores write permission (the loader filling read-only segments, the
+  // vDSO's clock page).
   bool poke(uint64_t dst, const void* src, uint64_t len);
   // A NUL-terminated string of at most max bytes; nullopt on fault or when too long.
   std::optional<std::string> read_string(uint64_t addr, uint64_t max = 4096) const;
-  // Direct host view of a user range (checked like copy_*), for zero-copy read/write syscalls.
-  uint8_t* user_ptr(uint64_t addr, uint64_t len, int prot) const;
   template <typename T> bool read(uint64_t addr, T& out) const { return copy_from_user(&out, addr, sizeof(T)); }
   template <typename T> bool write(uint64_t addr, const T& v) { return copy_to_user(addr, &v, sizeof(T)); }
+
+  // Direct host views of user ranges for the zero-copy syscalls (read/write into the guest's
+  // buffer, recv/send, epoll_wait, getrandom): nullopt unless every byte is mapped with the access
+  // asked for. A writable span's bytes must be reported with note_write once the host wrote them.
+  std::optional<ReadableSpan> readable(uint64_t addr, uint64_t len) const;
+  std::optional<WritableSpan> writable(uint64_t addr, uint64_t len) const;
+  void note_write(const WritableSpan& span, uint64_t written);
+  // How many bytes from addr on (at most len) are accessible with prot: reads and writes stop at
+  // the first inaccessible byte, like Linux's copy loops.
+  uint64_t accessible(uint64_t addr, uint64_t len, int prot) const;
+
+  // Kernel-side copies into mapped user memory whatever its protection (mmap of a file, mremap):
+  // false unless [dst, dst+len) (and [src, src+len)) lie inside mappings.
+  // fill_from_file: pread()s up to len bytes of host_fd at offset into dst, stopping at EOF;
+  // 0 or -errno.
+  int fill_from_file(uint64_t dst, int host_fd, uint64_t offset, uint64_t len);
+  // copy_within: the two ranges must not overlap; pages of zeros are skipped (dst is fresh).
+  bool copy_within(uint64_t dst, uint64_t src, uint64_t len);
+
+  // The exception stack of vCPU `vcpu` (kernel area): an iretq frame {rip, cs, rflags, rsp, ss}
+  // put on it for the entry code's iret paths; returns the guest-virtual rsp that points to it.
+  uint64_t push_iret_frame(int vcpu, const uint64_t (&frame)[5]);
+  // The 6 words an exception stub finds at its kernel rsp (error code or not, rip, cs, rflags,
+  // rsp, ss), when rsp points into the exception stacks; nullopt otherwise.
+  std::optional<std::array<uint64_t, 6>> exception_frame(uint64_t rsp) const;
+
+  // A private copy of everything the guest has in memory: the resident pages of its accessible
+  // mappings (the only ones that can hold anything but zeros) and the kernel area (fork).
+  std::shared_ptr<GuestMemory> snapshot_memory() const;
 
   // Counts page-table edits that removed or reduced access: a vCPU that has seen an older count must
   // flush its TLB before it runs guest code again.
@@ -73,8 +134,6 @@ class AddressSpace {
   // because KVM's dirty log sees only the guest's own writes. Recording is off until enabled.
   void track_host_writes(bool on) { tracking_ = on; }
   std::vector<uint64_t>& host_written_pages() { return host_written_; }
-  // Records a write the host made straight through a host pointer (user_ptr, kernel pages).
-  void note_user_write(uint64_t gpa, uint64_t len) { note_write(gpa, len); }
 
   // Kernel-area pages (supervisor-only): map a kernel-slot offset at kKernelVirt + offset.
   void map_kernel_page(uint64_t offset, bool writable, bool executable);
@@ -90,6 +149,9 @@ class AddressSpace {
   void note_write(uint64_t gpa, uint64_t len);
   void zero_range(uint64_t addr, uint64_t len);
   bool range_has(uint64_t addr, uint64_t len, int prot) const;
+  // Host pointer to checked user memory (len 0: nullptr, whatever addr is).
+  uint8_t* host_user(uint64_t addr, uint64_t len, int prot) const;
+  bool range_mapped(uint64_t addr, uint64_t len) const;
   // Splits the mapping around addr so that one starts there; false when that would pass kMaxMappings.
   bool split_at(uint64_t addr);
   // Whether splitting at each of these addresses still fits kMaxMappings.

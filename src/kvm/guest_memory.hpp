@@ -16,6 +16,8 @@
 
 namespace kvms::kvm {
 
+class AddressSpace;
+
 class GuestMemory {
  public:
   // A fresh, all-zero guest memory (user_size bytes of user slot, kernel_size of kernel slot).
@@ -28,29 +30,37 @@ class GuestMemory {
 
   uint64_t user_size() const { return user_size_; }
   uint64_t kernel_size() const { return kernel_size_; }
-  uint8_t* user_base() const { return user_; }
-  uint8_t* kernel_base() const { return kernel_; }
   bool is_private() const { return parent_ != nullptr; }
   const std::shared_ptr<GuestMemory>& parent() const { return parent_; }
 
-  // Host pointer for a guest-physical range, or nullptr when the range leaves both slots.
-  uint8_t* host(uint64_t gpa, uint64_t len = 1) const;
-
   // Pages of the memfd that hold data (written at least once): the template's resident size.
   uint64_t resident_pages() const;
+
+  // Drops every private page of a forked memory: the next access sees the parent again.
+  void discard_private();
+  // Copies the parent's bytes back over one guest-physical page (fast reset: the page stays resident).
+  void restore_page(uint64_t gpa);
+
+ private:
+  // The raw host mapping is the kvm layer's alone: syscall handlers reach guest memory only
+  // through AddressSpace, whose accessors check every range against the guest's mappings.
+  friend class AddressSpace;
+  friend class Vm;
+  friend void install_kernel_area(AddressSpace& as);
+  friend struct GuestMemoryTestAccess;  // unit tests: raw bytes whatever the page permissions
+
+  uint8_t* user_base() const { return user_; }
+  uint8_t* kernel_base() const { return kernel_; }
+  // Host pointer for a guest-physical range, or nullptr when the range leaves both slots.
+  uint8_t* host(uint64_t gpa, uint64_t len = 1) const;
 
   // Makes [gpa, gpa+len) read as zeros. A shared memory punches a hole (freeing the pages); a
   // private one drops its copies and overwrites the parent's data pages. Calls on_write for every page
   // the host had to write, so dirty tracking can see it.
   template <typename F> void zero(uint64_t gpa, uint64_t len, F&& on_write);
 
-  // Drops every private page of a forked memory: the next access sees the parent again.
-  void discard_private();
-  // Copies the parent's bytes back over one guest-physical page (fast reset: the page stays resident).
-  void restore_page(uint64_t gpa);
   void discard_private_range(uint64_t gpa, uint64_t len);
 
- private:
   GuestMemory() = default;
   void punch_hole(uint64_t gpa, uint64_t len);
   // Data (non-hole) extents of the memfd inside [gpa, gpa+len), as [start, end) pairs.

@@ -225,7 +225,7 @@ int64_t epoll_wait_common(Process& p, const SyscallArgs& a, const Deadline& dead
   const uint64_t events = a.a[1];
   const int maxevents = int(a.a[2]);
   if (maxevents <= 0 || maxevents > kMaxEpollEvents) return -EINVAL;
-  uint8_t* buf = p.mm().user_ptr(events, uint64_t(maxevents) * kEpollEventSize, kvm::kProtWrite);
+  const auto buf = p.mm().writable(events, uint64_t(maxevents) * kEpollEventSize);
   if (!buf) return -EFAULT;
   int64_t err = 0;
   auto ep = get_epoll(p, epfd, err);
@@ -235,10 +235,10 @@ int64_t epoll_wait_common(Process& p, const SyscallArgs& a, const Deadline& dead
   int n;
   {
     Process::BlockingSection unlocked(p);
-    n = host_epoll_wait(ep->host_fd, reinterpret_cast<epoll_event*>(buf), maxevents, deadline.host_timeout(ts));
+    n = host_epoll_wait(ep->host_fd, reinterpret_cast<epoll_event*>(buf->data()), maxevents, deadline.host_timeout(ts));
   }
   if (n < 0) return -errno;
-  if (n > 0) p.mm().note_user_write(events, uint64_t(n) * kEpollEventSize);
+  if (n > 0) p.mm().note_write(*buf, uint64_t(n) * kEpollEventSize);
   return n;
 }
 

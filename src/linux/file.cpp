@@ -19,6 +19,7 @@
 #include <climits>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "linux/policy.hpp"
@@ -95,19 +96,6 @@ constexpr unsigned kCloseRangeUnshare = 1u << 1, kCloseRangeCloexec = 1u << 2;
 
 using Kind = OpenFile::Kind;
 
-// Bytes of [addr, addr+len) accessible from addr on (read: any mapping not PROT_NONE; write:
-// writable ones). A read or write stops at the first inaccessible byte, like Linux's copy loops.
-uint64_t accessible(const kvm::AddressSpace& mm, uint64_t addr, uint64_t len, int prot) {
-  const uint64_t end = addr + len < addr ? UINT64_MAX : addr + len;
-  uint64_t pos = addr;
-  while (pos < end) {
-    const kvm::Mapping* m = mm.find(pos);
-    if (!m || m->prot == kvm::kProtNone || ((prot & kvm::kProtWrite) && !(m->prot & kvm::kProtWrite))) break;
-    pos = m->end;
-  }
-  return std::min(pos, end) - addr;
-}
-
 // Runs a write-like host call on f without the host process getting SIGPIPE when the reader is
 // gone (the guest gets EPIPE; the server must survive).
 template <typename Io> ssize_t without_sigpipe(const OpenFile& f, Io io) {
@@ -130,31 +118,31 @@ template <typename Io> ssize_t without_sigpipe(const OpenFile& f, Io io) {
 // Reads into guest memory [buf, buf+len) in place with io(host_ptr, n).
 template <typename Io> int64_t read_into(Process& p, uint64_t buf, uint64_t len, Io io) {
   len = std::min(len, kMaxRw);
-  const uint64_t n = accessible(p.mm(), buf, len, kvm::kProtWrite);
-  uint8_t* ptr = n ? p.mm().user_ptr(buf, n, kvm::kProtWrite) : nullptr;
+  const auto span = p.mm().writable(buf, p.mm().accessible(buf, len, kvm::kProtWrite));
+  if (!span) return -EFAULT;
   ssize_t got;
   {
     Process::BlockingSection unlocked(p);
-    got = io(ptr, n);
+    got = io(span->data(), span->size());
   }
   if (got < 0) return -errno;
-  if (n == 0 && len != 0) return -EFAULT;  // the host call only checked the fd
-  p.mm().note_user_write(buf, static_cast<uint64_t>(got));
+  if (span->size() == 0 && len != 0) return -EFAULT;  // the host call only checked the fd
+  p.mm().note_write(*span, static_cast<uint64_t>(got));
   return got;
 }
 
 // Writes guest memory [buf, buf+len) out with io(host_ptr, n).
 template <typename Io> int64_t write_from(Process& p, const OpenFile& f, uint64_t buf, uint64_t len, Io io) {
   len = std::min(len, kMaxRw);
-  const uint64_t n = accessible(p.mm(), buf, len, kvm::kProtRead);
-  const uint8_t* ptr = n ? p.mm().user_ptr(buf, n, kvm::kProtRead) : nullptr;
+  const auto span = p.mm().readable(buf, p.mm().accessible(buf, len, kvm::kProtRead));
+  if (!span) return -EFAULT;
   ssize_t put;
   {
     Process::BlockingSection unlocked(p);
-    put = without_sigpipe(f, [&] { return io(ptr, n); });
+    put = without_sigpipe(f, [&] { return io(span->data(), span->size()); });
   }
   if (put < 0) return -errno;
-  if (n == 0 && len != 0) return -EFAULT;
+  if (span->size() == 0 && len != 0) return -EFAULT;
   return put;
 }
 
@@ -163,9 +151,12 @@ struct GuestIovec {
 };
 
 // The guest's iovec array as host iovecs over guest memory, cut at the first inaccessible byte and
-// at MAX_RW_COUNT in total. `requested`: whether any byte was asked for (for EFAULT when none is
+// at MAX_RW_COUNT in total. `spans`: the guest ranges behind the host iovecs (a read reports what
+// it wrote through them). `requested`: whether any byte was asked for (EFAULT when none is
 // accessible).
-int import_iovecs(Process& p, uint64_t uiov, uint64_t count, int prot, std::vector<iovec>& out, bool& requested) {
+template <typename Span>
+int import_iovecs(Process& p, uint64_t uiov, uint64_t count, int prot, std::vector<iovec>& out,
+                  std::vector<Span>& spans, bool& requested) {
   if (count > IOV_MAX) return -EINVAL;
   std::vector<GuestIovec> guest(count);
   if (count && !p.mm().copy_from_user(guest.data(), uiov, count * sizeof(GuestIovec))) return -EFAULT;
@@ -176,8 +167,17 @@ int import_iovecs(Process& p, uint64_t uiov, uint64_t count, int prot, std::vect
   for (auto& v : guest) {
     const uint64_t len = std::min(v.len, budget);
     requested |= len != 0;
-    const uint64_t n = accessible(p.mm(), v.base, len, prot);
-    if (n) out.push_back({p.mm().user_ptr(v.base, n, prot), n});
+    const uint64_t n = p.mm().accessible(v.base, len, prot);
+    if (n) {
+      std::optional<Span> span;
+      if constexpr (std::is_same_v<Span, kvm::WritableSpan>)
+        span = p.mm().writable(v.base, n);
+      else
+        span = p.mm().readable(v.base, n);
+      if (!span) return -EFAULT;
+      out.push_back({const_cast<uint8_t*>(span->data()), n});
+      spans.push_back(*span);
+    }
     budget -= n;
     if (n < len || budget == 0) break;
   }
@@ -194,8 +194,9 @@ int64_t do_readv(Process& p, const SyscallArgs& a, std::optional<int64_t> offset
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
   std::vector<iovec> iov;
+  std::vector<kvm::WritableSpan> spans;
   bool requested = false;
-  if (int rc = import_iovecs(p, a.a[1], a.a[2], kvm::kProtWrite, iov, requested)) return rc;
+  if (int rc = import_iovecs(p, a.a[1], a.a[2], kvm::kProtWrite, iov, spans, requested)) return rc;
   ssize_t got;
   {
     Process::BlockingSection unlocked(p);
@@ -206,10 +207,10 @@ int64_t do_readv(Process& p, const SyscallArgs& a, std::optional<int64_t> offset
   if (total_of(iov) == 0 && requested) return -EFAULT;
   // Record what the host wrote into guest memory, iovec by iovec.
   uint64_t left = static_cast<uint64_t>(got);
-  for (auto& v : iov) {
+  for (const auto& span : spans) {
     if (left == 0) break;
-    const uint64_t n = std::min<uint64_t>(left, v.iov_len);
-    p.mm().note_user_write(static_cast<uint64_t>(static_cast<uint8_t*>(v.iov_base) - p.mm().memory().user_base()), n);
+    const uint64_t n = std::min<uint64_t>(left, span.size());
+    p.mm().note_write(span, n);
     left -= n;
   }
   return got;
@@ -219,8 +220,9 @@ int64_t do_writev(Process& p, const SyscallArgs& a, std::optional<int64_t> offse
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
   std::vector<iovec> iov;
+  std::vector<kvm::ReadableSpan> spans;
   bool requested = false;
-  if (int rc = import_iovecs(p, a.a[1], a.a[2], kvm::kProtRead, iov, requested)) return rc;
+  if (int rc = import_iovecs(p, a.a[1], a.a[2], kvm::kProtRead, iov, spans, requested)) return rc;
   const uint64_t total = static_cast<uint64_t>(total_of(iov));
   uint64_t room = total;
   WriteQuota quota(p, *f, room);
@@ -336,7 +338,7 @@ int64_t do_lock(Process& p, const OpenFile& f, int cmd, uint64_t uflock) {
 
 int64_t make_pipe(Process& p, uint64_t ufds, uint64_t flags) {
   if (flags & ~uint64_t(O_CLOEXEC | O_NONBLOCK | O_DIRECT)) return -EINVAL;
-  if (!p.mm().user_ptr(ufds, 2 * sizeof(int32_t), kvm::kProtWrite)) return -EFAULT;
+  if (!p.mm().writable(ufds, 2 * sizeof(int32_t))) return -EFAULT;
   if (!fd_available(p)) return -EMFILE;
   const int status = static_cast<int>(flags) & (O_NONBLOCK | O_DIRECT);
   int host[2];
@@ -554,7 +556,7 @@ KVMS_SYSCALL(getdents64) {
   if (!f) return -EBADF;
   const uint64_t count = std::min<uint64_t>(static_cast<uint32_t>(a.a[2]), 1u << 20);
   if (auto made_up = procfs::getdents64(p, *f, a.a[1], count)) return *made_up;
-  const uint64_t room = accessible(p.mm(), a.a[1], count, kvm::kProtWrite);
+  const uint64_t room = p.mm().accessible(a.a[1], count, kvm::kProtWrite);
   if (room == 0 && count != 0) return -EFAULT;
   std::vector<char> buf(std::max<uint64_t>(room, 1));
   long n = ::syscall(SYS_getdents64, f->host_fd, buf.data(), room);

@@ -17,9 +17,12 @@ namespace {
 
 constexpr auto kWaitSlice = std::chrono::milliseconds(100);
 
-uint32_t* futex_word(Process& p, uint64_t addr, int prot) {
+// A futex word the host reads in place (atomically, like the guest's own accesses): aligned and
+// mapped readable, or nullptr.
+const uint32_t* futex_word(Process& p, uint64_t addr) {
   if (addr & 3) return nullptr;
-  return reinterpret_cast<uint32_t*>(p.mm().user_ptr(addr, 4, prot));
+  const auto span = p.mm().readable(addr, 4);
+  return span ? reinterpret_cast<const uint32_t*>(span->data()) : nullptr;
 }
 
 // A kick (stop, kill, deadline) ends a wait early; the syscall is then restarted (see Guest).
@@ -32,7 +35,7 @@ bool interrupted(Process& p) {
 int64_t futex_wait(Process& p, uint64_t addr, uint32_t expected, uint32_t bitset, uint64_t timeout_addr, bool absolute,
                    bool realtime) {
   if (bitset == 0) return -EINVAL;
-  uint32_t* word = futex_word(p, addr, kvm::kProtRead);
+  const uint32_t* word = futex_word(p, addr);
   if (!word) return (addr & 3) ? -EINVAL : -EFAULT;
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   if (timeout_addr) {
@@ -99,8 +102,10 @@ int64_t requeue(Process& p, uint64_t from, uint64_t to, uint64_t wake, uint64_t 
 }
 
 int64_t wake_op(Process& p, uint64_t addr1, uint64_t addr2, uint64_t wake1, uint64_t wake2, uint32_t encoded) {
-  uint32_t* word = futex_word(p, addr2, kvm::kProtRead | kvm::kProtWrite);
-  if (!word) return (addr2 & 3) ? -EINVAL : -EFAULT;
+  if (addr2 & 3) return -EINVAL;
+  const auto span = p.mm().writable(addr2, 4);
+  if (!span) return -EFAULT;
+  uint32_t* word = reinterpret_cast<uint32_t*>(span->data());
   const uint32_t op = (encoded >> 28) & 7, cmp = (encoded >> 24) & 15;
   uint32_t oparg = (encoded >> 12) & 0xfff, cmparg = encoded & 0xfff;
   if (encoded & (FUTEX_OP_OPARG_SHIFT << 28)) oparg = 1u << (oparg & 31);
@@ -115,7 +120,7 @@ int64_t wake_op(Process& p, uint64_t addr1, uint64_t addr2, uint64_t wake1, uint
       default: return -ENOSYS;
     }
   } while (!__atomic_compare_exchange_n(word, &old, next, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
-  p.mm().note_user_write(addr2, 4);
+  p.mm().note_write(*span, 4);
   bool cond;
   switch (cmp) {
     case FUTEX_OP_CMP_EQ: cond = old == cmparg; break;
@@ -174,7 +179,7 @@ KVMS_SYSCALL(futex) {
       if ((addr & 3) || (a.a[4] & 3)) return -EINVAL;
       if (int64_t(a.a[3]) < 0) return -EINVAL;
       if (cmd == FUTEX_CMP_REQUEUE) {
-        uint32_t* word = futex_word(p, addr, kvm::kProtRead);
+        const uint32_t* word = futex_word(p, addr);
         if (!word) return -EFAULT;
         if (__atomic_load_n(word, __ATOMIC_SEQ_CST) != uint32_t(a.a[5])) return -EAGAIN;
       }

@@ -261,22 +261,7 @@ std::unique_ptr<Guest> Guest::create(const GuestConfig& config) {
   return g;
 }
 
-// A private copy of everything the guest has in memory: the pages resident in its mappings (the
-// only ones that can hold anything but zeros) and the kernel area.
-std::shared_ptr<kvm::GuestMemory> Guest::snapshot_memory() const {
-  auto copy = kvm::GuestMemory::create(memory_->user_size(), memory_->kernel_size());
-  auto copy_resident = [&](uint64_t gpa, uint64_t len) {
-    uint8_t* src = memory_->host(gpa, len);
-    std::vector<unsigned char> resident((len + kPageSize - 1) / kPageSize);
-    if (!src || mincore(src, len, resident.data()) != 0) return;
-    for (uint64_t i = 0; i < resident.size(); ++i)
-      if (resident[i] & 1) std::memcpy(copy->host(gpa + i * kPageSize), src + i * kPageSize, kPageSize);
-  };
-  for (const auto& [start, m] : mm_->mappings())
-    if (m.prot != kvm::kProtNone) copy_resident(start, m.end - start);
-  copy_resident(kvm::kKernelPhys, memory_->kernel_size());
-  return copy;
-}
+std::shared_ptr<kvm::GuestMemory> Guest::snapshot_memory() const { return mm_->snapshot_memory(); }
 
 int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) {
   // The child is charged to the tree before anything is copied: a process slot, and the memory of
@@ -863,11 +848,8 @@ void Guest::set_process(std::unique_ptr<Process> p) {
 void Guest::flush_tlb_before_resume(GuestThread& t) {
   kvm::Vcpu& vcpu = *t.vcpu;
   kvm_regs& r = vcpu.regs();
-  const uint64_t frame_offset = kvm::stack_slot_top(vcpu.id()) - 5 * sizeof(uint64_t);
   const uint64_t frame[5] = {r.rcx, kvm::kUserCs, r.r11, r.rsp, kvm::kUserDs};
-  std::memcpy(memory_->kernel_base() + frame_offset, frame, sizeof frame);
-  mm_->note_user_write(kvm::kKernelPhys + frame_offset, sizeof frame);
-  r.rsp = kvm::kKernelVirt + frame_offset;
+  r.rsp = mm_->push_iret_frame(vcpu.id(), frame);
   r.rip = kvm::kKernelVirt + kvm::kEntryOffset + kvm::kEntryFlushIret;
   vcpu.regs_changed();
   t.flush_generation = mm_->flush_generation();
@@ -876,9 +858,8 @@ void Guest::flush_tlb_before_resume(GuestThread& t) {
 std::optional<RunResult> Guest::handle_exception(GuestThread& t, int vector) {
   kvm::Vcpu& vcpu = *t.vcpu;
   kvm_regs& r = vcpu.regs();
-  const uint64_t* frame = nullptr;
-  if (r.rsp >= kvm::kKernelVirt && r.rsp - kvm::kKernelVirt + 6 * 8 <= memory_->kernel_size())
-    frame = reinterpret_cast<const uint64_t*>(memory_->kernel_base() + (r.rsp - kvm::kKernelVirt));
+  const std::optional<std::array<uint64_t, 6>> saved = mm_->exception_frame(r.rsp);
+  const uint64_t* frame = saved ? saved->data() : nullptr;
   // Another thread widened this page's access since this vCPU cached the old entry (TLBs are flushed
   // lazily, see flush_generation): the fault dropped the stale entry, so retrying is enough.
   if (vector == 14 && frame && (frame[2] & 3) == 3) {
@@ -977,13 +958,10 @@ std::optional<RunResult> Guest::deliver_signal(GuestThread& t, ResumePath where,
 
 void Guest::resume_user_via_iret(GuestThread& t, const kvm_regs& user) {
   kvm::Vcpu& vcpu = *t.vcpu;
-  const uint64_t frame_offset = kvm::stack_slot_top(vcpu.id()) - 5 * sizeof(uint64_t);
   const uint64_t frame[5] = {user.rip, kvm::kUserCs, user.rflags, user.rsp, kvm::kUserDs};
-  std::memcpy(memory_->kernel_base() + frame_offset, frame, sizeof frame);
-  mm_->note_user_write(kvm::kKernelPhys + frame_offset, sizeof frame);
   kvm_regs& r = vcpu.regs();
   r = user;
-  r.rsp = kvm::kKernelVirt + frame_offset;
+  r.rsp = mm_->push_iret_frame(vcpu.id(), frame);
   r.rip = kvm::kKernelVirt + kvm::kEntryOffset + kvm::kEntryIret;
   vcpu.regs_changed();
 }
@@ -1011,9 +989,8 @@ std::optional<RunResult> Guest::sigreturn(GuestThread& t) {
 
 RunResult Guest::report_exception(kvm::Vcpu& vcpu, int vector) {
   const kvm_regs& r = vcpu.regs();
-  const uint64_t* frame = nullptr;
-  if (r.rsp >= kvm::kKernelVirt && r.rsp - kvm::kKernelVirt + 6 * 8 <= memory_->kernel_size())
-    frame = reinterpret_cast<const uint64_t*>(memory_->kernel_base() + (r.rsp - kvm::kKernelVirt));
+  const std::optional<std::array<uint64_t, 6>> saved = mm_->exception_frame(r.rsp);
+  const uint64_t* frame = saved ? saved->data() : nullptr;
   std::string msg = kvm::exception_name(vector);
   if (frame) {
     const bool code = has_error_code(vector);

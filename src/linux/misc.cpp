@@ -77,14 +77,14 @@ KVMS_SYSCALL(getrandom) {
   if ((flags & GRND_RANDOM) && (flags & GRND_INSECURE)) return -EINVAL;
   // Straight into the guest's buffer (identity-mapped guest memory is ours): no host copy of up to
   // 32 MiB per call.
-  uint8_t* out = p.mm().user_ptr(buf, len, kvm::kProtWrite);
+  const auto out = p.mm().writable(buf, len);
   if (!out) return -EFAULT;
   for (uint64_t done = 0; done < len;) {
-    ssize_t n = ::getrandom(out + done, len - done, 0);
+    ssize_t n = ::getrandom(out->data() + done, len - done, 0);
     if (n < 0 && errno != EINTR) return -errno;
     if (n > 0) done += n;
   }
-  p.mm().note_user_write(buf, len);
+  p.mm().note_write(*out, len);
   return int64_t(len);
 }
 

@@ -130,48 +130,6 @@ bool is_dev_zero(int host_fd) {
   return fstat(host_fd, &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 && minor(st.st_rdev) == 5;
 }
 
-// Copies up to len bytes of the file at offset into guest memory at dst, whatever the mapping's prot
-// (user memory is identity-mapped, so the guest range is one host range). Stops early at EOF.
-int copy_file(AddressSpace& mm, int host_fd, uint64_t offset, uint64_t dst, uint64_t len) {
-  uint8_t* to = mm.memory().host(dst, len);
-  if (!to) return -EFAULT;
-  uint64_t done = 0;
-  int rc = 0;
-  while (done < len) {
-    const uint64_t want = std::min<uint64_t>(len - done, 1ull << 30);
-    ssize_t n = pread(host_fd, to + done, want, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      rc = -errno;
-      break;
-    }
-    if (n == 0) break;
-    done += static_cast<uint64_t>(n);
-  }
-  mm.note_user_write(dst, done);
-  return rc;
-}
-
-bool page_is_zero(const uint8_t* page) {
-  const uint64_t* w = reinterpret_cast<const uint64_t*>(page);
-  for (size_t i = 0; i < kPageSize / 8; ++i)
-    if (w[i]) return false;
-  return true;
-}
-
-// Copies len bytes between guest ranges that do not overlap, whatever their prot. Zero pages are
-// skipped: dst is freshly mapped, so it already reads as zeros and stays sparse.
-void copy_guest(AddressSpace& mm, uint64_t dst, uint64_t src, uint64_t len) {
-  const uint8_t* from = mm.memory().host(src, len);
-  uint8_t* to = mm.memory().host(dst, len);
-  if (!from || !to) return;
-  for (uint64_t off = 0; off < len; off += kPageSize) {
-    if (page_is_zero(from + off)) continue;
-    std::memcpy(to + off, from + off, kPageSize);
-    mm.note_user_write(dst + off, kPageSize);
-  }
-}
-
 // The mapping [addr, addr+len) belongs to, as Linux would see it: pieces our AddressSpace keeps apart
 // but Linux would have merged (same prot and name, adjacent) count as one. nullptr when addr is not
 // mapped or the range leaves that mapping (mremap's EFAULT).
@@ -307,7 +265,7 @@ KVMS_SYSCALL(mmap) {
     }
     const uint64_t size = static_cast<uint64_t>(std::max<off_t>(st.st_size, 0));
     const uint64_t data = size > offset ? std::min(len, size - offset) : 0;
-    if (int rc = data ? copy_file(mm, file->host_fd, offset, start, data) : 0; rc != 0) {
+    if (int rc = data ? mm.fill_from_file(start, file->host_fd, offset, data) : 0; rc != 0) {
       mm.unmap(start, len);
       return rc;
     }
@@ -373,7 +331,7 @@ int64_t remap_move(Process& p, uint64_t addr, uint64_t old_len, uint64_t new_len
     dst = *found;
   }
   if (int rc = mm.map(dst, new_len, prot, name); rc != 0) return rc;
-  copy_guest(mm, dst, addr, keep);
+  mm.copy_within(dst, addr, keep);
   if (dont_unmap)
     mm.map(addr, old_len, prot, name);  // the old range stays, emptied
   else

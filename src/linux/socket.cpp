@@ -26,7 +26,9 @@
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -137,7 +139,7 @@ int prepare_addr_out(Process& p, uint64_t addr, uint64_t lenp, AddrOut& o) {
   o.lenp = lenp;
   if (!p.mm().read(lenp, o.ulen)) return -EFAULT;
   if (o.ulen < 0) return -EINVAL;
-  if (o.ulen > 0 && !p.mm().user_ptr(addr, o.ulen, kvm::kProtWrite)) return -EFAULT;
+  if (o.ulen > 0 && !p.mm().writable(addr, o.ulen)) return -EFAULT;
   return 0;
 }
 
@@ -360,32 +362,38 @@ int64_t send_destination(Process& p, OpenFile& f, SockAddr& dest, int flags, FdC
 // ---------------------------------------------------------------------------------------------
 // Messages
 
-int64_t load_iov(Process& p, uint64_t iov_addr, uint64_t iovlen, int prot, std::vector<iovec>& out,
-                 std::vector<std::pair<uint64_t, uint64_t>>& guest) {
+// The guest's iovec array as host iovecs over guest memory (every byte of each must be accessible
+// with the span's access), at most MAX_RW_COUNT in total; `spans` are the guest ranges behind them.
+template <typename Span>
+int64_t load_iov(Process& p, uint64_t iov_addr, uint64_t iovlen, std::vector<iovec>& out, std::vector<Span>& spans) {
   if (iovlen > kMaxIov) return -EMSGSIZE;
   std::vector<iovec> raw(iovlen);
   if (iovlen && !p.mm().copy_from_user(raw.data(), iov_addr, iovlen * sizeof(iovec))) return -EFAULT;
   uint64_t total = 0;
   out.clear();
-  guest.clear();
+  spans.clear();
   for (const auto& v : raw) {
     uint64_t base = reinterpret_cast<uint64_t>(v.iov_base), len = v.iov_len;
     if (int64_t(len) < 0) return -EINVAL;
     len = std::min(len, kMaxRw - total);
-    uint8_t* host = p.mm().user_ptr(base, len, prot);
-    if (!host) return -EFAULT;
-    out.push_back({host, len});
-    guest.emplace_back(base, len);
+    std::optional<Span> span;
+    if constexpr (std::is_same_v<Span, kvm::WritableSpan>)
+      span = p.mm().writable(base, len);
+    else
+      span = p.mm().readable(base, len);
+    if (!span) return -EFAULT;
+    out.push_back({const_cast<uint8_t*>(span->data()), len});
+    spans.push_back(*span);
     total += len;
   }
   return 0;
 }
 
-void note_iov_writes(Process& p, const std::vector<std::pair<uint64_t, uint64_t>>& guest, uint64_t n) {
-  for (auto [base, len] : guest) {
+void note_iov_writes(Process& p, const std::vector<kvm::WritableSpan>& spans, uint64_t n) {
+  for (const auto& span : spans) {
     if (n == 0) break;
-    uint64_t k = std::min(len, n);
-    p.mm().note_user_write(base, k);
+    uint64_t k = std::min(span.size(), n);
+    p.mm().note_write(span, k);
     n -= k;
   }
 }
@@ -479,10 +487,8 @@ int64_t do_sendmsg(Process& p, OpenFile& f, uint64_t umsg, int flags) {
     if (int rc = read_sockaddr(p, reinterpret_cast<uint64_t>(gm.msg_name), gm.msg_namelen, dest); rc < 0) return rc;
   }
   std::vector<iovec> iov;
-  std::vector<std::pair<uint64_t, uint64_t>> guest_iov;
-  if (int64_t rc = load_iov(p, reinterpret_cast<uint64_t>(gm.msg_iov), gm.msg_iovlen, kvm::kProtRead, iov, guest_iov);
-      rc < 0)
-    return rc;
+  std::vector<kvm::ReadableSpan> spans;
+  if (int64_t rc = load_iov(p, reinterpret_cast<uint64_t>(gm.msg_iov), gm.msg_iovlen, iov, spans); rc < 0) return rc;
   std::vector<uint8_t> control;
   std::vector<std::shared_ptr<OpenFile>> passed;
   if (gm.msg_controllen) {
@@ -513,17 +519,15 @@ int64_t do_recvmsg(Process& p, OpenFile& f, uint64_t umsg, int flags) {
   if (uname) {
     if (namelen < 0) return -EINVAL;
     namelen = std::min<int>(namelen, sizeof(sockaddr_storage));
-    if (namelen && !p.mm().user_ptr(uname, namelen, kvm::kProtWrite)) return -EFAULT;
+    if (namelen && !p.mm().writable(uname, namelen)) return -EFAULT;
   }
   std::vector<iovec> iov;
-  std::vector<std::pair<uint64_t, uint64_t>> guest_iov;
-  if (int64_t rc = load_iov(p, reinterpret_cast<uint64_t>(gm.msg_iov), gm.msg_iovlen, kvm::kProtWrite, iov, guest_iov);
-      rc < 0)
-    return rc;
+  std::vector<kvm::WritableSpan> spans;
+  if (int64_t rc = load_iov(p, reinterpret_cast<uint64_t>(gm.msg_iov), gm.msg_iovlen, iov, spans); rc < 0) return rc;
   std::vector<uint8_t> control;
   if (ucontrol && gm.msg_controllen) {
     control.resize(std::min<size_t>(gm.msg_controllen, kMaxControl));
-    if (!p.mm().user_ptr(ucontrol, control.size(), kvm::kProtWrite)) return -EFAULT;
+    if (!p.mm().writable(ucontrol, control.size())) return -EFAULT;
   }
   SockAddr from;
   msghdr hm{};
@@ -541,7 +545,7 @@ int64_t do_recvmsg(Process& p, OpenFile& f, uint64_t umsg, int flags) {
     n = ::recvmsg(f.host_fd, &hm, (flags & ~MSG_WAITFORONE) | MSG_CMSG_CLOEXEC);
   }
   if (n < 0) return -errno;
-  note_iov_writes(p, guest_iov, uint64_t(n));
+  note_iov_writes(p, spans, uint64_t(n));
 
   int out_flags = hm.msg_flags & ~MSG_CMSG_CLOEXEC;
   size_t out_controllen = 0;
@@ -676,7 +680,7 @@ KVMS_SYSCALL(socketpair) {
   if (int rc = split_type(a.a[1], base, flags); rc < 0) return rc;
   if (domain == AF_INET || domain == AF_INET6) return -EOPNOTSUPP;
   if (domain != AF_UNIX) return -EAFNOSUPPORT;
-  if (!p.mm().user_ptr(a.a[3], 2 * sizeof(int), kvm::kProtWrite)) return -EFAULT;
+  if (!p.mm().writable(a.a[3], 2 * sizeof(int))) return -EFAULT;
   int h[2];
   if (::socketpair(AF_UNIX, base | SOCK_CLOEXEC | (flags & SOCK_NONBLOCK), protocol, h) != 0) return -errno;
   auto f0 = new_socket_file(h[0], flags), f1 = new_socket_file(h[1], flags);
@@ -828,9 +832,9 @@ KVMS_SYSCALL(setsockopt) {
     if (size_t(optlen) < sizeof prog) return -EINVAL;
     std::memcpy(&prog, buf.data(), sizeof prog);
     constexpr uint64_t kInsnSize = 8;  // struct sock_filter
-    uint8_t* host = p.mm().user_ptr(prog.filter, uint64_t(prog.len) * kInsnSize, kvm::kProtRead);
-    if (!host) return -EFAULT;
-    prog.filter = reinterpret_cast<uint64_t>(host);
+    const auto filter = p.mm().readable(prog.filter, uint64_t(prog.len) * kInsnSize);
+    if (!filter) return -EFAULT;
+    prog.filter = reinterpret_cast<uint64_t>(filter->data());
     std::memcpy(buf.data(), &prog, sizeof prog);
   }
   return errno_result(::setsockopt(f->host_fd, level, name, buf.data(), optlen));
@@ -850,9 +854,9 @@ KVMS_SYSCALL(getsockopt) {
   std::vector<uint8_t> buf(std::min<size_t>(len, kMaxOptLen));
   // Some options read their buffer too (multicast filters): start from the guest's bytes.
   if (!buf.empty()) {
-    const uint8_t* in = p.mm().user_ptr(optval, buf.size(), kvm::kProtWrite);
+    const auto in = p.mm().writable(optval, buf.size());
     if (!in) return -EFAULT;
-    std::memcpy(buf.data(), in, buf.size());
+    std::memcpy(buf.data(), in->data(), buf.size());
   }
   socklen_t hlen = buf.size();
   if (::getsockopt(f->host_fd, level, name, buf.data(), &hlen) != 0) {
@@ -880,7 +884,7 @@ KVMS_SYSCALL(sendto) {
   if (!f) return err;
   const uint64_t buf = a.a[1], len = std::min<uint64_t>(a.a[2], INT32_MAX);
   const int flags = static_cast<int>(a.a[3]);
-  const uint8_t* data = p.mm().user_ptr(buf, len, kvm::kProtRead);
+  const auto data = p.mm().readable(buf, len);
   if (!data) return -EFAULT;
   SockAddr dest;
   if (a.a[4]) {
@@ -889,7 +893,7 @@ KVMS_SYSCALL(sendto) {
   FdCloser hold;
   if (int64_t rc = send_destination(p, *f, dest, flags, hold); rc < 0) return rc;
   Process::BlockingSection unlocked(p);
-  return errno_result(::sendto(f->host_fd, data, len, flags | MSG_NOSIGNAL, dest.len ? dest.sa() : nullptr, dest.len));
+  return errno_result(::sendto(f->host_fd, data->data(), len, flags | MSG_NOSIGNAL, dest.len ? dest.sa() : nullptr, dest.len));
 }
 
 KVMS_SYSCALL(recvfrom) {
@@ -899,7 +903,7 @@ KVMS_SYSCALL(recvfrom) {
   const uint64_t buf = a.a[1], len = std::min<uint64_t>(a.a[2], INT32_MAX);
   const int flags = static_cast<int>(a.a[3]);
   const uint64_t src = a.a[4], lenp = a.a[5];
-  uint8_t* data = p.mm().user_ptr(buf, len, kvm::kProtWrite);
+  const auto data = p.mm().writable(buf, len);
   if (!data) return -EFAULT;
   AddrOut out;
   if (src) {
@@ -910,10 +914,10 @@ KVMS_SYSCALL(recvfrom) {
   ssize_t n;
   {
     Process::BlockingSection unlocked(p);
-    n = ::recvfrom(f->host_fd, data, len, flags, src ? from.sa() : nullptr, src ? &from.len : nullptr);
+    n = ::recvfrom(f->host_fd, data->data(), len, flags, src ? from.sa() : nullptr, src ? &from.len : nullptr);
   }
   if (n < 0) return -errno;
-  p.mm().note_user_write(buf, std::min<uint64_t>(uint64_t(n), len));
+  p.mm().note_write(*data, uint64_t(n));
   if (src) {
     to_guest_addr(from);
     if (int rc = write_addr_out(p, out, from); rc < 0) return rc;

@@ -69,9 +69,10 @@ TEST(Vcpu, InvalidOpcodeIsReportedWithUserRip) {
   Exit e = m.vcpu->run();
   ASSERT_EQ(e.kind, Exit::Exception) << e.detail;
   EXPECT_EQ(e.vector, 6);
-  const uint64_t* frame = reinterpret_cast<const uint64_t*>(m.memory->kernel_base() + (m.vcpu->regs().rsp - kKernelVirt));
-  EXPECT_EQ(frame[0], kCode);  // rip
-  EXPECT_EQ(frame[1] & 3, 3u);  // from ring 3
+  const auto frame = m.as.exception_frame(m.vcpu->regs().rsp);
+  ASSERT_TRUE(frame);
+  EXPECT_EQ((*frame)[0], kCode);  // rip
+  EXPECT_EQ((*frame)[1] & 3, 3u);  // from ring 3
 }
 
 TEST(Vcpu, UserCannotWriteKernelArea) {

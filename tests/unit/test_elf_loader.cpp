@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kvm/address_space.hpp"
+#include "guest_memory_test_access.hpp"
 #include "loader/elf_loader.hpp"
 
 namespace kvms::loader {
@@ -68,7 +69,7 @@ int expected_prot(uint32_t flags) {
 
 // Guest bytes read straight from guest memory, whatever the page permissions.
 Bytes guest_bytes(const Guest& g, uint64_t addr, uint64_t len) {
-  const uint8_t* p = g.mem->user_base() + addr;
+  const uint8_t* p = kvm::GuestMemoryTestAccess::user_base(*g.mem) + addr;
   return Bytes(p, p + len);
 }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kvm/address_space.hpp"
+#include "guest_memory_test_access.hpp"
 #include "kvm/guest_memory.hpp"
 #include "linux/syscalls.hpp"
 
@@ -59,7 +60,7 @@ class MmapSyscalls : public ::testing::Test {
   int64_t brk(uint64_t addr) { return call(sys_brk, addr); }
 
   // Raw guest bytes, whatever the prot.
-  uint8_t* raw(uint64_t addr) { return mem->user_base() + addr; }
+  uint8_t* raw(uint64_t addr) { return kvm::GuestMemoryTestAccess::user_base(*mem) + addr; }
   void fill(uint64_t addr, uint64_t len, uint8_t byte) { ASSERT_TRUE(mm().fill_user(addr, byte, len)); }
   bool all(uint64_t addr, uint64_t len, uint8_t byte) {
     for (uint64_t i = 0; i < len; ++i)
@@ -683,16 +684,16 @@ TEST_F(MmapSyscalls, WorksOnForkedMemory) {
     return h(child, args);
   };
   EXPECT_EQ(call_child(sys_madvise, addr, kPage, MADV_DONTNEED), 0);
-  EXPECT_EQ(child_mem->user_base()[addr], 0);
-  EXPECT_EQ(child_mem->user_base()[addr + kPage], 0x61);
+  EXPECT_EQ(kvm::GuestMemoryTestAccess::user_base(*child_mem)[addr], 0);
+  EXPECT_EQ(kvm::GuestMemoryTestAccess::user_base(*child_mem)[addr + kPage], 0x61);
   // Grows in place (the pages after it are free), then moves.
   EXPECT_EQ(call_child(sys_mremap, addr + kPage, 3 * kPage, 8 * kPage, MREMAP_MAYMOVE), addr + int64_t(kPage));
   SyscallArgs fixed;
   fixed.a[0] = addr + kPage, fixed.a[1] = 8 * kPage, fixed.a[2] = 8 * kPage;
   fixed.a[3] = MREMAP_MAYMOVE | MREMAP_FIXED, fixed.a[4] = 0x6000'0000;
   ASSERT_EQ(sys_mremap(child, fixed), 0x6000'0000);
-  EXPECT_EQ(child_mem->user_base()[0x6000'0000 + 3 * kPage - 1], 0x61);
-  EXPECT_EQ(child_mem->user_base()[0x6000'0000 + 3 * kPage], 0);
+  EXPECT_EQ(kvm::GuestMemoryTestAccess::user_base(*child_mem)[0x6000'0000 + 3 * kPage - 1], 0x61);
+  EXPECT_EQ(kvm::GuestMemoryTestAccess::user_base(*child_mem)[0x6000'0000 + 3 * kPage], 0);
   EXPECT_EQ(child_as->find(addr + kPage), nullptr);
   // The parent is untouched.
   EXPECT_TRUE(all(addr, 4 * kPage, 0x61));

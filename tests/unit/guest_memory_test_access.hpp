@@ -1,0 +1,14 @@
+#pragma once
+// Unit tests look at guest bytes whatever the page permissions (what a loader or mmap left there);
+// handlers cannot: GuestMemory's raw mapping is private, and this friend is defined only here.
+#include <cstdint>
+
+#include "kvm/guest_memory.hpp"
+
+namespace kvms::kvm {
+
+struct GuestMemoryTestAccess {
+  static uint8_t* user_base(const GuestMemory& m) { return m.user_base(); }
+};
+
+}  // namespace kvms::kvm
