@@ -18,6 +18,7 @@
 #include <thread>
 #include <cstring>
 #include <ctime>
+#include <system_error>
 #include <tuple>
 
 #include "kvm/layout.hpp"
@@ -975,13 +976,20 @@ std::optional<RunResult> Guest::sigreturn(GuestThread& t) {
   kvm_regs user = vcpu.regs();
   std::array<uint32_t, 1024> xsave;
   vcpu.get_xsave(xsave);
-  if (!pop_signal_frame(p, ctx, user.rsp, user, xsave)) {
+  bool restored = pop_signal_frame(p, ctx, user.rsp, user, xsave, kvm::Kvm::instance().xcr0());
+  if (restored) {
+    try {
+      vcpu.set_xsave(xsave);  // KVM checks the area again: a refusal is the guest's fault, not ours
+    } catch (const std::system_error&) {
+      restored = false;
+    }
+  }
+  if (!restored) {
     RunResult r{RunResult::Faulted, 128 + SIGSEGV, "rt_sigreturn with a bad signal frame at " + hex(user.rsp) + " (SIGSEGV)"};
     lk.unlock();
     end_process(r);
     return r;
   }
-  vcpu.set_xsave(xsave);
   t.pending = false;
   resume_user_via_iret(t, user);
   return std::nullopt;

@@ -25,6 +25,7 @@ constexpr uint64_t kUnblockable = (1ull << (SIGKILL - 1)) | (1ull << (SIGSTOP - 
 constexpr uint64_t kSaRestorer = 0x04000000;
 constexpr uint64_t kRedZone = 128;
 constexpr uint64_t kXsaveBytes = 4096;
+constexpr uint64_t kUserAddressEnd = 1ull << 47;  // canonical user addresses are below
 // rflags bits a signal frame may change (Linux's FIX_EFLAGS): AC OF DF TF SF ZF AF PF CF RF.
 constexpr uint64_t kUserFlags = 0x40000 | 0x800 | 0x400 | 0x100 | 0x80 | 0x40 | 0x10 | 0x4 | 0x1 | 0x10000;
 
@@ -55,6 +56,18 @@ struct RtSigframe {
   siginfo_t info;
 };
 static_assert(sizeof(SigContext) == 256 && sizeof(siginfo_t) == 128);
+
+// The MXCSR bits this CPU implements (FXSAVE's MXCSR_MASK; 0 means the architectural default).
+uint32_t mxcsr_feature_mask() {
+  static const uint32_t mask = [] {
+    alignas(16) uint8_t area[512] = {};
+    __asm__ volatile("fxsave %0" : "=m"(area));
+    uint32_t m;
+    std::memcpy(&m, area + 28, sizeof m);
+    return m ? m : 0xffbfu;
+  }();
+  return mask;
+}
 
 bool on_altstack(const ThreadContext& t, uint64_t sp) {
   return t.altstack_size && sp > t.altstack_sp && sp - t.altstack_sp <= t.altstack_size;
@@ -182,11 +195,33 @@ uint64_t push_signal_frame(Process& p, ThreadContext& t, const SignalToDeliver& 
   return frame;
 }
 
-bool pop_signal_frame(Process& p, ThreadContext& t, uint64_t rsp, kvm_regs& user, std::array<uint32_t, 1024>& xsave) {
+bool sanitize_xsave_area(std::array<uint32_t, 1024>& area, uint64_t xfeatures) {
+  constexpr size_t kMxcsr = 24 / 4, kHeader = 512 / 4, kHeaderWords = 64 / 4;
+  const uint64_t xstate_bv = area[kHeader] | uint64_t(area[kHeader + 1]) << 32;
+  if (xstate_bv & ~xfeatures) return false;  // a feature XCR0 does not enable, or a reserved bit
+  // XCOMP_BV and the 8 bytes after it: XRSTOR's standard form faults unless they are zero (a
+  // compacted area, which Linux would also take, is not one KVM can load).
+  for (size_t i = 2; i < 6; ++i)
+    if (area[kHeader + i]) return false;
+  // The rest of the header XRSTOR ignores (Linux's sigreturn too); KVM refuses it unless zero.
+  for (size_t i = 6; i < kHeaderWords; ++i) area[kHeader + i] = 0;
+  constexpr uint64_t kFpSseYmm = 0x7;        // the states that load MXCSR
+  if ((xstate_bv & kFpSseYmm) && (area[kMxcsr] & ~mxcsr_feature_mask())) return false;
+  return true;
+}
+
+bool pop_signal_frame(Process& p, ThreadContext& t, uint64_t rsp, kvm_regs& user, std::array<uint32_t, 1024>& xsave,
+                      uint64_t xfeatures) {
   UContext uc{};
   if (!p.mm().copy_from_user(&uc, rsp, sizeof uc)) return false;
   const SigContext& c = uc.mcontext;
-  if (c.fpstate && !p.mm().copy_from_user(xsave.data(), c.fpstate, kXsaveBytes)) return false;
+  if (c.rip >= kUserAddressEnd) return false;  // iretq would fault in the entry code
+  if (c.fpstate) {
+    std::array<uint32_t, 1024> area;
+    if (!p.mm().copy_from_user(area.data(), c.fpstate, kXsaveBytes)) return false;
+    if (!sanitize_xsave_area(area, xfeatures)) return false;
+    xsave = area;
+  }
   user.r8 = c.r8; user.r9 = c.r9; user.r10 = c.r10; user.r11 = c.r11; user.r12 = c.r12; user.r13 = c.r13;
   user.r14 = c.r14; user.r15 = c.r15; user.rdi = c.rdi; user.rsi = c.rsi; user.rbp = c.rbp; user.rbx = c.rbx;
   user.rdx = c.rdx; user.rax = c.rax; user.rcx = c.rcx; user.rsp = c.rsp; user.rip = c.rip;

@@ -40,8 +40,17 @@ std::optional<SignalToDeliver> take_signal(Process& p, ThreadContext& t);
 // frame's address (the handler's rsp), or 0 when the stack is not writable or there is no restorer.
 uint64_t push_signal_frame(Process& p, ThreadContext& t, const SignalToDeliver& d, const kvm_regs& user,
                            const std::array<uint32_t, 1024>& xsave, const FaultDetail& fault);
-// rt_sigreturn: reads the frame whose ucontext is at rsp back into user/xsave and t's mask.
-bool pop_signal_frame(Process& p, ThreadContext& t, uint64_t rsp, kvm_regs& user, std::array<uint32_t, 1024>& xsave);
+// rt_sigreturn: reads the frame whose ucontext is at rsp back into user/xsave and t's mask. False
+// (the guest gets SIGSEGV, as on Linux) when the frame is not readable or its XSAVE area is one
+// the CPU would refuse (sanitize_xsave_area); only the flags a signal frame may change are taken from
+// it (never IOPL, NT, VM...), and never its segment selectors: the guest returns to ring 3.
+bool pop_signal_frame(Process& p, ThreadContext& t, uint64_t rsp, kvm_regs& user, std::array<uint32_t, 1024>& xsave,
+                      uint64_t xfeatures);
+// Whether an XSAVE area from the guest is one the CPU would restore (Linux's sigreturn takes what
+// XRSTOR takes): only features of `xfeatures` (XCR0) in XSTATE_BV, the standard format (XCOMP_BV
+// and the next 8 bytes zero), an MXCSR without bits the CPU lacks. The header bytes XRSTOR ignores
+// are cleared, as KVM_SET_XSAVE wants them.
+bool sanitize_xsave_area(std::array<uint32_t, 1024>& area, uint64_t xfeatures);
 // Where the handler's arguments point inside a frame pushed at `frame`.
 uint64_t sigframe_ucontext(uint64_t frame);
 uint64_t sigframe_siginfo(uint64_t frame);

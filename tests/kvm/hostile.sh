@@ -228,6 +228,12 @@ hcase exec_kill_race ok 0 0 "" exec_kill_race 300
 FLAGS=()
 hcase bad_pointers ok 0 0 "" bad_pointers
 
+# ---- what the host reads from the guest (the audit's classes; tests/hostile/README.md) ----
+hcase bad_sigreturn_frames ok 0 0 "" bad_sigreturn_frames
+for attack in xsave_feature mxcsr fpstate_kernel rip_noncanonical; do
+  hcase "bad_sigreturn_frames.$attack" fault 139 139 "$SEGV|signal frame" bad_sigreturn_frames "$attack"
+done
+
 # ---- the sandbox ----
 native_shadow=$(shadow_status_native)
 hcase read_shadow ok 0 "$native_shadow" "" read_shadow
