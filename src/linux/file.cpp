@@ -1,9 +1,8 @@
 // Descriptors and I/O. Every guest fd wraps a host fd (fd_table.hpp), so the I/O calls are the host
 // call on the host fd, reading or writing guest memory in place: it is identity-mapped host memory.
 // Paths go through the PathPolicy first; what it returns is canonical and opened without following
-// symlinks again (openat2 RESOLVE_NO_SYMLINKS), so a host-side swap cannot redirect us.
+// symlinks again (host_fs.hpp), so a host-side swap cannot redirect us.
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -22,8 +21,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "linux/policy.hpp"
 #include "linux/file_quota.hpp"
+#include "linux/host_fs.hpp"
+#include "linux/policy.hpp"
 #include "linux/procfs.hpp"
 #include "linux/syscalls.hpp"
 
@@ -44,47 +44,6 @@ int resolve(Process& p, const std::string& guest_path, Access access, bool follo
   out = std::move(std::get<PathPolicy::Resolved>(r));
   return 0;
 }
-
-// Opens a canonical host path (from resolve()) without following any symlink in it: host fd
-// (always close-on-exec) or -errno. Guest open flags are cleaned up like Linux's open(2) does.
-int open_host(const std::string& host_path, int flags, mode_t mode) {
-  constexpr int kValid = O_ACCMODE | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND | O_NONBLOCK |
-                         O_DSYNC | O_ASYNC | O_DIRECT | 0100000 /* O_LARGEFILE */ | O_DIRECTORY |
-                         O_NOFOLLOW | O_NOATIME | O_CLOEXEC | O_SYNC | O_PATH | O_TMPFILE;
-  constexpr int kPathFlags = O_DIRECTORY | O_NOFOLLOW | O_PATH | O_CLOEXEC;
-  flags &= kValid;
-  if (flags & O_PATH) flags &= kPathFlags;
-  flags |= O_CLOEXEC | O_NOFOLLOW | ((flags & O_PATH) ? 0 : O_NOCTTY);
-  const bool creates = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE;
-  mode = creates ? (mode & 07777) : 0;
-
-  static std::atomic<bool> no_openat2{false};
-  if (!no_openat2.load(std::memory_order_relaxed)) {
-    open_how how{};
-    how.flags = static_cast<uint64_t>(flags);
-    how.mode = mode;
-    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    const long fd = ::syscall(SYS_openat2, AT_FDCWD, host_path.c_str(), &how, sizeof how);
-    if (fd >= 0) return static_cast<int>(fd);
-    if (errno != ENOSYS && errno != EPERM) return -errno;
-    if (errno == ENOSYS) no_openat2.store(true, std::memory_order_relaxed);
-  }
-  // No openat2 (old kernel, seccomp): O_NOFOLLOW still protects the last component.
-  const int fd = ::open(host_path.c_str(), flags, mode);
-  return fd < 0 ? -errno : fd;
-}
-
-// The parent directory of a canonical host path as an O_PATH fd, and the last component in `name`
-// ("." for the root), for the *at host calls that never follow the last component.
-int open_parent(const std::string& host_path, std::string& name) {
-  const auto pos = host_path.rfind('/');
-  if (pos == std::string::npos) return -EINVAL;
-  name = host_path.substr(pos + 1);
-  if (name.empty()) name = ".";
-  return open_host(pos == 0 ? "/" : host_path.substr(0, pos), O_PATH | O_DIRECTORY, 0);
-}
-
-// memfd.cpp: the room a write to a memfd has under --max-memory (len is cut to it), 0 or -ENOSPC.
 
 }  // namespace fileops
 

@@ -2,7 +2,7 @@
 // file system (each needs Write access from the policy for every path it modifies).
 //
 // Path calls resolve the guest path with the PathPolicy, open the parent of the canonical host path
-// without following symlinks (file.cpp: fileops::open_parent), and make the *at host call on the last
+// without following symlinks (host_fs.hpp: fileops::open_parent), and make the *at host call on the last
 // component with AT_SYMLINK_NOFOLLOW or its equivalent, so nothing is followed that the policy did
 // not check.
 #include <fcntl.h>
@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "linux/file_quota.hpp"
+#include "linux/host_fs.hpp"
 #include "linux/policy.hpp"
 #include "linux/procfs.hpp"
 #include "linux/syscalls.hpp"
@@ -35,8 +36,6 @@ namespace kvms::linux {
 
 namespace fileops {  // file.cpp
 int resolve(Process& p, const std::string& guest_path, Access access, bool follow_last, PathPolicy::Resolved& out);
-int open_host(const std::string& host_path, int flags, mode_t mode);
-int open_parent(const std::string& host_path, std::string& name);
 }  // namespace fileops
 
 namespace {

@@ -1,6 +1,7 @@
 #include "linux/guest.hpp"
 
 #include <elf.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -16,12 +17,14 @@
 
 #include <cerrno>
 #include <thread>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <system_error>
 #include <tuple>
 
 #include "kvm/layout.hpp"
+#include "linux/host_fs.hpp"
 #include "linux/policy.hpp"
 #include "linux/process_table.hpp"
 #include "linux/syscalls.hpp"
@@ -133,8 +136,9 @@ std::string find_program(const std::string& program) {
 }
 
 // The dynamic loader a program names is read like any file the guest opens: through the policy (the
-// system library directories are readable by default, see README "Libraries"), so a program the
-// guest wrote cannot name a file it may not read as its interpreter and find it in its memory.
+// system library directories are readable by default, see README "Libraries"), and opened without
+// following symlinks, so a program the guest wrote cannot name a file it may not read as its
+// interpreter and find it in its memory.
 static loader::FileReader interpreter_reader(const PathPolicy& policy) {
   return [&policy](const std::string& path) {
     auto r = policy.resolve(path, Access::Read, true);
@@ -144,8 +148,14 @@ static loader::FileReader interpreter_reader(const PathPolicy& policy) {
       throw loader::LoadError(*err == -ENOENT ? 127 : 126, path + ": " + why);
     }
     const std::string host = std::get<PathPolicy::Resolved>(r).host_path;
+    const int fd = fileops::open_host(host, O_RDONLY | O_NONBLOCK, 0);
+    if (fd < 0) throw loader::LoadError(fd == -ENOENT ? 127 : 126, path + ": " + std::strerror(-fd));
+    struct CloseOnExit {
+      int fd;
+      ~CloseOnExit() { ::close(fd); }
+    } closer{fd};
     try {
-      return loader::read_program_file(host);
+      return loader::read_program_fd(fd, host);
     } catch (const loader::LoadError& e) {  // named as the program names it, not by its host path
       const std::string what = e.what();
       throw loader::LoadError(e.exit_status, what.starts_with(host) ? path + what.substr(host.size()) : what);
@@ -153,9 +163,8 @@ static loader::FileReader interpreter_reader(const PathPolicy& policy) {
   };
 }
 
-Guest::Image Guest::load_image(const std::string& host_path, uint64_t user_size, const PathPolicy& policy,
-                               uint64_t max_file_bytes) {
-  const std::vector<uint8_t> file = loader::read_program_file(host_path, max_file_bytes);
+Guest::Image Guest::load_image(const std::string& host_path, const std::vector<uint8_t>& file, uint64_t user_size,
+                               const PathPolicy& policy) {
   Image img;
   img.path = host_path;
   // Enough page-table pages to map every user page, plus the fixed kernel pages; sparse until used.
@@ -249,7 +258,7 @@ void Guest::install(Image img, const std::vector<std::string>& argv, const std::
 std::unique_ptr<Guest> Guest::create(const GuestConfig& config) {
   std::unique_ptr<Guest> g(new Guest);
   const std::string path = find_program(config.program);
-  Image img = load_image(path, page_up(config.address_space), *config.policy);
+  Image img = load_image(path, loader::read_program_file(path), page_up(config.address_space), *config.policy);
   g->process_ = std::make_unique<Process>(img.mm, config.policy, config.process);
   Process& p = *g->process_;
   p.cwd = config.cwd;
@@ -259,6 +268,12 @@ std::unique_ptr<Guest> Guest::create(const GuestConfig& config) {
   for (int fd = 0; fd < 3; ++fd)
     if (auto f = inherit_host_fd(fd, stdio_names[fd])) p.fds.install_at(fd, std::move(f), false);
   g->install(std::move(img), config.argv, config.envp, config.program);
+  // The program the user named (not the guest): its canonical path is what /proc/self/exe shows and
+  // opens from now on, without following symlinks, whatever the guest puts at that path later.
+  if (char* real = ::realpath(path.c_str(), nullptr)) {
+    p.exe_path = real;
+    ::free(real);
+  }
   return g;
 }
 
@@ -355,8 +370,16 @@ int64_t Guest::execve(Process& p, const std::string& guest_path, std::vector<std
     }
     host_path = std::get<PathPolicy::Resolved>(r).host_path;
   }
+  // Opened without following symlinks (the policy checked this canonical path; a directory of it
+  // swapped for a symlink since must not lead elsewhere), and read from this fd only.
+  const int fd = fileops::open_host(host_path, O_RDONLY | O_NONBLOCK, 0);
+  if (fd < 0) return fd;
+  struct CloseOnExit {
+    int fd;
+    ~CloseOnExit() { ::close(fd); }
+  } closer{fd};
   struct stat st{};
-  if (::stat(host_path.c_str(), &st) != 0) return -errno;
+  if (::fstat(fd, &st) != 0) return -errno;
   if (S_ISDIR(st.st_mode)) return -EACCES;
   if (p.threads.size() > 1 && &p.thread() != &p.main_thread()) {
     p.log("execve from a thread other than the main thread of a threaded program is not supported");
@@ -373,7 +396,7 @@ int64_t Guest::execve(Process& p, const std::string& guest_path, std::vector<std
     return -ENOMEM;
   }
   try {
-    pending_exec_ = load_image(host_path, memory_->user_size(), p.policy(), left);
+    pending_exec_ = load_image(host_path, loader::read_program_fd(fd, host_path, left), memory_->user_size(), p.policy());
   } catch (const loader::LoadError& e) {
     p.log(std::string("execve: ") + e.what());
     return e.exit_status == 127 ? -ENOENT : -ENOEXEC;

@@ -107,8 +107,8 @@ class Guest : private ProcessHost {
     uint64_t interp_base = 0, start = 0;  // AT_BASE; the first instruction (ld.so's entry when dynamic)
   };
   // The interpreter (PT_INTERP) is read through `policy`.
-  static Image load_image(const std::string& host_path, uint64_t user_size, const PathPolicy& policy,
-                          uint64_t max_file_bytes = 1ull << 30);
+  static Image load_image(const std::string& host_path, const std::vector<uint8_t>& file, uint64_t user_size,
+                          const PathPolicy& policy);
   // Makes `image` this guest's program with a fresh VM, initial stack and registers.
   void install(Image image, const std::vector<std::string>& argv, const std::vector<std::string>& envp,
                const std::string& execfn);

@@ -24,13 +24,10 @@
 #include <vector>
 
 #include "kvm/layout.hpp"
+#include "linux/host_fs.hpp"
 #include "linux/policy.hpp"
 
 namespace kvms::linux {
-
-namespace fileops {  // file.cpp
-int open_host(const std::string& host_path, int flags, mode_t mode);
-}  // namespace fileops
 
 namespace procfs {
 namespace {
@@ -252,14 +249,10 @@ int empty_directory_fd() {
   return fd < 0 ? -err : fd;
 }
 
-// What /proc/self/exe names: the program's canonical path, as Linux resolves it at exec.
-std::string exe_link(const Process& p) {
-  char* real = ::realpath(p.exe_path.c_str(), nullptr);
-  if (!real) return p.exe_path;
-  std::string out = real;
-  ::free(real);
-  return out;
-}
+// What /proc/self/exe names: the program's canonical path, as Linux resolves it at exec (the Guest
+// keeps it canonical). Never resolved again: what the guest put at that path since (a symlink to a
+// file it may not read) must not be followed.
+const std::string& exe_link(const Process& p) { return p.exe_path; }
 
 int status_flags_of(int flags) { return (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC)) | kOLargefile; }
 
@@ -374,7 +367,13 @@ std::optional<int> stat(Process& p, const std::string& path, bool follow, struct
         fill_stat(p, path, S_IFLNK | (t.name == "fd" ? 0700 : 0777), st);
         return 0;
       }
-      if (t.name == "exe") return ::stat(exe_link(p).c_str(), &st) == 0 ? 0 : -errno;
+      if (t.name == "exe") {
+        const int fd = fileops::open_host(exe_link(p), O_PATH, 0);
+        if (fd < 0) return fd;
+        const int rc = ::fstat(fd, &st) == 0 ? 0 : -errno;
+        ::close(fd);
+        return rc;
+      }
       if (t.name == "fd") {
         auto f = p.fds.get(t.fd);
         if (!f) return -ENOENT;

@@ -32,6 +32,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "linux/host_fs.hpp"
 #include "linux/net_policy.hpp"
 #include "linux/policy.hpp"
 #include "linux/file_quota.hpp"
@@ -212,36 +213,6 @@ std::shared_ptr<OpenFile> adopt_host_fd(int host_fd) {
   return f;
 }
 
-// Opens a canonical absolute host path with O_PATH, one component at a time, refusing symlinks in
-// every component: a host path swapped for a symlink after the policy check fails (ELOOP/ENOTDIR)
-// instead of leading elsewhere.
-int open_path_nofollow(const std::string& path, bool directory) {
-  if (path.empty() || path[0] != '/') return -EINVAL;
-  int dir = ::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (dir < 0) return -errno;
-  size_t pos = 1;
-  while (pos < path.size()) {
-    size_t end = path.find('/', pos);
-    if (end == std::string::npos) end = path.size();
-    std::string comp = path.substr(pos, end - pos);
-    pos = end + 1;
-    if (comp.empty()) continue;
-    bool last = pos >= path.size();
-    int flags = O_PATH | O_NOFOLLOW | O_CLOEXEC | ((!last || directory) ? O_DIRECTORY : 0);
-    int fd = ::openat(dir, comp.c_str(), flags);
-    int e = errno;
-    ::close(dir);
-    if (fd < 0) return -e;
-    dir = fd;
-  }
-  struct stat st{};
-  if (fstat(dir, &st) != 0 || S_ISLNK(st.st_mode)) {
-    ::close(dir);
-    return -ELOOP;
-  }
-  return dir;
-}
-
 struct FdCloser {
   int fd = -1;
   ~FdCloser() {
@@ -287,7 +258,7 @@ int64_t unix_bind(Process& p, OpenFile& f, const std::string& raw) {
   auto slash = host.rfind('/');
   if (slash == std::string::npos || slash + 1 >= host.size()) return -EINVAL;
   std::string parent = slash == 0 ? "/" : host.substr(0, slash), name = host.substr(slash + 1);
-  FdCloser dir{open_path_nofollow(parent, true)};
+  FdCloser dir{fileops::open_host(parent, O_PATH | O_DIRECTORY, 0)};
   if (dir.fd < 0) return dir.fd;
   std::string via = "/proc/self/fd/" + std::to_string(dir.fd) + "/" + name;
   if (via.size() >= sizeof(sockaddr_un::sun_path)) return -ENAMETOOLONG;
@@ -307,10 +278,11 @@ int64_t unix_target(Process& p, const std::string& raw, SockAddr& out, FdCloser&
   if (auto* e = std::get_if<int>(&r)) return *e;
   const auto* ok = &std::get<PathPolicy::Resolved>(r);
   if (!ok->exists) return -ENOENT;
-  hold.fd = open_path_nofollow(ok->host_path, false);
+  hold.fd = fileops::open_host(ok->host_path, O_PATH, 0);
   if (hold.fd < 0) return hold.fd;
   struct stat st{};
   if (fstat(hold.fd, &st) != 0) return -errno;
+  if (S_ISLNK(st.st_mode)) return -ELOOP;  // swapped in after the policy walk
   if (!S_ISSOCK(st.st_mode)) return -ECONNREFUSED;
   set_unix_path(out, "/proc/self/fd/" + std::to_string(hold.fd));
   return 0;

@@ -472,7 +472,10 @@ std::vector<uint8_t> read_program_file(const std::string& path, uint64_t max_byt
     int fd;
     ~CloseOnExit() { ::close(fd); }
   } closer{fd};
+  return read_program_fd(fd, path, max_bytes);
+}
 
+std::vector<uint8_t> read_program_fd(int fd, const std::string& path, uint64_t max_bytes) {
   struct stat st{};
   if (::fstat(fd, &st) != 0) throw LoadError(kNotExecutable, path + ": " + std::strerror(errno));
   if (S_ISDIR(st.st_mode)) throw LoadError(kNotExecutable, path + ": Is a directory");

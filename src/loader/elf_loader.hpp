@@ -80,6 +80,9 @@ std::string interpreter_of(const std::string& path);
 // Reads a whole file for loading; LoadError(127) when missing, LoadError(126) when unreadable,
 // a directory, or larger than max_bytes.
 std::vector<uint8_t> read_program_file(const std::string& path, uint64_t max_bytes = 1ull << 30);
+// The same from a file already open (a path the guest named, opened without following symlinks);
+// `path` names it in errors.
+std::vector<uint8_t> read_program_fd(int fd, const std::string& path, uint64_t max_bytes = 1ull << 30);
 
 // Auxiliary vector entries and the strings the initial stack carries.
 struct StackSpec {

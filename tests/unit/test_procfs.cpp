@@ -9,6 +9,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <initializer_list>
 #include <memory>
@@ -41,7 +42,8 @@ class Procfs : public ::testing::Test {
     ASSERT_EQ(as_->map(0x600000, 0x1000, kvm::kProtRead | kvm::kProtWrite, "/dev/zero (deleted)"), 0);
     ASSERT_EQ(as_->map(0x700000, 0x3000, kvm::kProtRead | kvm::kProtWrite, "[heap]"), 0);
     proc_ = std::make_unique<Process>(as_, std::make_shared<PathPolicy>(PolicyConfig{}), ProcessConfig{});
-    proc_->exe_path = "/bin/true";  // a symlink on merged-/usr systems: the link names the real file
+    // The Guest keeps it canonical (/bin is a symlink on merged-/usr systems).
+    proc_->exe_path = std::filesystem::canonical("/bin/true");
     std::strcpy(proc_->main_thread().comm, "prog");
     proc_->brk_start = 0x700000;
     proc_->brk_current = 0x703000;
@@ -169,6 +171,29 @@ TEST_F(Procfs, StatusStatCmdline) {
   EXPECT_EQ(slurp("/proc/self/cmdline"), std::string("prog\0-c\0print(1)", 17));
   EXPECT_EQ(slurp("/proc/self/comm"), "prog\n");
   EXPECT_NE(slurp("/proc/self/statm").find(' '), std::string::npos);
+}
+
+// The program's path is resolved once, when it is loaded: a guest that may write there and puts a
+// symlink in its place (to a file it may not read) gets ELOOP from /proc/self/exe, not that file.
+TEST_F(Procfs, ExeIsNeverResolvedAgain) {
+  char tmpl[] = "/tmp/kvms-exe-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = std::filesystem::canonical(tmpl);
+  { std::ofstream(dir + "/secret") << "secret"; }
+  { std::ofstream(dir + "/prog") << "\x7f" "ELF"; }
+  proc_->exe_path = dir + "/prog";
+  ASSERT_EQ(::unlink((dir + "/prog").c_str()), 0);
+  ASSERT_EQ(::symlink((dir + "/secret").c_str(), (dir + "/prog").c_str()), 0);
+  EXPECT_EQ(open("/proc/self/exe"), -ELOOP);
+  EXPECT_EQ(std::get<std::string>(readlink("/proc/self/exe")), dir + "/prog");
+  const uint64_t st = alloc(sizeof(struct stat));
+  struct stat s, secret;
+  if (call(sys_stat, {str("/proc/self/exe"), st}) == 0) {
+    ASSERT_TRUE(as_->read(st, s));
+    ASSERT_EQ(::stat((dir + "/secret").c_str(), &secret), 0);
+    EXPECT_NE(s.st_ino, secret.st_ino);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(Procfs, Links) {
