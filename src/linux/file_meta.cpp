@@ -112,15 +112,18 @@ int special_last_errno(std::string_view path, Op op) {
 
 // A path whose last component is about to be created, removed or renamed: Write access, the last
 // component not followed (a trailing slash only says it must be a directory; `is_dir_syntax`).
-int modify_target(Process& p, int dirfd, uint64_t upath, Op op, Target& t, bool* is_dir_syntax = nullptr) {
-  auto gp = p.guest_path(dirfd, upath);
-  if (auto* err = std::get_if<int>(&gp)) return *err;
-  std::string path = std::get<std::string>(gp);
+int modify_target(Process& p, std::string path, Op op, Target& t, bool* is_dir_syntax = nullptr) {
   if (int rc = special_last_errno(path, op)) return rc;
   const bool slash = path.size() > 1 && path.back() == '/';
   while (path.size() > 1 && path.back() == '/') path.pop_back();
   if (is_dir_syntax) *is_dir_syntax = slash;
   return open_target(p, path, Access::Write, false, t);
+}
+
+int modify_target(Process& p, int dirfd, uint64_t upath, Op op, Target& t, bool* is_dir_syntax = nullptr) {
+  auto gp = p.guest_path(dirfd, upath);
+  if (auto* err = std::get_if<int>(&gp)) return *err;
+  return modify_target(p, std::move(std::get<std::string>(gp)), op, t, is_dir_syntax);
 }
 
 // For a name given with a trailing slash: the entry must be a directory (ENOTDIR; ENOENT when absent).
@@ -161,29 +164,30 @@ int64_t stat_fd(Process& p, int fd, uint64_t ubuf) {
 }
 
 // The directories above a grant cannot be opened, but the guest may see that they exist: `mkdir -p`
-// and path walks stat every ancestor. Their metadata is all they show.
-int stat_ancestor(Process& p, int dirfd, uint64_t upath, struct stat& st) {
+// and path walks stat every ancestor. Their metadata is all they show. An O_PATH fd of the
+// directory (opened without following symlinks), or -EACCES unless every component of the path,
+// and whatever symlinks among them lead to, is in the guest's view.
+int open_ancestor(Process& p, const std::string& guest) {
+  auto r = p.policy().resolve_visible(guest);
+  auto* ok = std::get_if<PathPolicy::Resolved>(&r);
+  if (!ok || !ok->exists) return -EACCES;
+  const int fd = fileops::open_host(ok->host_path, O_PATH | O_DIRECTORY, 0);
+  return fd < 0 ? -EACCES : fd;
+}
+
+// stat/lstat/newfstatat of a path, fetched from the guest once: a made-up /proc file, a file the
+// policy grants, or the directory above a grant.
+int64_t stat_path(Process& p, int dirfd, uint64_t upath, uint64_t ubuf, bool follow) {
   auto gp = p.guest_path(dirfd, upath);
   if (auto* err = std::get_if<int>(&gp)) return *err;
-  const std::string path = normalize_path(std::get<std::string>(gp));
-  if (!p.policy().visible(path) || ::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return -EACCES;
-  return 0;
-}
-
-// stat of a file procfs makes up; nullopt when the path is not one.
-std::optional<int> procfs_stat(Process& p, int dirfd, uint64_t upath, bool follow, struct stat& st) {
-  auto gp = p.guest_path(dirfd, upath);
-  if (!std::holds_alternative<std::string>(gp)) return std::nullopt;  // the path walk reports it
-  return procfs::stat(p, normalize_path(std::get<std::string>(gp)), follow, st);
-}
-
-int64_t stat_path(Process& p, int dirfd, uint64_t upath, uint64_t ubuf, bool follow) {
-  struct stat made_up;
-  if (auto rc = procfs_stat(p, dirfd, upath, follow, made_up)) return *rc ? *rc : put(p, ubuf, made_up);
+  const std::string& path = std::get<std::string>(gp);
+  struct stat st;
+  if (auto rc = procfs::stat(p, normalize_path(path), follow, st)) return *rc ? *rc : put(p, ubuf, st);
   Target t;
-  if (int rc = open_target_at(p, dirfd, upath, Access::Read, follow, t)) {
-    struct stat st;
-    if (rc != -EACCES || stat_ancestor(p, dirfd, upath, st) != 0) return rc;
+  if (int rc = open_target(p, path, Access::Read, follow, t)) {
+    if (rc != -EACCES) return rc;
+    HostFd dir(open_ancestor(p, path));
+    if (dir.get() < 0 || ::fstat(dir.get(), &st) != 0) return rc;
     return put(p, ubuf, st);
   }
   return stat_target(p, t, ubuf);
@@ -256,19 +260,17 @@ int64_t do_access(Process& p, int dirfd, uint64_t upath, uint64_t mode, uint64_t
 }
 
 int64_t do_mkdir(Process& p, int dirfd, uint64_t upath, uint64_t mode) {
+  auto gp = p.guest_path(dirfd, upath);
+  if (auto* err = std::get_if<int>(&gp)) return *err;
+  const std::string& path = std::get<std::string>(gp);
   Target t;
-  if (int rc = modify_target(p, dirfd, upath, Op::Create, t)) {
+  if (int rc = modify_target(p, path, Op::Create, t)) {
     // Linux looks the name up before it checks write permission: an existing, visible path is EEXIST
     // (`mkdir -p` relies on it for every ancestor).
     if (rc == -EACCES) {
-      auto path = p.guest_path(dirfd, upath);
-      if (auto* guest = std::get_if<std::string>(&path)) {
-        auto seen = p.policy().resolve(*guest, Access::Read, false);
-        auto* r = std::get_if<PathPolicy::Resolved>(&seen);
-        struct stat st;
-        const std::string path = normalize_path(*guest);
-        if ((r && r->exists) || (p.policy().visible(path) && ::stat(path.c_str(), &st) == 0)) return -EEXIST;
-      }
+      auto seen = p.policy().resolve_visible(path, false);
+      auto* r = std::get_if<PathPolicy::Resolved>(&seen);
+      if (r && r->exists) return -EEXIST;
     }
     return rc;
   }
@@ -465,15 +467,17 @@ KVMS_SYSCALL(statx) {
       return put(p, a.a[4], sx);
     }
   }
+  auto gp = p.guest_path(dirfd, a.a[1]);  // fetched once: what is checked is what is looked at
+  if (auto* err = std::get_if<int>(&gp)) return *err;
+  const std::string& path = std::get<std::string>(gp);
+  const bool follow = !(flags & AT_SYMLINK_NOFOLLOW);
   struct stat made_up;
-  if (auto rc = procfs_stat(p, dirfd, a.a[1], !(flags & AT_SYMLINK_NOFOLLOW), made_up))
-    return *rc ? *rc : put(p, a.a[4], statx_of(made_up));
+  if (auto rc = procfs::stat(p, normalize_path(path), follow, made_up)) return *rc ? *rc : put(p, a.a[4], statx_of(made_up));
   Target t;
-  if (int rc = open_target_at(p, dirfd, a.a[1], Access::Read, !(flags & AT_SYMLINK_NOFOLLOW), t)) {
-    struct stat st;
-    if (rc != -EACCES || stat_ancestor(p, dirfd, a.a[1], st) != 0) return rc;
-    auto gp = p.guest_path(dirfd, a.a[1]);
-    if (::statx(AT_FDCWD, normalize_path(std::get<std::string>(gp)).c_str(), sync, mask, &sx) < 0) return -errno;
+  if (int rc = open_target(p, path, Access::Read, follow, t)) {
+    if (rc != -EACCES) return rc;
+    HostFd dir(open_ancestor(p, path));
+    if (dir.get() < 0 || ::statx(dir.get(), "", AT_EMPTY_PATH | sync, mask, &sx) < 0) return rc;
     return put(p, a.a[4], sx);
   }
   if (::statx(t.dir.get(), t.name.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | sync, mask, &sx) < 0) return -errno;

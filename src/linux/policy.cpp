@@ -218,9 +218,13 @@ std::variant<PathPolicy::Resolved, int> PathPolicy::resolve(std::string_view gue
   return walk(guest_path, access, follow_last, Mode::Checked);
 }
 
+std::variant<PathPolicy::Resolved, int> PathPolicy::resolve_visible(std::string_view guest_path, bool follow_last) const {
+  return walk(guest_path, Access::Read, follow_last, Mode::Visible);
+}
+
 std::variant<PathPolicy::Resolved, int> PathPolicy::walk(std::string_view guest_path, Access access,
                                                          bool follow_last, Mode mode) const {
-  const bool checked = mode == Mode::Checked;
+  const bool checked = mode != Mode::Unchecked;  // the view, component by component
   if (guest_path.empty()) return -ENOENT;
   if (guest_path[0] != '/' || guest_path.find('\0') != std::string_view::npos) return -EINVAL;
   if (guest_path.size() >= kPathMax) return -ENAMETOOLONG;
@@ -303,7 +307,7 @@ std::variant<PathPolicy::Resolved, int> PathPolicy::walk(std::string_view guest_
   r.host_path = to_host(r.guest_path, v);
   r.exists = exists;
   if (r.guest_path.size() >= kPathMax) return -ENAMETOOLONG;
-  if (checked) {
+  if (mode == Mode::Checked) {
     if (!allowed(r.guest_path, r.host_path, v, access, last_is_link)) return -EACCES;
     r.writable = access == Access::Write || allowed(r.guest_path, r.host_path, v, Access::Write, last_is_link);
   } else {

@@ -89,6 +89,11 @@ class PathPolicy {
   std::variant<Resolved, int> resolve(std::string_view guest_path, Access access,
                                       bool follow_last = true) const;
 
+  // Like resolve(), but only the view is checked, not the grants: for the directories above a grant,
+  // which the guest may walk through and stat (their metadata is all they show) but not open. Every
+  // component, including what symlinks lead to, must be visible; the result is canonical.
+  std::variant<Resolved, int> resolve_visible(std::string_view guest_path, bool follow_last = true) const;
+
   // The flag that would allow the access, for the --verbose denial line, e.g.
   // "--allow-read=/etc/shadow" or "--volume=/data:/data:rw". Resolves the path without the grants
   // (host-side only, never shown to the guest); falls back to the lexically normalized path.
@@ -112,7 +117,9 @@ class PathPolicy {
     std::string host;   // realpath'ed host directory
     bool writable = false;
   };
-  enum class Mode { Checked, Unchecked };
+  // Checked: every component visible and the result granted; Visible: every component visible
+  // (no grant needed); Unchecked: neither (suggestion()).
+  enum class Mode { Checked, Visible, Unchecked };
 
   std::variant<Resolved, int> walk(std::string_view guest_path, Access access, bool follow_last,
                                    Mode mode) const;

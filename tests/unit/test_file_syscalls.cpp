@@ -390,6 +390,28 @@ TEST_F(FileSyscalls, MkdirRmdirSymlinkLink) {
   EXPECT_EQ(call(sys_linkat, {kFdcwd, str("orig"), kFdcwd, str("hard3"), 0x8000}), -EINVAL);
 }
 
+// A guest that may write rw_ plants symlinks to what it may not see: stat, statx and mkdir through
+// them answer the same whether the target exists or not, and never show its metadata.
+TEST_F(FileSyscalls, APlantedSymlinkProbesNothingOutsideTheView) {
+  ASSERT_EQ(::symlink(out_.c_str(), (rw_ + "/to_dir").c_str()), 0);  // an existing directory
+  ASSERT_EQ(::symlink((root_ + "/nothing").c_str(), (rw_ + "/to_none").c_str()), 0);
+  const uint64_t st = alloc(sizeof(struct stat)), sx = alloc(sizeof(struct statx));
+  for (const char* link : {"/to_dir", "/to_none"}) {
+    EXPECT_EQ(call(sys_stat, {str(rw_ + link), st}), -EACCES) << link;
+    EXPECT_EQ(call(sys_newfstatat, {kFdcwd, str(rw_ + link), st, 0}), -EACCES) << link;
+    EXPECT_EQ(call(sys_statx, {kFdcwd, str(rw_ + link), 0, STATX_BASIC_STATS, sx}), -EACCES) << link;
+    EXPECT_EQ(call(sys_mkdir, {str(rw_ + link + "/x"), 0755}), -EACCES) << link;
+  }
+  EXPECT_EQ(call(sys_mkdir, {str(rw_ + "/to_dir/secret"), 0755}), -EACCES);  // it exists out there
+  EXPECT_EQ(call(sys_mkdir, {str(rw_ + "/to_dir/absent"), 0755}), -EACCES);
+  EXPECT_FALSE(std::filesystem::exists(out_ + "/absent"));
+  EXPECT_EQ(call(sys_lstat, {str(rw_ + "/to_dir"), st}), 0);  // the link itself is inside the grant
+  // The directories above the grants still show (mkdir -p stats and makes every ancestor).
+  EXPECT_EQ(call(sys_stat, {str(root_), st}), 0);
+  EXPECT_EQ(call(sys_statx, {kFdcwd, str(root_), 0, STATX_BASIC_STATS, sx}), 0);
+  EXPECT_EQ(call(sys_mkdir, {str(root_), 0755}), -EEXIST);
+}
+
 TEST_F(FileSyscalls, Dup2Dup3SharesTheOpenFile) {
   int64_t fd = open(rw_ + "/d.txt", O_CREAT | O_RDWR);
   ASSERT_GE(fd, 0);
