@@ -277,7 +277,7 @@ int64_t do_mkdir(Process& p, int dirfd, uint64_t upath, uint64_t mode) {
   WriteQuota quota(p, t.r.guest_path);
   if (quota.error()) return quota.error();
   const int64_t rc = errno_result(::mkdirat(t.dir.get(), t.name.c_str(), static_cast<mode_t>(mode) & 01777 & ~p.umask));
-  if (rc == 0) quota.created_at(t.r.host_path);
+  if (rc == 0) quota.created_at(t.dir.get(), t.name);
   return rc;
 }
 
@@ -301,7 +301,7 @@ int64_t do_unlink(Process& p, int dirfd, uint64_t upath, uint64_t flags) {
       return rc == -EACCES ? rc : -ENOTDIR;
     }
   }
-  const uint64_t removed = tmp_inode_removed_by(p, t.r.guest_path, t.r.host_path);
+  const uint64_t removed = tmp_inode_removed_by(p, t.r.guest_path, t.dir.get(), t.name);
   const int64_t rc = errno_result(::unlinkat(t.dir.get(), t.name.c_str(), rmdir ? AT_REMOVEDIR : 0));
   if (rc == 0) forget_removed(p, removed);
   return rc;
@@ -317,7 +317,7 @@ int64_t do_rename(Process& p, int olddir, uint64_t oldpath, int newdir, uint64_t
   if (from_slash || to_slash)  // a trailing slash on either side: the source must be a directory
     if (int rc = require_dir(from)) return rc;
   // A file renamed over goes with its last link (RENAME_EXCHANGE keeps both).
-  const uint64_t replaced = (flags & RENAME_EXCHANGE) ? 0 : tmp_inode_removed_by(p, to.r.guest_path, to.r.host_path);
+  const uint64_t replaced = (flags & RENAME_EXCHANGE) ? 0 : tmp_inode_removed_by(p, to.r.guest_path, to.dir.get(), to.name);
   const int64_t rc = flags == 0 ? errno_result(::renameat(from.dir.get(), from.name.c_str(), to.dir.get(), to.name.c_str()))
                                 : errno_result(::syscall(SYS_renameat2, from.dir.get(), from.name.c_str(), to.dir.get(),
                                                          to.name.c_str(), static_cast<unsigned>(flags)));
@@ -334,7 +334,7 @@ int64_t do_symlink(Process& p, uint64_t utarget, int dirfd, uint64_t ulink) {
   WriteQuota quota(p, t.r.guest_path);
   if (quota.error()) return quota.error();
   const int64_t rc = errno_result(::symlinkat(text->c_str(), t.dir.get(), t.name.c_str()));
-  if (rc == 0) quota.created_at(t.r.host_path);
+  if (rc == 0) quota.created_at(t.dir.get(), t.name);
   return rc;
 }
 
@@ -352,7 +352,7 @@ int64_t do_link(Process& p, int olddir, uint64_t oldpath, int newdir, uint64_t n
       WriteQuota quota(p, to.r.guest_path);
       if (quota.error()) return quota.error();
       const int64_t rc = errno_result(::linkat(f->host_fd, "", to.dir.get(), to.name.c_str(), AT_EMPTY_PATH));
-      if (rc == 0) quota.created_at(to.r.host_path);
+      if (rc == 0) quota.created_at(to.dir.get(), to.name);
       return rc;
     }
   }
@@ -362,7 +362,7 @@ int64_t do_link(Process& p, int olddir, uint64_t oldpath, int newdir, uint64_t n
   WriteQuota quota(p, to.r.guest_path);
   if (quota.error()) return quota.error();
   const int64_t rc = errno_result(::linkat(from.dir.get(), from.name.c_str(), to.dir.get(), to.name.c_str(), 0));
-  if (rc == 0) quota.created_at(to.r.host_path);
+  if (rc == 0) quota.created_at(to.dir.get(), to.name);
   return rc;
 }
 

@@ -1,5 +1,6 @@
 #include "linux/file_quota.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -85,9 +86,10 @@ void WriteQuota::created(int host_fd) {
   if (kind_ == Kind::TmpName && ::fstat(host_fd, &st) == 0) p_.account().set_tmp_file(st.st_ino, tmp_bytes_of(st));
 }
 
-void WriteQuota::created_at(const std::string& host_path) {
+void WriteQuota::created_at(int dirfd, const std::string& name) {
   struct stat st{};
-  if (kind_ == Kind::TmpName && ::lstat(host_path.c_str(), &st) == 0) p_.account().set_tmp_file(st.st_ino, tmp_bytes_of(st));
+  if (kind_ == Kind::TmpName && ::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+    p_.account().set_tmp_file(st.st_ino, tmp_bytes_of(st));
 }
 
 WriteQuota::~WriteQuota() {
@@ -129,9 +131,9 @@ void tmp_file_changed(Process& p, const std::string& guest_path, int host_fd) {
   if (in_private_tmp(p, guest_path) && ::fstat(host_fd, &st) == 0) p.account().set_tmp_file(st.st_ino, tmp_bytes_of(st));
 }
 
-uint64_t tmp_inode_removed_by(const Process& p, const std::string& guest_path, const std::string& host_path) {
+uint64_t tmp_inode_removed_by(const Process& p, const std::string& guest_path, int dirfd, const std::string& name) {
   struct stat st{};
-  if (!in_private_tmp(p, guest_path) || ::lstat(host_path.c_str(), &st) != 0) return 0;
+  if (!in_private_tmp(p, guest_path) || ::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return 0;
   return S_ISDIR(st.st_mode) || st.st_nlink <= 1 ? st.st_ino : 0;
 }
 

@@ -28,9 +28,10 @@ class WriteQuota {
   WriteQuota& operator=(const WriteQuota&) = delete;
 
   int error() const { return error_; }  // 0 or -ENOSPC
-  // The name was created: charge it (call with its host fd or path once it exists).
+  // The name was created: charge it (call with its host fd, or the directory fd and name the *at
+  // call created it with, once it exists).
   void created(int host_fd);
-  void created_at(const std::string& host_path);
+  void created_at(int dirfd, const std::string& name);
 
  private:
   enum class Kind { None, Memfd, TmpFile, TmpName };
@@ -52,7 +53,9 @@ void tmp_file_changed(Process& p, const std::string& guest_path, int host_fd);
 
 // A name in a private /tmp is about to go (unlink, rmdir, rename over it): returns its inode when
 // the host's file goes with it (its last link), for forget_removed() after the call succeeded.
-uint64_t tmp_inode_removed_by(const Process& p, const std::string& guest_path, const std::string& host_path);
+// dirfd/name: what the *at call removes (never the path again: a directory of it may have been
+// swapped for a symlink, and another file's charge would be forgotten).
+uint64_t tmp_inode_removed_by(const Process& p, const std::string& guest_path, int dirfd, const std::string& name);
 void forget_removed(Process& p, uint64_t inode);
 
 }  // namespace kvms::linux

@@ -17,11 +17,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 
 #include "kvm/address_space.hpp"
 #include "kvm/guest_memory.hpp"
+#include "linux/file_quota.hpp"
 #include "linux/limits.hpp"
 #include "linux/policy.hpp"
 #include "linux/process.hpp"
@@ -269,6 +271,32 @@ TEST_F(Caps, FilesInAPrivateTmp) {
   EXPECT_EQ(p().account().used(ResourceAccount::kTmpBytes), dirs * kPage);
   EXPECT_EQ(call(SYS_mkdirat, {uint64_t(AT_FDCWD), str("/tmp/more"), 0700}), 0);
   EXPECT_EQ(p().account().used(ResourceAccount::kTmpBytes), (dirs + 1) * kPage);
+  std::filesystem::remove_all(dir);
+}
+
+// What unlink/rename are about to remove is looked at through the directory fd the policy walk
+// opened, never by path again: with a directory of the path swapped for a symlink meanwhile, the
+// path would name another file, whose charge would be forgotten while it stays (a way past
+// --max-tmp-size).
+TEST_F(Caps, TmpChargesFollowTheFileRemovedNotThePath) {
+  const std::string dir = std::filesystem::temp_directory_path() / ("kvms-tmpswap-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir + "/a");
+  std::filesystem::create_directories(dir + "/b");
+  std::ofstream(dir + "/a/x") << "small";
+  std::ofstream(dir + "/b/x") << std::string(100000, 'b');
+  PolicyConfig pc;
+  pc.volumes.push_back({dir, "/tmp", true});
+  make(ProcessConfig{}, std::make_shared<PathPolicy>(pc));
+  p().has_private_tmp = true;
+  struct stat a{}, b{};
+  ASSERT_EQ(::stat((dir + "/a/x").c_str(), &a), 0);
+  ASSERT_EQ(::stat((dir + "/b/x").c_str(), &b), 0);
+  const int a_dir = ::open((dir + "/a").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(a_dir, 0);
+  std::filesystem::rename(dir + "/a", dir + "/a2");
+  std::filesystem::create_directory_symlink(dir + "/b", dir + "/a");  // /tmp/a now leads to b
+  EXPECT_EQ(tmp_inode_removed_by(p(), "/tmp/a/x", a_dir, "x"), a.st_ino);
+  ::close(a_dir);
   std::filesystem::remove_all(dir);
 }
 
