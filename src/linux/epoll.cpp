@@ -29,6 +29,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "linux/syscalls.hpp"
@@ -162,14 +163,23 @@ int64_t check_sigmask(Process& p, uint64_t mask_addr, uint64_t size) {
 
 bool listener_hidden(const Process& p) { return p.server && p.server->listener_hidden(p); }
 
-bool epoll_watches_listener(const Process& p, const OpenFile& ep, int depth = 0) {
-  for (const auto& e : ep.epoll_interest) {
-    auto f = p.fds.get(e.guest_fd);
-    if (!f) continue;
-    if (f->listening) return true;
-    if (f->kind == OpenFile::Kind::Epoll && f.get() != &ep && depth < kMaxEpollNesting &&
-        epoll_watches_listener(p, *f, depth + 1))
-      return true;
+// Whether ep, or an epoll nested in it, watches a listening socket. Each epoll is looked at once:
+// epolls nested in several others (a guest can build a lattice of them, each level watching every
+// epoll of the next) would otherwise cost the product of the levels' sizes, per wait.
+bool epoll_watches_listener(const Process& p, const OpenFile& ep) {
+  std::unordered_set<const OpenFile*> seen{&ep};
+  std::vector<const OpenFile*> level{&ep};
+  for (int depth = 0; depth <= kMaxEpollNesting && !level.empty(); ++depth) {
+    std::vector<const OpenFile*> next;
+    for (const OpenFile* e : level) {
+      for (const auto& interest : e->epoll_interest) {
+        auto f = p.fds.get(interest.guest_fd);
+        if (!f) continue;
+        if (f->listening) return true;
+        if (f->kind == OpenFile::Kind::Epoll && seen.insert(f.get()).second) next.push_back(f.get());
+      }
+    }
+    level = std::move(next);
   }
   return false;
 }

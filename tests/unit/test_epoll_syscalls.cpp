@@ -238,6 +238,24 @@ TEST_F(EpollSyscalls, WaitErrors) {
   EXPECT_EQ(call(sys_epoll_pwait2, ep, events, 4, kUnmapped, 0, 0), -EFAULT);
 }
 
+// A lattice of nested epolls, each level watching every epoll of the next, 5 deep (the host takes
+// it: EP_MAX_NESTS, and the tree's 65536 watches hold 150 + 3 * 150^2): a wait looks at each epoll
+// once, not at each of the 150^4 paths through the lattice. The interest lists are filled directly
+// (what epoll_ctl records), since building it through the host takes it seconds.
+TEST_F(EpollSyscalls, NestedEpollLatticeCostsItsSizeNotItsPaths) {
+  constexpr int kWidth = 150, kLevels = 4;
+  std::vector<std::vector<int>> level(kLevels + 1);
+  level[0].push_back(int(call(sys_epoll_create1, 0)));
+  for (int l = 1; l <= kLevels; ++l)
+    for (int i = 0; i < kWidth; ++i) level[l].push_back(int(call(sys_epoll_create1, 0)));
+  for (int l = 0; l < kLevels; ++l)
+    for (int outer : level[l])
+      for (int inner : level[l + 1]) p().fds.get(outer)->epoll_interest.push_back({inner, EPOLLIN, 0});
+  const int64_t t0 = now_ms();
+  EXPECT_EQ(call(sys_epoll_wait, level[0][0], kBase + 0x1000, 16, 0), 0);
+  EXPECT_LT(now_ms() - t0, 1000);
+}
+
 TEST_F(EpollSyscalls, WaitTimeouts) {
   const int ep = int(call(sys_epoll_create1, 0));
   auto [r, w] = pipe();
