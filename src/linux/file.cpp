@@ -52,6 +52,7 @@ namespace {
 constexpr uint64_t kMaxRw = 0x7ffff000;  // MAX_RW_COUNT: Linux's cap on one read/write
 constexpr int kOLargefile = 0100000;     // the kernel's O_LARGEFILE (0 in glibc's x86-64 headers)
 constexpr unsigned kCloseRangeUnshare = 1u << 1, kCloseRangeCloexec = 1u << 2;
+constexpr uint32_t kPipeMaxSize = 1 << 20;  // Linux's default fs.pipe-max-size
 
 using Kind = OpenFile::Kind;
 
@@ -463,9 +464,12 @@ KVMS_SYSCALL(fcntl) {
       return errno_result(::fcntl(f->host_fd, cmd));
     case F_SETPIPE_SZ: {
       if (f->kind != Kind::Pipe) return -EBADF;
+      // Linux's /proc/sys/fs/pipe-max-size for an unprivileged process, whatever the host lets
+      // kvmserver do (as root it could take 2 GiB per pipe, charged as 1 MiB).
+      if (static_cast<uint32_t>(arg) > kPipeMaxSize) return -EPERM;
       // A bigger buffer is more host memory: charged (to this end) before the host grows it.
       const uint64_t wanted = std::max<uint64_t>(static_cast<uint32_t>(arg), host_cost::kPipe);
-      if (int rc = charge_open_file(p, *f, std::min<uint64_t>(wanted, 1 << 20), EPERM, "fcntl(F_SETPIPE_SZ)")) return rc;
+      if (int rc = charge_open_file(p, *f, wanted, EPERM, "fcntl(F_SETPIPE_SZ)")) return rc;
       const int64_t size = errno_result(::fcntl(f->host_fd, cmd, static_cast<int>(arg)));
       if (size >= 0) f->memory_charge.set_unchecked(std::max<uint64_t>(size, host_cost::kPipe));
       return size;

@@ -412,6 +412,19 @@ TEST_F(FileSyscalls, APlantedSymlinkProbesNothingOutsideTheView) {
   EXPECT_EQ(call(sys_mkdir, {str(root_), 0755}), -EEXIST);
 }
 
+// A pipe's buffer is host memory: at most Linux's unprivileged 1 MiB, even when kvmserver runs as
+// root (which the host would let grow a pipe to 2 GiB).
+TEST_F(FileSyscalls, PipeBuffersStayWithinPipeMaxSize) {
+  const uint64_t fds = alloc(8);
+  ASSERT_EQ(call(sys_pipe2, {fds, 0}), 0);
+  const int32_t r = get<int32_t>(fds);
+  EXPECT_EQ(call(sys_fcntl, {uint64_t(r), F_SETPIPE_SZ, 1 << 20}), 1 << 20);
+  EXPECT_EQ(call(sys_fcntl, {uint64_t(r), F_SETPIPE_SZ, (1 << 20) + 1}), -EPERM);
+  EXPECT_EQ(call(sys_fcntl, {uint64_t(r), F_SETPIPE_SZ, 1u << 31}), -EPERM);
+  EXPECT_EQ(call(sys_fcntl, {uint64_t(r), F_SETPIPE_SZ, ~0ull}), -EPERM);
+  EXPECT_EQ(call(sys_fcntl, {uint64_t(r), F_GETPIPE_SZ, 0}), 1 << 20);
+}
+
 TEST_F(FileSyscalls, Dup2Dup3SharesTheOpenFile) {
   int64_t fd = open(rw_ + "/d.txt", O_CREAT | O_RDWR);
   ASSERT_GE(fd, 0);
