@@ -4,6 +4,7 @@
 #include <linux/futex.h>
 #include <sys/syscall.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -16,6 +17,7 @@ namespace kvms::linux {
 namespace {
 
 constexpr auto kWaitSlice = std::chrono::milliseconds(100);
+constexpr int64_t kForeverSec = int64_t(1) << 32;
 
 // A futex word the host reads in place (atomically, like the guest's own accesses): aligned and
 // mapped readable, or nullptr.
@@ -42,7 +44,9 @@ int64_t futex_wait(Process& p, uint64_t addr, uint32_t expected, uint32_t bitset
     timespec ts{};
     if (!p.mm().read(timeout_addr, ts)) return -EFAULT;
     if (ts.tv_sec < 0 || ts.tv_nsec < 0 || ts.tv_nsec >= 1000000000) return -EINVAL;
-    auto span = std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+    // In nanoseconds, a guest's tv_sec past 292 years would overflow (and come out negative: an
+    // endless wait timing out at once); 2^32 s is forever enough.
+    auto span = std::chrono::seconds(std::min<int64_t>(ts.tv_sec, kForeverSec)) + std::chrono::nanoseconds(ts.tv_nsec);
     if (absolute) {
       timespec now{};
       clock_gettime(realtime ? CLOCK_REALTIME : CLOCK_MONOTONIC, &now);

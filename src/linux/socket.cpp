@@ -946,7 +946,7 @@ KVMS_SYSCALL(recvmmsg) {
     if (!p.mm().read(utimeout, t)) return -EFAULT;
     if (t.sec < 0 || t.nsec < 0 || t.nsec >= 1000000000) return -EINVAL;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += t.sec;
+    deadline.tv_sec += std::min<int64_t>(t.sec, int64_t(1) << 32);  // forever enough, and no overflow
     deadline.tv_nsec += t.nsec;
     if (deadline.tv_nsec >= 1000000000) {
       deadline.tv_sec++;

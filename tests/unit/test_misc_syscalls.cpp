@@ -9,6 +9,10 @@
 #include <sys/stat.h>
 
 #include <cstring>
+#include <mutex>
+#include <climits>
+#include <chrono>
+#include <thread>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -192,6 +196,31 @@ TEST_F(MiscSyscalls, FutexOfOneThread) {
   EXPECT_EQ(call(sys_futex, {word, FUTEX_WAKE_OP, 1, 1, word + 4, op}), 0);
   EXPECT_EQ(get<uint32_t>(word + 4), 13u);
   EXPECT_EQ(call(sys_futex, {word, FUTEX_LOCK_PI, 0, 0}), -ENOSYS);
+}
+
+// A timeout of centuries is a long wait, relative or absolute, not an overflow that times out at
+// once: the wait here ends only when the process is stopped (-EINTR, restarted by the Guest).
+TEST_F(MiscSyscalls, FutexTimeoutsOfCenturiesWait) {
+  const uint64_t word = next_, ts = next_ + 16;
+  ASSERT_TRUE(as_->write<uint32_t>(word, 7));
+  for (int64_t sec : {int64_t(INT64_MAX), int64_t(INT64_MAX / 1000000000 + 1), int64_t(1) << 40}) {
+    const int64_t forever[2] = {sec, 999999999};
+    ASSERT_TRUE(as_->copy_to_user(ts, forever, sizeof forever));
+    for (uint64_t op : {uint64_t(FUTEX_WAIT_PRIVATE), uint64_t(FUTEX_WAIT_BITSET_PRIVATE)}) {
+      proc_->lock.stop = false;
+      std::thread stopper([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(150));
+        std::lock_guard<std::mutex> lk(proc_->lock.mutex);
+        proc_->lock.stop = true;
+        proc_->lock.changed.notify_all();
+      });
+      const auto t0 = std::chrono::steady_clock::now();
+      EXPECT_EQ(call(sys_futex, {word, op, 7, ts, 0, ~0u}), -EINTR) << sec << " op " << op;
+      EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(100));
+      stopper.join();
+    }
+  }
+  proc_->lock.stop = false;
 }
 
 }  // namespace

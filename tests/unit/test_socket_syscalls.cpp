@@ -477,6 +477,15 @@ TEST_F(SocketSyscalls, SendmmsgRecvmmsg) {
   struct { int64_t sec, nsec; } bad{0, 2000000000};
   EXPECT_EQ(sc(sys_recvmmsg, b, urvec, 4, MSG_DONTWAIT, put(bad)), -EINVAL);
   EXPECT_EQ(sc(sys_recvmmsg, b, urvec, 4, MSG_DONTWAIT, 0), -EAGAIN);
+  // A timeout of centuries: the deadline does not overflow into the past (which ended the batch
+  // after one message and reported no time left).
+  EXPECT_EQ(sc(sys_sendmmsg, a, uvec, 3, 0), 3);
+  ASSERT_EQ(poll(&pfd, 1, 2000), 1);
+  usleep(10000);
+  struct { int64_t sec, nsec; } forever{INT64_MAX, 999999999};
+  ut = put(forever);
+  EXPECT_EQ(sc(sys_recvmmsg, b, urvec, 3, MSG_DONTWAIT, ut), 3);
+  EXPECT_GT(get<decltype(forever)>(ut).sec, 1ll << 31);
 }
 
 TEST_F(SocketSyscalls, SocketpairAndScmRights) {
