@@ -548,13 +548,17 @@ int64_t Guest::clone_thread(Process& p, const CloneRequest& req) {
     state.sregs.fs.present = 1;
     state.sregs.fs.unusable = 0;
   }
-  GuestThread* t;
+  GuestThread* t = nullptr;
   try {
     t = new_thread_slot(p);
     if (!t) return -ENOMEM;
     t->vcpu->restore(state);
   } catch (const std::exception& e) {
     p.log(std::string("clone: cannot add a thread: ") + e.what());
+    if (t) {  // the slot is free again for the next clone
+      std::lock_guard<std::mutex> lk(threads_mutex_);
+      t->state = GuestThread::Done;
+    }
     return -EAGAIN;
   }
   const int tid = p.table->allocate_id();
@@ -568,8 +572,9 @@ int64_t Guest::clone_thread(Process& p, const CloneRequest& req) {
   ctx.altstack_sp = ctx.altstack_size = 0;
   ctx.altstack_flags = 2;
   ctx.exit_code.reset();
-  if ((req.flags & CLONE_CHILD_SETTID) && !p.mm().write<int32_t>(req.child_tid, tid)) return -EFAULT;
-  if ((req.flags & CLONE_PARENT_SETTID) && !p.mm().write<int32_t>(req.parent_tid, tid)) return -EFAULT;
+  // Like Linux, a tid that cannot be stored is not the clone's failure (the thread exists).
+  if (req.flags & CLONE_CHILD_SETTID) p.mm().write<int32_t>(req.child_tid, tid);
+  if (req.flags & CLONE_PARENT_SETTID) p.mm().write<int32_t>(req.parent_tid, tid);
   p.threads[tid] = ctx;
   t->tid = tid;
   t->pending = false;

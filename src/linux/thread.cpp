@@ -27,7 +27,9 @@ constexpr uint64_t kRobustListHeadSize = 24;
 constexpr uint64_t kRseqMinSize = 32;
 constexpr uint32_t kRseqFlagUnregister = 1;
 
-bool canonical_user(uint64_t addr) { return addr < (1ull << 47); }
+constexpr uint64_t kUserAddressEnd = 1ull << 47;  // canonical user addresses are below
+
+bool canonical_user(uint64_t addr) { return addr < kUserAddressEnd; }
 
 }  // namespace
 
@@ -173,6 +175,7 @@ int64_t do_clone(Process& p, uint64_t flags, uint64_t stack, uint64_t parent_tid
   constexpr uint64_t kUnsupported = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
                                     CLONE_NEWPID | CLONE_NEWNET | CLONE_PTRACE | CLONE_UNTRACED | CLONE_PIDFD;
   if (flags & kUnsupported) return -EINVAL;
+  if ((flags & CLONE_SETTLS) && !canonical_user(tls)) return -EPERM;  // as ARCH_SET_FS: a VM entry would fail
   if (flags & CLONE_THREAD) {
     // A thread shares memory, signal handlers, files and fs: Linux requires the first two, and a
     // thread with its own fd table or cwd is something we do not offer.
@@ -196,11 +199,19 @@ KVMS_SYSCALL(clone3) {
     uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
   } args{};
   const uint64_t size = a.a[1];
-  if (size < 64 || size > 4096) return -EINVAL;  // CLONE_ARGS_SIZE_VER0
+  if (size > 4096) return -E2BIG;  // a page at most
+  if (size < 64) return -EINVAL;   // CLONE_ARGS_SIZE_VER0
   if (!p.mm().copy_from_user(&args, a.a[0], std::min<uint64_t>(size, sizeof args))) return -EFAULT;
+  if (size > sizeof args) {  // a newer struct: what we do not know must be zero (copy_struct_from_user)
+    std::vector<uint8_t> rest(size - sizeof args);
+    if (!p.mm().copy_from_user(rest.data(), a.a[0] + sizeof args, rest.size())) return -EFAULT;
+    if (std::any_of(rest.begin(), rest.end(), [](uint8_t b) { return b != 0; })) return -E2BIG;
+  }
   if (args.set_tid || args.set_tid_size || args.cgroup) return -EINVAL;
   if (args.exit_signal > 64 || (args.flags & 0xff)) return -EINVAL;
   if ((args.stack == 0) != (args.stack_size == 0)) return -EINVAL;
+  // The stack must lie in user space (Linux's access_ok): its top is where the thread starts.
+  if (args.stack && (args.stack_size > kUserAddressEnd || args.stack > kUserAddressEnd - args.stack_size)) return -EINVAL;
   const uint64_t stack = args.stack ? args.stack + args.stack_size : 0;
   return do_clone(p, args.flags | args.exit_signal, stack, args.parent_tid, args.child_tid, args.tls);
 }

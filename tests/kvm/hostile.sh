@@ -233,6 +233,7 @@ hcase bad_sigreturn_frames ok 0 0 "" bad_sigreturn_frames
 for attack in xsave_feature mxcsr fpstate_kernel rip_noncanonical; do
   hcase "bad_sigreturn_frames.$attack" fault 139 139 "$SEGV|signal frame" bad_sigreturn_frames "$attack"
 done
+hcase bad_clone3 ok 0 0 "" bad_clone3
 
 # ---- the sandbox ----
 native_shadow=$(shadow_status_native)
