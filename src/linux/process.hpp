@@ -229,6 +229,11 @@ class Process {
     uint64_t tsc_khz = 0;
     uint64_t calibration_tsc = 0, calibration_ns = 0;  // first sample, to refine the rate
     uint64_t refreshed_ns = 0;
+    // What the clock page holds, as the host last wrote it: the page itself is guest memory (the
+    // guest may mprotect and scribble on it), so the host never reads its values back.
+    uint32_t seq = 0, shift = 0;
+    uint64_t mult = 0, tsc_base = 0, monotonic_base_ns = 0;
+    int64_t realtime_offset_ns = 0, boottime_offset_ns = 0;
   } clock;
 
   int pid = 2, ppid = 1;

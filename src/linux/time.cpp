@@ -59,9 +59,6 @@ void refresh_clock_page(Process& p) {
   kvm::Vcpu* vcpu = p.thread().vcpu;
   const uint64_t guest_tsc = vcpu ? vcpu->guest_tsc() : __rdtsc() + uint64_t(c.tsc_offset);
   const uint64_t mono = now_ns(CLOCK_MONOTONIC);
-  kvms_clock_page page{};
-  const uint64_t page_addr = p.vdso_base - kvm::kPageSize;
-  p.mm().copy_from_user(&page, page_addr, sizeof page);
   uint64_t mult = (uint64_t(1000000) << kShift) / c.tsc_khz;
   if (c.calibration_tsc == 0) {
     c.calibration_tsc = guest_tsc;
@@ -71,22 +68,28 @@ void refresh_clock_page(Process& p) {
   }
   uint64_t base = mono;
   int64_t realtime_offset = int64_t(now_ns(CLOCK_REALTIME) - mono);
-  if (page.mult) {
-    uint64_t previous = page.monotonic_base_ns +
-                        uint64_t((static_cast<unsigned __int128>(guest_tsc - page.tsc_base) * page.mult) >> page.shift);
+  if (c.mult) {
+    uint64_t previous = c.monotonic_base_ns + uint64_t((static_cast<unsigned __int128>(guest_tsc - c.tsc_base) * c.mult) >> c.shift);
     if (previous > base) base = previous;
     // Nor may the wall clock step back: until the rate is calibrated it can run a little ahead.
-    realtime_offset = std::max(int64_t(mono + realtime_offset - base), int64_t(previous + page.realtime_offset_ns - base));
+    realtime_offset = std::max(int64_t(mono + realtime_offset - base), int64_t(previous + c.realtime_offset_ns - base));
   }
-  page.seq = page.seq + 1;
-  page.shift = kShift;
-  page.mult = mult;
-  page.tsc_base = guest_tsc;
-  page.monotonic_base_ns = base;
-  page.realtime_offset_ns = realtime_offset;
-  page.boottime_offset_ns = int64_t(now_ns(CLOCK_BOOTTIME) - base);
-  page.seq = page.seq + 1;
-  p.mm().poke(page_addr, &page, sizeof page);
+  c.shift = kShift;
+  c.mult = mult;
+  c.tsc_base = guest_tsc;
+  c.monotonic_base_ns = base;
+  c.realtime_offset_ns = realtime_offset;
+  c.boottime_offset_ns = int64_t(now_ns(CLOCK_BOOTTIME) - base);
+  c.seq += 2;  // even: the page is consistent (the vCPUs do not run while we write it)
+  kvms_clock_page page{};
+  page.seq = c.seq;
+  page.shift = c.shift;
+  page.mult = c.mult;
+  page.tsc_base = c.tsc_base;
+  page.monotonic_base_ns = c.monotonic_base_ns;
+  page.realtime_offset_ns = c.realtime_offset_ns;
+  page.boottime_offset_ns = c.boottime_offset_ns;
+  p.mm().poke(p.vdso_base - kvm::kPageSize, &page, sizeof page);  // fails harmlessly if the guest unmapped it
   c.refreshed_ns = mono;
 }
 
@@ -100,8 +103,8 @@ namespace {
 // mixes the vDSO and the syscall sees one clock, never one running a little behind the other.
 std::optional<int64_t> clock_page_ns(Process& p, int64_t id) {
   if (!p.vdso_base || id < 0 || id > 7 || id == CLOCK_PROCESS_CPUTIME_ID || id == CLOCK_THREAD_CPUTIME_ID) return std::nullopt;
-  kvms_clock_page page{};
-  if (!p.mm().copy_from_user(&page, p.vdso_base - kvm::kPageSize, sizeof page) || !page.mult) return std::nullopt;
+  const Process::Clock& page = p.clock;  // the host's copy of the page, never the guest's
+  if (!page.mult) return std::nullopt;
   // The guest's own TSC, as its rdtsc reads it (host TSC + offset can be off by the latency of the
   // calibration, enough to make the syscall lag the vDSO by a few microseconds).
   kvm::Vcpu* vcpu = p.thread().vcpu;
