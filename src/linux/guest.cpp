@@ -23,6 +23,7 @@
 #include "kvm/layout.hpp"
 #include "linux/policy.hpp"
 #include "linux/process_table.hpp"
+#include "linux/procfs.hpp"
 #include "linux/syscalls.hpp"
 #include "loader/elf_loader.hpp"
 
@@ -231,6 +232,7 @@ void Guest::install(Image img, const std::vector<std::string>& argv, const std::
   if (getrandom(spec.random, sizeof spec.random, 0) != sizeof spec.random) throw std::runtime_error("getrandom failed");
   const uint64_t rsp = loader::build_initial_stack(*mm_, img.stack_top, kStackSize, spec, img.elf);
   std::tie(p.arg_start, p.arg_end) = loader::argument_strings(*mm_, rsp);
+  std::tie(p.env_start, p.env_end) = loader::environment_strings(*mm_, rsp);
   const std::string name = execfn.substr(execfn.rfind('/') + 1);  // Linux's comm: the exec'd file name
   ThreadContext& main_ctx = p.main_thread();
   std::memset(main_ctx.comm, 0, sizeof main_ctx.comm);
@@ -332,12 +334,16 @@ int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t ch
 int64_t Guest::execve(Process& p, const std::string& guest_path, std::vector<std::string> argv,
                       std::vector<std::string> envp) {
   std::string host_path;
-  if (guest_path == "/proc/self/exe") {
-    host_path = p.exe_path;
+  auto where = procfs::lookup(p, guest_path, true);
+  if (auto* err = std::get_if<int>(&where)) return *err;
+  if (auto* made_up = std::get_if<procfs::Node>(&where)) {
+    if (made_up->kind != procfs::Node::Kind::ExeLink) return -EACCES;  // not an executable file
+    host_path = p.exe_path;  // /proc/self/exe: the running program again
   } else {
-    auto r = p.policy().resolve(guest_path, Access::Read, true);
+    const std::string& path = std::get<std::string>(where);
+    auto r = p.policy().resolve(path, Access::Read, true);
     if (auto* err = std::get_if<int>(&r)) {
-      if (*err == -EACCES) p.log_denied(guest_path, p.policy().suggestion(guest_path, Access::Read));
+      if (*err == -EACCES) p.log_denied(path, p.policy().suggestion(path, Access::Read));
       return *err;
     }
     host_path = std::get<PathPolicy::Resolved>(r).host_path;
