@@ -84,9 +84,7 @@ bool raises_sigpipe(const SyscallArgs& a) {
   }
 }
 
-bool has_error_code(int vector) {
-  return vector == 8 || (vector >= 10 && vector <= 14) || vector == 17 || vector == 21 || vector == 29 || vector == 30;
-}
+bool has_error_code(int vector) { return kvm::exception_has_error_code(vector); }
 
 std::string hex(uint64_t v) {
   char buf[32];
@@ -957,21 +955,15 @@ std::optional<RunResult> Guest::sigreturn(GuestThread& t) {
 }
 
 RunResult Guest::report_exception(kvm::Vcpu& vcpu, int vector) {
-  const kvm_regs& r = vcpu.regs();
-  const uint64_t* frame = nullptr;
-  if (r.rsp >= kvm::kKernelVirt && r.rsp - kvm::kKernelVirt + 6 * 8 <= memory_->kernel_size())
-    frame = reinterpret_cast<const uint64_t*>(memory_->kernel_base() + (r.rsp - kvm::kKernelVirt));
   std::string msg = kvm::exception_name(vector);
-  if (frame) {
-    const bool code = has_error_code(vector);
-    const uint64_t error = code ? frame[0] : 0;
-    const uint64_t rip = frame[code ? 1 : 0], cs = frame[code ? 2 : 1];
-    msg += " at rip " + hex(rip);
-    if ((cs & 3) == 0) msg += " (in kvmserver's guest kernel code)";
+  if (auto frame = kvm::exception_frame(*memory_, vcpu.regs().rsp, vector)) {
+    const uint64_t error = frame->error;
+    msg += " at rip " + hex(frame->rip);
+    if ((frame->cs & 3) == 0) msg += " (in kvmserver's guest kernel code)";
     if (vector == 14) {
       msg += std::string(", ") + ((error & 2) ? "writing" : (error & 16) ? "executing" : "reading") + " address " +
              hex(vcpu.sregs().cr2) + ((error & 1) ? " (protection violation)" : " (not mapped)");
-    } else if (code && error) {
+    } else if (has_error_code(vector) && error) {
       msg += ", error code " + hex(error);
     }
   }
