@@ -29,19 +29,6 @@ bool within(std::string_view path, std::string_view prefix) {
 
 bool is_tree_root(std::string_view path) { return path == "/proc" || path == "/sys" || path == "/dev"; }
 
-std::vector<std::string_view> split(std::string_view path) {
-  std::vector<std::string_view> out;
-  size_t i = 0;
-  while (i < path.size()) {
-    while (i < path.size() && path[i] == '/') ++i;
-    size_t j = i;
-    while (j < path.size() && path[j] != '/') ++j;
-    if (j > i) out.push_back(path.substr(i, j - i));
-    i = j;
-  }
-  return out;
-}
-
 std::string join(const std::vector<std::string>& comps) {
   if (comps.empty()) return "/";
   std::string s;
@@ -124,10 +111,23 @@ std::string volume_refusal(std::string_view path) {
   return why;
 }
 
+std::vector<std::string> path_components(std::string_view path) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < path.size()) {
+    while (i < path.size() && path[i] == '/') ++i;
+    size_t j = i;
+    while (j < path.size() && path[j] != '/') ++j;
+    if (j > i) out.emplace_back(path.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
 std::string normalize_path(std::string_view path) {
   bool abs = !path.empty() && path[0] == '/';
   std::vector<std::string> out;
-  for (auto c : split(path)) {
+  for (auto c : path_components(path)) {
     if (c == ".") continue;
     if (c == "..") {
       if (!out.empty() && out.back() != "..") {
@@ -255,8 +255,7 @@ std::variant<PathPolicy::Resolved, int> PathPolicy::walk(std::string_view guest_
   if (guest_path.size() >= kPathMax) return -ENAMETOOLONG;
 
   // Components still to walk, next one at the back.
-  std::vector<std::string> todo;
-  for (auto c : split(guest_path)) todo.emplace_back(c);
+  std::vector<std::string> todo = path_components(guest_path);
   std::reverse(todo.begin(), todo.end());
   const bool must_be_dir = guest_path.size() > 1 && guest_path.back() == '/';
   if (must_be_dir) follow_last = true;
@@ -321,7 +320,7 @@ std::variant<PathPolicy::Resolved, int> PathPolicy::walk(std::string_view guest_
       if (target.empty()) return -ENOENT;
       cur.pop_back();  // the link itself is replaced by its target
       if (target[0] == '/') cur.clear();
-      auto parts = split(target);
+      auto parts = path_components(target);
       for (auto it = parts.rbegin(); it != parts.rend(); ++it) todo.emplace_back(*it);
       continue;
     }

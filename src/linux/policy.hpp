@@ -166,6 +166,9 @@ const std::vector<std::string>& system_library_paths();
 // AT_EMPTY_PATH before).
 std::string join_guest_path(std::string_view cwd, std::string_view path);
 
+// The non-empty components of a path ("/a//b/" -> {"a", "b"}); "." and ".." are kept.
+std::vector<std::string> path_components(std::string_view path);
+
 // Lexical normalization of an absolute path: collapses `//`, drops `.`, applies `..` textually
 // (never above "/"), no trailing slash. Not a substitute for resolve(): only for display and for
 // normalizing configuration paths.

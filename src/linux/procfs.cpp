@@ -49,19 +49,6 @@ const std::vector<std::string> kCpuLists = {"online", "possible", "present"};
 const std::vector<std::string> kDevEntries = {"null", "zero", "full", "random", "urandom", "tty",
                                               "stdin", "stdout", "stderr", "fd"};
 
-std::vector<std::string> split(std::string_view path) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < path.size()) {
-    while (i < path.size() && path[i] == '/') ++i;
-    size_t j = i;
-    while (j < path.size() && path[j] != '/') ++j;
-    if (j > i) out.emplace_back(path.substr(i, j - i));
-    i = j;
-  }
-  return out;
-}
-
 std::string join(const std::vector<std::string>& comps) {
   std::string s;
   for (const auto& c : comps) s += "/" + c;
@@ -419,7 +406,7 @@ int64_t open_directory(Process& p, const Node& n, int flags) {
   if (guest_fd < 0) return guest_fd;
   dir->entries.push_back({".", DT_DIR});
   dir->entries.push_back({"..", DT_DIR});
-  std::vector<std::string> c = split(n.path);
+  std::vector<std::string> c = path_components(n.path);
   for (const std::string& name : candidates(p, c)) {  // the new fd is listed in fd/ too, as on Linux
     c.push_back(name);
     if (auto child = classify(p, c)) dir->entries.push_back({name, dirent_type(child->kind)});
@@ -433,7 +420,7 @@ int64_t open_directory(Process& p, const Node& n, int flags) {
 Lookup lookup(Process& p, std::string_view guest_path, bool follow_last) {
   const bool must_be_dir = guest_path.size() > 1 && guest_path.back() == '/';
   if (must_be_dir) follow_last = true;
-  std::vector<std::string> todo = split(guest_path);  // next component at the back
+  std::vector<std::string> todo = path_components(guest_path);  // next component at the back
   const auto first = std::find_if(todo.begin(), todo.end(), [](const std::string& c) { return c != "." && c != ".."; });
   if (first == todo.end() || !is_made_up_path("/" + *first)) {
     // A path that starts outside the trees is the policy's, unchanged (its walk applies `..` after
@@ -441,7 +428,7 @@ Lookup lookup(Process& p, std::string_view guest_path, bool follow_last) {
     // taken lexically, as /usr/../proc/self is /proc/self.
     const std::string lexical = normalize_path(guest_path);
     if (!is_made_up_path(lexical)) return std::string(guest_path);
-    todo = split(lexical);
+    todo = path_components(lexical);
   }
   std::reverse(todo.begin(), todo.end());
   std::vector<std::string> cur;  // canonical tree path walked so far
@@ -493,7 +480,7 @@ Lookup lookup(Process& p, std::string_view guest_path, bool follow_last) {
     if (++links > kMaxLinks) return -ELOOP;
     cur.pop_back();
     if (target[0] == '/') cur.clear();
-    auto parts = split(target);
+    auto parts = path_components(target);
     todo.insert(todo.end(), parts.rbegin(), parts.rend());
     node.reset();
   }
