@@ -463,9 +463,9 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
   app.set_version_flag("--version", std::string("kvmserver ") + kVersion);
   app.footer(
       "Everything after `run` belongs to the program. Nothing on the host is reachable unless "
-      "granted.\nThe guest's /proc, /sys and /dev are made up by kvmserver and need no grant (none reaches the "
-      "host's): /dev holds null, zero, full,\nrandom, urandom, and tty (kvmserver's terminal) only with "
-      "--allow-read=/dev/tty or --allow-write=/dev/tty.\n--config FILE takes the long options as TOML keys, e.g. allow-read = [\"/lib\"], "
+      "granted.\nThe guest's /proc, /sys and /dev are made up by kvmserver: no grant reaches the host's. /dev "
+      "holds null, zero,\nfull, random, urandom, and tty (kvmserver's terminal) with --allow-read=/dev/tty or "
+      "--allow-write=/dev/tty.\n--config FILE takes the long options as TOML keys, e.g. allow-read = [\"/lib\"], "
       "timeout = 2.5.");
   app.add_option("--config", "TOML file of options (the long names as keys)")
       ->allow_extra_args(false)
