@@ -410,12 +410,14 @@ uint64_t AddressSpace::push_iret_frame(int vcpu, const uint64_t (&frame)[5]) {
   return kKernelVirt + offset;
 }
 
-std::optional<std::array<uint64_t, 6>> AddressSpace::exception_frame(uint64_t rsp) const {
+std::optional<ExceptionFrame> AddressSpace::exception_frame(uint64_t rsp, int vector) const {
   constexpr uint64_t kStacks = kKernelVirt + kStackOffset, kStacksEnd = kStacks + kStackPages * kPageSize;
-  std::array<uint64_t, 6> out;
-  if (rsp < kStacks || rsp > kStacksEnd || kStacksEnd - rsp < sizeof out) return std::nullopt;
-  std::memcpy(out.data(), memory_->kernel_base() + (rsp - kKernelVirt), sizeof out);
-  return out;
+  uint64_t w[6];
+  if (rsp < kStacks || rsp > kStacksEnd || kStacksEnd - rsp < sizeof w) return std::nullopt;
+  std::memcpy(w, memory_->kernel_base() + (rsp - kKernelVirt), sizeof w);
+  const bool code = exception_has_error_code(vector);
+  const uint64_t* f = w + (code ? 1 : 0);
+  return ExceptionFrame{code ? w[0] : 0, f[0], f[1], f[2], f[3]};
 }
 
 std::shared_ptr<GuestMemory> AddressSpace::snapshot_memory() const {

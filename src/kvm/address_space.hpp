@@ -56,6 +56,15 @@ class WritableSpan {
   uint64_t addr_, size_;
 };
 
+// Whether the CPU pushes an error code for the vector.
+bool exception_has_error_code(int vector);
+
+// Where an exception happened, as the CPU left it on the exception stack.
+struct ExceptionFrame {
+  uint64_t error = 0, rip = 0, cs = 0, rflags = 0, rsp = 0;
+  bool from_user() const { return (cs & 3) == 3; }
+};
+
 class AddressSpace {
  public:
   explicit AddressSpace(std::shared_ptr<GuestMemory> memory);
@@ -118,9 +127,9 @@ class AddressSpace {
   // The exception stack of vCPU `vcpu` (kernel area): an iretq frame {rip, cs, rflags, rsp, ss}
   // put on it for the entry code's iret paths; returns the guest-virtual rsp that points to it.
   uint64_t push_iret_frame(int vcpu, const uint64_t (&frame)[5]);
-  // The 6 words an exception stub finds at its kernel rsp (error code or not, rip, cs, rflags,
-  // rsp, ss), when rsp points into the exception stacks; nullopt otherwise.
-  std::optional<std::array<uint64_t, 6>> exception_frame(uint64_t rsp) const;
+  // The frame an exception stub finds at its kernel rsp for `vector` (error code or not, then rip,
+  // cs, rflags, rsp, ss), when rsp points into the exception stacks; nullopt otherwise.
+  std::optional<ExceptionFrame> exception_frame(uint64_t rsp, int vector) const;
 
   // A private copy of everything the guest has in memory: the resident pages of its accessible
   // mappings (the only ones that can hold anything but zeros) and the kernel area (fork).

@@ -83,4 +83,8 @@ const char* exception_name(int vector) {
   return vector >= 0 && vector < 32 ? names[vector] : "unknown exception";
 }
 
+bool exception_has_error_code(int vector) {
+  return vector == 8 || (vector >= 10 && vector <= 14) || vector == 17 || vector == 21 || vector == 29 || vector == 30;
+}
+
 }  // namespace kvms::kvm

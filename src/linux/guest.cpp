@@ -27,6 +27,7 @@
 #include "linux/host_fs.hpp"
 #include "linux/policy.hpp"
 #include "linux/process_table.hpp"
+#include "linux/procfs.hpp"
 #include "linux/syscalls.hpp"
 #include "loader/elf_loader.hpp"
 
@@ -87,9 +88,7 @@ bool raises_sigpipe(const SyscallArgs& a) {
   }
 }
 
-bool has_error_code(int vector) {
-  return vector == 8 || (vector >= 10 && vector <= 14) || vector == 17 || vector == 21 || vector == 29 || vector == 30;
-}
+bool has_error_code(int vector) { return kvm::exception_has_error_code(vector); }
 
 std::string hex(uint64_t v) {
   char buf[32];
@@ -247,6 +246,7 @@ void Guest::install(Image img, const std::vector<std::string>& argv, const std::
   if (getrandom(spec.random, sizeof spec.random, 0) != sizeof spec.random) throw std::runtime_error("getrandom failed");
   const uint64_t rsp = loader::build_initial_stack(*mm_, img.stack_top, kStackSize, spec, img.elf);
   std::tie(p.arg_start, p.arg_end) = loader::argument_strings(*mm_, rsp);
+  std::tie(p.env_start, p.env_end) = loader::environment_strings(*mm_, rsp);
   const std::string name = execfn.substr(execfn.rfind('/') + 1);  // Linux's comm: the exec'd file name
   ThreadContext& main_ctx = p.main_thread();
   std::memset(main_ctx.comm, 0, sizeof main_ctx.comm);
@@ -360,12 +360,16 @@ int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t ch
 int64_t Guest::execve(Process& p, const std::string& guest_path, std::vector<std::string> argv,
                       std::vector<std::string> envp) {
   std::string host_path;
-  if (guest_path == "/proc/self/exe") {
-    host_path = p.exe_path;
+  auto where = procfs::lookup(p, guest_path, true);
+  if (auto* err = std::get_if<int>(&where)) return *err;
+  if (auto* made_up = std::get_if<procfs::Node>(&where)) {
+    if (made_up->kind != procfs::Node::Kind::ExeLink) return -EACCES;  // not an executable file
+    host_path = p.exe_path;  // /proc/self/exe: the running program again
   } else {
-    auto r = p.policy().resolve(guest_path, Access::Read, true);
+    const std::string& path = std::get<std::string>(where);
+    auto r = p.policy().resolve(path, Access::Read, true);
     if (auto* err = std::get_if<int>(&r)) {
-      if (*err == -EACCES) p.log_denied(guest_path, p.policy().suggestion(guest_path, Access::Read));
+      if (*err == -EACCES) p.log_denied(path, p.policy().suggestion(path, Access::Read));
       return *err;
     }
     host_path = std::get<PathPolicy::Resolved>(r).host_path;
@@ -887,12 +891,11 @@ void Guest::flush_tlb_before_resume(GuestThread& t) {
 std::optional<RunResult> Guest::handle_exception(GuestThread& t, int vector) {
   kvm::Vcpu& vcpu = *t.vcpu;
   kvm_regs& r = vcpu.regs();
-  const std::optional<std::array<uint64_t, 6>> saved = mm_->exception_frame(r.rsp);
-  const uint64_t* frame = saved ? saved->data() : nullptr;
+  const std::optional<kvm::ExceptionFrame> frame = mm_->exception_frame(r.rsp, vector);
   // Another thread widened this page's access since this vCPU cached the old entry (TLBs are flushed
   // lazily, see flush_generation): the fault dropped the stale entry, so retrying is enough.
-  if (vector == 14 && frame && (frame[2] & 3) == 3) {
-    const uint64_t error = frame[0], addr = vcpu.sregs().cr2;
+  if (vector == 14 && frame && frame->from_user()) {
+    const uint64_t error = frame->error, addr = vcpu.sregs().cr2;
     std::unique_lock<std::mutex> lk(process_->lock.mutex);
     const kvm::Mapping* m = mm_->find(addr);
     const int need = (error & 2) ? kvm::kProtWrite : (error & 16) ? kvm::kProtExec : kvm::kProtRead;
@@ -909,18 +912,16 @@ std::optional<RunResult> Guest::handle_exception(GuestThread& t, int vector) {
   // A program that handles the signal (V8, JVMs, Python's faulthandler) gets it; the fault is fatal
   // only when the signal is blocked or left at its default action.
   const int sig = signal_for(vector);
-  if (frame && (frame[has_error_code(vector) ? 2 : 1] & 3) == 3) {
+  if (frame && frame->from_user()) {
     std::unique_lock<std::mutex> lk(process_->lock.mutex);
     ThreadContext& ctx = process_->threads.at(t.tid);
     const uint64_t handler = process_->sigactions[sig].handler;
     if (handler != uint64_t(SIG_DFL) && handler != uint64_t(SIG_IGN) && !(ctx.sigmask & (1ull << (sig - 1)))) {
-      const bool code = has_error_code(vector);
-      const uint64_t* f = frame + (code ? 1 : 0);
       kvm_regs user = r;
-      user.rip = f[0];
-      user.rflags = f[2];
-      user.rsp = f[3];
-      FaultDetail fault{vector, code ? frame[0] : 0, vector == 14 ? vcpu.sregs().cr2 : f[0]};
+      user.rip = frame->rip;
+      user.rflags = frame->rflags;
+      user.rsp = frame->rsp;
+      FaultDetail fault{vector, frame->error, vector == 14 ? vcpu.sregs().cr2 : frame->rip};
       process_->make_current(&ctx);
       send_signal_to_thread(*process_, ctx, sig, fault_signal_code(sig, vector, fault.error), 0);
       auto end = deliver_signal(t, ResumePath::Iret, user, fault);
@@ -1024,20 +1025,15 @@ std::optional<RunResult> Guest::sigreturn(GuestThread& t) {
 }
 
 RunResult Guest::report_exception(kvm::Vcpu& vcpu, int vector) {
-  const kvm_regs& r = vcpu.regs();
-  const std::optional<std::array<uint64_t, 6>> saved = mm_->exception_frame(r.rsp);
-  const uint64_t* frame = saved ? saved->data() : nullptr;
   std::string msg = kvm::exception_name(vector);
-  if (frame) {
-    const bool code = has_error_code(vector);
-    const uint64_t error = code ? frame[0] : 0;
-    const uint64_t rip = frame[code ? 1 : 0], cs = frame[code ? 2 : 1];
-    msg += " at rip " + hex(rip);
-    if ((cs & 3) == 0) msg += " (in kvmserver's guest kernel code)";
+  if (auto frame = mm_->exception_frame(vcpu.regs().rsp, vector)) {
+    const uint64_t error = frame->error;
+    msg += " at rip " + hex(frame->rip);
+    if ((frame->cs & 3) == 0) msg += " (in kvmserver's guest kernel code)";
     if (vector == 14) {
       msg += std::string(", ") + ((error & 2) ? "writing" : (error & 16) ? "executing" : "reading") + " address " +
              hex(vcpu.sregs().cr2) + ((error & 1) ? " (protection violation)" : " (not mapped)");
-    } else if (code && error) {
+    } else if (has_error_code(vector) && error) {
       msg += ", error code " + hex(error);
     }
   }

@@ -68,18 +68,23 @@ void refresh_clock_page(Process& p) {
   }
   uint64_t base = mono;
   int64_t realtime_offset = int64_t(now_ns(CLOCK_REALTIME) - mono);
+  // BOOTTIME is MONOTONIC plus the time the host spent suspended (read after mono: never negative),
+  // and that only grows. Relative to `base` instead, it went below MONOTONIC whenever the guest's
+  // clock had run ahead of the host's (base = previous).
+  int64_t boottime_offset = int64_t(now_ns(CLOCK_BOOTTIME) - mono);
   if (c.mult) {
     uint64_t previous = c.monotonic_base_ns + uint64_t((static_cast<unsigned __int128>(guest_tsc - c.tsc_base) * c.mult) >> c.shift);
     if (previous > base) base = previous;
     // Nor may the wall clock step back: until the rate is calibrated it can run a little ahead.
     realtime_offset = std::max(int64_t(mono + realtime_offset - base), int64_t(previous + c.realtime_offset_ns - base));
+    boottime_offset = std::max(boottime_offset, c.boottime_offset_ns);
   }
   c.shift = kShift;
   c.mult = mult;
   c.tsc_base = guest_tsc;
   c.monotonic_base_ns = base;
   c.realtime_offset_ns = realtime_offset;
-  c.boottime_offset_ns = int64_t(now_ns(CLOCK_BOOTTIME) - base);
+  c.boottime_offset_ns = boottime_offset;
   c.seq += 2;  // even: the page is consistent (the vCPUs do not run while we write it)
   kvms_clock_page page{};
   page.seq = c.seq;

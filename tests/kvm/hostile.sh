@@ -224,7 +224,7 @@ hcase mmap_1tb.max-memory ok 0 0 "" mmap_1tb
 FLAGS=()
 hcase open_many ok 0 0 "" open_many
 FLAGS=(--allow-all)
-hcase exec_kill_race ok 0 0 "" exec_kill_race 300
+hcase exec_kill_race ok 0 0 "" exec_kill_race 100
 FLAGS=()
 hcase bad_pointers ok 0 0 "" bad_pointers
 

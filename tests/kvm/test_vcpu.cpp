@@ -69,10 +69,10 @@ TEST(Vcpu, InvalidOpcodeIsReportedWithUserRip) {
   Exit e = m.vcpu->run();
   ASSERT_EQ(e.kind, Exit::Exception) << e.detail;
   EXPECT_EQ(e.vector, 6);
-  const auto frame = m.as.exception_frame(m.vcpu->regs().rsp);
+  const auto frame = m.as.exception_frame(m.vcpu->regs().rsp, e.vector);
   ASSERT_TRUE(frame);
-  EXPECT_EQ((*frame)[0], kCode);  // rip
-  EXPECT_EQ((*frame)[1] & 3, 3u);  // from ring 3
+  EXPECT_EQ(frame->rip, kCode);
+  EXPECT_TRUE(frame->from_user());
 }
 
 TEST(Vcpu, UserCannotWriteKernelArea) {

@@ -144,12 +144,16 @@ TEST_F(GuestAccess, KernelFramesOnlyOnTheExceptionStacks) {
   EXPECT_EQ(rsp, kKernelVirt + stack_slot_top(3) - sizeof frame);
   EXPECT_THROW(as.push_iret_frame(kMaxVcpus, frame), std::out_of_range);
   EXPECT_THROW(as.push_iret_frame(-1, frame), std::out_of_range);
-  const auto read = as.exception_frame(rsp - 8);
+  const auto read = as.exception_frame(rsp - 8, 14);  // a page fault: an error code, then the iretq frame
   ASSERT_TRUE(read);
-  EXPECT_EQ((*read)[1], 1u);
-  EXPECT_FALSE(as.exception_frame(kKernelVirt + kGdtOffset));   // not a stack
-  EXPECT_FALSE(as.exception_frame(kKernelVirt + kStackOffset + kStackPages * kPageSize - 8));  // runs off
-  EXPECT_FALSE(as.exception_frame(kRw));
+  EXPECT_EQ(read->rip, 1u);
+  EXPECT_EQ(read->cs, 2u);
+  EXPECT_EQ(read->rflags, 3u);
+  EXPECT_EQ(read->rsp, 4u);
+  EXPECT_EQ(as.exception_frame(rsp, 6)->rip, 1u);  // no error code
+  EXPECT_FALSE(as.exception_frame(kKernelVirt + kGdtOffset, 6));   // not a stack
+  EXPECT_FALSE(as.exception_frame(kKernelVirt + kStackOffset + kStackPages * kPageSize - 8, 6));  // runs off
+  EXPECT_FALSE(as.exception_frame(kRw, 6));
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 /* Hostile: fork children that exec something that fails or succeeds ("" with argv {NULL},
  * execveat AT_EMPTY_PATH, a missing file, ourselves) and kill each one with SIGKILL at once, while
  * it may be exiting, exec'ing or not started yet; then wait for it. Crashed kvmserver once (a kill
- * reached a child process that was being destroyed). Expected: exit 0, "ok exec_kill_race N". */
+ * reached a child process that was being destroyed). Expected: exit 0, "ok exec_kill_race N" (N rounds, 200 by default). */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
