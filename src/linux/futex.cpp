@@ -140,7 +140,54 @@ int64_t wake_op(Process& p, uint64_t addr1, uint64_t addr2, uint64_t wake1, uint
   return n;
 }
 
+// Linux's handle_futex_death: the word at addr, if `tid` owns it, gets FUTEX_OWNER_DIED (keeping
+// FUTEX_WAITERS) and one waiter is woken. A pending lock the thread was taking but had not got yet
+// (word still 0) wakes a waiter that may now take it. False when the word cannot be accessed.
+bool release_futex(Process& p, uint64_t addr, int tid, bool pi, bool pending) {
+  if (addr & 3) return false;
+  const auto span = p.mm().writable(addr, 4);
+  if (!span) return false;
+  uint32_t* word = reinterpret_cast<uint32_t*>(span->data());
+  uint32_t old = __atomic_load_n(word, __ATOMIC_SEQ_CST);
+  if (pending && !pi && old == 0) {
+    futex_wake(p, addr, 1, FUTEX_BITSET_MATCH_ANY);
+    return true;
+  }
+  do {
+    if ((old & FUTEX_TID_MASK) != uint32_t(tid)) return true;
+  } while (!__atomic_compare_exchange_n(word, &old, (old & FUTEX_WAITERS) | FUTEX_OWNER_DIED, false, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST));
+  p.mm().note_write(*span, 4);
+  if (!pi && (old & FUTEX_WAITERS)) futex_wake(p, addr, 1, FUTEX_BITSET_MATCH_ANY);
+  return true;
+}
+
 }  // namespace
+
+void release_robust_futexes(Process& p, uint64_t head_addr, int tid) {
+  // struct robust_list_head: the list (a pointer to the first entry, the head itself ending it),
+  // the offset of each lock's futex word from its entry, and the entry being locked right now.
+  // Entries' low bit says the lock is a PI one.
+  struct {
+    uint64_t next;
+    int64_t futex_offset;
+    uint64_t pending;
+  } head{};
+  if (!head_addr || !p.mm().read(head_addr, head)) return;
+  const uint64_t pending = head.pending & ~uint64_t(1);
+  // A guest's list may loop or run anywhere: Linux stops after ROBUST_LIST_LIMIT entries, or at
+  // the first one it cannot read.
+  uint64_t link = head.next;
+  for (int left = ROBUST_LIST_LIMIT; (link & ~uint64_t(1)) != head_addr && left > 0; --left) {
+    const uint64_t entry = link & ~uint64_t(1);
+    uint64_t next = 0;
+    const bool readable = p.mm().read(entry, next);
+    if (entry != pending && !release_futex(p, entry + uint64_t(head.futex_offset), tid, link & 1, false)) return;
+    if (!readable) return;
+    link = next;
+  }
+  if (pending) release_futex(p, pending + uint64_t(head.futex_offset), tid, head.pending & 1, true);
+}
 
 int64_t futex_wake(Process& p, uint64_t addr, uint64_t count, uint32_t bitset) {
   if (bitset == 0) return -EINVAL;

@@ -727,6 +727,7 @@ std::optional<RunResult> Guest::complete_syscall(GuestThread& t) {
     const ThreadContext gone = ctx->second;
     p.threads.erase(ctx);
     p.make_current(nullptr);
+    if (gone.robust_list) release_robust_futexes(p, gone.robust_list, gone.tid);
     if (gone.clear_child_tid && p.mm().write<int32_t>(gone.clear_child_tid, 0)) futex_wake(p, gone.clear_child_tid, 1, ~0u);
     if (p.threads.empty()) {
       p.exit_status = *gone.exit_code;

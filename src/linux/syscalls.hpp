@@ -81,6 +81,9 @@ KVMS_SYSCALL(timerfd_create); KVMS_SYSCALL(timerfd_settime); KVMS_SYSCALL(timerf
 int64_t errno_result(long host_rc);  // host syscall wrapper result -> value or -errno
 // Wakes up to count waiters on the futex at addr whose bitset intersects bitset; how many woke.
 int64_t futex_wake(Process& p, uint64_t addr, uint64_t count, uint32_t bitset);
+// A thread's exit, as Linux's exit_robust_list: the locks on its robust list (set_robust_list) that
+// it still holds are marked FUTEX_OWNER_DIED and a waiter is woken. The list is guest memory.
+void release_robust_futexes(Process& p, uint64_t head_addr, int tid);
 
 }  // namespace kvms::linux
 
