@@ -27,6 +27,16 @@ const uint32_t* futex_word(Process& p, uint64_t addr) {
   return span ? reinterpret_cast<const uint32_t*>(span->data()) : nullptr;
 }
 
+// Linux's get_futex_key for a futex it only names (wake, requeue): aligned (EINVAL), a user address
+// (EFAULT: the kernel area, the hole, non-canonical), and for a shared futex a mapped one (EFAULT).
+int64_t check_futex_address(Process& p, uint64_t addr, bool shared) {
+  constexpr uint64_t kTaskSizeMax = 0x7ffffffff000;  // x86-64's first address past user space
+  if (addr & 3) return -EINVAL;
+  if (addr > kTaskSizeMax - 4) return -EFAULT;
+  if (shared && !p.mm().find(addr)) return -EFAULT;
+  return 0;
+}
+
 // A kick (stop, kill, deadline) ends a wait early; the syscall is then restarted (see Guest).
 bool interrupted(Process& p) {
   if (p.lock.stop) return true;
@@ -214,21 +224,23 @@ KVMS_SYSCALL(futex) {
   const bool realtime = op & FUTEX_CLOCK_REALTIME;
   if (realtime && cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET) return -ENOSYS;
   const uint64_t count = val > INT_MAX ? INT_MAX : val;
+  const bool shared = !(op & FUTEX_PRIVATE_FLAG);
   switch (cmd) {
     case FUTEX_WAIT:
       return futex_wait(p, addr, val, ~0u, a.a[3], false, false);
     case FUTEX_WAIT_BITSET:
       return futex_wait(p, addr, val, uint32_t(a.a[5]), a.a[3], true, realtime);
     case FUTEX_WAKE:
-      if (addr & 3) return -EINVAL;
+      if (int64_t rc = check_futex_address(p, addr, shared)) return rc;
       return futex_wake(p, addr, count, ~0u);
     case FUTEX_WAKE_BITSET:
-      if (addr & 3) return -EINVAL;
+      if (int64_t rc = check_futex_address(p, addr, shared)) return rc;
       return futex_wake(p, addr, count, uint32_t(a.a[5]));
     case FUTEX_REQUEUE:
     case FUTEX_CMP_REQUEUE: {
-      if ((addr & 3) || (a.a[4] & 3)) return -EINVAL;
       if (int64_t(a.a[3]) < 0) return -EINVAL;
+      if (int64_t rc = check_futex_address(p, addr, shared)) return rc;
+      if (int64_t rc = check_futex_address(p, a.a[4], shared)) return rc;
       if (cmd == FUTEX_CMP_REQUEUE) {
         const uint32_t* word = futex_word(p, addr);
         if (!word) return -EFAULT;
@@ -237,6 +249,7 @@ KVMS_SYSCALL(futex) {
       return requeue(p, addr, a.a[4], count, a.a[3] > INT_MAX ? INT_MAX : a.a[3]);
     }
     case FUTEX_WAKE_OP:
+      if (int64_t rc = check_futex_address(p, addr, shared)) return rc;
       return wake_op(p, addr, a.a[4], count, a.a[3] > INT_MAX ? INT_MAX : a.a[3], uint32_t(a.a[5]));
     default:
       // Priority-inheritance futexes (LOCK_PI, TRYLOCK_PI, ...): glibc uses them only for PI mutexes,
