@@ -955,7 +955,8 @@ std::optional<RunResult> Guest::deliver_signal(GuestThread& t, ResumePath where,
   if (!frame) {
     p.exit_status = 128 + SIGSEGV;
     return RunResult{RunResult::Faulted, 128 + SIGSEGV,
-                     "cannot deliver signal " + std::to_string(d->sig) + ": no room on the stack at " + hex(user.rsp) + " (SIGSEGV)"};
+                     "cannot deliver signal " + std::to_string(d->sig) + ": no room for its frame below " +
+                         hex(signal_stack_top(ctx, *d, user.rsp)) + " (SIGSEGV)"};
   }
   kvm_regs h = user;
   h.rdi = uint64_t(d->sig);

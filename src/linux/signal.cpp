@@ -152,16 +152,16 @@ std::optional<SignalToDeliver> take_signal(Process& p, ThreadContext& t) {
   return d;
 }
 
+uint64_t signal_stack_top(const ThreadContext& t, const SignalToDeliver& d, uint64_t rsp) {
+  const bool use_altstack = (d.act.flags & SA_ONSTACK) && !(t.altstack_flags & SS_DISABLE) && t.altstack_size &&
+                            !on_altstack(t, rsp);
+  return use_altstack ? t.altstack_sp + t.altstack_size : rsp - kRedZone;
+}
+
 uint64_t push_signal_frame(Process& p, ThreadContext& t, const SignalToDeliver& d, const kvm_regs& user,
                            const std::array<uint32_t, 1024>& xsave, const FaultDetail& fault) {
   if (!(d.act.flags & kSaRestorer)) return 0;  // x86-64 has no kernel trampoline: the libc provides it
-  uint64_t sp = user.rsp;
-  const bool use_altstack = (d.act.flags & SA_ONSTACK) && !(t.altstack_flags & SS_DISABLE) && t.altstack_size &&
-                            !on_altstack(t, user.rsp);
-  if (use_altstack)
-    sp = t.altstack_sp + t.altstack_size;
-  else
-    sp -= kRedZone;
+  const uint64_t sp = signal_stack_top(t, d, user.rsp);
   const uint64_t fpstate = (sp - kXsaveBytes) & ~uint64_t(63);
   uint64_t frame = fpstate - sizeof(RtSigframe);
   frame = ((frame + 8) & ~uint64_t(15)) - 8;  // as after a call: (rsp + 8) % 16 == 0

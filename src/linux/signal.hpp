@@ -36,6 +36,9 @@ void discard_pending(Process& p, int sig);
 // The next unblocked pending signal of t with a handler to run. A signal whose default action ends
 // the process sets p.exit_status (the caller checks it) and is returned too.
 std::optional<SignalToDeliver> take_signal(Process& p, ThreadContext& t);
+// Where a signal's frame goes: below the interrupted rsp's red zone, or at the top of the
+// alternate signal stack (SA_ONSTACK, when not already on it).
+uint64_t signal_stack_top(const ThreadContext& t, const SignalToDeliver& d, uint64_t rsp);
 // Pushes the frame for d below user.rsp (or on the alternate stack) and updates t's mask; the
 // frame's address (the handler's rsp), or 0 when the stack is not writable or there is no restorer.
 uint64_t push_signal_frame(Process& p, ThreadContext& t, const SignalToDeliver& d, const kvm_regs& user,
