@@ -7,7 +7,8 @@
 #     line means kvmserver itself died, which fails the case.
 #   - the endless loop is stopped by --timeout=2 with status 124, within 10 s.
 #   - guests probing the sandbox (1 TB mmap, 100000 opens, bad pointers, killing children while
-#     they exec or exit, /etc/shadow, ../ escapes, symlink escapes, writes outside --allow-write)
+#     they exec or exit, /etc/shadow, ../ escapes, symlink escapes and races, writes outside
+#     --allow-write, the guest values of guest_values.c)
 #     exit 0 with their "ok" line, and the files they attacked are unchanged.
 # The resource attacks (fork/thread bombs, floods, memory hogs) are tests/e2e/limits.sh; the
 # list of every attack and what must happen is tests/hostile/README.md.
@@ -234,6 +235,9 @@ for attack in xsave_feature mxcsr fpstate_kernel rip_noncanonical; do
   hcase "bad_sigreturn_frames.$attack" fault 139 139 "$SEGV|signal frame" bad_sigreturn_frames "$attack"
 done
 hcase bad_clone3 ok 0 0 "" bad_clone3
+FLAGS=(--max-fds=2048)  # select's fd 1500 needs RLIMIT_NOFILE past 1024
+hcase guest_values ok 0 0 "" guest_values
+FLAGS=()
 
 # ---- the sandbox ----
 native_shadow=$(shadow_status_native)
@@ -256,6 +260,12 @@ CWD=
 make_symlinks
 FLAGS=("--allow-read=$S")
 hcase symlink_escape ok 0 2 "" open_denied "$S/esc" "$S/escdir/passwd" "$S/relesc"
+
+# Symlinks swapped in between the policy check and the open, for 2 s: natively /etc/passwd is read.
+RACE=$tmp/race
+mkdir -p "$RACE"
+FLAGS=("--allow-read=$RACE" "--allow-write=$RACE")
+hcase symlink_race ok 0 2 "" symlink_race "$RACE" 2
 
 make_write_fixture
 FLAGS=("--allow-read=$WO" "--allow-write=$WO/rw")
