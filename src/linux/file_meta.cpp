@@ -43,25 +43,6 @@ namespace {
 constexpr long kFchmodat2 = 452;   // SYS_fchmodat2 (Linux 6.6)
 constexpr long kFaccessat2 = 439;  // SYS_faccessat2 (Linux 5.8)
 
-class HostFd {
- public:
-  HostFd() = default;
-  explicit HostFd(int fd) : fd_(fd) {}
-  ~HostFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  HostFd(const HostFd&) = delete;
-  HostFd& operator=(const HostFd&) = delete;
-  int get() const { return fd_; }
-  void reset(int fd) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
-
 // A path resolved under the policy, with its parent directory open for the *at host calls.
 struct Target {
   PathPolicy::Resolved r;

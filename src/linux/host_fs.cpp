@@ -30,24 +30,6 @@ mode_t host_open_mode(int flags, mode_t mode) {
   return creates ? (mode & 07777) : 0;
 }
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  void reset(int fd) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_;
-};
-
 }  // namespace
 
 int open_host(const std::string& host_path, int flags, mode_t mode) {
@@ -72,7 +54,7 @@ int open_componentwise(const std::string& host_path, int flags, mode_t mode) {
   if (host_path.empty() || host_path[0] != '/') return -EINVAL;
   flags = host_open_flags(flags);
   mode = host_open_mode(flags, mode);
-  Fd dir(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  HostFd dir(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (dir.get() < 0) return -errno;
   size_t pos = 1;
   for (;;) {

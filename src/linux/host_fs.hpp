@@ -3,8 +3,33 @@
 // them (policy.hpp): a directory of the path swapped for a symlink between the policy check and
 // the open makes the open fail (ELOOP/ENOTDIR) instead of leading outside what was checked.
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <string>
+
+namespace kvms::linux {
+
+// A host fd closed when it goes out of scope.
+class HostFd {
+ public:
+  HostFd() = default;
+  explicit HostFd(int fd) : fd_(fd) {}
+  ~HostFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  HostFd(const HostFd&) = delete;
+  HostFd& operator=(const HostFd&) = delete;
+  int get() const { return fd_; }
+  void reset(int fd) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace kvms::linux
 
 namespace kvms::linux::fileops {
 
