@@ -200,10 +200,13 @@ expect_fetch() {
 }
 
 # many CASE ARGS... : http_client.py many ...; PASS when every request was as expected.
-many() {
-  local c=$1 out
-  shift
-  out=$(client many --timeout "$REQ_TIMEOUT" "$@" 2>&1)
+many() { client_case many "$@"; }
+# distinct CASE ARGS... : http_client.py distinct ...; PASS when no two answers share a value.
+distinct() { client_case distinct "$@"; }
+client_case() {
+  local cmd=$1 c=$2 out
+  shift 2
+  out=$(client "$cmd" --timeout "$REQ_TIMEOUT" "$@" 2>&1)
   if [ $? = 0 ]; then
     pass "$c"
     info "  $c: $(head -n1 <<<"$out")"
