@@ -140,6 +140,15 @@ def cmd_fetch(args):
     return 5
 
 
+def in_threads(count, worker):
+    """Runs worker(t) for t in 0..count-1, each on a thread of its own, and waits for them all."""
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(count)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+
+
 def cmd_many(args):
     expect = None if args.expect is None else args.expect.encode().decode("unicode_escape").encode()
     lock = threading.Lock()
@@ -159,11 +168,7 @@ def cmd_many(args):
                     bad.append((t, i, path, r))
 
     start = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(args.threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    in_threads(args.threads, worker)
     total = args.count * args.threads
     print(f"ok={ok[0]} bad={len(bad)} total={total} elapsed={time.monotonic() - start:.2f}")
     for t, i, path, r in sorted(bad, key=lambda b: (b[0], b[1]))[:5]:
@@ -194,11 +199,7 @@ def cmd_distinct(args):
                     seen.setdefault(k, []).append(v)
 
     start = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(args.threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    in_threads(args.threads, worker)
     total = args.count * args.threads
     for k, values in sorted(seen.items()):
         repeated = sorted({v for v in values if values.count(v) > 1})

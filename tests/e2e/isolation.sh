@@ -29,15 +29,11 @@
 set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
-KVMSERVER=${1:-${KVMSERVER:-$root/build/kvmserver}}
-GUESTS=${2:-${GUESTS:-$root/build/guests}}
-KVMSERVER=$(realpath "$KVMSERVER")
-GUESTS=$(realpath "$GUESTS")
+. "$here/lib.sh"
+e2e_binaries "$@"
 SERVER=$GUESTS/servers/request_server
 ISOLATION_FILTER=${ISOLATION_FILTER:-}
 read -r -a EXTRA_FLAGS <<<"${KVMSERVER_FLAGS:-}"
-. "$here/lib.sh"
 e2e_init isolation
 enabled() { [ -z "$ISOLATION_FILTER" ] || [[ $1 =~ $ISOLATION_FILTER ]]; }
 FRONT=("$PYTHON" "$here/front_client.py")

@@ -63,6 +63,13 @@ e2e_init() {
 }
 E2E_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
+# e2e_binaries [KVMSERVER [GUESTS]] : absolute KVMSERVER and GUESTS from the script's arguments,
+# else the environment, else build/.
+e2e_binaries() {
+  KVMSERVER=$(realpath "${1:-${KVMSERVER:-$E2E_LIB_DIR/../../build/kvmserver}}")
+  GUESTS=$(realpath "${2:-${GUESTS:-$E2E_LIB_DIR/../../build/guests}}")
+}
+
 # The last lines of a log file, on one line.
 tail_of() { tail -n "${2:-6}" "$1" 2>/dev/null | tr '\n' '|' | cut -c1-"${3:-700}"; }
 
