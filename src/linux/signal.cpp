@@ -162,6 +162,7 @@ uint64_t push_signal_frame(Process& p, ThreadContext& t, const SignalToDeliver& 
                            const std::array<uint32_t, 1024>& xsave, const FaultDetail& fault) {
   if (!(d.act.flags & kSaRestorer)) return 0;  // x86-64 has no kernel trampoline: the libc provides it
   const uint64_t sp = signal_stack_top(t, d, user.rsp);
+  const bool use_altstack = sp != user.rsp - kRedZone;
   const uint64_t fpstate = (sp - kXsaveBytes) & ~uint64_t(63);
   uint64_t frame = fpstate - sizeof(RtSigframe);
   frame = ((frame + 8) & ~uint64_t(15)) - 8;  // as after a call: (rsp + 8) % 16 == 0
