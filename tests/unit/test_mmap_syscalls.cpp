@@ -724,7 +724,7 @@ TEST_F(MmapSyscalls, ForkFlagsApplyToCopies) {
     return std::make_pair(child_mem, child_as);
   };
   auto [fork_mem, fork_as] = copy(kvm::kWipeOnFork | kvm::kDontFork);
-  const uint8_t* f = fork_mem->user_base() + addr;
+  const uint8_t* f = kvm::GuestMemoryTestAccess::user_base(*fork_mem) + addr;
   EXPECT_EQ(f[0], 0);
   EXPECT_EQ(f[kPage - 1], 0);
   EXPECT_EQ(f[kPage], 0x61);
@@ -737,7 +737,7 @@ TEST_F(MmapSyscalls, ForkFlagsApplyToCopies) {
   EXPECT_EQ(fork_as->find(addr)->fork_flags, kvm::kWipeOnFork);
 
   auto [reset_mem, reset_as] = copy(kvm::kWipeOnFork);
-  const uint8_t* r = reset_mem->user_base() + addr;
+  const uint8_t* r = kvm::GuestMemoryTestAccess::user_base(*reset_mem) + addr;
   EXPECT_EQ(r[0], 0);
   EXPECT_EQ(r[kPage], 0x61);
   ASSERT_NE(reset_as->find(addr + 3 * kPage), nullptr);
@@ -747,7 +747,7 @@ TEST_F(MmapSyscalls, ForkFlagsApplyToCopies) {
   EXPECT_TRUE(all(addr, 6 * kPage, 0x61));
   EXPECT_EQ(mremap(addr, kPage, kPage, MREMAP_MAYMOVE | MREMAP_FIXED, 0x6000'0000), 0x6000'0000);
   auto [moved_mem, moved_as] = copy(kvm::kWipeOnFork);
-  EXPECT_EQ(moved_mem->user_base()[0x6000'0000], 0);
+  EXPECT_EQ(kvm::GuestMemoryTestAccess::user_base(*moved_mem)[0x6000'0000], 0);
 }
 
 }  // namespace
