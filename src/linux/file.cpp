@@ -83,8 +83,14 @@ template <typename Io> ssize_t without_sigpipe(const OpenFile& f, Io io) {
   return r;
 }
 
+// Linux's access_ok() on the whole count, before read/write cut it to MAX_RW_COUNT: a range that
+// wraps or leaves user space is EFAULT, even when its first bytes could be transferred.
+constexpr uint64_t kUserSpaceEnd = 0x7fff'ffff'f000ull;  // TASK_SIZE_MAX
+bool user_range(uint64_t buf, uint64_t len) { return len <= kUserSpaceEnd && buf <= kUserSpaceEnd - len; }
+
 // Reads into guest memory [buf, buf+len) in place with io(host_ptr, n).
 template <typename Io> int64_t read_into(Process& p, uint64_t buf, uint64_t len, Io io) {
+  if (!user_range(buf, len)) return -EFAULT;
   len = std::min(len, kMaxRw);
   const auto span = p.mm().writable(buf, p.mm().accessible(buf, len, kvm::kProtWrite));
   if (!span) return -EFAULT;
@@ -325,6 +331,7 @@ KVMS_SYSCALL(read) {
 KVMS_SYSCALL(write) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
+  if (!user_range(a.a[1], a.a[2])) return -EFAULT;
   uint64_t len = std::min(a.a[2], kMaxRw);
   WriteQuota quota(p, *f, len);
   if (quota.error()) return quota.error();
@@ -342,6 +349,7 @@ KVMS_SYSCALL(pwrite64) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
   const auto off = static_cast<off_t>(a.a[3]);
+  if (!user_range(a.a[1], a.a[2])) return -EFAULT;
   uint64_t len = std::min(a.a[2], kMaxRw);
   WriteQuota quota(p, *f, len);
   if (quota.error()) return quota.error();

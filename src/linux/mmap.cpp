@@ -357,7 +357,7 @@ KVMS_SYSCALL(mremap) {
   new_len = page_up(new_len);
   if (new_len == 0) return -EINVAL;
   if (addr > kTaskSize || old_len > kTaskSize - addr) return -EINVAL;
-  if (new_len > kTaskSize) return -ENOMEM;
+  if (new_len > kTaskSize) return -EINVAL;  // what Linux answers (tests/guests/hostile/guest_values.c)
   // Every mapping is private here, and Linux only duplicates shared ones (old_len == 0).
   if (old_len == 0) return -EINVAL;
 
