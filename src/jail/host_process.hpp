@@ -1,0 +1,20 @@
+#pragma once
+// The host process's basics, set first thing in main, before any guest data exists.
+#include <cstdint>
+
+namespace kvms::jail {
+
+// PR_SET_NO_NEW_PRIVS (nothing kvmserver runs can gain privileges; seccomp needs it too), no core
+// dumps (RLIMIT_CORE 0) and not dumpable (a core or a ptrace attach would expose guest data:
+// requests, their secrets), RLIMIT_NOFILE set to `open_files` (soft and hard; the hard limit if that
+// is lower). Throws std::runtime_error naming the step that failed.
+void harden_host_process(uint64_t open_files);
+
+// RLIMIT_NOFILE for kvmserver serving with `workers` worker VMs (1 in run mode). Every guest fd is a
+// host fd, and so are each guest process's VM, vCPU and memory fds: kvmserver's own few dozen, plus a
+// budget per guest process tree (the template's, and one per worker) of sixteen full guest fd tables
+// (a guest process may open 1024 fds: its RLIMIT_NOFILE, which it cannot raise) with their VM and
+// vCPU fds. A guest past the bound gets EMFILE from the host, which is what Linux would answer.
+uint64_t open_files_limit(unsigned workers);
+
+}  // namespace kvms::jail
