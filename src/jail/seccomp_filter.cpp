@@ -156,9 +156,12 @@ std::vector<Rule> process_rules() {
               F_OFD_SETLK, F_OFD_SETLKW, F_GETPIPE_SZ, F_SETPIPE_SZ, F_ADD_SEALS, F_GET_SEALS});
   // ioctl: KVM, and what the emulation forwards to host fds (src/linux/file.cpp: FIONREAD, terminal
   // queries; epoll.cpp: a cloned timerfd's ticks; isatty() is TCGETS). The request is an unsigned
-  // int to the kernel: only the low 32 bits are compared, as the kernel reads them.
-  for (unsigned long request : kvm::Kvm::ioctls_used()) r.push_back({"ioctl", {arg_bits(1, 0xffffffffu, request)}});
+  // int to the kernel: only the low 32 bits are compared, as the kernel reads them. libseccomp
+  // checks a call's rules last-added first: KVM_RUN, by far the most frequent, goes last.
   add_values(r, "ioctl", 1, {FIONREAD, TCGETS, TIOCGWINSZ, TIOCGPGRP, kTimerfdSetTicks}, 0xffffffffu);
+  const auto& kvm_requests = kvm::Kvm::ioctls_used();
+  for (auto it = kvm_requests.rbegin(); it != kvm_requests.rend(); ++it)
+    r.push_back({"ioctl", {arg_bits(1, 0xffffffffu, *it)}});
   // Network: the guest's sockets are host sockets; warm-up and metrics connect and listen.
   add_values(r, "socket", 0, {AF_UNIX, AF_INET, AF_INET6});
   add_values(r, "socketpair", 0, {AF_UNIX});

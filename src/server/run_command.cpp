@@ -16,6 +16,7 @@
 #include "linux/policy.hpp"
 #include "linux/syscalls.hpp"
 #include "loader/elf_loader.hpp"
+#include "server/sandbox.hpp"
 #include "server/server.hpp"
 
 extern char** environ;
@@ -83,16 +84,10 @@ int run_program(const cli::Options& opts) {
   std::unique_ptr<linux::Guest> guest;
   std::unique_ptr<PrivateDir> template_tmp;
   linux::PolicyConfig base_policy;
+  std::shared_ptr<linux::NetPolicy> net_policy;
+  // What the guest may reach, settled before the jail (it names what the jail holds; host names in
+  // network grants are resolved while the host's resolver configuration is still there).
   try {
-    linux::GuestConfig config;
-    config.program = opts.program;
-    config.argv.push_back(opts.program);
-    config.argv.insert(config.argv.end(), opts.args.begin(), opts.args.end());
-    config.envp = guest_environment(opts);
-    config.cwd = opts.cwd;
-    config.address_space = opts.max_address_space_gb << 30;
-    config.process.verbose = opts.verbose > 0;
-    config.process.memory_limit = opts.max_memory_mb << 20;
     linux::PolicyConfig policy = cli::policy_config(opts);
     const std::string program = std::filesystem::absolute(linux::find_program(opts.program)).lexically_normal();
     policy.always_readable.push_back(program);
@@ -100,19 +95,13 @@ int run_program(const cli::Options& opts) {
       policy.always_readable.push_back(interp);
     for (const auto& path : linux::system_library_paths()) policy.always_readable.push_back(path);
     base_policy = policy;
-    if (opts.ephemeral && guest_may_write_tmp(linux::PathPolicy(policy))) {
-      template_tmp = std::make_unique<PrivateDir>();
-      policy = with_private_tmp(policy, template_tmp->path());
-    }
-    config.policy = std::make_shared<linux::PathPolicy>(std::move(policy));
-    guest = linux::Guest::create(config);
     linux::NetPolicyConfig net;
     net.listen_all = opts.allow_all || opts.allow_listen.all;
     net.connect_all = opts.allow_all || opts.allow_connect.all;
     net.listen = opts.allow_listen.items;
     net.connect = opts.allow_connect.items;
     try {
-      guest->process().net_policy = std::make_shared<linux::NetPolicy>(net);
+      net_policy = std::make_shared<linux::NetPolicy>(net);
     } catch (const std::invalid_argument& e) {
       std::fprintf(stderr, "kvmserver: %s\n", e.what());
       return 2;
@@ -124,12 +113,45 @@ int run_program(const cli::Options& opts) {
     std::fprintf(stderr, "kvmserver: %s\n", e.what());
     return kInternalError;
   }
+  if (const int status = enter_jail(opts, base_policy)) return status;
+
+  try {
+    linux::GuestConfig config;
+    config.program = opts.program;
+    config.argv.push_back(opts.program);
+    config.argv.insert(config.argv.end(), opts.args.begin(), opts.args.end());
+    config.envp = guest_environment(opts);
+    config.cwd = opts.cwd;
+    config.address_space = opts.max_address_space_gb << 30;
+    config.process.verbose = opts.verbose > 0;
+    config.process.memory_limit = opts.max_memory_mb << 20;
+    linux::PolicyConfig policy = base_policy;
+    if (opts.ephemeral && guest_may_write_tmp(linux::PathPolicy(policy))) {
+      template_tmp = std::make_unique<PrivateDir>();
+      policy = with_private_tmp(policy, template_tmp->path());
+    }
+    config.policy = std::make_shared<linux::PathPolicy>(std::move(policy));
+    guest = linux::Guest::create(config);
+    guest->process().net_policy = net_policy;
+  } catch (const loader::LoadError& e) {
+    std::fprintf(stderr, "kvmserver: %s\n", e.what());
+    return e.exit_status;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvmserver: %s\n", e.what());
+    return kInternalError;
+  }
+  // From here on every thread of kvmserver, and every one it starts, makes only the host calls it needs.
+  try {
+    start_seccomp(opts);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvmserver: %s\n", e.what());
+    return kInternalError;
+  }
 
   // Any program may turn out to be a server: it is paused the first time it waits on a listening socket.
   TemplateHooks hooks;
   guest->process().server = &hooks;
-  const bool expect_server = opts.ephemeral || opts.threads > 1 || opts.allow_listen.any() || opts.warmup > 0 ||
-                             opts.max_request_time || opts.max_request_memory_mb || !opts.metrics.empty();
+  const bool expect_server = opts.expects_server();
   double limit = opts.timeout.value_or(0);
   if (expect_server && (limit == 0 || opts.max_boot_time < limit)) limit = opts.max_boot_time;
   linux::RunResult result;
