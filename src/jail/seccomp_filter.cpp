@@ -186,8 +186,9 @@ std::vector<Rule> signal_thread_rules() {
   add_basics(r);
   add_plain(r, {"rt_sigtimedwait", "write", "writev", "fstat", "newfstatat", "lstat", "close",
                 "shutdown", "timer_delete", "getdents64", "unlinkat", "unlink", "rmdir"});
-  // Directories only (removing private /tmp trees).
+  // Directories only (removing private /tmp trees: fdopendir checks the fd's mode with F_GETFL).
   r.push_back({"openat", {arg_bits(2, O_DIRECTORY, O_DIRECTORY)}});
+  add_values(r, "fcntl", 1, {F_GETFL, F_GETFD, F_SETFD});
   return r;
 }
 
