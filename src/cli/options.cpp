@@ -96,6 +96,14 @@ std::string abs_path(const std::string& p, const Ctx& ctx) {
   return linux::normalize_path(ctx.base_dir + "/" + p);
 }
 
+// A path for --allow-read/--allow-write: absolute, and not in the trees kvmserver makes up (/proc,
+// /sys, /dev), which no grant reaches.
+std::string grant_path(const std::string& p, const Ctx& ctx) {
+  std::string path = abs_path(p, ctx);
+  if (std::string why = linux::grant_refusal(path); !why.empty()) throw BadValue(why);
+  return path;
+}
+
 // ADDR:PORT (ADDR may be empty = any, a name, IPv4 or [IPv6]) or, with allow_path, /PATH.
 std::string endpoint(const std::string& s, bool allow_path) {
   if (allow_path && !s.empty() && s[0] == '/') return s;
@@ -162,6 +170,8 @@ linux::Volume volume(const std::string& s, const Ctx& ctx) {
   v.host = abs_path(parts[0], ctx);
   if (parts[1][0] != '/') throw BadValue("the guest path must be absolute in '" + s + "'");
   v.guest = linux::normalize_path(parts[1]);
+  for (const std::string& side : {v.host, v.guest})
+    if (std::string why = linux::volume_refusal(side); !why.empty()) throw BadValue(why);
   if (parts.size() == 3) {
     if (parts[2] == "rw") {
       v.writable = true;
@@ -202,17 +212,17 @@ const std::vector<Spec>& specs() {
   static const std::vector<Spec> s = {
       // --- Permissions
       {"-A,--allow-all", "allow-all", Kind::Flag, "Permissions",
-       "", "Allow everything: all files, environment, network",
+       "", "Allow everything: all files (but /proc, /sys, /dev), environment, network",
        [](Options& o, const Value& v, const Ctx&) { o.allow_all = v.count > 0; }},
       {"--allow-read", "allow-read", Kind::OptGrant, "Permissions",
-       "[=PATH,...]", "Allow reading these paths (comma-separated; bare: everything)",
+       "[=PATH,...]", "Allow reading these paths (comma-separated; bare: everything but /proc, /sys, /dev)",
        [](Options& o, const Value& v, const Ctx& c) {
-         add_grant(o.allow_read, v, [&](const std::string& p) { return abs_path(p, c); });
+         add_grant(o.allow_read, v, [&](const std::string& p) { return grant_path(p, c); });
        }},
       {"--allow-write", "allow-write", Kind::OptGrant, "Permissions",
-       "[=PATH,...]", "Allow reading and writing these paths (comma-separated; bare: everything)",
+       "[=PATH,...]", "Allow reading and writing these paths (comma-separated; bare: everything but /proc, /sys, /dev)",
        [](Options& o, const Value& v, const Ctx& c) {
-         add_grant(o.allow_write, v, [&](const std::string& p) { return abs_path(p, c); });
+         add_grant(o.allow_write, v, [&](const std::string& p) { return grant_path(p, c); });
        }},
       {"--allow-env", "allow-env", Kind::OptGrant, "Permissions",
        "[=NAME,...]", "Pass these host environment variables (comma-separated; bare: all)",
@@ -231,10 +241,29 @@ const std::vector<Spec>& specs() {
       // --- Limits and reporting
       {"--timeout", "timeout", Kind::Float, "Limits", "SECONDS", "Stop the program after this long",
        [](Options& o, const Value& v, const Ctx&) { o.timeout = parse_seconds(v.text); }},
-      {"--max-memory", "max-memory", Kind::Int, "Limits", "MB", "Guest memory limit (default 1024)",
+      {"--max-memory", "max-memory", Kind::Int, "Limits", "MB",
+       "Memory of all guest processes together (default 1024; per request when serving)",
        [](Options& o, const Value& v, const Ctx&) {
          o.max_memory_mb = static_cast<uint64_t>(parse_int(v.text, 1, kMaxMemoryMb));
        }},
+      {"--max-processes", "max-processes", Kind::Int, "Limits", "N",
+       "Guest processes at a time (default 64; per request when serving)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_processes = uint64_t(parse_int(v.text, 1, 1 << 16)); }},
+      {"--max-threads", "max-threads", Kind::Int, "Limits", "N", "Threads of one guest process (default 128, at most 128)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_threads = uint64_t(parse_int(v.text, 1, kvm::kMaxVcpus)); }},
+      {"--max-fds", "max-fds", Kind::Int, "Limits", "N", "Open fds of one guest process (default 1024)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_fds = uint64_t(parse_int(v.text, 16, 1 << 20)); }},
+      {"--max-tmp-size", "max-tmp-size", Kind::Int, "Limits", "MB",
+       "Files in a private /tmp, per request (default 256)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_tmp_size_mb = uint64_t(parse_int(v.text, 1, kMaxMemoryMb)); }},
+      {"--max-pending-signals", "max-pending-signals", Kind::Int, "Limits", "N",
+       "Queued signals of one guest process (default 1024)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_pending_signals = uint64_t(parse_int(v.text, 1, 1 << 20)); }},
+      {"--max-epoll-watches", "max-epoll-watches", Kind::Int, "Limits", "N",
+       "Epoll registrations at a time (default 65536)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_epoll_watches = uint64_t(parse_int(v.text, 1, 1 << 24)); }},
+      {"--max-timers", "max-timers", Kind::Int, "Limits", "N", "Timers at a time (default 1024)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_timers = uint64_t(parse_int(v.text, 1, 1 << 20)); }},
       {"--max-address-space", "max-address-space", Kind::Int, "Limits",
        "GB", "Guest virtual address space (default 64)",
        [](Options& o, const Value& v, const Ctx&) {
@@ -478,7 +507,9 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
   app.set_version_flag("--version", std::string("kvmserver ") + kVersion);
   app.footer(
       "Everything after `run` belongs to the program. Nothing on the host is reachable unless "
-      "granted.\n--config FILE takes the long options as TOML keys, e.g. allow-read = [\"/lib\"], "
+      "granted.\nThe guest's /proc, /sys and /dev are made up by kvmserver: no grant reaches the host's. /dev "
+      "holds null, zero,\nfull, random, urandom, and tty (kvmserver's terminal) with --allow-read=/dev/tty or "
+      "--allow-write=/dev/tty.\n--config FILE takes the long options as TOML keys, e.g. allow-read = [\"/lib\"], "
       "timeout = 2.5.");
   app.add_option("--config", "TOML file of options (the long names as keys)")
       ->allow_extra_args(false)
@@ -628,6 +659,19 @@ std::optional<Options> parse_command_line(int argc, char** argv, int& exit_statu
     exit_status = UsageError::kExitStatus;
   }
   return std::nullopt;
+}
+
+linux::Limits limits_config(const Options& o) {
+  linux::Limits l;
+  l.memory = o.max_memory_mb << 20;
+  l.processes = o.max_processes;
+  l.threads = o.max_threads;
+  l.fds = o.max_fds;
+  l.tmp_bytes = o.max_tmp_size_mb << 20;
+  l.pending_signals = o.max_pending_signals;
+  l.epoll_watches = o.max_epoll_watches;
+  l.timers = o.max_timers;
+  return l;
 }
 
 linux::PolicyConfig policy_config(const Options& o) {

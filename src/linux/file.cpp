@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "linux/policy.hpp"
+#include "linux/file_quota.hpp"
 #include "linux/procfs.hpp"
 #include "linux/syscalls.hpp"
 
@@ -30,13 +31,21 @@ namespace kvms::linux {
 // Shared with file_meta.cpp (declared again there).
 namespace fileops {
 
-// policy().resolve(), logging a denial (-EACCES) with the flag that would allow it.
+// policy().resolve(), logging a denial (-EACCES) with the flag that would allow it. A path into
+// procfs's trees is never a host file: it is looked up there first, and what it names there is
+// read-only and cannot be created (-EACCES), unless a made-up link leads back out of the trees
+// (/proc/self/cwd/x), where the policy decides. An absent one is -ENOENT (callers that create map
+// it with procfs::creation_errno).
 int resolve(Process& p, const std::string& guest_path, Access access, bool follow_last,
             PathPolicy::Resolved& out) {
-  auto r = p.policy().resolve(guest_path, access, follow_last);
+  auto where = procfs::lookup(p, guest_path, follow_last);
+  if (std::holds_alternative<procfs::Node>(where)) return -EACCES;
+  if (auto* err = std::get_if<int>(&where)) return *err;
+  const std::string& path = std::get<std::string>(where);
+  auto r = p.policy().resolve(path, access, follow_last);
   if (auto* err = std::get_if<int>(&r)) {
     if (*err == -EACCES && p.config().verbose)
-      p.log_denied(normalize_path(guest_path), p.policy().suggestion(guest_path, access));
+      p.log_denied(normalize_path(path), p.policy().suggestion(path, access));
     return *err;
   }
   out = std::move(std::get<PathPolicy::Resolved>(r));
@@ -83,7 +92,6 @@ int open_parent(const std::string& host_path, std::string& name) {
 }
 
 // memfd.cpp: the room a write to a memfd has under --max-memory (len is cut to it), 0 or -ENOSPC.
-int memfd_room(Process& p, const OpenFile& f, uint64_t& len);
 
 }  // namespace fileops
 
@@ -223,13 +231,17 @@ int64_t do_writev(Process& p, const SyscallArgs& a, std::optional<int64_t> offse
   if (int rc = import_iovecs(p, a.a[1], a.a[2], kvm::kProtRead, iov, requested)) return rc;
   const uint64_t total = static_cast<uint64_t>(total_of(iov));
   uint64_t room = total;
-  if (int rc = fileops::memfd_room(p, *f, room)) return rc;
-  if (room < total) return -ENOSPC;  // all or nothing here: cutting iovecs is not worth it for memfds
-  Process::BlockingSection unlocked(p);
-  const ssize_t put = without_sigpipe(*f, [&] {
-    return offset ? ::pwritev(f->host_fd, iov.data(), static_cast<int>(iov.size()), *offset)
-                  : ::writev(f->host_fd, iov.data(), static_cast<int>(iov.size()));
-  });
+  WriteQuota quota(p, *f, room);
+  if (quota.error()) return quota.error();
+  if (room < total) return -ENOSPC;  // all or nothing here: cutting iovecs is not worth it
+  ssize_t put;
+  {
+    Process::BlockingSection unlocked(p);
+    put = without_sigpipe(*f, [&] {
+      return offset ? ::pwritev(f->host_fd, iov.data(), static_cast<int>(iov.size()), *offset)
+                    : ::writev(f->host_fd, iov.data(), static_cast<int>(iov.size()));
+    });
+  }
   if (put < 0) return -errno;
   if (total_of(iov) == 0 && requested) return -EFAULT;
   return put;
@@ -254,54 +266,31 @@ int status_flags_of(int flags) {
   return (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC)) | kOLargefile;
 }
 
-// A guest fd number named by a path: /dev/stdin..stderr, /dev/fd/N, /proc/self/fd/N.
-std::optional<int> guest_fd_path(const std::string& path) {
-  if (path == "/dev/stdin") return 0;
-  if (path == "/dev/stdout") return 1;
-  if (path == "/dev/stderr") return 2;
-  for (std::string_view prefix : {"/dev/fd/", "/proc/self/fd/"}) {
-    if (path.compare(0, prefix.size(), prefix) != 0) continue;
-    std::string_view num = std::string_view(path).substr(prefix.size());
-    if (num.empty() || num.size() > 9 || !std::all_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; }))
-      return std::nullopt;
-    return std::stoi(std::string(num));
-  }
-  return std::nullopt;
-}
-
-// The files every program may open without a grant; nullopt when path is not one of them.
-std::optional<int64_t> open_special(Process& p, const std::string& path, int flags, mode_t mode) {
-  static constexpr const char* kDevices[] = {"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/full"};
-  for (const char* dev : kDevices) {
-    if (path != dev) continue;
-    int fd = fileops::open_host(dev, flags & ~O_NOFOLLOW, mode);
-    if (fd < 0) return fd;
-    return install_host_fd(p, fd, path, status_flags_of(flags), flags & O_CLOEXEC, false);
-  }
-  if (auto n = guest_fd_path(path)) {
-    auto file = p.fds.get(*n);
-    if (!file) return -ENOENT;
-    return p.fds.install(std::move(file), flags & O_CLOEXEC);
-  }
-  return std::nullopt;
-}
-
 int64_t do_open(Process& p, int dirfd, uint64_t user_path, int flags, mode_t mode) {
   auto gp = p.guest_path(dirfd, user_path);
   if (auto* err = std::get_if<int>(&gp)) return *err;
-  const std::string& path = std::get<std::string>(gp);
   if (!fd_available(p)) return -EMFILE;
-  if (auto special = open_special(p, normalize_path(path), flags, mode)) return *special;
-  if (auto made_up = procfs::open(p, normalize_path(path), flags)) return *made_up;
 
   const int acc = flags & O_ACCMODE;
   const bool write = acc == O_WRONLY || acc == O_RDWR || (flags & (O_CREAT | O_TRUNC | O_APPEND)) ||
                      (flags & O_TMPFILE) == O_TMPFILE;
   const bool follow = !(flags & O_NOFOLLOW) && !((flags & O_CREAT) && (flags & O_EXCL));
+  auto where = procfs::lookup(p, std::get<std::string>(gp), follow);
+  if (auto* made_up = std::get_if<procfs::Node>(&where)) return procfs::open(p, *made_up, flags, follow);
+  if (auto* err = std::get_if<int>(&where))
+    return *err == -ENOENT && (flags & O_CREAT) ? procfs::creation_errno(p, std::get<std::string>(gp)) : *err;
+  const std::string& path = std::get<std::string>(where);
   PathPolicy::Resolved r;
   if (int rc = fileops::resolve(p, path, write ? Access::Write : Access::Read, follow, r)) return rc;
+  const bool creates = flags & (O_CREAT | O_TRUNC | O_TMPFILE);
+  std::optional<WriteQuota> quota;
+  if (creates) {
+    quota.emplace(p, r.guest_path);
+    if (quota->error()) return quota->error();
+  }
   int fd = fileops::open_host(r.host_path, flags, mode & ~p.umask);
   if (fd < 0) return fd;
+  if (quota) quota->created(fd);
   return install_host_fd(p, fd, r.guest_path, status_flags_of(flags), flags & O_CLOEXEC, r.writable);
 }
 
@@ -336,6 +325,8 @@ int64_t make_pipe(Process& p, uint64_t ufds, uint64_t flags) {
   auto r = std::make_shared<OpenFile>(host[0], Kind::Pipe, name, O_RDONLY | status);
   auto w = std::make_shared<OpenFile>(host[1], Kind::Pipe, name, O_WRONLY | status);
   r->writable_grant = w->writable_grant = true;  // ours alone
+  // The buffer is charged to the read end: once it closes, writes fail and nothing stays buffered.
+  if (int rc = charge_open_file(p, *r, host_cost::kPipe, ENFILE, "pipe")) return rc;
   const bool cloexec = flags & O_CLOEXEC;
   int rfd = p.fds.install(std::move(r), cloexec);
   if (rfd < 0) return rfd;
@@ -373,7 +364,8 @@ KVMS_SYSCALL(write) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
   uint64_t len = std::min(a.a[2], kMaxRw);
-  if (int rc = fileops::memfd_room(p, *f, len)) return rc;
+  WriteQuota quota(p, *f, len);
+  if (quota.error()) return quota.error();
   return write_from(p, *f, a.a[1], len, [&](const void* buf, size_t n) { return ::write(f->host_fd, buf, n); });
 }
 
@@ -389,7 +381,8 @@ KVMS_SYSCALL(pwrite64) {
   if (!f) return -EBADF;
   const auto off = static_cast<off_t>(a.a[3]);
   uint64_t len = std::min(a.a[2], kMaxRw);
-  if (int rc = fileops::memfd_room(p, *f, len)) return rc;
+  WriteQuota quota(p, *f, len);
+  if (quota.error()) return quota.error();
   return write_from(p, *f, a.a[1], len, [&](const void* buf, size_t n) { return ::pwrite(f->host_fd, buf, n, off); });
 }
 
@@ -483,9 +476,17 @@ KVMS_SYSCALL(fcntl) {
     case F_OFD_SETLK:
     case F_OFD_SETLKW: return do_lock(p, *f, cmd, arg);
     case F_GETPIPE_SZ:
-    case F_SETPIPE_SZ:
       if (f->kind != Kind::Pipe) return -EBADF;
-      return errno_result(::fcntl(f->host_fd, cmd, static_cast<int>(arg)));
+      return errno_result(::fcntl(f->host_fd, cmd));
+    case F_SETPIPE_SZ: {
+      if (f->kind != Kind::Pipe) return -EBADF;
+      // A bigger buffer is more host memory: charged (to this end) before the host grows it.
+      const uint64_t wanted = std::max<uint64_t>(static_cast<uint32_t>(arg), host_cost::kPipe);
+      if (int rc = charge_open_file(p, *f, std::min<uint64_t>(wanted, 1 << 20), EPERM, "fcntl(F_SETPIPE_SZ)")) return rc;
+      const int64_t size = errno_result(::fcntl(f->host_fd, cmd, static_cast<int>(arg)));
+      if (size >= 0) f->memory_charge.set_unchecked(std::max<uint64_t>(size, host_cost::kPipe));
+      return size;
+    }
     default: return -EINVAL;
   }
 }
@@ -546,9 +547,13 @@ KVMS_SYSCALL(sendfile) {
   off_t offset = 0;
   if (a.a[2] && !p.mm().read(a.a[2], offset)) return -EFAULT;
   uint64_t count = std::min(a.a[3], kMaxRw);
-  if (int rc = fileops::memfd_room(p, *out, count)) return rc;
-  Process::BlockingSection unlocked(p);
-  const ssize_t n = without_sigpipe(*out, [&] { return ::sendfile(out->host_fd, in->host_fd, a.a[2] ? &offset : nullptr, count); });
+  WriteQuota quota(p, *out, count);
+  if (quota.error()) return quota.error();
+  ssize_t n;
+  {  // the guest's memory is touched again only with the process lock held
+    Process::BlockingSection unlocked(p);
+    n = without_sigpipe(*out, [&] { return ::sendfile(out->host_fd, in->host_fd, a.a[2] ? &offset : nullptr, count); });
+  }
   if (n < 0) return -errno;
   if (a.a[2] && !p.mm().write(a.a[2], offset)) return -EFAULT;
   return n;

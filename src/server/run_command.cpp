@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "kvm/probe.hpp"
 #include "linux/guest.hpp"
 #include "linux/net_policy.hpp"
 #include "linux/policy.hpp"
@@ -53,7 +54,10 @@ uint64_t deadline_after(double seconds) {
   return uint64_t(now.tv_sec) * 1000000000 + uint64_t(now.tv_nsec) + uint64_t(seconds * 1e9);
 }
 
-void print_stats(linux::Guest& guest) {
+void print_stats(linux::Guest& guest, const kvm::HostFacts::Cost& check) {
+  std::fprintf(stderr, "kvmserver: stats: host check: vms=%d vcpus=%d runs=%d exits=%llu pages=%llu time=%.1f ms\n",
+               check.vms, check.vcpus, check.runs, (unsigned long long)check.exits, (unsigned long long)check.pages,
+               double(check.ns) / 1e6);
   const auto& x = guest.exits();
   std::fprintf(stderr, "kvmserver: stats: vm exits: syscall=%llu exception=%llu interrupted=%llu other=%llu total=%llu\n",
                (unsigned long long)x.syscall, (unsigned long long)x.exception, (unsigned long long)x.interrupted,
@@ -101,6 +105,13 @@ std::optional<int> start_step(Step&& step) {
 }  // namespace
 
 int run_program(const cli::Options& opts) {
+  const bool expect_server = opts.expects_server();
+  // Refuse what cannot work before anything else: no usable /dev/kvm is one line, not a failure later.
+  const kvm::HostFacts host = kvm::examine_host(expect_server);
+  if (const std::string why = kvm::verdict(host); !why.empty()) {
+    std::fprintf(stderr, "kvmserver: %s\n", why.c_str());
+    return kInternalError;
+  }
   std::unique_ptr<linux::Guest> guest;
   std::unique_ptr<PrivateDir> template_tmp;
   linux::PolicyConfig base_policy;
@@ -137,7 +148,7 @@ int run_program(const cli::Options& opts) {
         config.cwd = opts.cwd;
         config.address_space = opts.max_address_space_gb << 30;
         config.process.verbose = opts.verbose > 0;
-        config.process.memory_limit = opts.max_memory_mb << 20;
+        config.process.limits = cli::limits_config(opts);
         linux::PolicyConfig policy = base_policy;
         if (opts.ephemeral && guest_may_write_tmp(linux::PathPolicy(policy))) {
           template_tmp = std::make_unique<PrivateDir>();
@@ -145,6 +156,7 @@ int run_program(const cli::Options& opts) {
         }
         config.policy = std::make_shared<linux::PathPolicy>(std::move(policy));
         guest = linux::Guest::create(config);
+        guest->process().has_private_tmp = template_tmp != nullptr;
         guest->process().net_policy = net_policy;
         // From here on every thread of kvmserver, and every one it starts, makes only the host calls
         // it needs.
@@ -155,7 +167,6 @@ int run_program(const cli::Options& opts) {
   // Any program may turn out to be a server: it is paused the first time it waits on a listening socket.
   TemplateHooks hooks;
   guest->process().server = &hooks;
-  const bool expect_server = opts.expects_server();
   double limit = opts.timeout.value_or(0);
   if (expect_server && (limit == 0 || opts.max_boot_time < limit)) limit = opts.max_boot_time;
   linux::RunResult result;
@@ -199,7 +210,7 @@ int run_program(const cli::Options& opts) {
     std::fprintf(stderr, "kvmserver: %s: %s before listening for connections\n", opts.program.c_str(),
                  result.message.empty() ? ("exited with status " + std::to_string(result.status)).c_str()
                                         : result.message.c_str());
-    if (opts.stats) print_stats(*guest);
+    if (opts.stats) print_stats(*guest, host.cost);
     return result.status == 0 ? 1 : result.status;
   }
   if (expect_server && result.reason == linux::RunResult::TimedOut && limit == opts.max_boot_time) {
@@ -212,7 +223,7 @@ int run_program(const cli::Options& opts) {
     std::fprintf(stderr, "kvmserver: %s: timed out after %g s\n", opts.program.c_str(), *opts.timeout);
   else if (!result.message.empty())
     std::fprintf(stderr, "kvmserver: %s: %s\n", opts.program.c_str(), result.message.c_str());
-  if (opts.stats) print_stats(*guest);
+  if (opts.stats) print_stats(*guest, host.cost);
   return result.status;
 }
 
