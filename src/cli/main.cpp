@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
   auto opts = kvms::cli::parse_command_line(argc, argv, status);
   if (!opts) return status;
   try {
-    kvms::jail::harden_host_process(kvms::jail::open_files_limit(opts->threads));
+    kvms::jail::harden_host_process(kvms::jail::open_files_limit(opts->threads, kvms::cli::limits_config(*opts)));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kvmserver: %s\n", e.what());
     return 125;

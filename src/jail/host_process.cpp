@@ -11,17 +11,16 @@
 namespace kvms::jail {
 namespace {
 
-constexpr uint64_t kOwnFiles = 256;              // stdio, /dev/kvm, listeners, metrics, directories
-constexpr uint64_t kGuestFdTable = 1024;         // a guest process's RLIMIT_NOFILE (linux/fd_table.hpp)
-constexpr uint64_t kPerProcessOverhead = 160;    // its VM, up to 128 vCPUs, memory and /proc memfds
-constexpr uint64_t kProcessesPerTree = 16;
+constexpr uint64_t kOwnFiles = 256;            // stdio, /dev/kvm, listeners, metrics, directories
+constexpr uint64_t kPerProcessOverhead = 32;   // besides its fds and vCPUs: its VM, memory and /proc memfds
 
 [[noreturn]] void fail(const char* what) { throw std::runtime_error(std::string(what) + ": " + strerror(errno)); }
 
 }  // namespace
 
-uint64_t open_files_limit(unsigned workers) {
-  return kOwnFiles + (uint64_t(workers) + 1) * kProcessesPerTree * (kGuestFdTable + kPerProcessOverhead);
+uint64_t open_files_limit(unsigned workers, const linux::Limits& limits) {
+  const uint64_t per_process = limits.fds + limits.threads + kPerProcessOverhead;
+  return kOwnFiles + (uint64_t(workers) + 1) * limits.processes * per_process;
 }
 
 void harden_host_process(uint64_t open_files) {

@@ -2,6 +2,8 @@
 // The host process's basics, set first thing in main, before any guest data exists.
 #include <cstdint>
 
+#include "linux/limits.hpp"
+
 namespace kvms::jail {
 
 // PR_SET_NO_NEW_PRIVS (nothing kvmserver runs can gain privileges; seccomp needs it too), no core
@@ -10,11 +12,12 @@ namespace kvms::jail {
 // is lower). Throws std::runtime_error naming the step that failed.
 void harden_host_process(uint64_t open_files);
 
-// RLIMIT_NOFILE for kvmserver serving with `workers` worker VMs (1 in run mode). Every guest fd is a
-// host fd, and so are each guest process's VM, vCPU and memory fds: kvmserver's own few dozen, plus a
-// budget per guest process tree (the template's, and one per worker) of sixteen full guest fd tables
-// (a guest process may open 1024 fds: its RLIMIT_NOFILE, which it cannot raise) with their VM and
-// vCPU fds. A guest past the bound gets EMFILE from the host, which is what Linux would answer.
-uint64_t open_files_limit(unsigned workers);
+// RLIMIT_NOFILE for kvmserver serving with `workers` worker VMs (1 in run mode) under the guest caps
+// `limits`. Every guest fd is a host fd, and so are each guest process's VM, vCPU and memory fds:
+// kvmserver's own few hundred, plus, per guest process tree (the template's, and one per worker),
+// --max-processes processes each with a full fd table (--max-fds) and its VM and vCPU fds. The caps
+// answer a guest first (EMFILE, EAGAIN); the bound only keeps a bug in them from taking the host's
+// whole table.
+uint64_t open_files_limit(unsigned workers, const linux::Limits& limits);
 
 }  // namespace kvms::jail

@@ -32,10 +32,16 @@ TEST(HostProcess, Hardened) {
   EXPECT_TRUE(r.exited(0)) << r.describe();
 }
 
-TEST(HostProcess, OpenFilesGrowWithWorkers) {
-  EXPECT_GT(open_files_limit(1), 16u * 1024);  // the template and one worker, each a guest tree
-  EXPECT_GT(open_files_limit(8), open_files_limit(1));
-  EXPECT_EQ(open_files_limit(3) - open_files_limit(2), open_files_limit(2) - open_files_limit(1));
+TEST(HostProcess, OpenFilesCoverTheGuestCaps) {
+  const linux::Limits caps;
+  // The template and one worker, each a tree of --max-processes full fd tables.
+  EXPECT_GT(open_files_limit(1, caps), 2 * caps.processes * caps.fds);
+  EXPECT_GT(open_files_limit(8, caps), open_files_limit(1, caps));
+  EXPECT_EQ(open_files_limit(3, caps) - open_files_limit(2, caps), open_files_limit(2, caps) - open_files_limit(1, caps));
+  linux::Limits fewer = caps;
+  fewer.processes = 4;
+  fewer.fds = 64;
+  EXPECT_LT(open_files_limit(2, fewer), open_files_limit(2, caps));
 }
 
 }  // namespace

@@ -58,7 +58,7 @@ std::string status_field(const std::string& name) {
 ChildResult in_jail(const JailSpec& spec, const std::function<std::string()>& check) {
   return run_in_child([&] {
     try {
-      harden_host_process(open_files_limit(1));  // as kvmserver's main does first (not dumpable...)
+      harden_host_process(open_files_limit(1, linux::Limits{}));  // as kvmserver's main does first (not dumpable...)
       enter(spec, std::nullopt);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "enter: %s\n", e.what());
@@ -208,7 +208,7 @@ TEST_F(Jail, StatusAndSignalsPassThrough) {
       [&] {
         close(ready[0]);
         try {
-          harden_host_process(open_files_limit(1));
+          harden_host_process(open_files_limit(1, linux::Limits{}));
           enter(spec, std::nullopt);
         } catch (const std::exception& e) {
           return 99;
