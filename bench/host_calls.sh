@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Host system calls per request of kvmserver serving (-t 1 -e, jailed as by default): strace -c
-# counts every call kvmserver's threads make while REQUESTS sequential requests are served. These
-# are counts, valid in the nested machine (tools/with-kvm bench/host_calls.sh); multiplied by the
+# Host system calls per request of kvmserver serving (-t 1 -e, jailed as by default): perf counts
+# the calls kvmserver's threads make (the raw_syscalls and syscalls tracepoints; kvmserver is not
+# dumpable, so strace may not attach) while REQUESTS sequential requests are served. These are
+# counts, valid in the nested machine (tools/with-kvm bench/host_calls.sh); multiplied by the
 # filter's native cost per call (bench/seccomp.sh) they give the filter's cost per request.
 # The calls whose arguments the filter checks (ioctl, which includes every KVM_RUN, fcntl, mmap,
 # mprotect, socket, clone, tgkill, prctl, prlimit64) run the whole BPF program; the others are
@@ -15,7 +16,11 @@ requests=${REQUESTS:-200}
 PY=/usr/bin/python3
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
-command -v strace >/dev/null || { echo "host_calls.sh: needs strace" >&2; exit 1; }
+command -v perf >/dev/null || { echo "host_calls.sh: needs perf (linux-perf)" >&2; exit 1; }
+[ -d /sys/kernel/tracing/events ] || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+checked=(ioctl fcntl mmap mprotect socket socketpair clone tgkill prctl prlimit64)
+events=raw_syscalls:sys_enter
+for c in "${checked[@]}"; do events+=,syscalls:sys_enter_$c; done
 
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 get() { # PORT COUNT
@@ -31,10 +36,10 @@ for _ in range(n):
 PYEOF
 }
 
-echo "| server | host calls/request | argument-checked/request | of which ioctl | most frequent |"
+echo "| server | host calls/request | argument-checked/request | of which ioctl | argument-checked calls/request |"
 echo "| --- | --- | --- | --- | --- |"
 measure() { # NAME GRANTS... -- COMMAND... (PORT appended)
-  local name=$1 port outer middle inner i tids
+  local name=$1 port outer middle inner i
   shift
   local -a grants=()
   while [ "$1" != -- ]; do grants+=("$1"); shift; done
@@ -47,30 +52,27 @@ measure() { # NAME GRANTS... -- COMMAND... (PORT appended)
   inner=$(pgrep -P "${middle:-0}" | head -n1)
   inner=${inner:-$outer}  # not jailed
   get "$port" 20
-  tids=$(for t in /proc/"$inner"/task/*; do printf -- '-p %s ' "${t##*/}"; done)
-  # shellcheck disable=SC2086
-  strace -c -f -qq -o "$work/$name.strace" $tids &
-  local tracer=$!
+  perf stat -x, -e "$events" -p "$inner" -o "$work/$name.perf" &
+  local counter=$!
   sleep 2
   get "$port" "$requests"
-  kill -INT "$tracer"
-  wait "$tracer" 2>/dev/null
+  kill -INT "$counter"
+  wait "$counter" 2>/dev/null
   kill -INT "$outer"
   wait "$outer" 2>/dev/null
-  $PY - "$work/$name.strace" "$requests" "$name" <<'PYEOF'
+  $PY - "$work/$name.perf" "$requests" "$name" <<'PYEOF'
 import sys
 path, n, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-checked = {"ioctl", "fcntl", "mmap", "mprotect", "socket", "socketpair", "clone", "tgkill", "prctl", "prlimit64"}
-calls = {}
+counts = {}
 for line in open(path):
-    f = line.split()
-    # "% time  seconds  usecs/call  calls  [errors]  syscall"
-    if len(f) >= 5 and f[3].isdigit() and f[-1] != "total":
-        calls[f[-1]] = calls.get(f[-1], 0) + int(f[3])
-total = sum(calls.values())
-arg = sum(c for k, c in calls.items() if k in checked)
-top = ", ".join(f"{k} {c / n:.1f}" for k, c in sorted(calls.items(), key=lambda kv: -kv[1])[:6])
-print(f"| {name} | {total / n:.1f} | {arg / n:.1f} | {calls.get('ioctl', 0) / n:.1f} | {top} |")
+    f = line.strip().split(",")
+    # perf stat -x,: "count,unit,event,..."
+    if len(f) >= 3 and f[0].isdigit():
+        counts[f[2].split(":")[-1].removeprefix("sys_enter_") if f[2].startswith("syscalls:") else "total"] = int(f[0])
+total = counts.get("total", 0)
+arg = sum(c for k, c in counts.items() if k != "total")
+top = ", ".join(f"{k} {c / n:.1f}" for k, c in sorted(counts.items(), key=lambda kv: -kv[1]) if k != "total" and c)
+print(f"| {name} | {total / n:.1f} | {arg / n:.1f} | {counts.get('ioctl', 0) / n:.1f} | {top} |")
 PYEOF
 }
 
