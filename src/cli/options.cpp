@@ -282,7 +282,7 @@ const std::vector<Spec>& specs() {
        "if the kernel allows)",
        [](Options& o, const Value& v, const Ctx&) { o.jail = on_off(v.text); }},
       {"--seccomp", "seccomp", Kind::Switch, "Sandbox", "[=on|off]",
-       "Allow kvmserver only the host system calls it needs (default on)",
+       "Allow kvmserver only the host system calls it needs (default: on in run mode, off when serving)",
        [](Options& o, const Value& v, const Ctx&) { o.seccomp = on_off(v.text); }},
       // --- Server
       {"-t,--threads", "threads", Kind::Int, "Server", "N", "Worker VMs (default 1)",

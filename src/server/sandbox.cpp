@@ -61,7 +61,7 @@ int enter_jail(const cli::Options& opts, const linux::PolicyConfig& policy) {
   if (!opts.jail.value_or(opts.expects_server())) return 0;
   std::optional<jail::FilterOptions> supervisor_seccomp;
   try {
-    if (opts.seccomp) supervisor_seccomp = jail::filter_options_from_environment();
+    if (opts.seccomp_on()) supervisor_seccomp = jail::filter_options_from_environment();
     const std::string description = jail::enter(jail_spec(opts, policy), supervisor_seccomp);
     if (opts.verbose) std::fprintf(stderr, "kvmserver: jailed: %s\n", description.c_str());
   } catch (const jail::JailError& e) {
@@ -78,11 +78,11 @@ int enter_jail(const cli::Options& opts, const linux::PolicyConfig& policy) {
 }
 
 void start_seccomp(const cli::Options& opts) {
-  if (opts.seccomp) jail::install_filter(jail::FilterRole::Process, jail::filter_options_from_environment());
+  if (opts.seccomp_on()) jail::install_filter(jail::FilterRole::Process, jail::filter_options_from_environment());
 }
 
 void restrict_this_thread(const cli::Options& opts, jail::FilterRole role) {
-  if (opts.seccomp) jail::install_filter(role, jail::filter_options_from_environment());
+  if (opts.seccomp_on()) jail::install_filter(role, jail::filter_options_from_environment());
 }
 
 }  // namespace kvms::server

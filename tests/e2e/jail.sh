@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # kvmserver's own sandbox, from outside, as root in the nested machine (it changes nothing there:
 # other scripts run at the same time):
-#   server     a -t 1 -e server (jailed by default): every thread of kvmserver and of its two
-#              supervisors under seccomp (Seccomp: 2), NoNewPrivs 1, no capabilities; its namespaces
+#   server     a -t 1 -e server (jailed by default; --seccomp): every thread of kvmserver and of its
+#              two supervisors under seccomp (Seccomp: 2), NoNewPrivs 1, no capabilities; its namespaces
 #              differ from ours (but the network: it listens on the host's); its root holds only
 #              what it should (no /etc/shadow, /home, the project's sources...; /dev only kvm,
 #              null, zero, full, random, urandom; a /proc with one process); the guest still
@@ -15,6 +15,7 @@
 #              with one line naming the call and the thread, exit 125: in run mode and in a worker
 #   refused    user namespaces disabled (in a user namespace of our own whose limit is 0): --jail
 #              fails with one line and 125, the default falls back (-v says so) and serves
+#              (seccomp off: the default when serving)
 #   unprivileged  as nobody: jailed with its own uid mapped; refused: 125
 #
 # Usage: tests/e2e/jail.sh [KVMSERVER [GUESTS]]
@@ -83,7 +84,7 @@ hardened() { # CASE PID
 # ---------------------------------------------------------------------------------------- server
 section server
 port=$(free_port)
-start_kvm server -t 1 -e -v --allow-listen=127.0.0.1:"$port" --allow-write="$tmp/out" -- \
+start_kvm server -t 1 -e -v --seccomp --allow-listen=127.0.0.1:"$port" --allow-write="$tmp/out" -- \
   "$GUESTS/servers/epoll_server" "$port" "$tmp/out"
 if ! wait_ready; then
   fail server.ready "$WHY"
@@ -177,7 +178,7 @@ deny_line='^kvmserver: seccomp: denied host system call getrandom \(318\) in thr
 KVMS_SECCOMP_DENY=getrandom check denied.run_mode 125 "$deny_line" -- "$KVMSERVER" run "$GUESTS/misc.gcc-static"
 KVMS_SECCOMP_DENY=getrandom check denied.jailed 125 "$deny_line" -- "$KVMSERVER" --jail run "$GUESTS/misc.gcc-static"
 port=$(free_port)
-KVMS_SECCOMP_DENY=accept4 start_kvm denied_worker -t 1 -e --allow-listen=127.0.0.1:"$port" -- "$GUESTS/servers/epoll_server" "$port"
+KVMS_SECCOMP_DENY=accept4 start_kvm denied_worker -t 1 -e --seccomp --allow-listen=127.0.0.1:"$port" -- "$GUESTS/servers/epoll_server" "$port"
 if wait_ready; then
   client fetch --port "$port" --timeout 10 / >/dev/null 2>&1
   stop INT
@@ -203,6 +204,9 @@ if wait_ready; then
   grep -q '^kvmserver: not jailed: cannot create namespaces' "$SLOG.err" && pass refused.default_falls_back ||
     fail refused.default_falls_back "no 'not jailed' line: $(tail_of "$SLOG.err")"
   expect_fetch refused.default_serves "$port" / 'hello\n'
+  # seccomp is off by default when serving (README: its cost per request is above 2 %).
+  [ "$(field /proc/"$SPID" Seccomp)" = 0 ] && pass refused.server_seccomp_off_by_default ||
+    fail refused.server_seccomp_off_by_default "Seccomp: $(field /proc/"$SPID" Seccomp)"
   # Unjailed: no supervisor in between, our mount and PID namespaces.
   if [ -z "$(pgrep -P "$SPID")" ] && [ "$(readlink /proc/"$SPID"/ns/mnt)" = "$(readlink /proc/self/ns/mnt)" ] &&
     [ "$(readlink /proc/"$SPID"/ns/pid)" = "$(readlink /proc/self/ns/pid)" ]; then

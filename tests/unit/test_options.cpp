@@ -70,7 +70,7 @@ TEST(Options, Defaults) {
   EXPECT_EQ(o.max_boot_time, 20.0);
   EXPECT_EQ(o.metrics, "");
   EXPECT_FALSE(o.jail);  // decided later: on when serving
-  EXPECT_TRUE(o.seccomp);
+  EXPECT_FALSE(o.seccomp);  // decided later: on in run mode, off when serving
 }
 
 TEST(Options, SandboxSwitches) {
@@ -79,8 +79,12 @@ TEST(Options, SandboxSwitches) {
   EXPECT_EQ(parse({"--jail=on", "run", "p"}).jail, true);
   EXPECT_EQ(parse({"--jail=off", "run", "p"}).jail, false);
   EXPECT_EQ(parse({"--jail=false", "--jail=true", "run", "p"}).jail, true);  // the last one counts
-  EXPECT_FALSE(parse({"--seccomp=off", "run", "p"}).seccomp);
-  EXPECT_TRUE(parse({"--seccomp=off", "--seccomp", "run", "p"}).seccomp);
+  EXPECT_EQ(parse({"--seccomp=off", "run", "p"}).seccomp, false);
+  EXPECT_EQ(parse({"--seccomp=off", "--seccomp", "run", "p"}).seccomp, true);
+  EXPECT_TRUE(parse({"run", "p"}).seccomp_on());
+  EXPECT_FALSE(parse({"-t", "2", "-e", "run", "p"}).seccomp_on());
+  EXPECT_TRUE(parse({"-t", "2", "-e", "--seccomp", "run", "p"}).seccomp_on());
+  EXPECT_FALSE(parse({"--seccomp=off", "run", "p"}).seccomp_on());
   EXPECT_USAGE_ERROR(Args({"--jail=maybe", "run", "p"}), "--jail: expected on or off, not 'maybe'");
   EXPECT_USAGE_ERROR(Args({"--seccomp=1", "run", "p"}), "--seccomp: expected on or off");
   // After `run`, they are the program's.
@@ -439,7 +443,7 @@ seccomp = "off"
   EXPECT_EQ(o.max_boot_time, 3.5);
   EXPECT_EQ(o.metrics, "127.0.0.1:9100");
   EXPECT_EQ(o.jail, true);
-  EXPECT_FALSE(o.seccomp);
+  EXPECT_EQ(o.seccomp, false);
 }
 
 TEST_F(ConfigTest, CommandLineOverridesAndExtends) {
