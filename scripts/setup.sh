@@ -9,8 +9,10 @@ t0=$(date +%s)
 packages=(
   build-essential cmake pkg-config nasm
   libgtest-dev libcli11-dev libtomlplusplus-dev libfmt-dev libspdlog-dev libseccomp-dev libbenchmark-dev
+  libhttp-parser-dev libsystemd-dev
   musl-tools busybox-static python3 curl ca-certificates procps
   libpython3.11-testsuite wrk
+  nginx systemd  # tests/e2e/isolation.sh: a reverse proxy in front; systemd-socket-activate
 )
 mapfile -t -O "${#packages[@]}" packages < <(grep -v '^\s*#' tools/with-kvm.packages | grep -v '^\s*$')
 

@@ -19,6 +19,7 @@
 #include "linux/syscalls.hpp"
 #include "loader/elf_loader.hpp"
 #include "server/sandbox.hpp"
+#include "server/front_listeners.hpp"
 #include "server/server.hpp"
 
 extern char** environ;
@@ -167,6 +168,7 @@ int run_program(const cli::Options& opts) {
   // Any program may turn out to be a server: it is paused the first time it waits on a listening socket.
   TemplateHooks hooks;
   guest->process().server = &hooks;
+  if (!opts.isolate_requests) hooks.inherit_listeners(activated_sockets());  // request mode: the front's
   double limit = opts.timeout.value_or(0);
   if (expect_server && (limit == 0 || opts.max_boot_time < limit)) limit = opts.max_boot_time;
   linux::RunResult result;
