@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 
@@ -48,12 +49,16 @@ jail::JailSpec jail_spec(const cli::Options& opts, const linux::PolicyConfig& po
     if (item.starts_with("/")) spec.binds.push_back({parent_dir(linux::normalize_path(item)), true});
   for (const auto& item : opts.allow_connect.items)
     if (item.starts_with("/")) spec.binds.push_back({parent_dir(linux::normalize_path(item)), false});
+  // --listen=unix:PATH: kvmserver creates the front's socket there once the template is ready.
+  for (const auto& item : opts.listen)
+    if (item.starts_with("unix:/")) spec.binds.push_back({parent_dir(linux::normalize_path(item.substr(5))), true});
   // Private /tmp directories (private_tmp.cpp) and made-up /proc directories (procfs.cpp).
   spec.scratch_dirs = {"/tmp"};
   std::error_code ec;
   if (const auto tmp = std::filesystem::temp_directory_path(ec); !ec && tmp != "/tmp") spec.scratch_dirs.push_back(tmp);
   spec.cwd = working_directory();
-  spec.new_network = !(opts.allow_all || opts.allow_listen.any() || opts.allow_connect.any() || !opts.metrics.empty());
+  spec.new_network = !(opts.allow_all || opts.allow_listen.any() || opts.allow_connect.any() || !opts.metrics.empty() ||
+                       !opts.listen.empty());
   return spec;
 }
 
@@ -62,7 +67,12 @@ int enter_jail(const cli::Options& opts, const linux::PolicyConfig& policy) {
   std::optional<jail::FilterOptions> supervisor_seccomp;
   try {
     if (opts.seccomp_on()) supervisor_seccomp = jail::filter_options_from_environment();
+    // Socket activation: the sockets pass into the jail (inherited fds), but sd_listen_fds() takes
+    // them only in the process LISTEN_PID names, which was ours and is now the outer supervisor.
+    const char* listen_pid = std::getenv("LISTEN_PID");
+    const bool activated = listen_pid && std::to_string(getpid()) == listen_pid;
     const std::string description = jail::enter(jail_spec(opts, policy), supervisor_seccomp);
+    if (activated) setenv("LISTEN_PID", std::to_string(getpid()).c_str(), 1);
     if (opts.verbose) std::fprintf(stderr, "kvmserver: jailed: %s\n", description.c_str());
   } catch (const jail::JailError& e) {
     if (opts.jail) {
