@@ -38,6 +38,7 @@ enum class Kind {
   List,       // --volume=a:b (repeatable)   TOML: array of strings or one string
   OptGrant,   // --allow-read[=a,b]          TOML: bool, array of strings or "a,b"
   ListGrant,  // --allow-listen=a,b          TOML: array of strings or "a,b"
+  Switch,     // --jail, --jail=off            TOML: bool, "on" or "off"
 };
 
 struct Value {
@@ -181,6 +182,13 @@ linux::Volume volume(const std::string& s, const Ctx& ctx) {
   return v;
 }
 
+// A Switch's value: bare (empty) is on.
+bool on_off(const std::string& s) {
+  if (s.empty() || s == "on" || s == "true") return true;
+  if (s == "off" || s == "false") return false;
+  throw BadValue("expected on or off, not '" + s + "'");
+}
+
 std::string env_assignment(const std::string& s) {
   auto eq = s.find('=');
   if (eq == 0 || eq == std::string::npos) throw BadValue("expected NAME=VALUE, not '" + s + "'");
@@ -268,6 +276,14 @@ const std::vector<Spec>& specs() {
          if (v.count < 0 || v.count > 100) throw BadValue("out of range");
          o.verbose = static_cast<int>(v.count);
        }},
+      // --- Sandbox
+      {"--jail", "jail", Kind::Switch, "Sandbox", "[=on|off]",
+       "Run in namespaces with a private root holding only the granted paths (default: on when serving, "
+       "if the kernel allows)",
+       [](Options& o, const Value& v, const Ctx&) { o.jail = on_off(v.text); }},
+      {"--seccomp", "seccomp", Kind::Switch, "Sandbox", "[=on|off]",
+       "Allow kvmserver only the host system calls it needs (default: on in run mode, off when serving)",
+       [](Options& o, const Value& v, const Ctx&) { o.seccomp = on_off(v.text); }},
       // --- Server
       {"-t,--threads", "threads", Kind::Int, "Server", "N", "Worker VMs (default 1)",
        [](Options& o, const Value& v, const Ctx&) { o.threads = static_cast<unsigned>(parse_int(v.text, 1, 1024)); }},
@@ -412,6 +428,15 @@ void apply_config(Options& o, const std::string& path) {
             throw type_error("a string or an array of strings");
           }
           break;
+        case Kind::Switch:
+          if (auto* b = std::get_if<bool>(&val)) {
+            v.text = *b ? "on" : "off";
+          } else if (auto* t = std::get_if<std::string>(&val); t && !t->empty()) {
+            v.text = *t;
+          } else {
+            throw type_error("true, false, \"on\" or \"off\"");
+          }
+          break;
         case Kind::OptGrant:
         case Kind::ListGrant:
           if (auto* b = std::get_if<bool>(&val); b && spec->kind == Kind::OptGrant) {
@@ -534,6 +559,9 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
       case Kind::ListGrant:
         o = app.add_option(s.names, s.help)->allow_extra_args(false)->delimiter(',')->take_all();
         break;
+      case Kind::Switch:
+        o = app.add_option(s.names, s.help)->expected(0, 1)->allow_extra_args(false)->take_last();
+        break;
     }
     o->group(s.group);
     if (*s.metavar) o->type_name(s.metavar);
@@ -591,6 +619,9 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
       case Kind::Float:
       case Kind::String:
         v.text = res.back();
+        break;
+      case Kind::Switch:
+        v.text = res.empty() ? "" : res.back();
         break;
       case Kind::List:
       case Kind::ListGrant:

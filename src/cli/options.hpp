@@ -89,6 +89,12 @@ struct Options {
   bool stats = false;                 // --stats
   int verbose = 0;                    // -v, --verbose (count; TOML: true or a number)
 
+  // --- Sandbox (README "Threat model")
+  std::optional<bool> jail;  // --jail[=on|off]; unset: on when serving, where the kernel allows it
+  // --seccomp[=on|off]; unset: on in run mode, off when serving (README "Threat model": its measured
+  // cost per request is above the 2 % a default may cost).
+  std::optional<bool> seccomp;
+
   // --- Server (next milestone)
   unsigned threads = 1;                       // -t, --threads N (1..1024)
   bool ephemeral = false;                     // -e, --ephemeral
@@ -115,6 +121,13 @@ struct Options {
   std::vector<std::string> args;  // the program's arguments, without the program itself
 
   bool net_all() const { return allow_all || (allow_listen.all && allow_connect.all); }
+  // Whether the options ask for a server (workers, a listener grant, warm-up, metrics...); a program
+  // run without them may still turn out to be one (it is paused when it first waits for connections).
+  bool seccomp_on() const { return seccomp.value_or(!expects_server()); }
+  bool expects_server() const {
+    return ephemeral || isolate_requests || threads > 1 || allow_listen.any() || warmup > 0 || max_request_time ||
+           max_request_memory_mb || !metrics.empty();
+  }
 };
 
 // Parses argv (argv[0] is ignored). `caller_cwd` stands for getcwd() when not empty (tests).

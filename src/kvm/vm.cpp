@@ -96,6 +96,16 @@ kvm_segment segment(uint16_t selector, uint8_t type, uint8_t dpl, bool code64) {
 
 }  // namespace
 
+const std::vector<unsigned long>& Kvm::ioctls_used() {
+  static const std::vector<unsigned long> requests = {
+      KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS, kGetXsave, kSetXsave, KVM_GET_XCRS,
+      KVM_SET_XCRS, KVM_RESET_DIRTY_RINGS, kGetMsrs, kSetMsrs, KVM_GET_TSC_KHZ, kSetCpuid2, KVM_CREATE_VCPU,
+      KVM_CREATE_VM, KVM_SET_TSS_ADDR, KVM_ENABLE_CAP, KVM_SET_USER_MEMORY_REGION, KVM_GET_API_VERSION,
+      KVM_CHECK_EXTENSION, KVM_GET_VCPU_MMAP_SIZE, kGetSupportedCpuid,
+  };
+  return requests;
+}
+
 Kvm& Kvm::instance() {
   static Kvm kvm;
   return kvm;

@@ -8,6 +8,7 @@
 #include <ctime>
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "linux/policy.hpp"
 #include "linux/syscalls.hpp"
 #include "loader/elf_loader.hpp"
+#include "server/sandbox.hpp"
 #include "server/front_listeners.hpp"
 #include "server/server.hpp"
 
@@ -82,11 +84,29 @@ void print_stats(linux::Guest& guest, const kvm::HostFacts::Cost& check) {
                (unsigned long long)guest.process().mm().mapped_bytes() / 1024);
 }
 
+// Runs a step of getting the program started. A failure prints one line and gives the exit status:
+// the loader's (126/127), 2 for a bad grant, 125 for anything else.
+template <typename Step>
+std::optional<int> start_step(Step&& step) {
+  try {
+    step();
+    return std::nullopt;
+  } catch (const loader::LoadError& e) {
+    std::fprintf(stderr, "kvmserver: %s\n", e.what());
+    return e.exit_status;
+  } catch (const cli::UsageError& e) {
+    std::fprintf(stderr, "kvmserver: %s\n", e.what());
+    return cli::UsageError::kExitStatus;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvmserver: %s\n", e.what());
+    return kInternalError;
+  }
+}
+
 }  // namespace
 
 int run_program(const cli::Options& opts) {
-  const bool expect_server = opts.ephemeral || opts.isolate_requests || opts.threads > 1 || opts.allow_listen.any() || opts.warmup > 0 ||
-                             opts.max_request_time || opts.max_request_memory_mb || !opts.metrics.empty();
+  const bool expect_server = opts.expects_server();
   // Refuse what cannot work before anything else: no usable /dev/kvm is one line, not a failure later.
   const kvm::HostFacts host = kvm::examine_host(expect_server);
   if (const std::string why = kvm::verdict(host); !why.empty()) {
@@ -96,48 +116,54 @@ int run_program(const cli::Options& opts) {
   std::unique_ptr<linux::Guest> guest;
   std::unique_ptr<PrivateDir> template_tmp;
   linux::PolicyConfig base_policy;
-  try {
-    linux::GuestConfig config;
-    config.program = opts.program;
-    config.argv.push_back(opts.program);
-    config.argv.insert(config.argv.end(), opts.args.begin(), opts.args.end());
-    config.envp = guest_environment(opts);
-    config.cwd = opts.cwd;
-    config.address_space = opts.max_address_space_gb << 30;
-    config.process.verbose = opts.verbose > 0;
-    config.process.limits = cli::limits_config(opts);
-    linux::PolicyConfig policy = cli::policy_config(opts);
-    const std::string program = std::filesystem::absolute(linux::find_program(opts.program)).lexically_normal();
-    policy.always_readable.push_back(program);
-    if (const std::string interp = loader::interpreter_of(program); interp.starts_with("/"))
-      policy.always_readable.push_back(interp);
-    for (const auto& path : linux::system_library_paths()) policy.always_readable.push_back(path);
-    base_policy = policy;
-    if (opts.ephemeral && guest_may_write_tmp(linux::PathPolicy(policy))) {
-      template_tmp = std::make_unique<PrivateDir>();
-      policy = with_private_tmp(policy, template_tmp->path());
-    }
-    config.policy = std::make_shared<linux::PathPolicy>(std::move(policy));
-    guest = linux::Guest::create(config);
-    guest->process().has_private_tmp = template_tmp != nullptr;
-    linux::NetPolicyConfig net;
-    net.listen_all = opts.allow_all || opts.allow_listen.all;
-    net.connect_all = opts.allow_all || opts.allow_connect.all;
-    net.listen = opts.allow_listen.items;
-    net.connect = opts.allow_connect.items;
-    try {
-      guest->process().net_policy = std::make_shared<linux::NetPolicy>(net);
-    } catch (const std::invalid_argument& e) {
-      std::fprintf(stderr, "kvmserver: %s\n", e.what());
-      return 2;
-    }
-  } catch (const loader::LoadError& e) {
-    std::fprintf(stderr, "kvmserver: %s\n", e.what());
-    return e.exit_status;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "kvmserver: %s\n", e.what());
-    return kInternalError;
-  }
+  std::shared_ptr<linux::NetPolicy> net_policy;
+  // What the guest may reach, settled before the jail (it names what the jail holds; host names in
+  // network grants are resolved while the host's resolver configuration is still there).
+  if (const auto failed = start_step([&] {
+        base_policy = cli::policy_config(opts);
+        const std::string program = std::filesystem::absolute(linux::find_program(opts.program)).lexically_normal();
+        base_policy.always_readable.push_back(program);
+        if (const std::string interp = loader::interpreter_of(program); interp.starts_with("/"))
+          base_policy.always_readable.push_back(interp);
+        for (const auto& path : linux::system_library_paths()) base_policy.always_readable.push_back(path);
+        linux::NetPolicyConfig net;
+        net.listen_all = opts.allow_all || opts.allow_listen.all;
+        net.connect_all = opts.allow_all || opts.allow_connect.all;
+        net.listen = opts.allow_listen.items;
+        net.connect = opts.allow_connect.items;
+        try {
+          net_policy = std::make_shared<linux::NetPolicy>(net);
+        } catch (const std::invalid_argument& e) {
+          throw cli::UsageError(e.what());
+        }
+      }))
+    return *failed;
+  if (const int status = enter_jail(opts, base_policy)) return status;
+
+  if (const auto failed = start_step([&] {
+        linux::GuestConfig config;
+        config.program = opts.program;
+        config.argv.push_back(opts.program);
+        config.argv.insert(config.argv.end(), opts.args.begin(), opts.args.end());
+        config.envp = guest_environment(opts);
+        config.cwd = opts.cwd;
+        config.address_space = opts.max_address_space_gb << 30;
+        config.process.verbose = opts.verbose > 0;
+        config.process.limits = cli::limits_config(opts);
+        linux::PolicyConfig policy = base_policy;
+        if (opts.ephemeral && guest_may_write_tmp(linux::PathPolicy(policy))) {
+          template_tmp = std::make_unique<PrivateDir>();
+          policy = with_private_tmp(policy, template_tmp->path());
+        }
+        config.policy = std::make_shared<linux::PathPolicy>(std::move(policy));
+        guest = linux::Guest::create(config);
+        guest->process().has_private_tmp = template_tmp != nullptr;
+        guest->process().net_policy = net_policy;
+        // From here on every thread of kvmserver, and every one it starts, makes only the host calls
+        // it needs.
+        start_seccomp(opts);
+      }))
+    return *failed;
 
   // Any program may turn out to be a server: it is paused the first time it waits on a listening socket.
   TemplateHooks hooks;

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <thread>
 
+#include "server/sandbox.hpp"
 #include "http/front.hpp"
 #include "server/front_listeners.hpp"
 #include "server/request_router.hpp"
@@ -81,7 +82,7 @@ int connect_to(const linux::OpenFile& listener) {
   return fd;
 }
 
-void serve_metrics(const std::string& address, const ServerStats& stats, std::atomic<bool>& stopping, int& listen_fd);
+void serve_metrics(const cli::Options& opts, const ServerStats& stats, std::atomic<bool>& stopping, int& listen_fd);
 
 }  // namespace
 
@@ -219,7 +220,9 @@ int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait,
   std::atomic<bool> stopping{false};
   int metrics_fd = -1;
   std::thread metrics;
-  if (!opts.metrics.empty()) metrics = std::thread([&] { serve_metrics(opts.metrics, stats, stopping, metrics_fd); });
+  if (!opts.metrics.empty()) metrics = std::thread([&] { serve_metrics(opts, stats, stopping, metrics_fd); });
+  // This thread only waits for signals from now on, then stops the workers and cleans up.
+  restrict_this_thread(opts, jail::FilterRole::SignalThread);
 
   for (;;) {
     int sig = 0;
@@ -255,7 +258,15 @@ int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait,
 
 namespace {
 
-void serve_metrics(const std::string& address, const ServerStats& stats, std::atomic<bool>& stopping, int& listen_fd) {
+void serve_metrics(const cli::Options& opts, const ServerStats& stats, std::atomic<bool>& stopping, int& listen_fd) {
+  pthread_setname_np(pthread_self(), "metrics");
+  try {
+    restrict_this_thread(opts, jail::FilterRole::MetricsThread);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvmserver: --metrics: %s\n", e.what());
+    return;
+  }
+  const std::string& address = opts.metrics;
   const auto colon = address.rfind(':');
   std::string host = colon == std::string::npos ? "127.0.0.1" : address.substr(0, colon);
   const int port = std::atoi(address.substr(colon == std::string::npos ? 0 : colon + 1).c_str());

@@ -9,24 +9,10 @@ KVMSERVER=${1:-${KVMSERVER:-build/kvmserver}}
 GUESTS=${2:-${GUESTS:-build/guests}}
 KVMSERVER=$(realpath "$KVMSERVER")
 GUESTS=$(realpath "$GUESTS")
-passed=0 failed=0
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-check() {  # NAME EXPECTED_STATUS STDERR_REGEX(or "") -- COMMAND...
-  local name=$1 want=$2 pattern=$3
-  shift 4
-  local out err status
-  out=$(timeout 60 "$@" 2>"$work/err")
-  status=$?
-  err=$(cat "$work/err")
-  local why=""
-  [ "$status" = "$want" ] || why="status $status, expected $want"
-  if [ -n "$pattern" ] && ! grep -Eq -- "$pattern" <<<"$err"; then why="${why:+$why; }stderr does not match /$pattern/: $(head -c 300 <<<"$err" | tr '\n' '|')"; fi
-  if [ "$want" != 0 ] && [ -n "$pattern" ] && [ "${ONE_LINE:-1}" = 1 ] && [ "$(grep -c . <<<"$err")" -gt 1 ]; then why="${why:+$why; }more than one stderr line: $(tr '\n' '|' <<<"$err")"; fi
-  if [ -z "$why" ]; then echo "PASS $name"; passed=$((passed + 1)); else echo "FAIL $name: $why"; failed=$((failed + 1)); fi
-  LAST_OUT=$out
-}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$here/lib.sh"
+e2e_init cli
+work=$tmp
 
 printf 'not an elf\n' > "$work/text"; chmod +x "$work/text"
 head -c 40 /bin/busybox > "$work/truncated"; chmod +x "$work/truncated"
@@ -41,7 +27,7 @@ python3 -c 'import sys; d = open("/bin/true", "rb").read(); open(sys.argv[1], "w
 chmod +x "$work/no-interp"
 
 check version 0 "" -- "$KVMSERVER" --version
-[[ $LAST_OUT == kvmserver\ * ]] || { echo "FAIL version-text: '$LAST_OUT'"; failed=$((failed + 1)); }
+[[ $LAST_OUT == kvmserver\ * ]] || fail version-text "'$LAST_OUT'"
 check help 0 "" -- "$KVMSERVER" --help
 check bad-flag 2 "^kvmserver: " -- "$KVMSERVER" --no-such-flag run /bin/true
 check bad-timeout 2 "^kvmserver: " -- "$KVMSERVER" --timeout=-1 run /bin/busybox true
@@ -51,31 +37,31 @@ check missing-in-path 127 "^kvmserver: .*not found" -- "$KVMSERVER" run no-such-
 check not-elf 126 "^kvmserver: .*text" -- "$KVMSERVER" run "$work/text"
 check truncated-elf 126 "^kvmserver: .*truncated" -- "$KVMSERVER" run "$work/truncated"
 check dynamic 0 "" -- "$KVMSERVER" run /bin/echo dynamic linking
-[ "$LAST_OUT" = "dynamic linking" ] || { echo "FAIL dynamic-output: '$LAST_OUT'"; failed=$((failed + 1)); }
+[ "$LAST_OUT" = "dynamic linking" ] || fail dynamic-output "'$LAST_OUT'"
 check missing-interpreter 127 "^kvmserver: .*interpreter /lib64/ld-linux-x86-64.so.9: No such file" -- "$KVMSERVER" run "$work/no-interp"
 check exit-status 3 "" -- "$KVMSERVER" run /bin/busybox sh -c 'exit 3'
 check timeout 124 "^kvmserver: .*timed out" -- "$KVMSERVER" --timeout=1.5 run "$GUESTS/hostile/infinite_loop"
 check timeout-in-syscall 124 "^kvmserver: .*timed out" -- "$KVMSERVER" --timeout=1 run /bin/busybox sleep 30
 ONE_LINE=0 check denied-read 1 "denied: $work/data.txt \(allow with --allow-read=$work/data.txt\)" -- "$KVMSERVER" -v run /bin/busybox cat "$work/data.txt"
 check config-grants 0 "" -- "$KVMSERVER" --config "$work/config.toml" run /bin/busybox cat "$work/data.txt"
-[ "$LAST_OUT" = secret ] || { echo "FAIL config-grants-output: '$LAST_OUT'"; failed=$((failed + 1)); }
+[ "$LAST_OUT" = secret ] || fail config-grants-output "'$LAST_OUT'"
 check config-unknown-key 2 "bogus-key" -- "$KVMSERVER" --config "$work/bad.toml" run /bin/busybox true
 check stats 0 "stats: vm exits: syscall=[0-9]+" -- "$KVMSERVER" --stats run /bin/busybox true
 check env-set 0 "" -- "$KVMSERVER" --env=GREETING=hi run /bin/busybox sh -c 'echo $GREETING'
-[ "$LAST_OUT" = hi ] || { echo "FAIL env-set-output: '$LAST_OUT'"; failed=$((failed + 1)); }
+[ "$LAST_OUT" = hi ] || fail env-set-output "'$LAST_OUT'"
 check env-hidden 0 "" -- env SECRET_VAR=x "$KVMSERVER" run /bin/busybox sh -c 'echo "[$SECRET_VAR]"'
-[ "$LAST_OUT" = "[]" ] || { echo "FAIL env-hidden-output: '$LAST_OUT'"; failed=$((failed + 1)); }
+[ "$LAST_OUT" = "[]" ] || fail env-hidden-output "'$LAST_OUT'"
 check env-allowed 0 "" -- env SECRET_VAR=x "$KVMSERVER" --allow-env=SECRET_VAR run /bin/busybox sh -c 'echo "[$SECRET_VAR]"'
-[ "$LAST_OUT" = "[x]" ] || { echo "FAIL env-allowed-output: '$LAST_OUT'"; failed=$((failed + 1)); }
+[ "$LAST_OUT" = "[x]" ] || fail env-allowed-output "'$LAST_OUT'"
 check bad-listen-entry 2 "^kvmserver: " -- "$KVMSERVER" --allow-listen=not:a:port run /bin/busybox true
 expect_out() {  # NAME EXPECTED: LAST_OUT must be EXPECTED
-  [ "$LAST_OUT" = "$2" ] || { echo "FAIL $1-output: '$(tr '\n' '|' <<<"$LAST_OUT")', expected '$(tr '\n' '|' <<<"$2")'"; failed=$((failed + 1)); }
+  [ "$LAST_OUT" = "$2" ] || fail "$1-output" "'$(tr '\n' '|' <<<"$LAST_OUT")', expected '$(tr '\n' '|' <<<"$2")'"
 }
 out_has() {  # NAME REGEX [absent]: LAST_OUT must (not) match REGEX
   local found=0
   grep -Eq -- "$2" <<<"$LAST_OUT" && found=1
   [ "$found" = "$([ "${3:-}" = absent ] && echo 0 || echo 1)" ] ||
-    { echo "FAIL $1-output: /$2/ ${3:-present} in '$(head -c 300 <<<"$LAST_OUT" | tr '\n' '|')'"; failed=$((failed + 1)); }
+    fail "$1-output" "/$2/ ${3:-present} in '$(head -c 300 <<<"$LAST_OUT" | tr '\n' '|')'"
 }
 
 # ---- /proc, /sys and /dev are the guest's: made up from its state, never the host's
@@ -110,9 +96,9 @@ if [ "$(id -u)" = 0 ]; then
   check grant-device-node 1 "Permission denied" -- "$KVMSERVER" --allow-read="$work/devs" run /bin/busybox cat "$work/devs/kvm"
   # /dev/tty when granted is kvmserver's controlling terminal (script(1) gives it one).
   LAST_OUT=$(timeout 60 script -qec "$KVMSERVER --allow-write=/dev/tty run /bin/busybox sh -c 'ls /dev | grep -x tty && echo hello-tty > /dev/tty'" /dev/null 2>&1)
-  if [ $? = 0 ] && [ "$(grep -c -e '^tty' -e '^hello-tty' <<<"$(tr -d '\r' <<<"$LAST_OUT")")" = 2 ]; then echo "PASS dev-tty-granted"; passed=$((passed + 1)); else echo "FAIL dev-tty-granted: '$(tr '\r\n' '||' <<<"$LAST_OUT")'"; failed=$((failed + 1)); fi
+  if [ $? = 0 ] && [ "$(grep -c -e '^tty' -e '^hello-tty' <<<"$(tr -d '\r' <<<"$LAST_OUT")")" = 2 ]; then pass dev-tty-granted; else fail dev-tty-granted "'$(tr '\r\n' '||' <<<"$LAST_OUT")'"; fi
 else
-  echo "SKIP grant-inner-procfs grant-device-node dev-tty-granted: need root"
+  skip "grant-inner-procfs grant-device-node dev-tty-granted" "need root"
 fi
 
 # ---- refuse what cannot work, up front: exit 125 and one line naming cause and remedy
@@ -129,7 +115,6 @@ if [ "$(id -u)" = 0 ]; then
   check kvm-regular-file 125 "^kvmserver: /dev/kvm is not a KVM device \(not a character device\)" -- unshare -m sh -c 'mount --bind "$1" /dev/kvm && exec "$0" run /bin/busybox true' "$KVMSERVER" "$work/empty"
   check kvm-server-missing 125 "^kvmserver: /dev/kvm does not exist" -- unshare -m sh -c 'mount -t tmpfs none /dev && exec "$0" -t 2 -e --allow-listen=127.0.0.1:0 run /bin/busybox true' "$KVMSERVER"
 else
-  echo "SKIP kvm-missing kvm-permission kvm-permission-group kvm-not-kvm kvm-regular-file kvm-server-missing: need root"
+  skip "kvm-missing kvm-permission kvm-permission-group kvm-not-kvm kvm-regular-file kvm-server-missing" "need root"
 fi
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+e2e_summary

@@ -37,6 +37,26 @@ e2e_summary() {
   [ "$failed" = 0 ]
 }
 
+# ---- one-shot commands ----
+# check CASE EXPECTED_STATUS STDERR_REGEX(or "") -- COMMAND... : runs COMMAND (60 s at most); PASS
+# when it exits EXPECTED_STATUS and its stderr matches the extended regex (and, for a failure with a
+# pattern, is one line unless ONE_LINE=0: errors are one line). Sets LAST_OUT and LAST_ERR.
+check() {
+  local name=$1 want=$2 pattern=$3 status why=""
+  shift 4
+  LAST_OUT=$(timeout 60 "$@" 2>"$tmp/check.err")
+  status=$?
+  LAST_ERR=$(cat "$tmp/check.err")
+  [ "$status" = "$want" ] || why="status $status, expected $want"
+  if [ -n "$pattern" ] && ! grep -Eq -- "$pattern" <<<"$LAST_ERR"; then
+    why="${why:+$why; }stderr does not match /$pattern/: $(head -c 300 <<<"$LAST_ERR" | tr '\n' '|')"
+  fi
+  if [ "$want" != 0 ] && [ -n "$pattern" ] && [ "${ONE_LINE:-1}" = 1 ] && [ "$(grep -c . <<<"$LAST_ERR")" -gt 1 ]; then
+    why="${why:+$why; }more than one stderr line: $(tr '\n' '|' <<<"$LAST_ERR")"
+  fi
+  if [ -z "$why" ]; then pass "$name"; else fail "$name" "$why"; fi
+}
+
 # ---- time ----
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 secs() { awk -v ms="$1" 'BEGIN { printf "%.2f", ms / 1000 }'; }

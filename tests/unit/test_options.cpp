@@ -69,6 +69,33 @@ TEST(Options, Defaults) {
   EXPECT_EQ(o.warmup_path, "/");
   EXPECT_EQ(o.max_boot_time, 20.0);
   EXPECT_EQ(o.metrics, "");
+  EXPECT_FALSE(o.jail);  // decided later: on when serving
+  EXPECT_FALSE(o.seccomp);  // decided later: on in run mode, off when serving
+}
+
+TEST(Options, SandboxSwitches) {
+  EXPECT_EQ(parse({"--jail", "run", "p"}).jail, true);  // bare: on, and `run` is not its value
+  EXPECT_EQ(parse({"--jail", "run", "p"}).program, "p");
+  EXPECT_EQ(parse({"--jail=on", "run", "p"}).jail, true);
+  EXPECT_EQ(parse({"--jail=off", "run", "p"}).jail, false);
+  EXPECT_EQ(parse({"--jail=false", "--jail=true", "run", "p"}).jail, true);  // the last one counts
+  EXPECT_EQ(parse({"--seccomp=off", "run", "p"}).seccomp, false);
+  EXPECT_EQ(parse({"--seccomp=off", "--seccomp", "run", "p"}).seccomp, true);
+  EXPECT_TRUE(parse({"run", "p"}).seccomp_on());
+  EXPECT_FALSE(parse({"-t", "2", "-e", "run", "p"}).seccomp_on());
+  EXPECT_TRUE(parse({"-t", "2", "-e", "--seccomp", "run", "p"}).seccomp_on());
+  EXPECT_FALSE(parse({"--seccomp=off", "run", "p"}).seccomp_on());
+  EXPECT_USAGE_ERROR(Args({"--jail=maybe", "run", "p"}), "--jail: expected on or off, not 'maybe'");
+  EXPECT_USAGE_ERROR(Args({"--seccomp=1", "run", "p"}), "--seccomp: expected on or off");
+  // After `run`, they are the program's.
+  EXPECT_EQ(parse({"run", "p", "--jail=off"}).args, (Args{"--jail=off"}));
+  EXPECT_FALSE(parse({"run", "p", "--jail=off"}).jail);
+  // Whether the options ask for a server (the jail's default).
+  EXPECT_FALSE(parse({"run", "p"}).expects_server());
+  EXPECT_TRUE(parse({"-e", "run", "p"}).expects_server());
+  EXPECT_TRUE(parse({"-t", "2", "run", "p"}).expects_server());
+  EXPECT_TRUE(parse({"--allow-listen=:80", "run", "p"}).expects_server());
+  EXPECT_FALSE(parse({"--allow-connect=db:5432", "run", "p"}).expects_server());
 }
 
 TEST(Options, DefaultCwdIsOurs) {
@@ -385,6 +412,8 @@ warmup = 10
 warmup-path = "/ping"
 max-boot-time = 3.5
 metrics = "127.0.0.1:9100"
+jail = true
+seccomp = "off"
 )");
   Options o = parse({"--config", path, "run", "p"});
   EXPECT_EQ(o.config_file, path);
@@ -413,6 +442,8 @@ metrics = "127.0.0.1:9100"
   EXPECT_EQ(o.warmup_path, "/ping");
   EXPECT_EQ(o.max_boot_time, 3.5);
   EXPECT_EQ(o.metrics, "127.0.0.1:9100");
+  EXPECT_EQ(o.jail, true);
+  EXPECT_EQ(o.seccomp, false);
 }
 
 TEST_F(ConfigTest, CommandLineOverridesAndExtends) {
@@ -471,6 +502,9 @@ TEST_F(ConfigTest, BadTypesAndValues) {
   EXPECT_USAGE_ERROR(Args({"--config", write("g.toml", "volume = [\"/a\"]\n"), "run", "p"}), "HOST:GUEST");
   EXPECT_USAGE_ERROR(Args({"--config", write("h.toml", "allow-read = \"/a,,/b\"\n"), "run", "p"}), "empty item");
   EXPECT_USAGE_ERROR(Args({"--config", write("i.toml", "cwd = 5\n"), "run", "p"}), "expected a string");
+  EXPECT_USAGE_ERROR(Args({"--config", write("k.toml", "jail = 1\n"), "run", "p"}), ":1: jail: expected true, false, \"on\" or \"off\"");
+  EXPECT_USAGE_ERROR(Args({"--config", write("l.toml", "seccomp = \"no\"\n"), "run", "p"}), ":1: seccomp: expected on or off, not 'no'");
+  EXPECT_EQ(parse({"--config", write("m.toml", "jail = \"off\"\n"), "--jail", "run", "p"}).jail, true);  // the command line wins
   // Integers are fine where seconds are expected.
   EXPECT_EQ(parse({"--config", write("j.toml", "timeout = 3\n"), "run", "p"}).timeout, 3.0);
 }

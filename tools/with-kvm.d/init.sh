@@ -1,7 +1,7 @@
 #!/bin/busybox sh
 # /init of the with-kvm nested machine (runs from the initramfs built by
 # tools/with-kvm).  It loads the virtio/9p/kvm modules, mounts the host root
-# read-only and the project tree writable, then chroots and runs the job
+# read-only and the project tree writable, then makes that the job's root and runs the job
 # (/job/*, appended to the initramfs per invocation) with stdout/stderr on
 # two virtio serial ports.  Progress is reported on a third port ("status"):
 #   booted UPTIME      -- machine is up, /dev/kvm exists, command is starting
@@ -98,7 +98,11 @@ cp /job/env /job/argv /job/cwd /run.sh /newroot/run/with-kvm/ || die "cannot sta
 
 stage starting the command
 echo "booted $up" >"$status_port"
-chroot /newroot /bin/bash /run/with-kvm/run.sh >"$out_port" 2>"$err_port" </dev/null
+# The job runs in a mount namespace of its own whose root is /newroot, moved over / as switch_root
+# does, rather than in a chroot: the kernel lets no chrooted process create user namespaces, and
+# the tests need them (kvmserver --jail, unshare --user), as on any installed system.
+unshare -m --propagation private sh -c 'cd /newroot && mount --move . / && exec chroot . /bin/bash /run/with-kvm/run.sh' \
+    >"$out_port" 2>"$err_port" </dev/null
 rc=$?
 sync
 echo "exit $rc" >"$status_port"

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Runs inside the nested machine's chroot (the host root, read-only) as
+# Runs inside the nested machine's root (the host root, read-only) as
 # /run/with-kvm/run.sh: restores the caller's environment, working directory
 # and argv (NUL-separated files written by tools/with-kvm) and execs the command.
 d=/run/with-kvm
