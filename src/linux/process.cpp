@@ -38,8 +38,6 @@ thread_local Process* current_process = nullptr;
 thread_local ThreadContext* current_thread = nullptr;
 }  // namespace
 
-thread_local bool Process::holds_lock = false;
-
 ThreadContext& Process::thread() {
   if (current_process == this && current_thread) return *current_thread;
   return main_thread();

@@ -177,7 +177,9 @@ class Process {
     bool unlocked_ = false;
   };
   // Set by the Guest while a handler runs with the lock held (so blocking sections know to unlock).
-  static thread_local bool holds_lock;
+  // Defined here, constant-initialized: every use is a plain thread-local access (an out-of-line
+  // definition made each one a call to a TLS wrapper, which GCC 12's UBSan also got wrong).
+  static inline thread_local bool holds_lock = false;
 
   std::map<int, ThreadContext> threads;  // tid -> state; the main thread's tid is pid
   std::list<FutexWaiter*> futex_waiters;
