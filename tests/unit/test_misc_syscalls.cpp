@@ -5,6 +5,7 @@
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -94,6 +95,23 @@ TEST_F(MiscSyscalls, MemfdBytesCountTowardMaxMemory) {
   }
   EXPECT_LE(total, 7 << 20);
   EXPECT_GE(total, 6 << 20);
+}
+
+// getrandom writes guest memory in place: all of it or EFAULT, and nothing to copy for no bytes
+// (it once memcpy'd from an empty vector's null data(), undefined behaviour UBSan reported).
+TEST_F(MiscSyscalls, GetrandomFillsGuestMemoryInPlace) {
+  EXPECT_EQ(call(sys_getrandom, {0, 0, 0}), 0);
+  EXPECT_EQ(call(sys_getrandom, {kScratch, 0, GRND_NONBLOCK}), 0);
+  EXPECT_EQ(call(sys_getrandom, {kScratch, 64, 0}), 64);
+  uint64_t words[8];
+  ASSERT_TRUE(as_->copy_from_user(words, kScratch, sizeof words));
+  uint64_t any = 0;
+  for (uint64_t w : words) any |= w;
+  EXPECT_NE(any, 0u);
+  EXPECT_EQ(call(sys_getrandom, {kScratch + kScratchSize - 16, 32, 0}), -EFAULT);  // runs off the mapping
+  EXPECT_EQ(call(sys_getrandom, {kScratch, 1ull << 40, 0}), -EFAULT);  // 32 MiB (the cap) do not fit either
+  EXPECT_EQ(call(sys_getrandom, {kScratch, 16, 0x80}), -EINVAL);
+  EXPECT_EQ(call(sys_getrandom, {kScratch, 16, GRND_RANDOM | GRND_INSECURE}), -EINVAL);
 }
 
 TEST_F(MiscSyscalls, IdentityCannotChange) {
