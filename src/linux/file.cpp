@@ -426,8 +426,9 @@ KVMS_SYSCALL(lseek) {
   if (f->synthetic_dir) {  // positions are entry indices (getdents64's d_off)
     const int64_t off = static_cast<int64_t>(a.a[1]);
     const int whence = static_cast<int>(a.a[2]);
-    int64_t pos = whence == SEEK_SET ? off : whence == SEEK_CUR ? int64_t(f->synthetic_dir->pos) + off : -1;
     if (whence != SEEK_SET && whence != SEEK_CUR) return -EINVAL;
+    int64_t pos = off;
+    if (whence == SEEK_CUR && __builtin_add_overflow(int64_t(f->synthetic_dir->pos), off, &pos)) return -EINVAL;
     if (pos < 0) return -EINVAL;
     f->synthetic_dir->pos = static_cast<size_t>(pos);
     return pos;
