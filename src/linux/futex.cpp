@@ -39,8 +39,13 @@ int64_t futex_wait(Process& p, uint64_t addr, uint32_t expected, uint32_t bitset
     timespec ts{};
     if (!p.mm().read(timeout_addr, ts)) return -EFAULT;
     if (ts.tv_sec < 0 || ts.tv_nsec < 0 || ts.tv_nsec >= 1000000000) return -EINVAL;
-    auto span = std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
-    if (absolute) {
+    // No clock reaches 2^32 s (136 years from now or from 1970): such a timeout never ends, and
+    // in nanoseconds it would overflow.
+    constexpr int64_t kNever = int64_t(1) << 32;
+    const auto span = std::chrono::seconds(std::min<int64_t>(ts.tv_sec, kNever)) + std::chrono::nanoseconds(ts.tv_nsec);
+    if (ts.tv_sec >= kNever) {
+      // deadline stays time_point::max()
+    } else if (absolute) {
       timespec now{};
       clock_gettime(realtime ? CLOCK_REALTIME : CLOCK_MONOTONIC, &now);
       auto left = span - (std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec));

@@ -9,10 +9,12 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "kvm/address_space.hpp"
 #include "kvm/guest_memory.hpp"
@@ -207,6 +209,28 @@ TEST_F(MiscSyscalls, FutexOfOneThread) {
   EXPECT_EQ(call(sys_futex, {word, FUTEX_WAKE_OP, 1, 1, word + 4, op}), 0);
   EXPECT_EQ(get<uint32_t>(word + 4), 13u);
   EXPECT_EQ(call(sys_futex, {word, FUTEX_LOCK_PI, 0, 0}), -ENOSYS);
+}
+
+// A timeout no clock reaches waits until something ends the wait (here a stop, as Guest does): its
+// conversion to nanoseconds once overflowed (UBSan, found by the in-process fuzzer).
+TEST_F(MiscSyscalls, FutexWaitWithAnEndlessTimeout) {
+  const uint64_t word = next_, ts = next_ + 16;
+  ASSERT_TRUE(as_->write<uint32_t>(word, 7));
+  const int64_t forever[2] = {INT64_MAX, 999999999};
+  ASSERT_TRUE(as_->copy_to_user(ts, forever, sizeof forever));
+  for (const uint64_t op : {uint64_t(FUTEX_WAIT), uint64_t(FUTEX_WAIT_BITSET), uint64_t(FUTEX_WAIT_BITSET | FUTEX_CLOCK_REALTIME)}) {
+    proc_->lock.stop = false;
+    std::thread stopper([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      proc_->lock.stop = true;
+      proc_->lock.changed.notify_all();
+    });
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(call(sys_futex, {word, op, 7, ts, 0, ~0u}), -EINTR) << op;
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(25)) << op;
+    stopper.join();
+  }
+  proc_->lock.stop = false;
 }
 
 }  // namespace
