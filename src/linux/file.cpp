@@ -315,10 +315,19 @@ int64_t set_status_flags(OpenFile& f, int flags) {
   return 0;
 }
 
+// F_SETLKW/F_OFD_SETLKW wait for a conflicting lock, which only another thread or process (or a
+// kick) may end: without the process lock, or no other thread of the guest could run meanwhile.
 int64_t do_lock(Process& p, const OpenFile& f, int cmd, uint64_t uflock) {
   struct flock lock{};
   if (!p.mm().read(uflock, lock)) return -EFAULT;
-  if (::fcntl(f.host_fd, cmd, &lock) < 0) return -errno;
+  int rc;
+  if (cmd == F_SETLKW || cmd == F_OFD_SETLKW) {
+    Process::BlockingSection unlocked(p);
+    rc = ::fcntl(f.host_fd, cmd, &lock);
+  } else {
+    rc = ::fcntl(f.host_fd, cmd, &lock);
+  }
+  if (rc < 0) return -errno;
   if ((cmd == F_GETLK || cmd == F_OFD_GETLK) && !p.mm().write(uflock, lock)) return -EFAULT;
   return 0;
 }
