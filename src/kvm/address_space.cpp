@@ -235,6 +235,9 @@ bool AddressSpace::range_has(uint64_t addr, uint64_t len, int prot) const {
 
 uint8_t* AddressSpace::user_ptr(uint64_t addr, uint64_t len, int prot) const {
   if (!range_has(addr, len, prot)) return nullptr;
+  // An empty range may name any address; its pointer must still point into guest memory (base +
+  // a kernel address overflowed: UBSan, found by the guest fuzzer).
+  if (len == 0 && addr >= limit()) return memory_->user_base();
   return memory_->user_base() + addr;
 }
 

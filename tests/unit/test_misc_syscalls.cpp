@@ -116,6 +116,20 @@ TEST_F(MiscSyscalls, GetrandomFillsGuestMemoryInPlace) {
   EXPECT_EQ(call(sys_getrandom, {kScratch, 16, GRND_RANDOM | GRND_INSECURE}), -EINVAL);
 }
 
+// Zero bytes at any address, even one outside guest memory, is nothing to copy (a pointer to it once
+// overflowed in AddressSpace::user_ptr: UBSan, rt_sigpending in guest fuzzer seed 32).
+TEST_F(MiscSyscalls, EmptyRangesMayBeAnywhere) {
+  EXPECT_EQ(call(sys_rt_sigpending, {0xffffff8000000000, 0}), 0);
+  EXPECT_EQ(call(sys_getcpu, {0, 0, 0}), 0);
+  for (const uint64_t addr : {uint64_t(0), uint64_t(1) << 30, uint64_t(0xffffff8000000000), ~uint64_t(0)}) {
+    const uint8_t* p = as_->user_ptr(addr, 0, kvm::kProtWrite);
+    ASSERT_NE(p, nullptr);
+    EXPECT_GE(p, mem_->user_base());
+    EXPECT_LE(p, mem_->user_base() + mem_->user_size());
+    EXPECT_TRUE(as_->copy_to_user(addr, "", 0));
+  }
+}
+
 TEST_F(MiscSyscalls, IdentityCannotChange) {
   EXPECT_EQ(call(sys_setuid, {proc_->uid}), 0);
   EXPECT_EQ(call(sys_setuid, {0}), -EPERM);
