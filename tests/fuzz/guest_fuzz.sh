@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs the guest syscall fuzzer (tests/guests/fuzz/syscall_fuzz.c) under kvmserver, normally the
-# ASan+UBSan build (-DKVMS_SANITIZE=ON), for a budget of calls split across seeds: first every seed
+# Runs the guest syscall fuzzer (tests/guests/fuzz/syscall_fuzz.c) under kvmserver, normally an
+# ASan+UBSan build (-DKVMS_SANITIZE=ON, or -DKVMS_FUZZ=ON, which has coverage too: then the coverage
+# of the run is written to $FUZZ_OUT/kvmserver.profdata, and tests/fuzz/run_libfuzzer.sh reports it
+# with the in-process fuzzer's), for a budget of calls split across seeds: first every seed
 # of tests/fuzz/regression-seeds.txt, then fresh ones. A seed fails the run when
 #   - kvmserver crashed: a status that is not the guest's (a signal death without the one
 #     "kvmserver:" line naming it, as tests/kvm/hostile.sh tells them apart), or no status at all;
@@ -15,7 +17,7 @@
 # $FUZZ_OUT/new-regression-seeds.txt: add it to tests/fuzz/regression-seeds.txt with the fix.
 #
 # Usage: tests/fuzz/guest_fuzz.sh [KVMSERVER [GUESTS]]
-#   KVMSERVER  default $KVMSERVER or build-sanitize/kvmserver
+#   KVMSERVER  default $KVMSERVER or build-fuzz/kvmserver
 #   GUESTS     default $GUESTS or build/guests (the fuzzer is GUESTS/fuzz/syscall_fuzz)
 # Environment:
 #   FUZZ_CALLS_TOTAL  calls in all (default 1000000), FUZZ_CALLS_PER_SEED (default 100000)
@@ -35,7 +37,7 @@ set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
-KVMSERVER=${1:-${KVMSERVER:-$root/build-sanitize/kvmserver}}
+KVMSERVER=${1:-${KVMSERVER:-$root/build-fuzz/kvmserver}}
 GUESTS=${2:-${GUESTS:-$root/build/guests}}
 case $KVMSERVER in /*) ;; *) KVMSERVER=$PWD/$KVMSERVER ;; esac
 case $GUESTS in /*) ;; *) GUESTS=$PWD/$GUESTS ;; esac
@@ -61,6 +63,9 @@ work=$(mktemp -d /tmp/kvms-guest-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 wall_start=$(date +%s)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1:print_summary=1}
+rm -rf "$out/profiles" "$out/kvmserver.profdata"
+mkdir -p "$out/profiles"
+export LLVM_PROFILE_FILE="$out/profiles/kvmserver-%p.profraw"  # a kvmserver built with coverage writes it
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 SANITIZER='ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|UndefinedBehaviorSanitizer|SUMMARY: [A-Za-z]*Sanitizer'
@@ -186,6 +191,11 @@ while read -r s c; do
 done <"$out/plan"
 [ ${#batch[@]} -gt 0 ] && run_batch "${batch[@]}"
 
+llvm_profdata=$(command -v llvm-profdata-14 || command -v llvm-profdata)
+if [ -n "$llvm_profdata" ] && compgen -G "$out/profiles/*.profraw" >/dev/null; then
+  "$llvm_profdata" merge -sparse "$out"/profiles/*.profraw -o "$out/kvmserver.profdata" &&
+    echo "guest fuzz: coverage profile of kvmserver in $out/kvmserver.profdata"
+fi
 rate=0
 [ "$total_ms" -gt 0 ] && rate=$((total_calls * 1000 / total_ms))
 wall=$(( $(date +%s) - wall_start ))

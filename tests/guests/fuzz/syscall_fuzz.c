@@ -1514,6 +1514,8 @@ static const struct call* find_call(int nr) {
   return NULL;
 }
 
+static int tracing; /* SYSCALL_FUZZ_TRACE=1: a line per call and its result (a debugging aid) */
+
 static int spawns(int nr) { return nr == SYS_fork || nr == SYS_vfork || nr == SYS_clone || nr == SYS_clone3; }
 
 /* A new process is a new VM (costly in the nested test machine): the calls that make processes or
@@ -1566,6 +1568,13 @@ static void one_call(void) {
   in_call = 0;
   progress++;
   calls_made++;
+  if (tracing) {
+    char line[256];
+    snprintf(line, sizeof line, "syscall_fuzz: call %llu: %d(%#llx, %#llx, %#llx, %#llx, %#llx, %#llx) = %ld\n",
+             (unsigned long long)calls_made, nr, (unsigned long long)a[0], (unsigned long long)a[1],
+             (unsigned long long)a[2], (unsigned long long)a[3], (unsigned long long)a[4], (unsigned long long)a[5], ret);
+    out(line);
+  }
   if (c) name_counts[c - kCalls]++;
   if (ret >= 0 || ret < -4095) {
     ok_count++;
@@ -1695,6 +1704,7 @@ int main(int argc, char** argv) {
   rng_state = seed * 0x9E3779B97F4A7C15ull + 0x1234567;
   if (!rng_state) rng_state = 1;
   deliberate_end = seed % 16 == 15;
+  tracing = getenv("SYSCALL_FUZZ_TRACE") != NULL;
 
   /* Output goes to fd 999; 0-2 become /dev/null so that fuzzed writes to them stay quiet. */
   if (dup2(1, REPORT_FD) != REPORT_FD || fstat(REPORT_FD, &report_st) != 0) return 2;
@@ -1750,6 +1760,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   while (!watchdog_tid) raw0(SYS_sched_yield);
+  make_all_safe();  /* glibc's own handlers (SIGCANCEL, SIGSETXID) come with its first thread */
+  randomize(stack_area, sizeof stack_area);  /* no libc leftovers that look like structs */
 
   for (uint64_t i = 1; i <= calls; ++i) {
     one_call();
