@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs every Debian package kvmserver's build, tests and nested KVM machine need (Debian 12),
 # then Deno from npm into .cache/deno (scripts/fetch-deno.sh, for tests/e2e/runtimes.sh), then
-# builds into build/. Safe to run again: apt, npm and cmake only do what is missing.
+# builds into build/, and with clang into build-fuzz/ (-DKVMS_FUZZ=ON: kvmserver with ASan, UBSan
+# and coverage for tests/fuzz/guest_fuzz.sh, and the in-process fuzzer tests/fuzz/syscall_fuzzer).
+# Safe to run again: apt, npm and cmake only do what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -11,6 +13,7 @@ packages=(
   libgtest-dev libcli11-dev libtomlplusplus-dev libfmt-dev libspdlog-dev libseccomp-dev
   musl-tools busybox-static python3 curl ca-certificates procps
   libpython3.11-testsuite wrk
+  clang libclang-rt-14-dev llvm-14
 )
 mapfile -t -O "${#packages[@]}" packages < <(grep -v '^\s*#' tools/with-kvm.packages | grep -v '^\s*$')
 
@@ -40,4 +43,8 @@ t1=$(date +%s)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)"
 t2=$(date +%s)
-echo "setup: packages $((t1 - t0)) s, build $((t2 - t1)) s"
+# libFuzzer (clang's runtime, libclang-rt-14-dev) and source-based coverage need clang.
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVMS_FUZZ=ON >/dev/null
+cmake --build build-fuzz -j"$(nproc)" --target kvmserver syscall_fuzzer
+t3=$(date +%s)
+echo "setup: packages $((t1 - t0)) s, build $((t2 - t1)) s, fuzzing build (clang, ASan+UBSan+coverage) $((t3 - t2)) s"

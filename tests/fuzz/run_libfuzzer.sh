@@ -3,9 +3,11 @@
 # starting from the seed corpus (tests/fuzz/corpus, written by make_corpus.py), then reports the line
 # coverage of src/linux/ that the corpus (seeds plus what this run found) reaches.
 #
-# Usage: tests/fuzz/run_libfuzzer.sh [BUILD_DIR [SECONDS]]
-#   BUILD_DIR  a -DKVMS_FUZZ=ON build (clang), default build-fuzz
-#   SECONDS    fuzzing time, default 60
+# Usage: tests/fuzz/run_libfuzzer.sh [BUILD_DIR [SECONDS | --coverage-only]]
+#   BUILD_DIR        a -DKVMS_FUZZ=ON build (clang), default build-fuzz
+#   SECONDS          fuzzing time, default 60
+#   --coverage-only  no fuzzing: the coverage report of the corpus an earlier run left (with
+#                    FUZZ_GUEST_PROFILE's, typically after tests/fuzz/guest_fuzz.sh)
 # Environment: FUZZ_OUT (default BUILD_DIR/libfuzzer): the grown corpus, crash inputs, coverage;
 #   FUZZ_GUEST_PROFILE: a profile (.profdata) of kvmserver from tests/fuzz/guest_fuzz.sh, whose
 #   coverage is then reported together with the corpus's (that is how guest.cpp gets counted).
@@ -27,34 +29,44 @@ llvm_cov=$(command -v llvm-cov-14 || command -v llvm-cov)
 [ -n "$llvm_profdata" ] && [ -n "$llvm_cov" ] || { echo "run_libfuzzer: no llvm-profdata/llvm-cov (apt-get install llvm-14)" >&2; exit 2; }
 
 out=${FUZZ_OUT:-$build/libfuzzer}
-rm -rf "$out/corpus" "$out/profiles"
-mkdir -p "$out/corpus" "$out/profiles" "$out/crashes"
 seeds=$(mktemp -d "${TMPDIR:-/tmp}/kvms-seeds.XXXXXX")
 trap 'rm -rf "$seeds"' EXIT
 python3 "$here/make_corpus.py" "$seeds" >/dev/null || { echo "run_libfuzzer: make_corpus.py failed" >&2; exit 2; }
-
 # Fuzzing: new inputs go to $out/corpus, the seeds stay as they are. -rss_limit_mb: the harness maps
 # 1 GiB of guest memory, of which it touches little.
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
-export LLVM_PROFILE_FILE="$out/profiles/fuzzing-%p.profraw"
-log=$out/fuzzing.log
-(cd "$out" && "$fuzzer" -max_total_time="$seconds" -max_len=16384 -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
-   -artifact_prefix="$out/crashes/" "$out/corpus" "$seeds") >"$log" 2>&1
-status=$?
-runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$')
-rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$')
-corpus=$(ls "$out/corpus" | wc -l)
-echo "libfuzzer: ${runs:-0} runs in $seconds s (${rate:-0} exec/s), corpus $((corpus + $(ls "$seeds" | wc -l))) inputs ($corpus new)"
-if [ "$status" != 0 ]; then
-  echo "libfuzzer: FAILED (status $status):"
-  grep -E 'ERROR|runtime error|invariant broken|SUMMARY|Test unit written' "$log" | head -8 | sed 's/^/  /'
-  for crash in "$out"/crashes/*; do
-    [ -e "$crash" ] && echo "  replay: KVMS_FUZZ_TRACE=1 $fuzzer $crash"
-  done
-  echo "  log: $log"
+fuzz() {
+  rm -rf "$out/corpus" "$out/profiles" "$out/crashes"
+  mkdir -p "$out/corpus" "$out/profiles" "$out/crashes"
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+  export LLVM_PROFILE_FILE="$out/profiles/fuzzing-%p.profraw"
+  local log=$out/fuzzing.log
+  (cd "$out" && "$fuzzer" -max_total_time="$seconds" -max_len=16384 -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
+     -artifact_prefix="$out/crashes/" "$out/corpus" "$seeds") >"$log" 2>&1
+  status=$?
+  local runs rate corpus
+  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$')
+  rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$')
+  corpus=$(ls "$out/corpus" | wc -l)
+  echo "libfuzzer: ${runs:-0} runs in $seconds s (${rate:-0} exec/s), corpus $((corpus + $(ls "$seeds" | wc -l))) inputs ($corpus new)"
+  if [ "$status" != 0 ]; then
+    echo "libfuzzer: FAILED (status $status):"
+    grep -E 'ERROR|runtime error|invariant broken|SUMMARY|Test unit written' "$log" | head -8 | sed 's/^/  /'
+    for crash in "$out"/crashes/*; do
+      [ -e "$crash" ] && echo "  replay: KVMS_FUZZ_TRACE=1 $fuzzer $crash"
+    done
+    echo "  log: $log"
+  fi
+}
+
+status=0
+if [ "$seconds" = --coverage-only ]; then
+  [ -d "$out/corpus" ] || { echo "run_libfuzzer: no corpus in $out (run me without --coverage-only first)" >&2; exit 2; }
+else
+  fuzz
 fi
 
 # Coverage of the corpus: each input once, with the profile written at exit.
+rm -f "$out"/profiles/corpus-*.profraw
 export LLVM_PROFILE_FILE="$out/profiles/corpus-%p.profraw"
 (cd "$out" && "$fuzzer" -runs=0 -timeout=30 -rss_limit_mb=4096 "$out/corpus" "$seeds") >"$out/corpus-run.log" 2>&1 ||
   echo "libfuzzer: replaying the corpus failed: see $out/corpus-run.log"
