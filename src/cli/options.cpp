@@ -223,10 +223,29 @@ const std::vector<Spec>& specs() {
       // --- Limits and reporting
       {"--timeout", "timeout", Kind::Float, "Limits", "SECONDS", "Stop the program after this long",
        [](Options& o, const Value& v, const Ctx&) { o.timeout = parse_seconds(v.text); }},
-      {"--max-memory", "max-memory", Kind::Int, "Limits", "MB", "Guest memory limit (default 1024)",
+      {"--max-memory", "max-memory", Kind::Int, "Limits", "MB",
+       "Memory of all guest processes together (default 1024; per request when serving)",
        [](Options& o, const Value& v, const Ctx&) {
          o.max_memory_mb = static_cast<uint64_t>(parse_int(v.text, 1, kMaxMemoryMb));
        }},
+      {"--max-processes", "max-processes", Kind::Int, "Limits", "N",
+       "Guest processes at a time (default 64; per request when serving)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_processes = uint64_t(parse_int(v.text, 1, 1 << 16)); }},
+      {"--max-threads", "max-threads", Kind::Int, "Limits", "N", "Threads of one guest process (default 128, at most 128)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_threads = uint64_t(parse_int(v.text, 1, kvm::kMaxVcpus)); }},
+      {"--max-fds", "max-fds", Kind::Int, "Limits", "N", "Open fds of one guest process (default 1024)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_fds = uint64_t(parse_int(v.text, 16, 1 << 20)); }},
+      {"--max-tmp-size", "max-tmp-size", Kind::Int, "Limits", "MB",
+       "Files in a private /tmp, per request (default 256)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_tmp_size_mb = uint64_t(parse_int(v.text, 1, kMaxMemoryMb)); }},
+      {"--max-pending-signals", "max-pending-signals", Kind::Int, "Limits", "N",
+       "Queued signals of one guest process (default 1024)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_pending_signals = uint64_t(parse_int(v.text, 1, 1 << 20)); }},
+      {"--max-epoll-watches", "max-epoll-watches", Kind::Int, "Limits", "N",
+       "Epoll registrations at a time (default 65536)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_epoll_watches = uint64_t(parse_int(v.text, 1, 1 << 24)); }},
+      {"--max-timers", "max-timers", Kind::Int, "Limits", "N", "Timers at a time (default 1024)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_timers = uint64_t(parse_int(v.text, 1, 1 << 20)); }},
       {"--max-address-space", "max-address-space", Kind::Int, "Limits",
        "GB", "Guest virtual address space (default 64)",
        [](Options& o, const Value& v, const Ctx&) {
@@ -597,6 +616,19 @@ std::optional<Options> parse_command_line(int argc, char** argv, int& exit_statu
     exit_status = UsageError::kExitStatus;
   }
   return std::nullopt;
+}
+
+linux::Limits limits_config(const Options& o) {
+  linux::Limits l;
+  l.memory = o.max_memory_mb << 20;
+  l.processes = o.max_processes;
+  l.threads = o.max_threads;
+  l.fds = o.max_fds;
+  l.tmp_bytes = o.max_tmp_size_mb << 20;
+  l.pending_signals = o.max_pending_signals;
+  l.epoll_watches = o.max_epoll_watches;
+  l.timers = o.max_timers;
+  return l;
 }
 
 linux::PolicyConfig policy_config(const Options& o) {

@@ -31,6 +31,7 @@
 #include <variant>
 #include <vector>
 
+#include "linux/limits.hpp"
 #include "linux/policy.hpp"
 
 namespace kvms::cli {
@@ -75,8 +76,15 @@ struct Options {
   std::vector<std::string> env;       // --env=NAME=VALUE (repeatable), set in the guest
   std::string cwd;                    // --cwd=DIR: guest working directory (default: ours)
   std::optional<double> timeout;      // --timeout=SECONDS (> 0): whole-run wall-clock limit
-  uint64_t max_memory_mb = 1024;      // --max-memory=MB
+  uint64_t max_memory_mb = 1024;      // --max-memory=MB: the whole process tree (see limits.hpp)
   uint64_t max_address_space_gb = 64; // --max-address-space=GB
+  uint64_t max_processes = 64;        // --max-processes=N: guest processes in the tree
+  uint64_t max_threads = 128;         // --max-threads=N: threads of one process (1..128)
+  uint64_t max_fds = 1024;            // --max-fds=N: open fds of one process
+  uint64_t max_tmp_size_mb = 256;     // --max-tmp-size=MB: files in a private /tmp
+  uint64_t max_pending_signals = 1024;  // --max-pending-signals=N: queued signals of one process
+  uint64_t max_epoll_watches = 65536;   // --max-epoll-watches=N: epoll registrations in the tree
+  uint64_t max_timers = 1024;           // --max-timers=N: timers in the tree
   std::string config_file;            // --config FILE (absolute), empty if none
   bool stats = false;                 // --stats
   int verbose = 0;                    // -v, --verbose (count; TOML: true or a number)
@@ -110,6 +118,9 @@ Options parse_options(const std::vector<std::string>& args, std::string_view cal
 // For main: parse_options, printing --help/--version text to stdout or "kvmserver: <message>"
 // plus a hint to stderr. Returns std::nullopt with exit_status set when main should return.
 std::optional<Options> parse_command_line(int argc, char** argv, int& exit_status);
+
+// The caps the options ask for (limits.hpp).
+linux::Limits limits_config(const Options& opts);
 
 // The path policy the options ask for. `always_readable` (program binary, its interpreter...) is
 // left for the caller to fill in.

@@ -105,15 +105,35 @@ void AddressSpace::map_kernel_page(uint64_t offset, bool writable, bool executab
        (executable ? 0 : kNoExecute);
 }
 
-void AddressSpace::split_at(uint64_t addr) {
+bool AddressSpace::split_at(uint64_t addr) {
   auto it = maps_.upper_bound(addr);
-  if (it == maps_.begin()) return;
+  if (it == maps_.begin()) return true;
   --it;
   if (it->first < addr && addr < it->second.end) {
+    if (maps_.size() >= kMaxMappings) return false;
     Mapping tail = it->second;
     it->second.end = addr;
     maps_.emplace(addr, std::move(tail));
   }
+  return true;
+}
+
+bool AddressSpace::room_to_split(std::initializer_list<uint64_t> addrs) const {
+  size_t needed = maps_.size();
+  for (uint64_t a : addrs) {
+    const Mapping* m;
+    uint64_t start;
+    if ((m = find(a, &start)) && start < a) ++needed;
+  }
+  return needed <= kMaxMappings;
+}
+
+void AddressSpace::count(const Mapping& m, uint64_t start, int sign) {
+  if (m.prot == kProtNone) return;
+  if (sign > 0)
+    accessible_bytes_ += m.end - start;
+  else
+    accessible_bytes_ -= m.end - start;
 }
 
 void AddressSpace::zero_range(uint64_t addr, uint64_t len) {
@@ -125,6 +145,7 @@ int AddressSpace::map(uint64_t addr, uint64_t len, int prot, std::string name) {
   len = page_up(len);
   if (addr < kUserMin || add_overflows(addr, len) || addr + len > limit()) return -ENOMEM;
   if (int rc = unmap(addr, len); rc != 0) return rc;
+  if (maps_.size() >= kMaxMappings) return -ENOMEM;  // like Linux, the old range may be gone then
   zero_range(addr, len);
   try {
     set_ptes(addr, len, prot);
@@ -132,7 +153,8 @@ int AddressSpace::map(uint64_t addr, uint64_t len, int prot, std::string name) {
     set_ptes(addr, len, kProtNone);
     return -ENOMEM;
   }
-  maps_.emplace(addr, Mapping{addr + len, prot, std::move(name)});
+  auto added = maps_.emplace(addr, Mapping{addr + len, prot, std::move(name)}).first;
+  count(added->second, addr, +1);
   return 0;
 }
 
@@ -142,12 +164,14 @@ int AddressSpace::unmap(uint64_t addr, uint64_t len) {
   if (add_overflows(addr, len)) return -EINVAL;
   if (addr >= limit()) return 0;
   uint64_t end = std::min(addr + len, limit());
+  if (!room_to_split({addr, end})) return -ENOMEM;
   split_at(addr);
   split_at(end);
   bool any = false;
   for (auto it = maps_.lower_bound(addr); it != maps_.end() && it->first < end;) {
     set_ptes(it->first, it->second.end - it->first, kProtNone);
     if (!memory_->is_private()) zero_range(it->first, it->second.end - it->first);
+    count(it->second, it->first, -1);
     it = maps_.erase(it);
     any = true;
   }
@@ -166,12 +190,15 @@ int AddressSpace::protect(uint64_t addr, uint64_t len, int prot) {
     if (!m) return -ENOMEM;
     pos = m->end;
   }
+  if (!room_to_split({addr, addr + len})) return -ENOMEM;
   split_at(addr);
   split_at(addr + len);
   try {
     for (auto it = maps_.lower_bound(addr); it != maps_.end() && it->first < addr + len; ++it) {
       set_ptes(it->first, it->second.end - it->first, prot);
+      count(it->second, it->first, -1);
       it->second.prot = prot;
+      count(it->second, it->first, +1);
     }
   } catch (const std::bad_alloc&) {
     return -ENOMEM;
@@ -212,13 +239,6 @@ std::optional<uint64_t> AddressSpace::find_free(uint64_t len, uint64_t hint, uin
     gap_end = std::min(gap_end, it->first);
   }
   return std::nullopt;
-}
-
-uint64_t AddressSpace::mapped_bytes() const {
-  uint64_t total = 0;
-  for (const auto& [start, m] : maps_)
-    if (m.prot != kProtNone) total += m.end - start;
-  return total;
 }
 
 bool AddressSpace::range_has(uint64_t addr, uint64_t len, int prot) const {

@@ -6,6 +6,7 @@
 // The object is plain data plus page-table pages that live in guest memory: copying it together with
 // the guest memory gives an independent, identical address space (that is how workers fork and reset).
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -44,7 +45,12 @@ class AddressSpace {
   std::optional<uint64_t> find_free(uint64_t len, uint64_t hint = 0, uint64_t align = kPageSize) const;
   const Mapping* find(uint64_t addr, uint64_t* start = nullptr) const;
   const std::map<uint64_t, Mapping>& mappings() const { return maps_; }
-  uint64_t mapped_bytes() const;
+  // Bytes of accessible (not PROT_NONE) mappings: what --max-memory counts of the guest's memory.
+  uint64_t mapped_bytes() const { return accessible_bytes_; }
+  uint64_t mapping_count() const { return maps_.size(); }
+  // Like Linux's vm.max_map_count: a map, protect or unmap that would need more entries fails
+  // with ENOMEM, so the list (host memory) stays bounded whatever the guest does.
+  static constexpr size_t kMaxMappings = 65530;
 
   // Guest accesses on behalf of a syscall: false (=> EFAULT) unless every byte is mapped with prot.
   bool copy_from_user(void* dst, uint64_t src, uint64_t len) const;
@@ -84,10 +90,15 @@ class AddressSpace {
   void note_write(uint64_t gpa, uint64_t len);
   void zero_range(uint64_t addr, uint64_t len);
   bool range_has(uint64_t addr, uint64_t len, int prot) const;
-  void split_at(uint64_t addr);
+  // Splits the mapping around addr so that one starts there; false when that would pass kMaxMappings.
+  bool split_at(uint64_t addr);
+  // Whether splitting at each of these addresses still fits kMaxMappings.
+  bool room_to_split(std::initializer_list<uint64_t> addrs) const;
+  void count(const Mapping& m, uint64_t start, int sign);
 
   std::shared_ptr<GuestMemory> memory_;
   std::map<uint64_t, Mapping> maps_;  // key: start
+  uint64_t accessible_bytes_ = 0;
   uint64_t pml4_ = 0;                 // guest-physical
   uint64_t next_table_ = 0;           // next free kernel-slot offset for page-table pages
   uint64_t flush_generation_ = 0;

@@ -368,6 +368,18 @@ KVMS_SYSCALL(epoll_ctl) {
   auto& list = ep->epoll_interest;
   auto it = std::find_if(list.begin(), list.end(), [fd](const OpenFile::EpollInterest& e) { return e.guest_fd == fd; });
   const OpenFile::EpollInterest entry{fd, ev.events, ev.data.u64};
+  // Each registration is host memory (ours and the host epoll's): the tree's --max-epoll-watches.
+  if (op == EPOLL_CTL_ADD && it == list.end()) {
+    if (!ep->resource_charge) ep->resource_charge = Charge(p.shared_account(), ResourceAccount::kEpollWatches);
+    if (!ep->resource_charge.grow(1)) {
+      p.log_refusal(ResourceAccount::kEpollWatches, "epoll_ctl: ENOSPC");
+      return -ENOSPC;
+    }
+  }
+  struct SettleWatches {
+    OpenFile& ep;
+    ~SettleWatches() { ep.resource_charge.set_unchecked(ep.epoll_interest.size()); }
+  } settle{*ep};
 
   // While the server layer hides listening sockets, a listener's registration lives only in the
   // interest list: the host epoll must not see it (the server layer registers it again later).
@@ -497,10 +509,16 @@ KVMS_SYSCALL(timerfd_create) {
   if (flags & ~(TFD_CLOEXEC | TFD_NONBLOCK)) return -EINVAL;
   if (clock == CLOCK_REALTIME_ALARM || clock == CLOCK_BOOTTIME_ALARM) return -EPERM;  // CAP_WAKE_ALARM
   if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC && clock != CLOCK_BOOTTIME) return -EINVAL;
+  Charge timer(p.shared_account(), ResourceAccount::kTimers);  // the tree's --max-timers
+  if (!timer.grow(1)) {
+    p.log_refusal(ResourceAccount::kTimers, "timerfd_create: ENOMEM");
+    return -ENOMEM;
+  }
   const int h = ::timerfd_create(clock, TFD_CLOEXEC | (flags & TFD_NONBLOCK));
   if (h < 0) return -errno;
   auto file = std::make_shared<OpenFile>(h, OpenFile::Kind::TimerFd, "anon_inode:[timerfd]",
                                          O_RDWR | ((flags & TFD_NONBLOCK) ? O_NONBLOCK : 0));
+  file->resource_charge = std::move(timer);
   return p.fds.install(std::move(file), flags & TFD_CLOEXEC);
 }
 
@@ -600,6 +618,7 @@ void epoll_forget_fd(Process& p, int guest_fd) {
     auto it = std::find_if(list.begin(), list.end(), [guest_fd](const OpenFile::EpollInterest& e) { return e.guest_fd == guest_fd; });
     if (it == list.end()) continue;
     list.erase(it);
+    ep->resource_charge.set_unchecked(list.size());
     ::epoll_ctl(ep->host_fd, EPOLL_CTL_DEL, f->host_fd, nullptr);
   }
 }

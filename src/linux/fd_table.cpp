@@ -15,12 +15,18 @@ OpenFile::~OpenFile() {
   if (host_fd >= 0) ::close(host_fd);
 }
 
+void FdTable::put(size_t fd, Slot slot) {
+  if (slots_[fd].file) --open_;
+  if (slot.file) ++open_;
+  slots_[fd] = std::move(slot);
+}
+
 int FdTable::install(std::shared_ptr<OpenFile> file, bool cloexec, int min_fd) {
   if (min_fd < 0 || min_fd >= limit_) return -EINVAL;
   for (size_t fd = min_fd; fd < static_cast<size_t>(limit_); ++fd) {
     if (fd >= slots_.size()) slots_.resize(fd + 1);
     if (!slots_[fd].file) {
-      slots_[fd] = {std::move(file), cloexec};
+      put(fd, {std::move(file), cloexec});
       return static_cast<int>(fd);
     }
   }
@@ -30,7 +36,7 @@ int FdTable::install(std::shared_ptr<OpenFile> file, bool cloexec, int min_fd) {
 int FdTable::install_at(int fd, std::shared_ptr<OpenFile> file, bool cloexec) {
   if (fd < 0 || fd >= limit_) return -EBADF;
   if (static_cast<size_t>(fd) >= slots_.size()) slots_.resize(fd + 1);
-  slots_[fd] = {std::move(file), cloexec};
+  put(fd, {std::move(file), cloexec});
   return fd;
 }
 
@@ -41,7 +47,7 @@ std::shared_ptr<OpenFile> FdTable::get(int fd) const {
 
 int FdTable::close(int fd) {
   if (!get(fd)) return -EBADF;
-  slots_[fd] = {};
+  put(fd, {});
   return 0;
 }
 
@@ -51,13 +57,13 @@ void FdTable::close_range(unsigned first, unsigned last, bool cloexec_only_mark)
     if (cloexec_only_mark)
       slots_[fd].cloexec = true;
     else
-      slots_[fd] = {};
+      put(fd, {});
   }
 }
 
 void FdTable::close_on_exec() {
-  for (auto& slot : slots_)
-    if (slot.file && slot.cloexec) slot = {};
+  for (size_t fd = 0; fd < slots_.size(); ++fd)
+    if (slots_[fd].file && slots_[fd].cloexec) put(fd, {});
 }
 
 bool FdTable::cloexec(int fd) const { return get(fd) && slots_[fd].cloexec; }
@@ -66,12 +72,6 @@ int FdTable::set_cloexec(int fd, bool on) {
   if (!get(fd)) return -EBADF;
   slots_[fd].cloexec = on;
   return 0;
-}
-
-size_t FdTable::open_count() const {
-  size_t n = 0;
-  for (const auto& s : slots_) n += s.file != nullptr;
-  return n;
 }
 
 std::vector<int> FdTable::fds() const {

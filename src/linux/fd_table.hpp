@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "linux/limits.hpp"
+
 namespace kvms::linux {
 
 struct OpenFile {
@@ -24,6 +26,12 @@ struct OpenFile {
   int status_flags;   // O_APPEND, O_NONBLOCK, O_RDONLY/O_WRONLY/O_RDWR ... as the guest set them
   bool writable_grant = false;  // opened under a grant that allows writing (fchmod, futimens...)
   bool listening = false;  // a socket after a successful listen(): what the server layer watches
+
+  // What this open file holds of its process tree's account (limits.hpp), given back when its last
+  // fd closes: host memory behind it (a memfd's pages, a pipe's or a socket's buffers), and one
+  // counted resource (an epoll's registrations, a timer).
+  Charge memory_charge;
+  Charge resource_charge;
 
   // An epoll instance's interest list as the guest registered it (guest fds), so a worker's fork or
   // reset can rebuild the host epoll over its own host fds.
@@ -50,6 +58,7 @@ struct OpenFile {
 class FdTable {
  public:
   static constexpr int kDefaultLimit = 1024;
+  static constexpr int kMaxLimit = 1 << 20;  // Linux's fs.nr_open: RLIMIT_NOFILE cannot go past it
 
   // Allocates the lowest free guest fd >= min_fd, or -EMFILE.
   int install(std::shared_ptr<OpenFile> file, bool cloexec, int min_fd = 0);
@@ -61,7 +70,7 @@ class FdTable {
   void close_on_exec();  // closes every fd marked close-on-exec
   bool cloexec(int fd) const;
   int set_cloexec(int fd, bool on);
-  size_t open_count() const;
+  size_t open_count() const { return open_; }
   int limit() const { return limit_; }
   void set_limit(int limit) { limit_ = limit; }
   // Guest fds in use, ascending (for /proc/self/fd and resets).
@@ -72,7 +81,9 @@ class FdTable {
     std::shared_ptr<OpenFile> file;
     bool cloexec = false;
   };
+  void put(size_t fd, Slot slot);  // keeps open_ right
   std::vector<Slot> slots_;
+  size_t open_ = 0;
   int limit_ = kDefaultLimit;
 };
 

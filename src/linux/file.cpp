@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "linux/policy.hpp"
+#include "linux/file_quota.hpp"
 #include "linux/procfs.hpp"
 #include "linux/syscalls.hpp"
 
@@ -83,7 +84,6 @@ int open_parent(const std::string& host_path, std::string& name) {
 }
 
 // memfd.cpp: the room a write to a memfd has under --max-memory (len is cut to it), 0 or -ENOSPC.
-int memfd_room(Process& p, const OpenFile& f, uint64_t& len);
 
 }  // namespace fileops
 
@@ -223,13 +223,17 @@ int64_t do_writev(Process& p, const SyscallArgs& a, std::optional<int64_t> offse
   if (int rc = import_iovecs(p, a.a[1], a.a[2], kvm::kProtRead, iov, requested)) return rc;
   const uint64_t total = static_cast<uint64_t>(total_of(iov));
   uint64_t room = total;
-  if (int rc = fileops::memfd_room(p, *f, room)) return rc;
-  if (room < total) return -ENOSPC;  // all or nothing here: cutting iovecs is not worth it for memfds
-  Process::BlockingSection unlocked(p);
-  const ssize_t put = without_sigpipe(*f, [&] {
-    return offset ? ::pwritev(f->host_fd, iov.data(), static_cast<int>(iov.size()), *offset)
-                  : ::writev(f->host_fd, iov.data(), static_cast<int>(iov.size()));
-  });
+  WriteQuota quota(p, *f, room);
+  if (quota.error()) return quota.error();
+  if (room < total) return -ENOSPC;  // all or nothing here: cutting iovecs is not worth it
+  ssize_t put;
+  {
+    Process::BlockingSection unlocked(p);
+    put = without_sigpipe(*f, [&] {
+      return offset ? ::pwritev(f->host_fd, iov.data(), static_cast<int>(iov.size()), *offset)
+                    : ::writev(f->host_fd, iov.data(), static_cast<int>(iov.size()));
+    });
+  }
   if (put < 0) return -errno;
   if (total_of(iov) == 0 && requested) return -EFAULT;
   return put;
@@ -300,8 +304,15 @@ int64_t do_open(Process& p, int dirfd, uint64_t user_path, int flags, mode_t mod
   const bool follow = !(flags & O_NOFOLLOW) && !((flags & O_CREAT) && (flags & O_EXCL));
   PathPolicy::Resolved r;
   if (int rc = fileops::resolve(p, path, write ? Access::Write : Access::Read, follow, r)) return rc;
+  const bool creates = flags & (O_CREAT | O_TRUNC | O_TMPFILE);
+  std::optional<WriteQuota> quota;
+  if (creates) {
+    quota.emplace(p, r.guest_path);
+    if (quota->error()) return quota->error();
+  }
   int fd = fileops::open_host(r.host_path, flags, mode & ~p.umask);
   if (fd < 0) return fd;
+  if (quota) quota->created(fd);
   return install_host_fd(p, fd, r.guest_path, status_flags_of(flags), flags & O_CLOEXEC, r.writable);
 }
 
@@ -345,6 +356,8 @@ int64_t make_pipe(Process& p, uint64_t ufds, uint64_t flags) {
   auto r = std::make_shared<OpenFile>(host[0], Kind::Pipe, name, O_RDONLY | status);
   auto w = std::make_shared<OpenFile>(host[1], Kind::Pipe, name, O_WRONLY | status);
   r->writable_grant = w->writable_grant = true;  // ours alone
+  // The buffer is charged to the read end: once it closes, writes fail and nothing stays buffered.
+  if (int rc = charge_open_file(p, *r, host_cost::kPipe, ENFILE, "pipe")) return rc;
   const bool cloexec = flags & O_CLOEXEC;
   int rfd = p.fds.install(std::move(r), cloexec);
   if (rfd < 0) return rfd;
@@ -382,7 +395,8 @@ KVMS_SYSCALL(write) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
   uint64_t len = std::min(a.a[2], kMaxRw);
-  if (int rc = fileops::memfd_room(p, *f, len)) return rc;
+  WriteQuota quota(p, *f, len);
+  if (quota.error()) return quota.error();
   return write_from(p, *f, a.a[1], len, [&](const void* buf, size_t n) { return ::write(f->host_fd, buf, n); });
 }
 
@@ -398,7 +412,8 @@ KVMS_SYSCALL(pwrite64) {
   if (!f) return -EBADF;
   const auto off = static_cast<off_t>(a.a[3]);
   uint64_t len = std::min(a.a[2], kMaxRw);
-  if (int rc = fileops::memfd_room(p, *f, len)) return rc;
+  WriteQuota quota(p, *f, len);
+  if (quota.error()) return quota.error();
   return write_from(p, *f, a.a[1], len, [&](const void* buf, size_t n) { return ::pwrite(f->host_fd, buf, n, off); });
 }
 
@@ -493,9 +508,17 @@ KVMS_SYSCALL(fcntl) {
     case F_OFD_SETLK:
     case F_OFD_SETLKW: return do_lock(p, *f, cmd, arg);
     case F_GETPIPE_SZ:
-    case F_SETPIPE_SZ:
       if (f->kind != Kind::Pipe) return -EBADF;
-      return errno_result(::fcntl(f->host_fd, cmd, static_cast<int>(arg)));
+      return errno_result(::fcntl(f->host_fd, cmd));
+    case F_SETPIPE_SZ: {
+      if (f->kind != Kind::Pipe) return -EBADF;
+      // A bigger buffer is more host memory: charged (to this end) before the host grows it.
+      const uint64_t wanted = std::max<uint64_t>(static_cast<uint32_t>(arg), host_cost::kPipe);
+      if (int rc = charge_open_file(p, *f, std::min<uint64_t>(wanted, 1 << 20), EPERM, "fcntl(F_SETPIPE_SZ)")) return rc;
+      const int64_t size = errno_result(::fcntl(f->host_fd, cmd, static_cast<int>(arg)));
+      if (size >= 0) f->memory_charge.set_unchecked(std::max<uint64_t>(size, host_cost::kPipe));
+      return size;
+    }
     default: return -EINVAL;
   }
 }
@@ -556,9 +579,13 @@ KVMS_SYSCALL(sendfile) {
   off_t offset = 0;
   if (a.a[2] && !p.mm().read(a.a[2], offset)) return -EFAULT;
   uint64_t count = std::min(a.a[3], kMaxRw);
-  if (int rc = fileops::memfd_room(p, *out, count)) return rc;
-  Process::BlockingSection unlocked(p);
-  const ssize_t n = without_sigpipe(*out, [&] { return ::sendfile(out->host_fd, in->host_fd, a.a[2] ? &offset : nullptr, count); });
+  WriteQuota quota(p, *out, count);
+  if (quota.error()) return quota.error();
+  ssize_t n;
+  {  // the guest's memory is touched again only with the process lock held
+    Process::BlockingSection unlocked(p);
+    n = without_sigpipe(*out, [&] { return ::sendfile(out->host_fd, in->host_fd, a.a[2] ? &offset : nullptr, count); });
+  }
   if (n < 0) return -errno;
   if (a.a[2] && !p.mm().write(a.a[2], offset)) return -EFAULT;
   return n;

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "linux/file_quota.hpp"
 #include "linux/policy.hpp"
 #include "linux/procfs.hpp"
 #include "linux/syscalls.hpp"
@@ -272,7 +273,11 @@ int64_t do_mkdir(Process& p, int dirfd, uint64_t upath, uint64_t mode) {
     }
     return rc;
   }
-  return errno_result(::mkdirat(t.dir.get(), t.name.c_str(), static_cast<mode_t>(mode) & 01777 & ~p.umask));
+  WriteQuota quota(p, t.r.guest_path);
+  if (quota.error()) return quota.error();
+  const int64_t rc = errno_result(::mkdirat(t.dir.get(), t.name.c_str(), static_cast<mode_t>(mode) & 01777 & ~p.umask));
+  if (rc == 0) quota.created_at(t.r.host_path);
+  return rc;
 }
 
 int64_t do_unlink(Process& p, int dirfd, uint64_t upath, uint64_t flags) {
@@ -295,7 +300,10 @@ int64_t do_unlink(Process& p, int dirfd, uint64_t upath, uint64_t flags) {
       return rc == -EACCES ? rc : -ENOTDIR;
     }
   }
-  return errno_result(::unlinkat(t.dir.get(), t.name.c_str(), rmdir ? AT_REMOVEDIR : 0));
+  const uint64_t removed = tmp_inode_removed_by(p, t.r.guest_path, t.r.host_path);
+  const int64_t rc = errno_result(::unlinkat(t.dir.get(), t.name.c_str(), rmdir ? AT_REMOVEDIR : 0));
+  if (rc == 0) forget_removed(p, removed);
+  return rc;
 }
 
 int64_t do_rename(Process& p, int olddir, uint64_t oldpath, int newdir, uint64_t newpath, uint64_t flags) {
@@ -307,9 +315,13 @@ int64_t do_rename(Process& p, int olddir, uint64_t oldpath, int newdir, uint64_t
   if (int rc = modify_target(p, newdir, newpath, Op::Rename, to, &to_slash)) return rc;
   if (from_slash || to_slash)  // a trailing slash on either side: the source must be a directory
     if (int rc = require_dir(from)) return rc;
-  if (flags == 0) return errno_result(::renameat(from.dir.get(), from.name.c_str(), to.dir.get(), to.name.c_str()));
-  return errno_result(::syscall(SYS_renameat2, from.dir.get(), from.name.c_str(), to.dir.get(), to.name.c_str(),
-                                static_cast<unsigned>(flags)));
+  // A file renamed over goes with its last link (RENAME_EXCHANGE keeps both).
+  const uint64_t replaced = (flags & RENAME_EXCHANGE) ? 0 : tmp_inode_removed_by(p, to.r.guest_path, to.r.host_path);
+  const int64_t rc = flags == 0 ? errno_result(::renameat(from.dir.get(), from.name.c_str(), to.dir.get(), to.name.c_str()))
+                                : errno_result(::syscall(SYS_renameat2, from.dir.get(), from.name.c_str(), to.dir.get(),
+                                                         to.name.c_str(), static_cast<unsigned>(flags)));
+  if (rc == 0) forget_removed(p, replaced);
+  return rc;
 }
 
 int64_t do_symlink(Process& p, uint64_t utarget, int dirfd, uint64_t ulink) {
@@ -318,7 +330,11 @@ int64_t do_symlink(Process& p, uint64_t utarget, int dirfd, uint64_t ulink) {
   if (text->empty()) return -ENOENT;
   Target t;
   if (int rc = modify_target(p, dirfd, ulink, Op::Create, t)) return rc;
-  return errno_result(::symlinkat(text->c_str(), t.dir.get(), t.name.c_str()));
+  WriteQuota quota(p, t.r.guest_path);
+  if (quota.error()) return quota.error();
+  const int64_t rc = errno_result(::symlinkat(text->c_str(), t.dir.get(), t.name.c_str()));
+  if (rc == 0) quota.created_at(t.r.host_path);
+  return rc;
 }
 
 int64_t do_link(Process& p, int olddir, uint64_t oldpath, int newdir, uint64_t newpath, uint64_t flags) {
@@ -332,13 +348,21 @@ int64_t do_link(Process& p, int olddir, uint64_t oldpath, int newdir, uint64_t n
       if (int rc = deny_unless_writable(p, *f)) return rc;
       Target to;
       if (int rc = modify_target(p, newdir, newpath, Op::Create, to)) return rc;
-      return errno_result(::linkat(f->host_fd, "", to.dir.get(), to.name.c_str(), AT_EMPTY_PATH));
+      WriteQuota quota(p, to.r.guest_path);
+      if (quota.error()) return quota.error();
+      const int64_t rc = errno_result(::linkat(f->host_fd, "", to.dir.get(), to.name.c_str(), AT_EMPTY_PATH));
+      if (rc == 0) quota.created_at(to.r.host_path);
+      return rc;
     }
   }
   Target from, to;
   if (int rc = open_target_at(p, olddir, oldpath, Access::Write, flags & AT_SYMLINK_FOLLOW, from)) return rc;
   if (int rc = modify_target(p, newdir, newpath, Op::Create, to)) return rc;
-  return errno_result(::linkat(from.dir.get(), from.name.c_str(), to.dir.get(), to.name.c_str(), 0));
+  WriteQuota quota(p, to.r.guest_path);
+  if (quota.error()) return quota.error();
+  const int64_t rc = errno_result(::linkat(from.dir.get(), from.name.c_str(), to.dir.get(), to.name.c_str(), 0));
+  if (rc == 0) quota.created_at(to.r.host_path);
+  return rc;
 }
 
 // chmod of a canonical host path through an O_PATH fd, so that a symlink swapped in meanwhile is
@@ -555,6 +579,8 @@ KVMS_SYSCALL(ftruncate) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
   if (static_cast<int64_t>(a.a[1]) < 0) return -EINVAL;
+  uint64_t nothing = 0;  // a size change allocates nothing; what the file holds afterwards is settled
+  WriteQuota quota(p, *f, nothing);
   return errno_result(::ftruncate(f->host_fd, static_cast<off_t>(a.a[1])));  // the host checks O_WRONLY/O_RDWR
 }
 
@@ -567,7 +593,9 @@ KVMS_SYSCALL(truncate) {
   const int fd = fileops::open_host(r.host_path, O_WRONLY | O_NONBLOCK, 0);
   if (fd < 0) return fd;
   HostFd file(fd);
-  return errno_result(::ftruncate(fd, static_cast<off_t>(a.a[1])));
+  const int64_t rc = errno_result(::ftruncate(fd, static_cast<off_t>(a.a[1])));
+  if (rc == 0) tmp_file_changed(p, r.guest_path, fd);
+  return rc;
 }
 
 KVMS_SYSCALL(fsync) {

@@ -152,8 +152,9 @@ static loader::FileReader interpreter_reader(const PathPolicy& policy) {
   };
 }
 
-Guest::Image Guest::load_image(const std::string& host_path, uint64_t user_size, const PathPolicy& policy) {
-  const std::vector<uint8_t> file = loader::read_program_file(host_path);
+Guest::Image Guest::load_image(const std::string& host_path, uint64_t user_size, const PathPolicy& policy,
+                               uint64_t max_file_bytes) {
+  const std::vector<uint8_t> file = loader::read_program_file(host_path, max_file_bytes);
   Image img;
   img.path = host_path;
   // Enough page-table pages to map every user page, plus the fixed kernel pages; sparse until used.
@@ -191,11 +192,15 @@ void Guest::install(Image img, const std::vector<std::string>& argv, const std::
   // vCPU is new, in the new VM.
   if (threads_.empty()) threads_.push_back(std::make_unique<GuestThread>());
   GuestThread& main = *threads_.front();
-  main.vcpu.reset();
-  vm_ = std::make_unique<kvm::Vm>(memory_, false);
   Process& p = *process_;
-  main.tid = p.pid;
-  main.vcpu = std::make_unique<kvm::Vcpu>(*vm_, 0);
+  {
+    // Under the threads' lock: kill() from another guest process kicks main's vCPU.
+    std::lock_guard<std::mutex> lk(threads_mutex_);
+    main.vcpu.reset();
+    vm_ = std::make_unique<kvm::Vm>(memory_, false);
+    main.tid = p.pid;
+    main.vcpu = std::make_unique<kvm::Vcpu>(*vm_, 0);
+  }
   main.state = GuestThread::Running;
   main.pending = false;
   kvm::Vcpu& vcpu = *main.vcpu;
@@ -205,6 +210,7 @@ void Guest::install(Image img, const std::vector<std::string>& argv, const std::
   p.set_address_space(mm_);
   p.keep_only_thread(p.thread().tid, p.pid);
   p.attach(&vcpu);
+  p.set_vcpu_count(1);
   p.exe_path = img.path;
   p.brk_start = p.brk_current = img.elf.brk_start;
   p.stack_top = img.stack_top;
@@ -273,6 +279,18 @@ std::shared_ptr<kvm::GuestMemory> Guest::snapshot_memory() const {
 }
 
 int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) {
+  // The child is charged to the tree before anything is copied: a process slot, and the memory of
+  // a whole copy of this process (Linux's fork fails the same way, EAGAIN and ENOMEM).
+  Charge slot(p.shared_account(), ResourceAccount::kProcesses);
+  if (!slot.grow(1)) {
+    p.log_refusal(ResourceAccount::kProcesses, "fork: EAGAIN");
+    return -EAGAIN;
+  }
+  Charge memory(p.shared_account(), ResourceAccount::kMemory);
+  if (!memory.grow(p.memory_in_use())) {
+    p.log_refusal(ResourceAccount::kMemory, "fork: ENOMEM");
+    return -ENOMEM;
+  }
   std::unique_ptr<Guest> child(new Guest);
   kvm::VcpuState state = p.vcpu().save();  // only the calling thread goes on in the child
   state.regs.rax = 0;
@@ -293,9 +311,17 @@ int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t ch
   }
   Guest* raw = child.get();
   const int pid = p.table->add_child(p.pid, [raw](int sig) { raw->kill(sig); });
+  if (pid < 0) return pid;  // the tree is being ended
   auto cp = std::make_unique<Process>(p, child->mm_);
+  cp->memory_charge = std::move(memory);
+  cp->process_slot = std::move(slot);
+  cp->set_vcpu_count(1);
   cp->pid = pid;
   cp->keep_only_thread(p.thread().tid, pid);
+  for (auto& [tid, t] : cp->threads) {  // a child starts with no signals pending
+    t.pending_signals = 0;
+    t.pending_queue.clear();
+  }
   child->threads_.front()->tid = pid;
   cp->ppid = p.pid;
   cp->server = nullptr;
@@ -319,7 +345,8 @@ int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t ch
       if (!r.message.empty() && r.reason == RunResult::Faulted)
         std::fprintf(stderr, "kvmserver: %s (pid %d): %s\n", child->program_path().c_str(), pid, r.message.c_str());
     const int status = r.status > 128 ? signal_wait_status(r.status - 128) : exit_wait_status(r.status);
-    child.reset();  // closes the child's fds before the parent can see it gone (pipe EOF)
+    table->detach(pid);  // no kill reaches the child from here on: it is about to be destroyed
+    child.reset();       // closes the child's fds before the parent can see it gone (pipe EOF)
     table->exited(pid, status);
   }).detach();
   if (flags & CLONE_VFORK) {
@@ -350,13 +377,30 @@ int64_t Guest::execve(Process& p, const std::string& guest_path, std::vector<std
     return -ENOSYS;
   }
   if (!(st.st_mode & 0111)) return -EACCES;
+  // Reading the file and the new image are host memory: a program bigger than what the tree has
+  // left is refused before it is read.
+  const ResourceAccount& account = p.account();
+  const uint64_t left = account.limit(ResourceAccount::kMemory) - std::min(account.used(ResourceAccount::kMemory),
+                                                                           account.limit(ResourceAccount::kMemory));
+  if (uint64_t(st.st_size) > left) {
+    p.log_refusal(ResourceAccount::kMemory, "execve " + guest_path + ": ENOMEM");
+    return -ENOMEM;
+  }
   try {
-    pending_exec_ = load_image(host_path, memory_->user_size(), p.policy());
+    pending_exec_ = load_image(host_path, memory_->user_size(), p.policy(), left);
   } catch (const loader::LoadError& e) {
     p.log(std::string("execve: ") + e.what());
     return e.exit_status == 127 ? -ENOENT : -ENOEXEC;
   } catch (const std::exception& e) {
     p.log(std::string("execve: ") + e.what());
+    return -ENOMEM;
+  }
+  // Until the old image is gone, both are held: the new one is reserved now and the reservation
+  // dropped once the process's own charge follows the new image (complete_syscall).
+  exec_reservation_ = Charge(p.shared_account(), ResourceAccount::kMemory);
+  if (!exec_reservation_.grow(pending_exec_->mm->mapped_bytes() + pending_exec_->mm->page_table_pages() * kvm::kPageSize)) {
+    pending_exec_.reset();
+    p.log_refusal(ResourceAccount::kMemory, "execve " + guest_path + ": ENOMEM");
     return -ENOMEM;
   }
   exec_args_ = {std::move(argv), std::move(envp), guest_path};
@@ -371,7 +415,7 @@ void Guest::kill(int sig) {
   }
   std::lock_guard<std::mutex> lk(threads_mutex_);
   for (auto& t : threads_)
-    if (t->state != GuestThread::Done) t->vcpu->kick();
+    if (t->state != GuestThread::Done && t->vcpu) t->vcpu->kick();
 }
 
 Guest::~Guest() {
@@ -461,24 +505,31 @@ void Guest::start_host_thread(GuestThread& t) {
   t.host = std::thread([this, tp = &t] { thread_host_main(tp); });
 }
 
-Guest::GuestThread& Guest::new_thread_slot() {
+Guest::GuestThread* Guest::new_thread_slot(Process& p) {
   {
     std::lock_guard<std::mutex> lk(threads_mutex_);
     for (size_t i = 1; i < threads_.size(); ++i)
       if (threads_[i]->state == GuestThread::Done) {
         if (threads_[i]->host.joinable()) threads_[i]->host.join();  // it has returned or is returning
-        return *threads_[i];
+        return threads_[i].get();
       }
   }
+  // A new vCPU (and host thread) is host memory the tree pays for.
+  if (!p.reserve_memory(host_cost::kVcpu)) return nullptr;
   auto t = std::make_unique<GuestThread>();
   t->vcpu = std::make_unique<kvm::Vcpu>(*vm_, int(threads_.size()));
   std::lock_guard<std::mutex> lk(threads_mutex_);
   threads_.push_back(std::move(t));
-  return *threads_.back();
+  p.set_vcpu_count(threads_.size());
+  return threads_.back().get();
 }
 
 int64_t Guest::clone_thread(Process& p, const CloneRequest& req) {
   if (!p.table) return -EAGAIN;
+  if (p.threads.size() >= p.limits().threads) {
+    p.log_cap("--max-threads", p.limits().threads, "clone: EAGAIN");
+    return -EAGAIN;
+  }
   kvm::VcpuState state = p.vcpu().save();
   state.regs.rax = 0;
   state.regs.rip += kSyscallOutLength;
@@ -490,7 +541,8 @@ int64_t Guest::clone_thread(Process& p, const CloneRequest& req) {
   }
   GuestThread* t;
   try {
-    t = &new_thread_slot();
+    t = new_thread_slot(p);
+    if (!t) return -ENOMEM;
     t->vcpu->restore(state);
   } catch (const std::exception& e) {
     p.log(std::string("clone: cannot add a thread: ") + e.what());
@@ -503,6 +555,7 @@ int64_t Guest::clone_thread(Process& p, const CloneRequest& req) {
   ctx.clear_child_tid = (req.flags & CLONE_CHILD_CLEARTID) ? req.child_tid : 0;
   ctx.robust_list = ctx.robust_list_len = ctx.rseq = ctx.rseq_len = 0;
   ctx.pending_signals = 0;
+  ctx.pending_queue.clear();
   ctx.altstack_sp = ctx.altstack_size = 0;
   ctx.altstack_flags = 2;
   ctx.exit_code.reset();
@@ -695,6 +748,11 @@ std::optional<RunResult> Guest::complete_syscall(GuestThread& t) {
     self.altstack_flags = 2;
     self.rseq = self.rseq_len = self.robust_list = self.robust_list_len = self.clear_child_tid = 0;
     install(std::move(img), exec_args_.argv, exec_args_.envp, exec_args_.execfn);
+    {
+      std::lock_guard<std::mutex> relock(p.lock.mutex);
+      p.settle_memory();
+    }
+    exec_reservation_.reset();
     if (p.table) p.table->release_vfork(p.pid);
     return std::nullopt;
   }
@@ -792,6 +850,7 @@ void Guest::harvest_dirty(std::vector<uint64_t>& pages) {
 void Guest::set_process(std::unique_ptr<Process> p) {
   process_ = std::move(p);
   process_->host = this;  // a copied Process still names the guest it was copied from
+  process_->set_vcpu_count(threads_.size());
   for (auto& t : threads_) {
     auto ctx = process_->threads.find(t->tid);
     if (ctx != process_->threads.end()) ctx->second.vcpu = t->vcpu.get();

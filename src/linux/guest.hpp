@@ -87,6 +87,7 @@ class Guest : private ProcessHost {
   void set_process(std::unique_ptr<Process> p);
 
   Process& process() { return *process_; }
+  bool has_process() const { return process_ != nullptr; }
   kvm::Vcpu& vcpu() { return *threads_.front()->vcpu; }  // the main thread's
   const ExitCounters& exits() const { return exits_; }
   kvm::GuestMemory& memory() { return *memory_; }
@@ -106,7 +107,8 @@ class Guest : private ProcessHost {
     uint64_t interp_base = 0, start = 0;  // AT_BASE; the first instruction (ld.so's entry when dynamic)
   };
   // The interpreter (PT_INTERP) is read through `policy`.
-  static Image load_image(const std::string& host_path, uint64_t user_size, const PathPolicy& policy);
+  static Image load_image(const std::string& host_path, uint64_t user_size, const PathPolicy& policy,
+                          uint64_t max_file_bytes = 1ull << 30);
   // Makes `image` this guest's program with a fresh VM, initial stack and registers.
   void install(Image image, const std::vector<std::string>& argv, const std::vector<std::string>& envp,
                const std::string& execfn);
@@ -149,7 +151,8 @@ class Guest : private ProcessHost {
   void end_process(const RunResult& r);
   void thread_host_main(GuestThread* t);
   void start_host_thread(GuestThread& t);
-  GuestThread& new_thread_slot();
+  // A parked thread slot to reuse, or a new vCPU charged to p's tree; nullptr when it has no room.
+  GuestThread* new_thread_slot(Process& p);
   void stop_other_threads(GuestThread& self);
   void resume_other_threads(GuestThread& self);
   void finish_threads();  // ends every other thread's host thread (destruction, execve)
@@ -167,6 +170,7 @@ class Guest : private ProcessHost {
   ExitCounters exits_;
   uint64_t deadline_ns_ = 0;
   std::optional<Image> pending_exec_;  // set by execve, installed when the syscall returns
+  Charge exec_reservation_;            // the pending image's memory until the process's charge has it
   struct PendingExec {
     std::vector<std::string> argv, envp;
     std::string execfn;

@@ -1,15 +1,14 @@
 // memfd_create: a host memfd behind a guest fd, so read/write/ftruncate/fstat/lseek work as on any
 // file and mmap copies it like one (MAP_PRIVATE with any prot, MAP_SHARED read-only; see mmap.cpp).
-// Its pages are host memory the guest's mappings do not show, so the bytes all of a process's memfds
-// hold count toward --max-memory with its mappings: a write that would go past it is cut short, or
-// fails with ENOSPC (what a full tmpfs says). ftruncate allocates nothing and is not limited.
+// Its pages are host memory the guest's mappings do not show: what a memfd holds counts toward its
+// process tree's --max-memory (file_quota.hpp): a write that would go past it is cut short, or fails
+// with ENOSPC (what a full tmpfs says). ftruncate allocates nothing and is not limited.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <set>
 #include <string>
 
 #include "linux/syscalls.hpp"
@@ -18,23 +17,9 @@ namespace kvms::linux {
 
 namespace fileops {
 
-bool is_memfd(const OpenFile& f) { return f.kind == OpenFile::Kind::Regular && ::fcntl(f.host_fd, F_GET_SEALS) >= 0; }
-
-int memfd_room(Process& p, const OpenFile& f, uint64_t& len) {
-  if (len == 0 || !is_memfd(f)) return 0;
-  uint64_t held = 0;
-  std::set<ino_t> seen;
-  for (int fd : p.fds.fds()) {
-    auto other = p.fds.get(fd);
-    struct stat st{};
-    if (!other || !is_memfd(*other) || ::fstat(other->host_fd, &st) != 0 || !seen.insert(st.st_ino).second) continue;
-    held += static_cast<uint64_t>(st.st_blocks) * 512;
-  }
-  const uint64_t limit = p.config().memory_limit, used = p.mm().mapped_bytes() + held;
-  const uint64_t room = used < limit ? limit - used : 0;
-  if (room == 0) return -ENOSPC;
-  if (len > room) len = room;  // a short write, as when a file system fills up
-  return 0;
+// By name and by the host (F_GET_SEALS alone would also take files on a host tmpfs for memfds).
+bool is_memfd(const OpenFile& f) {
+  return f.kind == OpenFile::Kind::Regular && f.path.starts_with("/memfd:") && ::fcntl(f.host_fd, F_GET_SEALS) >= 0;
 }
 
 }  // namespace fileops

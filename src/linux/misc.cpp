@@ -62,26 +62,25 @@ KVMS_SYSCALL(sysinfo) {
   timespec now{};
   clock_gettime(CLOCK_BOOTTIME, &now);
   info.uptime = now.tv_sec;
-  info.totalram = p.config().memory_limit;
-  uint64_t used = p.mm().mapped_bytes();
+  info.totalram = p.memory_limit();
+  const uint64_t used = p.tree_memory_used();
   info.freeram = used < info.totalram ? info.totalram - used : 0;
-  info.procs = 1;
+  info.procs = uint16_t(std::min<uint64_t>(p.account().used(ResourceAccount::kProcesses), 0xffff));
   info.mem_unit = 1;
   return p.mm().write(a.a[0], info) ? 0 : -EFAULT;
 }
 
-// Straight into guest memory (identity-mapped host memory): no copy, and no host buffer as big as
-// the guest asks (32 MiB a call, from every thread at once).
 KVMS_SYSCALL(getrandom) {
   const uint64_t buf = a.a[0], flags = a.a[2];
   const uint64_t len = std::min<uint64_t>(a.a[1], kMaxGetrandom);
   if (flags & ~uint64_t(GRND_NONBLOCK | GRND_RANDOM | GRND_INSECURE)) return -EINVAL;
   if ((flags & GRND_RANDOM) && (flags & GRND_INSECURE)) return -EINVAL;
-  if (len == 0) return 0;
-  uint8_t* dst = p.mm().user_ptr(buf, len, kvm::kProtWrite);
-  if (!dst) return -EFAULT;
+  // Straight into the guest's buffer (identity-mapped guest memory is ours): no host copy of up to
+  // 32 MiB per call.
+  uint8_t* out = p.mm().user_ptr(buf, len, kvm::kProtWrite);
+  if (!out) return -EFAULT;
   for (uint64_t done = 0; done < len;) {
-    const ssize_t n = ::getrandom(dst + done, len - done, 0);
+    ssize_t n = ::getrandom(out + done, len - done, 0);
     if (n < 0 && errno != EINTR) return -errno;
     if (n > 0) done += uint64_t(n);
   }
@@ -101,7 +100,7 @@ KVMS_SYSCALL(prlimit64) {
     if (!p.mm().read(new_limit, r)) return -EFAULT;
     if (r.rlim_cur > r.rlim_max) return -EINVAL;
     if (r.rlim_max > current.second) return -EPERM;  // unprivileged: cannot raise the hard limit
-    if (resource == RLIMIT_NOFILE && r.rlim_cur > uint64_t(FdTable::kDefaultLimit) * 1024) return -EPERM;
+    if (resource == RLIMIT_NOFILE && r.rlim_max > uint64_t(FdTable::kMaxLimit)) return -EPERM;
     next = {r.rlim_cur, r.rlim_max};
   }
   if (old_limit) {
@@ -109,7 +108,7 @@ KVMS_SYSCALL(prlimit64) {
     if (!p.mm().write(old_limit, r)) return -EFAULT;
   }
   current = next;
-  if (resource == RLIMIT_NOFILE) p.fds.set_limit(int(std::min<uint64_t>(current.first, 1 << 20)));
+  if (resource == RLIMIT_NOFILE) p.fds.set_limit(int(std::min<uint64_t>(current.first, FdTable::kMaxLimit)));
   return 0;
 }
 

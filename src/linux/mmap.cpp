@@ -101,10 +101,9 @@ uint64_t accessible_in(const AddressSpace& mm, uint64_t addr, uint64_t end) {
   return n;
 }
 
-// Would `added` more accessible bytes, after `removed` go away, stay within --max-memory?
-bool fits_memory_limit(Process& p, uint64_t added, uint64_t removed) {
-  return added <= removed || p.within_memory_limit(added - removed);
-}
+// Would `added` more accessible bytes, after `removed` go away, stay within --max-memory? If so
+// they are held for p until the syscall ends (Process::settle_memory).
+bool fits_memory_limit(Process& p, uint64_t added, uint64_t removed) { return p.reserve_memory(added, removed); }
 
 // Anonymous private memory: what MADV_DONTNEED/MADV_FREE turn back into zeros.
 bool is_private_anonymous(const std::string& name) {

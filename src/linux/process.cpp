@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstdio>
 
 #include "kvm/vm.hpp"
@@ -15,16 +16,18 @@ Process::Process(std::shared_ptr<kvm::AddressSpace> mm, std::shared_ptr<const Pa
     : mm_(std::move(mm)), policy_(std::move(policy)), config_(std::move(config)) {
   constexpr uint64_t kInfinity = ~0ull;
   rlimits.fill({kInfinity, kInfinity});
-  rlimits[RLIMIT_NOFILE] = {FdTable::kDefaultLimit, FdTable::kDefaultLimit};
+  rlimits[RLIMIT_NOFILE] = {config_.limits.fds, config_.limits.fds};
+  fds.set_limit(int(std::min<uint64_t>(config_.limits.fds, FdTable::kMaxLimit)));
   rlimits[RLIMIT_STACK] = {8ull << 20, kInfinity};
   rlimits[RLIMIT_CORE] = {0, kInfinity};
-  rlimits[RLIMIT_NPROC] = {1024, 1024};
+  rlimits[RLIMIT_NPROC] = {config_.limits.processes, config_.limits.processes};
   rlimits[RLIMIT_MEMLOCK] = {8ull << 20, 8ull << 20};
-  rlimits[RLIMIT_SIGPENDING] = {1024, 1024};
+  rlimits[RLIMIT_SIGPENDING] = {config_.limits.pending_signals, config_.limits.pending_signals};
   rlimits[RLIMIT_MSGQUEUE] = {819200, 819200};
   rlimits[RLIMIT_NICE] = {0, 0};
   rlimits[RLIMIT_RTPRIO] = {0, 0};
   threads[pid].tid = pid;
+  join_account(std::make_shared<ResourceAccount>(config_.limits));
 }
 
 Process::Process(const Process& other, std::shared_ptr<kvm::AddressSpace> mm) : Process(other) {
@@ -115,8 +118,48 @@ std::variant<std::string, int> Process::guest_path(int dirfd, uint64_t user_path
   return base + *path;
 }
 
-bool Process::within_memory_limit(uint64_t extra_bytes) const {
-  return mm_->mapped_bytes() + extra_bytes <= config_.memory_limit;
+void Process::join_account(std::shared_ptr<ResourceAccount> account) {
+  account_ = std::move(account);
+  memory_charge = Charge(account_, ResourceAccount::kMemory);
+  memory_charge.set_unchecked(memory_in_use());
+  process_slot = Charge(account_, ResourceAccount::kProcesses);
+  process_slot.set_unchecked(1);
+}
+
+uint64_t Process::memory_in_use() const {
+  return mm_->mapped_bytes() + mm_->page_table_pages() * kvm::kPageSize + host_cost::process(mm_->limit()) +
+         vcpu_count_ * host_cost::kVcpu + mm_->mapping_count() * host_cost::kMapping +
+         fds.open_count() * host_cost::kOpenFd;
+}
+
+bool Process::reserve_memory(uint64_t added, uint64_t removed) {
+  if (added <= removed) return true;
+  // With what mapping it costs the host: page tables (a page per 2 MiB, and the levels above) and
+  // the list entries a split may add; settle_memory() then charges what it really took.
+  const uint64_t bytes = added - removed;
+  const uint64_t tables = (bytes >> 21) * kvm::kPageSize + 3 * kvm::kPageSize + 2 * host_cost::kMapping;
+  if (memory_charge.grow(bytes + tables)) return true;
+  log_refusal(ResourceAccount::kMemory, "ENOMEM");
+  return false;
+}
+
+void Process::settle_memory() {
+  const uint64_t now = memory_in_use();
+  if (now != memory_charge.amount()) memory_charge.set_unchecked(now);
+}
+
+uint64_t Process::memory_limit() const { return account_->limit(ResourceAccount::kMemory); }
+uint64_t Process::tree_memory_used() const { return account_->used(ResourceAccount::kMemory); }
+
+void Process::log_refusal(ResourceAccount::Resource r, const std::string& consequence) const {
+  if (!config_.verbose || !account_->first_refusal(r)) return;
+  log("limit: " + account_->describe_limit(r) + " reached (pid " + std::to_string(pid) + "): " + consequence);
+}
+
+void Process::log_cap(const char* flag, uint64_t value, const std::string& consequence) {
+  if (!config_.verbose || !caps_logged_.insert(flag).second) return;
+  log(std::string("limit: ") + flag + "=" + std::to_string(value) + " reached (pid " + std::to_string(pid) +
+      "): " + consequence);
 }
 
 }  // namespace kvms::linux

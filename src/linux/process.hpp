@@ -4,7 +4,10 @@
 // the template's Process over forked guest memory; a reset assigns the template's copy back.
 #include <sys/types.h>
 
+#include <signal.h>
+
 #include <array>
+#include <deque>
 #include <atomic>
 #include <condition_variable>
 #include <list>
@@ -23,6 +26,7 @@
 
 #include "kvm/address_space.hpp"
 #include "linux/fd_table.hpp"
+#include "linux/limits.hpp"
 
 namespace kvms::kvm {
 class Vcpu;
@@ -84,11 +88,9 @@ struct KernelSigaction {
   uint64_t mask = 0;
 };
 
-// Who sent a pending signal (the siginfo a handler sees).
+// One pending instance of a signal: the siginfo its handler (or sigtimedwait) will see.
 struct PendingSignal {
-  int code = 0;  // SI_USER, SI_TKILL, ...
-  int pid = 0;
-  uint32_t uid = 0;
+  siginfo_t info{};
 };
 
 // What Linux keeps per thread rather than per process.
@@ -99,7 +101,9 @@ struct ThreadContext {
   uint64_t rseq = 0, rseq_len = 0;
   uint64_t sigmask = 0;
   uint64_t pending_signals = 0;  // bit sig-1, sent to this thread and not delivered yet
-  std::map<int, PendingSignal> pending_info;
+  // The pending instances of each signal: at most one of a standard signal, every one of a
+  // real-time signal (they queue, up to --max-pending-signals per process; signal.cpp).
+  std::map<int, std::deque<PendingSignal>> pending_queue;
   uint64_t altstack_sp = 0, altstack_size = 0;
   int altstack_flags = 2;  // SS_DISABLE
   char comm[16] = "main";  // PR_SET_NAME
@@ -132,7 +136,7 @@ struct SyscallStats {
 
 struct ProcessConfig {
   bool verbose = false;
-  uint64_t memory_limit = 1024ull << 20;   // --max-memory: accessible mapped bytes
+  Limits limits;  // the caps (limits.hpp); the tree-wide ones are enforced by the account
   std::string hostname = "kvmserver";
 };
 
@@ -148,7 +152,35 @@ class Process {
   const PathPolicy& policy() const { return *policy_; }
   void set_policy(std::shared_ptr<const PathPolicy> policy) { policy_ = std::move(policy); }
   const ProcessConfig& config() const { return config_; }
-  void set_memory_limit(uint64_t bytes) { config_.memory_limit = bytes; }
+  const Limits& limits() const { return config_.limits; }
+
+  // The process tree's account (limits.hpp). A new process starts a tree of its own; fork puts the
+  // child in its parent's; a worker gives each request a fresh one. Charges the process's memory
+  // and its slot in the tree to the new account, whatever its limits (it already exists).
+  void join_account(std::shared_ptr<ResourceAccount> account);
+  ResourceAccount& account() const { return *account_; }
+  const std::shared_ptr<ResourceAccount>& shared_account() const { return account_; }
+  // Before mapping: would `added` more bytes, after `removed` go away, fit the tree's --max-memory?
+  // If so they are held for this process until settle_memory(); if not, logs (-v) and false.
+  bool reserve_memory(uint64_t added, uint64_t removed = 0);
+  // Makes this process's memory charge what it holds now: accessible mappings, page tables, and
+  // the host's cost of its VM, vCPUs, mappings and fds (after every syscall; cheap when unchanged).
+  void settle_memory();
+  // What settle_memory() charges.
+  uint64_t memory_in_use() const;
+  // --max-memory as this process sees it (sysinfo, /proc/meminfo), and what its tree uses of it.
+  uint64_t memory_limit() const;
+  uint64_t tree_memory_used() const;
+  // The tree refused a charge of r: one -v line per tree and resource, naming the flag and what
+  // the guest gets instead ("fork: EAGAIN").
+  void log_refusal(ResourceAccount::Resource r, const std::string& consequence) const;
+  // A per-process cap was hit (--max-threads, --max-fds, ...): one -v line per process and cap.
+  void log_cap(const char* flag, uint64_t value, const std::string& consequence);
+  // vCPUs of this process's VM (threads that ended leave theirs for later ones): host cost.
+  void set_vcpu_count(uint64_t n) { vcpu_count_ = n; }
+  // This process's charges, set up by whoever creates it (fork charges the child before copying).
+  Charge memory_charge;   // kMemory: memory_in_use() after each settle
+  Charge process_slot;    // kProcesses: 1 while the process lives
   // The calling thread's vCPU and per-thread state. Guest threads run on host threads of their own;
   // the one whose syscall is being handled is "current" (the main thread outside guest runs).
   kvm::Vcpu& vcpu() { return *thread().vcpu; }
@@ -226,14 +258,18 @@ class Process {
   // Returns -EBADF/-ENOTDIR/-EFAULT/-ENAMETOOLONG/-ENOENT as the kernel would.
   std::variant<std::string, int> guest_path(int dirfd, uint64_t user_path);
 
-  // Bytes of accessible (not PROT_NONE) mappings, which --max-memory bounds.
-  bool within_memory_limit(uint64_t extra_bytes) const;
+  // The guest's /tmp is a private host directory (ephemeral servers): what it holds is charged to
+  // the tree (file_quota.hpp).
+  bool has_private_tmp = false;
 
  private:
   std::shared_ptr<kvm::AddressSpace> mm_;
   std::shared_ptr<const PathPolicy> policy_;
   ProcessConfig config_;
   std::set<uint64_t> unsupported_logged_;
+  std::set<std::string> caps_logged_;
+  std::shared_ptr<ResourceAccount> account_;
+  uint64_t vcpu_count_ = 1;
 };
 
 }  // namespace kvms::linux

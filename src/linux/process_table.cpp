@@ -1,6 +1,7 @@
 #include "linux/process_table.hpp"
 
 #include <chrono>
+#include <vector>
 
 #include <cerrno>
 
@@ -12,10 +13,32 @@ int ProcessTable::allocate_id() {
 }
 
 int ProcessTable::add_child(int ppid, std::function<void(int)> kill) {
+  auto s = std::make_shared<KillSwitch>();
+  s->kill = std::move(kill);
   std::lock_guard lock(mutex_);
+  if (closing_) return -EAGAIN;
   const int pid = next_pid_++;
-  entries_[pid] = Entry{ppid, false, 0, false, std::move(kill)};
+  entries_[pid] = Entry{ppid, false, 0, false, std::move(s)};
   return pid;
+}
+
+void ProcessTable::fire(const std::shared_ptr<KillSwitch>& s, int sig) {
+  if (!s) return;
+  std::lock_guard lock(s->mutex);
+  if (s->kill) s->kill(sig);
+}
+
+void ProcessTable::detach(int pid) {
+  std::shared_ptr<KillSwitch> s;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(pid);
+    if (it == entries_.end()) return;
+    s = it->second.kill;
+  }
+  if (!s) return;
+  std::lock_guard lock(s->mutex);
+  s->kill = nullptr;
 }
 
 void ProcessTable::exited(int pid, int wait_status) {
@@ -64,15 +87,43 @@ std::pair<int, int> ProcessTable::wait(int ppid, int pid, bool nohang, const std
 }
 
 int ProcessTable::kill(int pid, int sig) {
-  std::function<void(int)> kill;
+  std::shared_ptr<KillSwitch> s;
   {
     std::lock_guard lock(mutex_);
     auto it = entries_.find(pid);
     if (it == entries_.end() || it->second.ended) return -ESRCH;
-    kill = it->second.kill;
+    s = it->second.kill;
   }
-  if (kill && sig) kill(sig);
+  if (sig) fire(s, sig);
   return 0;
+}
+
+bool ProcessTable::kill_all_and_wait(int sig, int timeout_ms) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  {
+    std::lock_guard lock(mutex_);
+    closing_ = true;  // no new processes from here on (a fork racing us gets EAGAIN)
+  }
+  for (;;) {
+    std::vector<std::shared_ptr<KillSwitch>> running;
+    {
+      std::lock_guard lock(mutex_);
+      for (auto& [pid, e] : entries_)
+        if (!e.ended) running.push_back(e.kill);
+    }
+    if (running.empty()) return true;
+    for (auto& s : running) fire(s, sig);  // again each round: a kill can land before the run starts
+    std::unique_lock lock(mutex_);
+    if (std::chrono::steady_clock::now() >= give_up) return false;
+    changed_.wait_for(lock, std::chrono::milliseconds(20));
+  }
+}
+
+size_t ProcessTable::running() const {
+  std::lock_guard lock(mutex_);
+  size_t n = 0;
+  for (auto& [pid, e] : entries_) n += !e.ended;
+  return n;
 }
 
 int ProcessTable::parent_of(int pid) {

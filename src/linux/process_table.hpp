@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <utility>
 
@@ -14,7 +15,11 @@ class ProcessTable {
   explicit ProcessTable(int first_pid) : next_pid_(first_pid + 1) {}
 
   // A new child of ppid, running; kill is how to stop it (sets its pending signal and kicks its vCPU).
+  // -EAGAIN once kill_all_and_wait() has begun.
   int add_child(int ppid, std::function<void(int)> kill);
+  // The child's process is about to be destroyed: from now on kill() no longer reaches it (waits
+  // for a kill() that is reaching it right now). Called before exited().
+  void detach(int pid);
   // A new thread id (threads share the pid space with processes, as on Linux).
   int allocate_id();
   // The child ended; status is encoded as wait(2) reports it. Also releases a vfork parent.
@@ -30,19 +35,32 @@ class ProcessTable {
   // kill(2) of one of the guest's other processes: -ESRCH if there is none.
   int kill(int pid, int sig);
   int parent_of(int pid);
+  // Ends every process of the table (a worker's request is over) and waits until all have ended,
+  // at most `timeout_ms`; false if some are still running then.
+  bool kill_all_and_wait(int sig, int timeout_ms);
+  // Processes started and not ended.
+  size_t running() const;
 
  private:
+  // How another thread stops a process: disarmed (under its own mutex) before the process goes,
+  // so a kill never reaches a destroyed process.
+  struct KillSwitch {
+    std::mutex mutex;
+    std::function<void(int)> kill;
+  };
   struct Entry {
     int ppid = 0;
     bool ended = false;
     int status = 0;
     bool vfork_released = false;
-    std::function<void(int)> kill;
+    std::shared_ptr<KillSwitch> kill;
   };
-  std::mutex mutex_;
+  static void fire(const std::shared_ptr<KillSwitch>& s, int sig);
+  mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::map<int, Entry> entries_;
   int next_pid_;
+  bool closing_ = false;
 };
 
 // wait(2) status words.

@@ -211,7 +211,7 @@ std::string cmdline(Process& p) {
 }
 
 std::string meminfo(Process& p) {
-  const uint64_t total = p.config().memory_limit / 1024, used = p.mm().mapped_bytes() / 1024;
+  const uint64_t total = p.memory_limit() / 1024, used = p.tree_memory_used() / 1024;
   const uint64_t free = used < total ? total - used : 0;
   return format("MemTotal:       %8llu kB\nMemFree:        %8llu kB\nMemAvailable:   %8llu kB\n", ull(total), ull(free),
                 ull(free)) +

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <chrono>
 
 #include "kvm/vm.hpp"
 #include "linux/process_table.hpp"
@@ -18,6 +19,7 @@ namespace kvms::linux {
 namespace {
 
 constexpr int kMaxSignal = 64;
+constexpr int kFirstRealtime = 32;  // the kernel's SIGRTMIN (the C library keeps a few for itself)
 constexpr int kSsAutodisarm = 1 << 31;
 constexpr uint64_t kUnblockable = (1ull << (SIGKILL - 1)) | (1ull << (SIGSTOP - 1));
 constexpr uint64_t kSaRestorer = 0x04000000;
@@ -60,33 +62,75 @@ bool on_altstack(const ThreadContext& t, uint64_t sp) {
 
 }  // namespace
 
-int64_t send_signal_to_thread(Process& p, ThreadContext& t, int sig, int code, int sender_pid) {
+uint64_t pending_in_process(const Process& p) {
+  uint64_t n = 0;
+  for (const auto& [tid, t] : p.threads)
+    for (const auto& [sig, queue] : t.pending_queue) n += queue.size();
+  return n;
+}
+
+int64_t queue_signal(Process& p, ThreadContext& t, const siginfo_t& info) {
+  const int sig = info.si_signo;
   if (sig == 0) return 0;
   if (sig < 1 || sig > kMaxSignal) return -EINVAL;
   const KernelSigaction& act = p.sigactions[sig];
   if (act.handler == uint64_t(SIG_IGN)) return 0;
   if (act.handler == uint64_t(SIG_DFL) && ignored_by_default(sig)) return 0;
+  auto& queue = t.pending_queue[sig];
+  if (sig < kFirstRealtime) {
+    if (!queue.empty()) return 0;  // a standard signal is pending once, whatever is sent meanwhile
+  } else if (pending_in_process(p) >= p.limits().pending_signals) {
+    p.log_cap("--max-pending-signals", p.limits().pending_signals, "signal " + std::to_string(sig) + ": EAGAIN");
+    return -EAGAIN;  // like Linux past RLIMIT_SIGPENDING
+  }
+  queue.push_back(PendingSignal{info});
   t.pending_signals |= bit(sig);
-  t.pending_info[sig] = PendingSignal{code, sender_pid, p.uid};
   if (&t != &p.thread() && t.vcpu) t.vcpu->kick();  // delivered at its next exit
+  p.lock.changed.notify_all();  // a sigtimedwait may be waiting for it
   return 0;
+}
+
+int64_t send_signal_to_thread(Process& p, ThreadContext& t, int sig, int code, int sender_pid) {
+  siginfo_t info{};
+  info.si_signo = sig;
+  info.si_code = code;
+  info.si_pid = sender_pid;
+  info.si_uid = p.uid;
+  return queue_signal(p, t, info);
+}
+
+std::optional<siginfo_t> dequeue_signal(ThreadContext& t, int sig) {
+  auto it = t.pending_queue.find(sig);
+  if (it == t.pending_queue.end() || it->second.empty()) {
+    t.pending_signals &= ~bit(sig);
+    return std::nullopt;
+  }
+  siginfo_t info = it->second.front().info;
+  it->second.pop_front();
+  if (it->second.empty()) {
+    t.pending_queue.erase(it);
+    t.pending_signals &= ~bit(sig);
+  }
+  return info;
+}
+
+void discard_pending(Process& p, int sig) {
+  for (auto& [tid, t] : p.threads) {
+    t.pending_queue.erase(sig);
+    t.pending_signals &= ~bit(sig);
+  }
 }
 
 std::optional<SignalToDeliver> take_signal(Process& p, ThreadContext& t) {
   const uint64_t ready = t.pending_signals & ~(t.sigmask & ~kUnblockable);
   if (!ready) return std::nullopt;
   const int sig = __builtin_ctzll(ready) + 1;
-  t.pending_signals &= ~bit(sig);
   SignalToDeliver d;
   d.sig = sig;
   d.act = p.sigactions[sig];
   std::memset(&d.info, 0, sizeof d.info);
   d.info.si_signo = sig;
-  const PendingSignal from = t.pending_info[sig];
-  t.pending_info.erase(sig);
-  d.info.si_code = from.code;
-  d.info.si_pid = from.pid;
-  d.info.si_uid = from.uid;
+  if (auto info = dequeue_signal(t, sig)) d.info = *info;
   if (d.act.handler == uint64_t(SIG_IGN)) return take_signal(p, t);
   if (d.act.handler == uint64_t(SIG_DFL)) {
     if (ignored_by_default(sig)) return take_signal(p, t);
@@ -180,7 +224,7 @@ KVMS_SYSCALL(rt_sigaction) {
   if (act) {
     p.sigactions[sig] = next;
     if (next.handler == uint64_t(SIG_IGN) || (next.handler == uint64_t(SIG_DFL) && ignored_by_default(sig)))
-      for (auto& [tid, t] : p.threads) t.pending_signals &= ~bit(sig);  // discarded, as POSIX says
+      discard_pending(p, sig);  // as POSIX says
   }
   return 0;
 }
@@ -232,23 +276,101 @@ KVMS_SYSCALL(sigaltstack) {
   return 0;
 }
 
+namespace {
+
+// sigqueue(3)'s siginfo from the guest. Only to itself may a process claim a kernel si_code
+// (>= 0) or SI_TKILL: to others that is EPERM, as on Linux.
+int64_t read_queued_info(Process& p, uint64_t uinfo, int sig, bool to_self, siginfo_t& info) {
+  if (!p.mm().read(uinfo, info)) return -EFAULT;
+  if (!to_self && (info.si_code >= 0 || info.si_code == SI_TKILL)) return -EPERM;
+  info.si_signo = sig;
+  return 0;
+}
+
+// A process-directed signal goes to a thread that does not block it, the caller first.
+ThreadContext& receiver(Process& p, int sig) {
+  ThreadContext* target = &p.thread();
+  if (sig && (target->sigmask & bit(sig)))
+    for (auto& [tid, t] : p.threads)
+      if (!(t.sigmask & bit(sig))) return t;
+  return *target;
+}
+
+}  // namespace
+
 KVMS_SYSCALL(kill) {
   const int64_t pid = int64_t(a.a[0]);
   const int sig = int(a.a[1]);
   if (sig < 0 || sig > kMaxSignal) return -EINVAL;
-  if (pid == p.pid || pid == 0 || pid == -1 || pid == -int64_t(p.pid)) {
-    // A process-directed signal goes to a thread that does not block it, the caller first.
-    ThreadContext* target = &p.thread();
-    if (sig && (target->sigmask & bit(sig)))
-      for (auto& [tid, t] : p.threads)
-        if (!(t.sigmask & bit(sig))) {
-          target = &t;
-          break;
-        }
-    return send_signal_to_thread(p, *target, sig, SI_USER, p.pid);
-  }
+  if (pid == p.pid || pid == 0 || pid == -1 || pid == -int64_t(p.pid))
+    return send_signal_to_thread(p, receiver(p, sig), sig, SI_USER, p.pid);
   if (!p.table) return -ESRCH;
   return p.table->kill(int(pid > 0 ? pid : -pid), sig);  // another of the guest's processes
+}
+
+KVMS_SYSCALL(rt_sigqueueinfo) {
+  const int64_t pid = int64_t(a.a[0]);
+  const int sig = int(a.a[1]);
+  if (sig < 0 || sig > kMaxSignal) return -EINVAL;
+  siginfo_t info{};
+  if (int64_t rc = read_queued_info(p, a.a[2], sig, pid == p.pid, info)) return rc;
+  if (pid == p.pid) return queue_signal(p, receiver(p, sig), info);
+  if (pid <= 0 || !p.table) return -ESRCH;
+  return p.table->kill(int(pid), sig);  // another guest process: what kill(2) does to it
+}
+
+KVMS_SYSCALL(rt_tgsigqueueinfo) {
+  const int sig = int(a.a[2]);
+  if (sig < 0 || sig > kMaxSignal) return -EINVAL;
+  if (int64_t(a.a[0]) != p.pid) return -ESRCH;
+  auto t = p.threads.find(int(a.a[1]));
+  if (t == p.threads.end()) return -ESRCH;
+  siginfo_t info{};
+  if (int64_t rc = read_queued_info(p, a.a[3], sig, t->first == p.thread().tid, info)) return rc;
+  return queue_signal(p, t->second, info);
+}
+
+// Waits for one of the signals in the set to be pending for the calling thread and takes it
+// without running its handler. A kick (stop, kill) ends the wait with EINTR, which the Guest turns
+// into a restart; a signal outside the set that has a handler interrupts it for good (EINTR).
+KVMS_SYSCALL(rt_sigtimedwait) {
+  const uint64_t uset = a.a[0], uinfo = a.a[1], utimeout = a.a[2], size = a.a[3];
+  if (size != sizeof(uint64_t)) return -EINVAL;
+  uint64_t set = 0;
+  if (!p.mm().read(uset, set)) return -EFAULT;
+  set &= ~kUnblockable;
+  auto deadline = std::chrono::steady_clock::time_point::max();
+  if (utimeout) {
+    timespec ts{};
+    if (!p.mm().read(utimeout, ts)) return -EFAULT;
+    if (ts.tv_sec < 0 || ts.tv_nsec < 0 || ts.tv_nsec >= 1000000000) return -EINVAL;
+    deadline = std::chrono::steady_clock::now() + std::chrono::seconds(std::min<int64_t>(ts.tv_sec, 1ll << 32)) +
+               std::chrono::nanoseconds(ts.tv_nsec);
+  }
+  std::unique_lock<std::mutex> lk = Process::holds_lock ? std::unique_lock<std::mutex>(p.lock.mutex, std::adopt_lock)
+                                                         : std::unique_lock<std::mutex>(p.lock.mutex);
+  struct KeepLockOwned {  // a handler's lock stays held when it returns
+    std::unique_lock<std::mutex>& lk;
+    ~KeepLockOwned() {
+      if (Process::holds_lock) lk.release();
+    }
+  } keep{lk};
+  for (;;) {
+    ThreadContext& t = p.thread();
+    if (const uint64_t ready = t.pending_signals & set) {
+      const int sig = __builtin_ctzll(ready) + 1;
+      siginfo_t info{};
+      info.si_signo = sig;
+      if (auto queued = dequeue_signal(t, sig)) info = *queued;
+      if (uinfo && !p.mm().write(uinfo, info)) return -EFAULT;
+      return sig;
+    }
+    if (t.pending_signals & ~t.sigmask) return -EINTR;  // one to deliver instead
+    if (p.lock.stop || (t.vcpu && t.vcpu->run_area()->immediate_exit)) return -EINTR;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return -EAGAIN;
+    p.lock.changed.wait_until(lk, std::min(deadline, now + std::chrono::milliseconds(100)));
+  }
 }
 
 KVMS_SYSCALL(tgkill) {

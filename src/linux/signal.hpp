@@ -24,8 +24,15 @@ struct FaultDetail {
   uint64_t error = 0, address = 0;
 };
 
-// Queues sig for thread t (kicks it when it is another thread). Ignored signals are dropped.
+// Queues sig for thread t (kicks it when it is another thread). Ignored signals are dropped, a
+// standard signal already pending is merged, a real-time one past --max-pending-signals is -EAGAIN.
 int64_t send_signal_to_thread(Process& p, ThreadContext& t, int sig, int code, int sender_pid);
+// The same with a whole siginfo (sigqueue: si_value and the sender's si_code).
+int64_t queue_signal(Process& p, ThreadContext& t, const siginfo_t& info);
+// Takes the oldest pending instance of sig off t (nullopt when none is).
+std::optional<siginfo_t> dequeue_signal(ThreadContext& t, int sig);
+// Drops every pending instance of sig in the process (its disposition became "ignore").
+void discard_pending(Process& p, int sig);
 // The next unblocked pending signal of t with a handler to run. A signal whose default action ends
 // the process sets p.exit_status (the caller checks it) and is returned too.
 std::optional<SignalToDeliver> take_signal(Process& p, ThreadContext& t);

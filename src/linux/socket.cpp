@@ -33,6 +33,7 @@
 #include "linux/deadline.hpp"
 #include "linux/net_policy.hpp"
 #include "linux/policy.hpp"
+#include "linux/file_quota.hpp"
 #include "linux/syscalls.hpp"
 
 #ifndef IP_TRANSPARENT
@@ -597,6 +598,7 @@ int64_t do_accept(Process& p, uint64_t fd, uint64_t addr, uint64_t lenp, int fla
   std::string path = f->path.rfind("unix:", 0) == 0 ? f->path : inode_name(h, "socket");
   auto nf = std::make_shared<OpenFile>(h, OpenFile::Kind::Socket, std::move(path),
                                        O_RDWR | ((flags & SOCK_NONBLOCK) ? O_NONBLOCK : 0));
+  if (int rc = charge_open_file(p, *nf, host_cost::kSocket, ENOBUFS, "accept")) return rc;  // the connection is dropped
   int gfd = p.fds.install(std::move(nf), flags & SOCK_CLOEXEC);
   if (gfd < 0) return gfd;
   if (addr) {
@@ -664,7 +666,9 @@ KVMS_SYSCALL(socket) {
   }
   int h = ::socket(domain, base | SOCK_CLOEXEC | (flags & SOCK_NONBLOCK), protocol);
   if (h < 0) return -errno;
-  return p.fds.install(new_socket_file(h, flags), flags & SOCK_CLOEXEC);
+  auto f = new_socket_file(h, flags);
+  if (int rc = charge_open_file(p, *f, host_cost::kSocket, ENOBUFS, "socket")) return rc;
+  return p.fds.install(std::move(f), flags & SOCK_CLOEXEC);
 }
 
 KVMS_SYSCALL(socketpair) {
@@ -677,6 +681,8 @@ KVMS_SYSCALL(socketpair) {
   int h[2];
   if (::socketpair(AF_UNIX, base | SOCK_CLOEXEC | (flags & SOCK_NONBLOCK), protocol, h) != 0) return -errno;
   auto f0 = new_socket_file(h[0], flags), f1 = new_socket_file(h[1], flags);
+  if (int rc = charge_open_file(p, *f0, host_cost::kSocket, ENOBUFS, "socketpair")) return rc;
+  if (int rc = charge_open_file(p, *f1, host_cost::kSocket, ENOBUFS, "socketpair")) return rc;
   int g[2];
   g[0] = p.fds.install(std::move(f0), flags & SOCK_CLOEXEC);
   if (g[0] < 0) return g[0];  // both OpenFiles close their host fds

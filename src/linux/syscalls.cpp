@@ -73,6 +73,8 @@ constexpr std::pair<int, SyscallHandler> kHandlers[] = {
     {SYS_rt_sigaction, sys_rt_sigaction}, {SYS_rt_sigprocmask, sys_rt_sigprocmask},
     {SYS_sigaltstack, sys_sigaltstack}, {SYS_kill, sys_kill}, {SYS_tgkill, sys_tgkill}, {SYS_tkill, sys_tkill},
     {SYS_rt_sigpending, sys_rt_sigpending}, {SYS_rt_sigreturn, sys_rt_sigreturn},
+    {SYS_rt_sigqueueinfo, sys_rt_sigqueueinfo}, {SYS_rt_tgsigqueueinfo, sys_rt_tgsigqueueinfo},
+    {SYS_rt_sigtimedwait, sys_rt_sigtimedwait},
     // socket.cpp
     {SYS_socket, sys_socket}, {SYS_socketpair, sys_socketpair}, {SYS_bind, sys_bind}, {SYS_listen, sys_listen},
     {SYS_accept, sys_accept}, {SYS_accept4, sys_accept4}, {SYS_connect, sys_connect},
@@ -133,14 +135,29 @@ int trace_level() {
 }
 bool tracing() { return trace_level() > 0; }
 
+namespace {
+
+// What every syscall's result goes through: the process's memory charge follows what it holds now
+// (limits.hpp), and a guest that runs out of fds is told why on -v.
+int64_t finish(Process& p, uint64_t nr, int64_t result) {
+  p.settle_memory();
+  if (result == -EMFILE) {  // only the fd limit says that
+    const char* name = syscall_name(nr);
+    p.log_cap("--max-fds", uint64_t(p.fds.limit()), std::string(name ? name : "?") + ": EMFILE");
+  }
+  return result;
+}
+
+}  // namespace
+
 int64_t dispatch_syscall(Process& p, const SyscallArgs& args) {
   if (args.nr < kTableSize) {
     ++p.stats.calls[args.nr];
     if (SyscallHandler h = table()[args.nr]) {
-      if (!tracing()) return h(p, args);
+      if (!tracing()) return finish(p, args.nr, h(p, args));
       if (trace_level() == 2 && args.nr != SYS_futex && args.nr != SYS_clock_gettime)
         std::fprintf(stderr, "[host %ld pid %d tid %d] > %s\n", long(::syscall(SYS_gettid)), p.pid, p.thread().tid, syscall_name(args.nr));
-      const int64_t r = h(p, args);
+      const int64_t r = finish(p, args.nr, h(p, args));
       if (trace_level() == 1 && (r >= 0 || r == -EAGAIN || r == -EINTR || r == -ETIMEDOUT)) return r;
       const char* name = syscall_name(args.nr);
       std::fprintf(stderr, "[host %ld pid %d tid %d] %s(%#llx, %#llx, %#llx, %#llx, %#llx, %#llx) = %lld\n", long(::syscall(SYS_gettid)), p.pid, p.thread().tid,

@@ -112,19 +112,28 @@ KVMS_SYSCALL(rseq) {
 
 namespace {
 
-constexpr uint64_t kMaxExecStrings = 1 << 16;
+constexpr uint64_t kMaxArgStrlen = 32 * 4096;   // MAX_ARG_STRLEN: one string, its NUL included
+constexpr uint64_t kMinArgBytes = 32 * 4096;    // ARG_MAX: what is always allowed in total
 
-// A NULL-terminated array of guest string pointers (argv, envp).
-std::variant<std::vector<std::string>, int> read_string_array(Process& p, uint64_t addr) {
+// Linux's budget for argv and envp together (strings and their pointers): a quarter of the stack
+// limit, at least ARG_MAX, at most 6 MiB (3/4 of _STK_LIM). It also bounds what we copy to the host.
+uint64_t exec_argument_budget(const Process& p) {
+  return std::clamp<uint64_t>(p.rlimits[RLIMIT_STACK].first / 4, kMinArgBytes, 6ull << 20);
+}
+
+// A NULL-terminated array of guest string pointers (argv, envp), charged to `budget`.
+std::variant<std::vector<std::string>, int> read_string_array(Process& p, uint64_t addr, uint64_t& budget) {
   std::vector<std::string> out;
   if (!addr) return out;
   for (uint64_t i = 0;; ++i) {
-    if (i >= kMaxExecStrings) return -E2BIG;
     uint64_t ptr = 0;
     if (!p.mm().read(addr + i * 8, ptr)) return -EFAULT;
     if (!ptr) return out;
-    auto s = p.mm().read_string(ptr, 128 * 1024);
-    if (!s) return -EFAULT;
+    auto s = p.mm().read_string(ptr, std::min(kMaxArgStrlen, budget));
+    if (!s) return p.mm().find(ptr) ? -E2BIG : -EFAULT;
+    const uint64_t cost = s->size() + 1 + sizeof(uint64_t);
+    if (cost > budget) return -E2BIG;
+    budget -= cost;
     out.push_back(std::move(*s));
   }
 }
@@ -145,9 +154,10 @@ int64_t do_execve(Process& p, int dirfd, uint64_t upath, uint64_t uargv, uint64_
   if (flags & ~(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) return -EINVAL;
   auto path = p.guest_path(dirfd, upath);
   if (auto* err = std::get_if<int>(&path)) return *err;
-  auto argv = read_string_array(p, uargv);
+  uint64_t budget = exec_argument_budget(p);
+  auto argv = read_string_array(p, uargv, budget);
   if (auto* err = std::get_if<int>(&argv)) return *err;
-  auto envp = read_string_array(p, uenvp);
+  auto envp = read_string_array(p, uenvp, budget);
   if (auto* err = std::get_if<int>(&envp)) return *err;
   return p.host->execve(p, std::get<std::string>(path), std::move(std::get<0>(argv)), std::move(std::get<0>(envp)));
 }

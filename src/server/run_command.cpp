@@ -92,7 +92,7 @@ int run_program(const cli::Options& opts) {
     config.cwd = opts.cwd;
     config.address_space = opts.max_address_space_gb << 30;
     config.process.verbose = opts.verbose > 0;
-    config.process.memory_limit = opts.max_memory_mb << 20;
+    config.process.limits = cli::limits_config(opts);
     linux::PolicyConfig policy = cli::policy_config(opts);
     const std::string program = std::filesystem::absolute(linux::find_program(opts.program)).lexically_normal();
     policy.always_readable.push_back(program);
@@ -106,6 +106,7 @@ int run_program(const cli::Options& opts) {
     }
     config.policy = std::make_shared<linux::PathPolicy>(std::move(policy));
     guest = linux::Guest::create(config);
+    guest->process().has_private_tmp = template_tmp != nullptr;
     linux::NetPolicyConfig net;
     net.listen_all = opts.allow_all || opts.allow_listen.all;
     net.connect_all = opts.allow_all || opts.allow_connect.all;

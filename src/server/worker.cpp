@@ -5,6 +5,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -15,9 +16,12 @@
 
 #include "linux/epoll.hpp"
 #include "linux/policy.hpp"
+#include "linux/process_table.hpp"
 
 namespace kvms::server {
 namespace {
+
+constexpr int kChildStopMs = 5000;  // a killed guest process stops at its next exit: this is ample
 
 using linux::OpenFile;
 
@@ -187,6 +191,12 @@ void Worker::serve() {
 }
 
 void Worker::reset(bool full) {
+  // Whatever the request started ends with it: its other guest processes hold its data and must
+  // not outlive it (they are VMs of their own, with their own memory).
+  if (guest_->has_process() && guest_->process().table &&
+      !guest_->process().table->kill_all_and_wait(SIGKILL, kChildStopMs))
+    std::fprintf(stderr, "kvmserver: worker %d: processes of the last request still running after %d ms\n", id_,
+                 kChildStopMs);
   kvm::GuestMemory& memory = guest_->memory();
   kvm::AddressSpace& mm = guest_->address_space();
   std::vector<uint64_t> dirty;
@@ -210,8 +220,17 @@ void Worker::reset(bool full) {
   if (tmp_) {
     tmp_->reset_from(*config_.template_tmp);
     p.set_policy(policy_);
+    p.has_private_tmp = true;
   }
-  if (config_.max_request_memory) p.set_memory_limit(mm.mapped_bytes() + config_.max_request_memory);
+  // Each request is a process tree of its own: its own pids' table and its own account, so a
+  // request that hits a limit costs only itself. What the template already holds is charged
+  // first, whatever the limits; --max-request-memory is what a request may add on top.
+  p.table = std::make_shared<linux::ProcessTable>(p.pid);
+  auto account = std::make_shared<linux::ResourceAccount>(p.limits());
+  p.join_account(account);
+  if (config_.max_request_memory)
+    account->set_limit(linux::ResourceAccount::kMemory, account->used(linux::ResourceAccount::kMemory) + config_.max_request_memory,
+                       "--max-request-memory=" + std::to_string(config_.max_request_memory >> 20));
   guest_->restore_threads(tmpl_.threads);
 }
 

@@ -81,12 +81,10 @@ MAX_BOOT_TIME=${MAX_BOOT_TIME:-240}
 WARMUP_READY_LIMIT=${WARMUP_READY_LIMIT:-120}
 REQ_TIMEOUT=${REQ_TIMEOUT:-60}
 SERVER_TIMEOUT=${SERVER_TIMEOUT:-1800}
-STOP_TIMEOUT=${STOP_TIMEOUT:-30}
-E2E_LOG_DIR=${E2E_LOG_DIR:-}
+CLIENT_LIMIT=${CLIENT_LIMIT:-1800}
 RUNTIME_READ_GRANT=${RUNTIME_READ_GRANT:---allow-read}
 read -r -a EXTRA_FLAGS <<<"${KVMSERVER_FLAGS:-}"
 read -r -a READ_GRANT <<<"$RUNTIME_READ_GRANT"
-CLIENT=("$PYTHON" "$here/http_client.py")
 
 NATIVE_ONLY=0
 if [ "$KVMSERVER" = native ]; then
@@ -107,32 +105,10 @@ done
 # enabled CASE GROUP : selected by name or group (or nothing selected).
 enabled() { [ "$SELECTED" = "  " ] || [[ $SELECTED == *" $1 "* ]] || [[ $SELECTED == *" $2 "* ]]; }
 
-passed=0
-failed=0
-skipped=0
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
-skip() { echo "SKIP $1: $2"; skipped=$((skipped + 1)); }
-xfailed=0
-info() { echo "# $*"; }
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/kvms-runtimes.XXXXXX")
-tmp=$(cd "$tmp" && pwd -P)
+. "$here/lib.sh"
+e2e_init runtimes
 home=$tmp/home
-
-BG_PIDS=()
-cleanup() {
-  local p
-  for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  for p in "${BG_PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  if [ -n "$E2E_LOG_DIR" ]; then
-    mkdir -p "$E2E_LOG_DIR" && cp "$tmp"/*.out "$tmp"/*.err "$E2E_LOG_DIR"/ 2>/dev/null
-  fi
-  chmod -R u+rwx "$tmp" 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+START_DIR=$home  # servers run in HOME, like every other run
 
 # The guest environment, the same for both halves.
 ENV_NAMES=PATH,HOME,TMPDIR,LANG,PYTHONDONTWRITEBYTECODE,DENO_DIR,DENO_NO_UPDATE_CHECK,NO_COLOR
@@ -149,13 +125,9 @@ KVM_GRANTS=("--allow-env=$ENV_NAMES" "${READ_GRANT[@]}" "--allow-write=$home")
 
 # ---- timing, per group and half ----
 declare -A T_NATIVE T_KVM
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-secs() { awk -v ms="$1" 'BEGIN { printf "%.2f", ms / 1000 }'; }
 add_time() { # native|kvm GROUP MS
   if [ "$1" = native ]; then T_NATIVE[$2]=$((${T_NATIVE[$2]:-0} + $3)); else T_KVM[$2]=$((${T_KVM[$2]:-0} + $3)); fi
 }
-
-tail_of() { tail -n "${2:-6}" "$1" 2>/dev/null | tr '\n' '|' | cut -c1-"${3:-600}"; }
 
 # run PFX LIMIT CMD... : CMD in $home with stdin /dev/null, stdout/stderr to PFX.out/.err, killed
 # after LIMIT seconds; sets $status and $elapsed_ms. No shell "Killed" notices.
@@ -224,8 +196,7 @@ simple_case() {
   add_time kvm "$group" "$elapsed_ms"
   if [ -n "${KNOWN_LIMIT:-}" ]; then  # a documented limitation: it must still fail, and say so
     if [ "$status" != 0 ]; then
-      echo "XFAIL kvm:$name: $KNOWN_LIMIT ($(why "$pfx.kvm" | cut -c1-200))"
-      xfailed=$((xfailed + 1))
+      xfail "kvm:$name" "$KNOWN_LIMIT ($(why "$pfx.kvm" | cut -c1-200))"
     else
       fail "kvm:$name" "passes now: drop its known-limitation marker in tests/e2e/runtimes.sh"
     fi
@@ -382,94 +353,6 @@ pthread_group() {
 
 # =============================================================================================
 # Servers: life cycle helpers (as in tests/e2e/server.sh).
-client() { timeout -s KILL "${CLIENT_LIMIT:-1800}" "${CLIENT[@]}" "$@"; }
-alive() {
-  local st
-  st=$(sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
-# start NAME CMD... : CMD in the background in $home (stdin /dev/null, stdout/stderr to
-# $tmp/NAME.out/.err, SIGINT at its default), killed after SERVER_TIMEOUT. Sets SPID, SLOG, SWATCH.
-start() {
-  local name=$1
-  shift
-  SLOG=$tmp/$name
-  (cd "$home" && exec "$PYTHON" -c 'import os, signal, sys
-for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE): signal.signal(s, signal.SIG_DFL)
-os.execvp(sys.argv[1], sys.argv[1:])' "$@") </dev/null >"$SLOG.out" 2>"$SLOG.err" &
-  SPID=$!
-  BG_PIDS+=("$SPID")
-  (sleep "$SERVER_TIMEOUT" && kill -KILL "$SPID") >/dev/null 2>&1 &
-  SWATCH=$!
-  BG_PIDS+=("$SWATCH")
-}
-# wait_ready PATTERN : a line matching PATTERN on stdout or stderr; sets READY or WHY.
-wait_ready() {
-  local i
-  READY=''
-  WHY=''
-  for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
-    READY=$(grep -h -m1 -E "$1" "$SLOG.err" "$SLOG.out" 2>/dev/null | head -n1)
-    [ -n "$READY" ] && return 0
-    if ! alive "$SPID"; then
-      wait "$SPID" 2>/dev/null
-      WHY="exited with status $? before it was ready; stderr: $(tail_of "$SLOG.err" 8)"
-      return 1
-    fi
-    sleep 0.1
-  done
-  WHY="not ready after ${READY_TIMEOUT}s; stderr: $(tail_of "$SLOG.err" 8)"
-  return 1
-}
-# stop [SIGNAL] : SIGNAL (default INT), wait up to STOP_TIMEOUT, then SIGKILL. Sets STATUS.
-stop() {
-  local sig=${1:-INT} i
-  kill "-$sig" "$SPID" 2>/dev/null
-  STATUS=timeout
-  for ((i = 0; i < STOP_TIMEOUT * 20; i++)); do
-    alive "$SPID" || break
-    sleep 0.05
-  done
-  if alive "$SPID"; then
-    kill -KILL "$SPID" 2>/dev/null
-    wait "$SPID" 2>/dev/null
-  else
-    wait "$SPID" 2>/dev/null
-    STATUS=$?
-  fi
-  kill -KILL "$SWATCH" 2>/dev/null
-  wait "$SWATCH" 2>/dev/null
-}
-# expect_fetch CASE PORT PATH WANT : one GET must answer 200 with exactly WANT (printf escapes).
-expect_fetch() {
-  local c=$1 port=$2 path=$3 want got meta rc
-  want=$(printf "$4"; echo x)
-  want=${want%x}
-  got=$(client fetch --port "$port" --timeout "$REQ_TIMEOUT" "$path" 2>"$tmp/fetch.meta"; echo "x$?")
-  rc=${got##*x}
-  got=${got%x*}
-  meta=$(tr '\n' ' ' <"$tmp/fetch.meta")
-  if [ "$rc" = 0 ] && [[ $meta == status=200* ]] && [ "$got" = "$want" ]; then
-    pass "$c"
-  else
-    fail "$c" "sent GET $path, wanted 200 $(printf %q "$want"), got $(printf %q "$got") [$meta exit $rc]; server stderr: $(tail_of "$SLOG.err" 4)"
-  fi
-}
-# many CASE ARGS... : http_client.py many ...; PASS when every request was as expected.
-many() {
-  local c=$1 out
-  shift
-  out=$(client many --timeout "$REQ_TIMEOUT" "$@" 2>&1)
-  if [ $? = 0 ]; then
-    pass "$c"
-    info "  $c: $(head -n1 <<<"$out")"
-  else
-    fail "$c" "$(tr '\n' ' ' <<<"$out" | cut -c1-1200); server stderr: $(tail_of "$SLOG.err" 4)"
-  fi
-}
-stat_field() { # NAME FILE : the number after NAME= in the last stats line holding it
-  grep -E "^kvmserver: stats:.*[ (]$1=" "$2" | tail -n1 | sed -E "s/.*[ (]$1=([0-9.]+).*/\\1/"
-}
 # counters CASE SENT : after the SIGINT: the request count must be SENT; prints the counters.
 counters() {
   local c=$1 sent=$2 n
@@ -483,11 +366,6 @@ counters() {
     fail "$c.stats" "sent $sent requests, --stats says requests=${n:-?}; stderr: $(tail_of "$SLOG.err" 6)"
   fi
 }
-stop_check() { # CASE : SIGINT on the idle server: exit 0
-  stop INT
-  if [ "$STATUS" = 0 ]; then pass "$1.exit"; else fail "$1.exit" "status $STATUS after SIGINT (want 0); stderr: $(tail_of "$SLOG.err")"; fi
-}
-
 # server_cmd RUNTIME PORT : SERVER_CMD, the command serving on 127.0.0.1:PORT.
 server_cmd() {
   case $1 in
@@ -607,5 +485,4 @@ for g in $ALL_GROUPS; do
   echo "time: $g native $(secs "${T_NATIVE[$g]:-0}") s, kvmserver $(secs "${T_KVM[$g]:-0}") s"
 done
 echo "time: total $(secs $(($(now_ms) - total_t0))) s"
-echo "$passed passed, $failed failed, $skipped skipped, $xfailed known limitations (XFAIL)"
-[ "$failed" = 0 ]
+e2e_summary

@@ -47,18 +47,9 @@ root=$(cd "$here/../.." && pwd)
 KVMSERVER=${1:-${KVMSERVER:-$root/build/kvmserver}}
 GUESTS=${2:-${GUESTS:-$root/build/guests}}
 BUSYBOX=${BUSYBOX:-/bin/busybox}
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x /usr/bin/python3 ]; then PYTHON=/usr/bin/python3; else PYTHON=python3; fi
-fi
 SERVER_FILTER=${SERVER_FILTER:-}
-READY_TIMEOUT=${READY_TIMEOUT:-120}
-REQ_TIMEOUT=${REQ_TIMEOUT:-30}
 LOOP_SLACK=${LOOP_SLACK:-8}
-SERVER_TIMEOUT=${SERVER_TIMEOUT:-900}
-STOP_TIMEOUT=${STOP_TIMEOUT:-30}
-E2E_LOG_DIR=${E2E_LOG_DIR:-}
 read -r -a EXTRA_FLAGS <<<"${KVMSERVER_FLAGS:-}"
-CLIENT=("$PYTHON" "$here/http_client.py")
 
 NATIVE_ONLY=0
 if [ "$KVMSERVER" = native ]; then
@@ -69,141 +60,10 @@ fi
 case $GUESTS in /*) ;; *) GUESTS=$PWD/$GUESTS ;; esac
 SERVERS=$GUESTS/servers
 
-passed=0
-failed=0
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
-info() { echo "# $*"; }
+. "$here/lib.sh"
+e2e_init server
 enabled() { [ -z "$SERVER_FILTER" ] || [[ $1 =~ $SERVER_FILTER ]]; }
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/kvms-server.XXXXXX")
-tmp=$(cd "$tmp" && pwd -P)
-
-# Every process we start in the background: killed (by pid) on exit.
-BG_PIDS=()
-cleanup() {
-  local p
-  for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  for p in "${BG_PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  if [ -n "$E2E_LOG_DIR" ]; then
-    mkdir -p "$E2E_LOG_DIR" && cp "$tmp"/*.out "$tmp"/*.err "$E2E_LOG_DIR"/ 2>/dev/null
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Runs a client command with a hard time limit (the client bounds each request itself as well).
-client() { timeout -s KILL "${CLIENT_LIMIT:-900}" "${CLIENT[@]}" "$@"; }
-free_port() { client port; }
-
-# The last lines of a log file, on one line.
-tail_of() { tail -n "${2:-6}" "$1" 2>/dev/null | tr '\n' '|' | cut -c1-"${3:-700}"; }
-
-# ---- server life cycle ----
-# alive PID : the process exists and is not a zombie (kill -0 succeeds on an unreaped child).
-alive() {
-  local st
-  st=$(sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
-
-# start NAME CMD... : starts CMD in the background (stdin /dev/null, stdout/stderr to
-# $tmp/NAME.out/.err) with SIGINT/SIGQUIT/SIGPIPE at their defaults (a background job of a
-# non-interactive shell would otherwise ignore SIGINT), plus a watchdog that kills it after
-# SERVER_TIMEOUT. Sets SPID, SLOG (the path prefix) and SWATCH.
-start() {
-  local name=$1
-  shift
-  SLOG=$tmp/$name
-  "$PYTHON" -c 'import os, signal, sys
-for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE): signal.signal(s, signal.SIG_DFL)
-os.execvp(sys.argv[1], sys.argv[1:])' "$@" </dev/null >"$SLOG.out" 2>"$SLOG.err" &
-  SPID=$!
-  BG_PIDS+=("$SPID")
-  (sleep "$SERVER_TIMEOUT" && kill -KILL "$SPID") >/dev/null 2>&1 &
-  SWATCH=$!
-  BG_PIDS+=("$SWATCH")
-}
-
-# start_kvm NAME KVMSERVER-FLAGS... -- PROGRAM ARGS... : start under kvmserver.
-start_kvm() {
-  local name=$1
-  shift
-  local -a flags=()
-  while [ $# -gt 0 ] && [ "$1" != -- ]; do flags+=("$1"); shift; done
-  shift
-  start "$name" "$KVMSERVER" "${EXTRA_FLAGS[@]}" "${flags[@]}" run -- "$@"
-}
-
-# wait_ready [PATTERN] : waits until the server's stderr has a "kvmserver: ready:" line (or, with
-# PATTERN, a line matching that extended regex on stdout+stderr), it exits, or READY_TIMEOUT.
-# Sets READY (the line) and WHY (the reason on failure); returns 0 when ready.
-wait_ready() {
-  local pattern=${1:-'^kvmserver: ready: '} i
-  READY=''
-  WHY=''
-  for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
-    READY=$(grep -h -m1 -E "$pattern" "$SLOG.err" "$SLOG.out" 2>/dev/null | head -n1)
-    [ -n "$READY" ] && return 0
-    if ! alive "$SPID"; then
-      wait "$SPID" 2>/dev/null
-      WHY="exited with status $? before it was ready; stderr: $(tail_of "$SLOG.err" 8)"
-      return 1
-    fi
-    sleep 0.1
-  done
-  WHY="not ready after ${READY_TIMEOUT}s; stderr: $(tail_of "$SLOG.err" 8)"
-  return 1
-}
-
-# stop [SIGNAL] : sends SIGNAL (default INT) and waits up to STOP_TIMEOUT for the exit; then
-# SIGKILL. Sets STATUS (exit status, or "timeout" when it had to be killed) and STOP_SECONDS.
-stop() {
-  local sig=${1:-INT} i t0
-  t0=$(date +%s%N)
-  kill "-$sig" "$SPID" 2>/dev/null
-  STATUS=timeout
-  for ((i = 0; i < STOP_TIMEOUT * 20; i++)); do
-    alive "$SPID" || break
-    sleep 0.05
-  done
-  if alive "$SPID"; then
-    kill -KILL "$SPID" 2>/dev/null
-    wait "$SPID" 2>/dev/null
-  else
-    wait "$SPID" 2>/dev/null
-    STATUS=$?
-  fi
-  STOP_SECONDS=$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
-  kill -KILL "$SWATCH" 2>/dev/null
-  wait "$SWATCH" 2>/dev/null
-}
-
-# stop_check CASE [SIGNAL] : stops the idle server with SIGNAL (default INT); PASS CASE.exit when
-# it exits 0 in time, and CASE.idle_stop when it did so promptly (no request is in flight when
-# this is called, so there is nothing to finish: within IDLE_STOP_LIMIT s, default 5, and
-# without "requests still running").
-stop_check() {
-  local c=$1 sig=${2:-INT} late
-  local exitname=$c.exit
-  [ "$sig" = INT ] || exitname=$c.exit_sig$(tr 'A-Z' 'a-z' <<<"$sig")
-  stop "$sig"
-  if [ "$STATUS" = 0 ]; then
-    pass "$exitname"
-  elif [ "$STATUS" = timeout ]; then
-    fail "$exitname" "still running ${STOP_TIMEOUT}s after SIG$sig (killed); stderr: $(tail_of "$SLOG.err")"
-    return
-  else
-    fail "$exitname" "exit status $STATUS after SIG$sig (want 0); stderr: $(tail_of "$SLOG.err")"
-  fi
-  late=$(grep -m1 'requests still running' "$SLOG.err")
-  if [ -z "$late" ] && awk -v s="$STOP_SECONDS" -v m="${IDLE_STOP_LIMIT:-5}" 'BEGIN { exit !(s <= m) }'; then
-    pass "$c.idle_stop"
-  else
-    fail "$c.idle_stop" "idle server (no request in flight) took ${STOP_SECONDS}s to exit after SIG$sig${late:+ and said '$late'}"
-  fi
-}
+IDLE_STOP_LIMIT=${IDLE_STOP_LIMIT:-5}
 
 # ready_check CASE KIND WORKERS MODE PORT : the ready line names the program, the address, the
 # wait kind, the worker count and the mode.
@@ -216,46 +76,6 @@ ready_check() {
   else
     fail "$c.ready" "ready line '$READY' does not match '$want'"
   fi
-}
-
-# expect_fetch CASE PORT PATH WANT : one GET must answer 200 with exactly WANT (printf escapes).
-expect_fetch() {
-  local c=$1 port=$2 path=$3 want got meta rc
-  want=$(printf "$4"; echo x)
-  want=${want%x}
-  got=$(client fetch --port "$port" --timeout "$REQ_TIMEOUT" "$path" 2>"$tmp/fetch.meta"; echo "x$?")
-  rc=${got##*x}
-  got=${got%x*}
-  meta=$(tr '\n' ' ' <"$tmp/fetch.meta")
-  if [ "$rc" = 0 ] && [[ $meta == status=200* ]] && [ "$got" = "$want" ]; then
-    pass "$c"
-  else
-    fail "$c" "sent GET $path, wanted 200 $(printf %q "$want"), got $(printf %q "$got") [$meta exit $rc]; server stderr: $(tail_of "$SLOG.err" 4)"
-  fi
-}
-
-# many CASE ARGS... : http_client.py many ...; PASS when all were as expected.
-many() {
-  local c=$1 out
-  shift
-  out=$(client many --timeout "$REQ_TIMEOUT" "$@" 2>&1)
-  if [ $? = 0 ]; then
-    pass "$c"
-    info "  $c: $(head -n1 <<<"$out")"
-  else
-    fail "$c" "$(tr '\n' ' ' <<<"$out" | cut -c1-1500); server stderr: $(tail_of "$SLOG.err" 4)"
-  fi
-}
-
-# stat_field NAME FILE : the number after "NAME=" in the last kvmserver stats line holding it.
-stat_field() {
-  grep -E "^kvmserver: stats:.*[ (]$1=" "$2" | tail -n1 | sed -E "s/.*[ (]$1=([0-9.]+).*/\\1/"
-}
-
-need() { # CASE FILE : fails CASE when FILE is not executable
-  [ -x "$2" ] && return 0
-  fail "$1" "missing $2 (build: cmake --build build -j2)"
-  return 1
 }
 
 WWW=$tmp/www
@@ -714,5 +534,4 @@ if [ "$NATIVE_ONLY" = 0 ]; then
   fi
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+e2e_summary

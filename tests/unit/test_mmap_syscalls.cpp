@@ -40,8 +40,12 @@ class MmapSyscalls : public ::testing::Test {
                uint64_t a4 = 0, uint64_t a5 = 0) {
     SyscallArgs args;
     args.a[0] = a0, args.a[1] = a1, args.a[2] = a2, args.a[3] = a3, args.a[4] = a4, args.a[5] = a5;
-    return h(p(), args);
+    const int64_t r = h(p(), args);
+    p().settle_memory();  // as dispatch_syscall does after every handler
+    return r;
   }
+  // What the tree may still charge (--max-memory minus guest memory and the host's costs), in pages.
+  uint64_t room() const { return (proc->memory_limit() - proc->tree_memory_used()) & ~(kPage - 1); }
   int64_t mmap(uint64_t addr, uint64_t len, int prot, int flags, int fd = -1, uint64_t off = 0) {
     return call(sys_mmap, addr, len, static_cast<uint64_t>(prot), static_cast<uint64_t>(flags),
                 static_cast<uint64_t>(static_cast<int64_t>(fd)), off);
@@ -219,7 +223,7 @@ TEST_F(MmapSyscalls, Map32Bit) {
   EXPECT_EQ(mmap(0, 2 * kGiB, PROT_NONE, kAnon | MAP_32BIT), -ENOMEM);  // the window is 1 GiB
   // Fill the window; then it is full.
   ProcessConfig big;
-  big.memory_limit = 4 * kGiB;
+  big.limits.memory = 4 * kGiB;
   make(big);
   EXPECT_GT(mmap(0, kGiB - kPage, PROT_NONE, kAnon | MAP_32BIT), 0);
   EXPECT_GT(mmap(0, kPage, kRW, kAnon | MAP_32BIT), 0);
@@ -233,7 +237,7 @@ TEST_F(MmapSyscalls, HugeRequestsFailWithEnomem) {
   EXPECT_EQ(mmap(0x10'0000'0000ull, tb, PROT_NONE, kAnon | MAP_FIXED), -ENOMEM);
   EXPECT_EQ(mmap(0x10'0000'0000ull, kPage, kRW, kAnon | MAP_FIXED), -ENOMEM);  // beyond 8 GiB
   ProcessConfig unlimited;
-  unlimited.memory_limit = ~0ull;
+  unlimited.limits.memory = ~0ull;
   make(unlimited);
   EXPECT_EQ(mmap(0, tb, kRW, kAnon), -ENOMEM);
   EXPECT_EQ(mmap(0, 9 * kGiB, kRW, kAnon), -ENOMEM);
@@ -244,29 +248,36 @@ TEST_F(MmapSyscalls, HugeRequestsFailWithEnomem) {
 
 TEST_F(MmapSyscalls, MemoryLimit) {
   ProcessConfig config;
-  config.memory_limit = 16 * kMiB;
+  config.limits.memory = 16 * kMiB;
   make(config);
+  // The process's own host costs (its VM, vCPU, page tables) come out of the limit first.
+  EXPECT_GE(p().tree_memory_used(), host_cost::process(mm().limit()) + host_cost::kVcpu);
   int64_t a = mmap(0, 8 * kMiB, kRW, kAnon);
   ASSERT_GT(a, 0);
-  EXPECT_EQ(mmap(0, 9 * kMiB, kRW, kAnon), -ENOMEM);
-  EXPECT_GT(mmap(0, 8 * kMiB, PROT_READ, kAnon), 0);  // exactly at the limit
-  EXPECT_EQ(mmap(0, kPage, kRW, kAnon), -ENOMEM);
+  EXPECT_EQ(mmap(0, room() + kPage, kRW, kAnon), -ENOMEM);
+  // What is left, less what mapping it costs (its page tables): fits, and then nothing more.
+  constexpr uint64_t kTables = 64 * 1024;
+  EXPECT_GT(mmap(0, room() - kTables, PROT_READ, kAnon), 0);
+  EXPECT_EQ(mmap(0, kTables, kRW, kAnon), -ENOMEM);
+  EXPECT_LE(p().tree_memory_used(), 16 * kMiB);
   // Replacing accessible memory with MAP_FIXED costs only the difference.
   EXPECT_EQ(mmap(a, 8 * kMiB, PROT_READ, kAnon | MAP_FIXED), a);
   // Reservations are free.
   int64_t r = mmap(0, 4 * kGiB, PROT_NONE, kAnon);
   ASSERT_GT(r, 0);
-  EXPECT_EQ(mprotect(r, kPage, kRW), -ENOMEM);
+  EXPECT_EQ(mprotect(r, kTables, kRW), -ENOMEM);
+  const uint64_t mapped = mm().mapped_bytes();
   EXPECT_EQ(munmap(a, 4 * kMiB), 0);
+  EXPECT_EQ(mm().mapped_bytes(), mapped - 4 * kMiB);
   EXPECT_EQ(mprotect(r, 4 * kMiB, kRW), 0);
   EXPECT_EQ(mprotect(r, 4 * kMiB, PROT_READ), 0);  // no change in accessible bytes
-  EXPECT_EQ(mprotect(r, 4 * kMiB + kPage, PROT_READ), -ENOMEM);
-  EXPECT_EQ(mm().mapped_bytes(), 16 * kMiB);
+  EXPECT_EQ(mprotect(r, 4 * kMiB + kTables, PROT_READ), -ENOMEM);
+  EXPECT_EQ(mm().mapped_bytes(), mapped);
   // brk cannot go past it either.
   p().brk_start = p().brk_current = 0x100'0000;
-  EXPECT_EQ(brk(0x100'0000 + kPage), 0x100'0000);
+  EXPECT_EQ(brk(0x100'0000 + kTables), 0x100'0000);
   // Nor can mremap.
-  EXPECT_EQ(mremap(r, 4 * kMiB, 4 * kMiB + kPage, MREMAP_MAYMOVE), -ENOMEM);
+  EXPECT_EQ(mremap(r, 4 * kMiB, 4 * kMiB + kTables, MREMAP_MAYMOVE), -ENOMEM);
 }
 
 TEST_F(MmapSyscalls, ProtNoneReservationIsCheap) {
@@ -596,7 +607,7 @@ TEST_F(MmapSyscalls, FileMappingSharedAndErrors) {
 
 TEST_F(MmapSyscalls, FileMappingCountsTowardTheLimit) {
   ProcessConfig config;
-  config.memory_limit = 2 * kPage;
+  config.limits.memory = 2 * kPage;  // less than the process itself costs: nothing accessible fits
   make(config);
   const std::string path = temp_file(std::string(3 * kPage, 'q'));
   int fd = open_guest(path, O_RDONLY);

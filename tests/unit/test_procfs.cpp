@@ -246,7 +246,7 @@ TEST_F(Procfs, FdDirectoryLists) {
 TEST_F(Procfs, SystemFiles) {
   const std::string meminfo = slurp("/proc/meminfo");
   EXPECT_TRUE(std::regex_search(
-      meminfo, std::regex("^MemTotal: +" + std::to_string(proc_->config().memory_limit / 1024) + " kB\n")))
+      meminfo, std::regex("^MemTotal: +" + std::to_string(proc_->memory_limit() / 1024) + " kB\n")))
       << meminfo;
   EXPECT_NE(slurp("/proc/cpuinfo").find("processor"), std::string::npos);
   const std::string online = slurp("/sys/devices/system/cpu/online");
