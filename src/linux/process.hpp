@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "kvm/address_space.hpp"
+#include "kvm/clock_page.h"
 #include "linux/fd_table.hpp"
 #include "linux/limits.hpp"
 
@@ -231,6 +232,9 @@ class Process {
     uint64_t tsc_khz = 0;
     uint64_t calibration_tsc = 0, calibration_ns = 0;  // first sample, to refine the rate
     uint64_t refreshed_ns = 0;
+    // What was last written to the guest's clock page. The host reads only this copy: the guest can
+    // make its page writable and write anything there (that only misleads its own vDSO).
+    kvms_clock_page page{};
   } clock;
 
   int pid = 2, ppid = 1;

@@ -50,7 +50,7 @@ int64_t write_timespec(Process& p, uint64_t addr, const timespec& ts) {
 
 }  // namespace
 
-// Re-bases the clock page on the host's clocks. The rate comes from KVM's TSC frequency at first,
+// Re-bases the clock page on the host's clocks (from the host's copy of it: Process::Clock::page). The rate comes from KVM's TSC frequency at first,
 // then from what was measured since the first sample, which is more precise than whole kHz. The
 // monotonic value never steps back across a refresh.
 void refresh_clock_page(Process& p) {
@@ -59,9 +59,7 @@ void refresh_clock_page(Process& p) {
   kvm::Vcpu* vcpu = p.thread().vcpu;
   const uint64_t guest_tsc = vcpu ? vcpu->guest_tsc() : __rdtsc() + uint64_t(c.tsc_offset);
   const uint64_t mono = now_ns(CLOCK_MONOTONIC);
-  kvms_clock_page page{};
-  const uint64_t page_addr = p.vdso_base - kvm::kPageSize;
-  p.mm().copy_from_user(&page, page_addr, sizeof page);
+  kvms_clock_page page = c.page;
   uint64_t mult = (uint64_t(1000000) << kShift) / c.tsc_khz;
   if (c.calibration_tsc == 0) {
     c.calibration_tsc = guest_tsc;
@@ -86,7 +84,8 @@ void refresh_clock_page(Process& p) {
   page.realtime_offset_ns = realtime_offset;
   page.boottime_offset_ns = int64_t(now_ns(CLOCK_BOOTTIME) - base);
   page.seq = page.seq + 1;
-  p.mm().poke(page_addr, &page, sizeof page);
+  c.page = page;
+  p.mm().poke(p.vdso_base - kvm::kPageSize, &page, sizeof page);
   c.refreshed_ns = mono;
 }
 
@@ -100,8 +99,8 @@ namespace {
 // mixes the vDSO and the syscall sees one clock, never one running a little behind the other.
 std::optional<int64_t> clock_page_ns(Process& p, int64_t id) {
   if (!p.vdso_base || id < 0 || id > 7 || id == CLOCK_PROCESS_CPUTIME_ID || id == CLOCK_THREAD_CPUTIME_ID) return std::nullopt;
-  kvms_clock_page page{};
-  if (!p.mm().copy_from_user(&page, p.vdso_base - kvm::kPageSize, sizeof page) || !page.mult) return std::nullopt;
+  const kvms_clock_page& page = p.clock.page;  // not the guest's copy, which it may have changed
+  if (!page.mult) return std::nullopt;
   // The guest's own TSC, as its rdtsc reads it (host TSC + offset can be off by the latency of the
   // calibration, enough to make the syscall lag the vDSO by a few microseconds).
   kvm::Vcpu* vcpu = p.thread().vcpu;

@@ -11,10 +11,12 @@
 
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <initializer_list>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "kvm/address_space.hpp"
 #include "kvm/guest_memory.hpp"
@@ -131,6 +133,31 @@ TEST_F(MiscSyscalls, EmptyRangesMayBeAnywhere) {
     EXPECT_LE(p, mem_->user_base() + mem_->user_size());
     EXPECT_TRUE(as_->copy_to_user(addr, "", 0));
   }
+}
+
+// The guest may make its clock page writable and fill it with anything: the clock syscalls and the
+// next refresh use the host's copy (they read the guest's once: a shift of 2^31 bits and signed
+// overflow, UBSan, found by the in-process fuzzer).
+TEST_F(MiscSyscalls, ClockPageTheGuestOverwroteIsNotTheHostsClock) {
+  constexpr uint64_t kVvar = 0x800000;
+  ASSERT_EQ(as_->map(kVvar, 4096, kvm::kProtRead | kvm::kProtWrite, "[vvar]"), 0);
+  proc_->vdso_base = kVvar + 4096;
+  proc_->clock.tsc_khz = 1000000;
+  refresh_clock_page(*proc_);
+  const std::vector<uint8_t> junk(4096, 0xa5);
+  ASSERT_TRUE(as_->copy_to_user(kVvar, junk.data(), junk.size()));
+  for (const clockid_t id : {CLOCK_MONOTONIC, CLOCK_REALTIME, CLOCK_BOOTTIME}) {
+    timespec host{};
+    clock_gettime(id, &host);
+    ASSERT_EQ(call(sys_clock_gettime, {uint64_t(id), next_}), 0);
+    const auto guest = get<timespec>(next_);
+    EXPECT_NEAR(double(guest.tv_sec), double(host.tv_sec), 2.0) << id;
+  }
+  refresh_clock_page(*proc_);
+  kvms_clock_page page{};
+  ASSERT_TRUE(as_->read(kVvar, page));
+  EXPECT_EQ(page.mult, proc_->clock.page.mult);  // the guest's copy is the host's again
+  EXPECT_EQ(page.shift, 32u);
 }
 
 TEST_F(MiscSyscalls, IdentityCannotChange) {
