@@ -177,7 +177,7 @@ class FakeHost : public ProcessHost {
     ctx.clear_child_tid = (req.flags & CLONE_CHILD_CLEARTID) ? req.child_tid : 0;
     ctx.robust_list = ctx.robust_list_len = ctx.rseq = ctx.rseq_len = 0;
     ctx.pending_signals = 0;
-    ctx.pending_info.clear();
+    ctx.pending_queue.clear();
     ctx.altstack_sp = ctx.altstack_size = 0;
     ctx.altstack_flags = SS_DISABLE;
     ctx.exit_code.reset();
@@ -280,7 +280,7 @@ void check_invariants(Process& p) {
     if ((start | m.end) & kvm::kPageMask) broken("unaligned mapping", std::to_string(start));
     prev_end = m.end;
   }
-  if (p.mm().mapped_bytes() > p.config().memory_limit) broken("accessible mappings above --max-memory", std::to_string(p.mm().mapped_bytes()));
+  if (p.mm().mapped_bytes() > p.memory_limit()) broken("accessible mappings above --max-memory", std::to_string(p.mm().mapped_bytes()));
   if (p.brk_current < p.brk_start) broken("brk below its start", std::to_string(p.brk_current));
   std::map<int, const OpenFile*> owner;
   for (int fd : p.fds.fds()) {
@@ -646,7 +646,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   map_memory(*as, in);
 
   ProcessConfig config;
-  config.memory_limit = 64ull << 20;
+  config.limits.memory = 64ull << 20;
   auto p = std::make_unique<Process>(as, policy(), config);
   FakeHost host;
   p->host = &host;
