@@ -436,6 +436,13 @@ SEEDS["futex_time"] = program(
     call("clock_nanosleep", I(1), I(1), TS(0, 0), D(0)),
     call("times", D(0)),
     call("futex", D(0), I(0), I(0x6b76), TS((1 << 63) - 1, 999999999)),  # a wait the watchdog ends
+    call("mprotect", I(VVAR), I(4096), I(3)),  # the clock page, writable: the guest's to scribble on
+    call("getrandom", I(VVAR), I(64), I(0)),
+    call("clock_gettime", I(0), D(0)),
+    call("clock_gettime", I(7), D(0)),
+    call("gettimeofday", D(0), I(0)),
+    call("munmap", I(VVAR), I(4096)),
+    call("time", I(0)),
 )
 
 HANDLER, RESTORER = CODE, CODE + 0x80
