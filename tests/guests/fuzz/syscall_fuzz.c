@@ -889,7 +889,8 @@ static const struct call kCalls[] = {
     C(clock_gettime, "iS"), C(clock_getres, "iS"), C(gettimeofday, "SS"), C(time, "S"), C(nanosleep, "TS"),
     C(clock_nanosleep, ""), C(times, "S"),
     C(rt_sigaction, ""), C(rt_sigprocmask, ""), C(sigaltstack, ""), C(kill, ""), C(tgkill, ""), C(tkill, ""),
-    C(rt_sigpending, "Sn"), C(rt_sigreturn, ""),
+    C(rt_sigpending, "Sn"), C(rt_sigreturn, ""), C(rt_sigqueueinfo, ""), C(rt_tgsigqueueinfo, ""),
+    C(rt_sigtimedwait, "GSTn"),
     C(socket, ""), C(socketpair, ""), C(bind, "fKk"), C(listen, ""), C(accept, "fpQ"), C(accept4, "fpQF"),
     C(connect, "fKk"), C(shutdown, "fi"), C(getsockname, "fpQ"), C(getpeername, "fpQ"), C(setsockopt, ""),
     C(getsockopt, ""), C(sendto, "fBLFKk"), C(recvfrom, "fBLFpQ"), C(sendmsg, "fHF"), C(recvmsg, "fHF"),
@@ -898,7 +899,7 @@ static const struct call kCalls[] = {
     C(epoll_pwait2, ""), C(poll, ""), C(ppoll, ""), C(select, ""), C(pselect6, ""), C(eventfd, "n"),
     C(eventfd2, "nF"), C(timerfd_create, "iF"), C(timerfd_settime, "fFIS"), C(timerfd_gettime, "fS"),
     /* Not (yet) in kvmserver: they must fail cleanly with ENOSYS. */
-    C(rt_sigsuspend, "Gn"), C(pause, ""), C(rt_sigtimedwait, "GSTn"), C(flock, "fi"), C(fallocate, "fioo"),
+    C(rt_sigsuspend, "Gn"), C(pause, ""), C(flock, "fi"), C(fallocate, "fioo"),
     C(splice, "fpfpnF"), C(copy_file_range, "fpfpnF"), C(inotify_init1, "F"), C(signalfd4, "fGnF"),
     C(timer_create, "ipp"), C(process_vm_readv, "dVcVcF"), C(ptrace, "ndpp"), C(io_uring_setup, "np"),
     C(bpf, "ipn"), C(perf_event_open, "pdifF"), C(pidfd_open, "dF"), C(userfaultfd, "F"), C(mount, "PPPFp"),
@@ -1041,8 +1042,9 @@ static int special(int nr, uint64_t a[6], long* ret) {
       a[0] = percent(90) ? 3 + below(200) : number();
       a[1] = percent(50) ? a[0] + below(8) : number();
       a[2] = percent(70) ? (percent(50) ? 4 /* CLOSE_RANGE_CLOEXEC */ : 0) : flags();
-      if (a[0] <= REPORT_FD && a[1] >= REPORT_FD) a[1] = REPORT_FD - 1;
+      /* The kernel reads both as unsigned int: compare them as such. */
       if ((uint32_t)a[0] <= 2) a[0] = 3;
+      if ((uint32_t)a[0] <= REPORT_FD && (uint32_t)a[1] >= REPORT_FD) a[1] = REPORT_FD - 1;
       break;
     }
     case SYS_dup2:
@@ -1394,6 +1396,19 @@ static int special(int nr, uint64_t a[6], long* ret) {
     case SYS_tkill:
       *ret = raw2(nr, percent(70) ? (uint64_t)(int64_t)main_tid : pid_arg(), self_signal());
       return 1;
+    case SYS_rt_sigqueueinfo:
+    case SYS_rt_tgsigqueueinfo: {
+      siginfo_t* info = build_alloc(sizeof *info);
+      randomize((uint8_t*)info, sizeof *info);
+      if (percent(70)) info->si_code = percent(50) ? SI_QUEUE : (int)below(8) - 6;
+      const uint64_t i = percent(90) ? (uint64_t)info : any_pointer(PTR_ANY);
+      const uint64_t pid = percent(80) ? (uint64_t)(int64_t)my_pid : pid_arg();
+      if (nr == SYS_rt_sigqueueinfo)
+        *ret = raw3(nr, pid, self_signal(), i);
+      else
+        *ret = raw4(nr, pid, percent(70) ? (uint64_t)(int64_t)main_tid : pid_arg(), self_signal(), i);
+      return 1;
+    }
     case SYS_socket:
     case SYS_socketpair: {
       static const uint64_t kDomains[] = {AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_PACKET, AF_UNSPEC, 45};
