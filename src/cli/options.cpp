@@ -95,6 +95,14 @@ std::string abs_path(const std::string& p, const Ctx& ctx) {
   return linux::normalize_path(ctx.base_dir + "/" + p);
 }
 
+// A path for --allow-read/--allow-write: absolute, and not in the trees kvmserver makes up (/proc,
+// /sys, /dev), which no grant reaches.
+std::string grant_path(const std::string& p, const Ctx& ctx) {
+  std::string path = abs_path(p, ctx);
+  if (std::string why = linux::grant_refusal(path); !why.empty()) throw BadValue(why);
+  return path;
+}
+
 // ADDR:PORT (ADDR may be empty = any, a name, IPv4 or [IPv6]) or, with allow_path, /PATH.
 std::string endpoint(const std::string& s, bool allow_path) {
   if (allow_path && !s.empty() && s[0] == '/') return s;
@@ -161,6 +169,8 @@ linux::Volume volume(const std::string& s, const Ctx& ctx) {
   v.host = abs_path(parts[0], ctx);
   if (parts[1][0] != '/') throw BadValue("the guest path must be absolute in '" + s + "'");
   v.guest = linux::normalize_path(parts[1]);
+  for (const std::string& side : {v.host, v.guest})
+    if (std::string why = linux::volume_refusal(side); !why.empty()) throw BadValue(why);
   if (parts.size() == 3) {
     if (parts[2] == "rw") {
       v.writable = true;
@@ -194,17 +204,17 @@ const std::vector<Spec>& specs() {
   static const std::vector<Spec> s = {
       // --- Permissions
       {"-A,--allow-all", "allow-all", Kind::Flag, "Permissions",
-       "", "Allow everything: all files, environment, network",
+       "", "Allow everything: all files (but /proc, /sys, /dev), environment, network",
        [](Options& o, const Value& v, const Ctx&) { o.allow_all = v.count > 0; }},
       {"--allow-read", "allow-read", Kind::OptGrant, "Permissions",
-       "[=PATH,...]", "Allow reading these paths (comma-separated; bare: everything)",
+       "[=PATH,...]", "Allow reading these paths (comma-separated; bare: everything but /proc, /sys, /dev)",
        [](Options& o, const Value& v, const Ctx& c) {
-         add_grant(o.allow_read, v, [&](const std::string& p) { return abs_path(p, c); });
+         add_grant(o.allow_read, v, [&](const std::string& p) { return grant_path(p, c); });
        }},
       {"--allow-write", "allow-write", Kind::OptGrant, "Permissions",
-       "[=PATH,...]", "Allow reading and writing these paths (comma-separated; bare: everything)",
+       "[=PATH,...]", "Allow reading and writing these paths (comma-separated; bare: everything but /proc, /sys, /dev)",
        [](Options& o, const Value& v, const Ctx& c) {
-         add_grant(o.allow_write, v, [&](const std::string& p) { return abs_path(p, c); });
+         add_grant(o.allow_write, v, [&](const std::string& p) { return grant_path(p, c); });
        }},
       {"--allow-env", "allow-env", Kind::OptGrant, "Permissions",
        "[=NAME,...]", "Pass these host environment variables (comma-separated; bare: all)",
@@ -472,7 +482,9 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
   app.set_version_flag("--version", std::string("kvmserver ") + kVersion);
   app.footer(
       "Everything after `run` belongs to the program. Nothing on the host is reachable unless "
-      "granted.\n--config FILE takes the long options as TOML keys, e.g. allow-read = [\"/lib\"], "
+      "granted.\nThe guest's /proc, /sys and /dev are made up by kvmserver: no grant reaches the host's. /dev "
+      "holds null, zero,\nfull, random, urandom, and tty (kvmserver's terminal) with --allow-read=/dev/tty or "
+      "--allow-write=/dev/tty.\n--config FILE takes the long options as TOML keys, e.g. allow-read = [\"/lib\"], "
       "timeout = 2.5.");
   app.add_option("--config", "TOML file of options (the long names as keys)")
       ->allow_extra_args(false)

@@ -83,4 +83,16 @@ const char* exception_name(int vector) {
   return vector >= 0 && vector < 32 ? names[vector] : "unknown exception";
 }
 
+bool exception_has_error_code(int vector) {
+  return vector == 8 || (vector >= 10 && vector <= 14) || vector == 17 || vector == 21 || vector == 29 || vector == 30;
+}
+
+std::optional<ExceptionFrame> exception_frame(const GuestMemory& memory, uint64_t rsp, int vector) {
+  if (rsp < kKernelVirt || rsp - kKernelVirt + 6 * 8 > memory.kernel_size()) return std::nullopt;
+  uint64_t words[3];
+  std::memcpy(words, memory.kernel_base() + (rsp - kKernelVirt), sizeof words);
+  const bool code = exception_has_error_code(vector);
+  return ExceptionFrame{code ? words[0] : 0, words[code ? 1 : 0], words[code ? 2 : 1]};
+}
+
 }  // namespace kvms::kvm

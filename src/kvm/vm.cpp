@@ -19,6 +19,7 @@
 #include <system_error>
 
 #include "kvm/layout.hpp"
+#include "kvm/probe.hpp"
 
 namespace kvms::kvm {
 namespace {
@@ -31,7 +32,6 @@ constexpr uint64_t kCr4Pae = 1 << 5, kCr4Pge = 1 << 7, kCr4Osfxsr = 1 << 9, kCr4
 constexpr uint64_t kCr4Osxsave = 1 << 18;
 // Flags syscall clears on entry, as Linux sets MSR_SYSCALL_MASK: TF, IF, DF, IOPL, NT, AC.
 constexpr uint64_t kSyscallMask = 0x47700;
-constexpr uint32_t kDirtyRingEntries = 16384;
 // AMX tile state does not fit struct kvm_xsave; nothing we run needs it.
 constexpr uint64_t kXcr0Amx = (1ull << 17) | (1ull << 18);
 
@@ -115,9 +115,9 @@ Kvm::Kvm() {
   fd_ = open("/dev/kvm", O_RDWR | O_CLOEXEC);
   if (fd_ < 0) throw std::runtime_error(std::string("cannot open /dev/kvm: ") + strerror(errno));
   if (ioctl(fd_, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) throw std::runtime_error("unsupported KVM API version");
-  for (int cap : {KVM_CAP_SYNC_REGS, KVM_CAP_IMMEDIATE_EXIT, KVM_CAP_XSAVE, KVM_CAP_XCRS, KVM_CAP_EXT_CPUID})
-    if (ioctl(fd_, KVM_CHECK_EXTENSION, cap) <= 0)
-      throw std::runtime_error("KVM lacks a capability kvmserver needs (" + std::to_string(cap) + ")");
+  for (const Capability& cap : required_capabilities())  // probe.cpp explains a missing one at start
+    if (ioctl(fd_, KVM_CHECK_EXTENSION, cap.id) <= 0)
+      throw std::runtime_error(std::string("KVM lacks a capability kvmserver needs: ") + cap.name);
   vcpu_mmap_size_ = ioctl(fd_, KVM_GET_VCPU_MMAP_SIZE, 0);
   if (vcpu_mmap_size_ <= 0) fail("KVM_GET_VCPU_MMAP_SIZE");
 

@@ -146,5 +146,15 @@ void install_kernel_area(AddressSpace& as);
 
 // "page fault", "general protection", ... for an exception vector.
 const char* exception_name(int vector);
+// Whether the CPU pushes an error code for the vector.
+bool exception_has_error_code(int vector);
+
+// The frame an exception stub left at `rsp` (a kernel-area address): error code, and where the
+// exception happened. nullopt when rsp does not point into the kernel area.
+struct ExceptionFrame {
+  uint64_t error = 0, rip = 0, cs = 0;
+  bool from_user() const { return (cs & 3) == 3; }
+};
+std::optional<ExceptionFrame> exception_frame(const GuestMemory& memory, uint64_t rsp, int vector);
 
 }  // namespace kvms::kvm

@@ -31,13 +31,21 @@ namespace kvms::linux {
 // Shared with file_meta.cpp (declared again there).
 namespace fileops {
 
-// policy().resolve(), logging a denial (-EACCES) with the flag that would allow it.
+// policy().resolve(), logging a denial (-EACCES) with the flag that would allow it. A path into
+// procfs's trees is never a host file: it is looked up there first, and what it names there is
+// read-only and cannot be created (-EACCES), unless a made-up link leads back out of the trees
+// (/proc/self/cwd/x), where the policy decides. An absent one is -ENOENT (callers that create map
+// it with procfs::creation_errno).
 int resolve(Process& p, const std::string& guest_path, Access access, bool follow_last,
             PathPolicy::Resolved& out) {
-  auto r = p.policy().resolve(guest_path, access, follow_last);
+  auto where = procfs::lookup(p, guest_path, follow_last);
+  if (std::holds_alternative<procfs::Node>(where)) return -EACCES;
+  if (auto* err = std::get_if<int>(&where)) return *err;
+  const std::string& path = std::get<std::string>(where);
+  auto r = p.policy().resolve(path, access, follow_last);
   if (auto* err = std::get_if<int>(&r)) {
     if (*err == -EACCES && p.config().verbose)
-      p.log_denied(normalize_path(guest_path), p.policy().suggestion(guest_path, access));
+      p.log_denied(normalize_path(path), p.policy().suggestion(path, access));
     return *err;
   }
   out = std::move(std::get<PathPolicy::Resolved>(r));
@@ -258,50 +266,20 @@ int status_flags_of(int flags) {
   return (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC)) | kOLargefile;
 }
 
-// A guest fd number named by a path: /dev/stdin..stderr, /dev/fd/N, /proc/self/fd/N.
-std::optional<int> guest_fd_path(const std::string& path) {
-  if (path == "/dev/stdin") return 0;
-  if (path == "/dev/stdout") return 1;
-  if (path == "/dev/stderr") return 2;
-  for (std::string_view prefix : {"/dev/fd/", "/proc/self/fd/"}) {
-    if (path.compare(0, prefix.size(), prefix) != 0) continue;
-    std::string_view num = std::string_view(path).substr(prefix.size());
-    if (num.empty() || num.size() > 9 || !std::all_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; }))
-      return std::nullopt;
-    return std::stoi(std::string(num));
-  }
-  return std::nullopt;
-}
-
-// The files every program may open without a grant; nullopt when path is not one of them.
-std::optional<int64_t> open_special(Process& p, const std::string& path, int flags, mode_t mode) {
-  static constexpr const char* kDevices[] = {"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/full"};
-  for (const char* dev : kDevices) {
-    if (path != dev) continue;
-    int fd = fileops::open_host(dev, flags & ~O_NOFOLLOW, mode);
-    if (fd < 0) return fd;
-    return install_host_fd(p, fd, path, status_flags_of(flags), flags & O_CLOEXEC, false);
-  }
-  if (auto n = guest_fd_path(path)) {
-    auto file = p.fds.get(*n);
-    if (!file) return -ENOENT;
-    return p.fds.install(std::move(file), flags & O_CLOEXEC);
-  }
-  return std::nullopt;
-}
-
 int64_t do_open(Process& p, int dirfd, uint64_t user_path, int flags, mode_t mode) {
   auto gp = p.guest_path(dirfd, user_path);
   if (auto* err = std::get_if<int>(&gp)) return *err;
-  const std::string& path = std::get<std::string>(gp);
   if (!fd_available(p)) return -EMFILE;
-  if (auto special = open_special(p, normalize_path(path), flags, mode)) return *special;
-  if (auto made_up = procfs::open(p, normalize_path(path), flags)) return *made_up;
 
   const int acc = flags & O_ACCMODE;
   const bool write = acc == O_WRONLY || acc == O_RDWR || (flags & (O_CREAT | O_TRUNC | O_APPEND)) ||
                      (flags & O_TMPFILE) == O_TMPFILE;
   const bool follow = !(flags & O_NOFOLLOW) && !((flags & O_CREAT) && (flags & O_EXCL));
+  auto where = procfs::lookup(p, std::get<std::string>(gp), follow);
+  if (auto* made_up = std::get_if<procfs::Node>(&where)) return procfs::open(p, *made_up, flags, follow);
+  if (auto* err = std::get_if<int>(&where))
+    return *err == -ENOENT && (flags & O_CREAT) ? procfs::creation_errno(p, std::get<std::string>(gp)) : *err;
+  const std::string& path = std::get<std::string>(where);
   PathPolicy::Resolved r;
   if (int rc = fileops::resolve(p, path, write ? Access::Write : Access::Read, follow, r)) return rc;
   const bool creates = flags & (O_CREAT | O_TRUNC | O_TMPFILE);

@@ -121,7 +121,9 @@ int modify_target(Process& p, int dirfd, uint64_t upath, Op op, Target& t, bool*
   const bool slash = path.size() > 1 && path.back() == '/';
   while (path.size() > 1 && path.back() == '/') path.pop_back();
   if (is_dir_syntax) *is_dir_syntax = slash;
-  return open_target(p, path, Access::Write, false, t);
+  const int rc = open_target(p, path, Access::Write, false, t);
+  // Nothing can be created in procfs's directories: EACCES, as for a directory one may not write.
+  return rc == -ENOENT && op == Op::Create ? procfs::creation_errno(p, path) : rc;
 }
 
 // For a name given with a trailing slash: the entry must be a directory (ENOTDIR; ENOENT when absent).
@@ -163,28 +165,45 @@ int64_t stat_fd(Process& p, int fd, uint64_t ubuf) {
 
 // The directories above a grant cannot be opened, but the guest may see that they exist: `mkdir -p`
 // and path walks stat every ancestor. Their metadata is all they show.
-int stat_ancestor(Process& p, int dirfd, uint64_t upath, struct stat& st) {
-  auto gp = p.guest_path(dirfd, upath);
-  if (auto* err = std::get_if<int>(&gp)) return *err;
-  const std::string path = normalize_path(std::get<std::string>(gp));
+int stat_ancestor(Process& p, const std::string& guest, struct stat& st) {
+  const std::string path = normalize_path(guest);
   if (!p.policy().visible(path) || ::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return -EACCES;
   return 0;
 }
 
-// stat of a file procfs makes up; nullopt when the path is not one.
-std::optional<int> procfs_stat(Process& p, int dirfd, uint64_t upath, bool follow, struct stat& st) {
+// The guest path argument of a path call, and what it names in procfs's trees: a node there (made
+// up, never a host file), an error, or the path for the policy (`path` is replaced by it).
+struct PathArg {
+  std::string path;
+  std::optional<procfs::Node> made_up;
+  int error = 0;
+};
+
+PathArg path_arg(Process& p, int dirfd, uint64_t upath, bool follow) {
+  PathArg arg;
   auto gp = p.guest_path(dirfd, upath);
-  if (!std::holds_alternative<std::string>(gp)) return std::nullopt;  // the path walk reports it
-  return procfs::stat(p, normalize_path(std::get<std::string>(gp)), follow, st);
+  if (auto* err = std::get_if<int>(&gp)) {
+    arg.error = *err;
+    return arg;
+  }
+  auto where = procfs::lookup(p, std::get<std::string>(gp), follow);
+  if (auto* n = std::get_if<procfs::Node>(&where)) arg.made_up = std::move(*n);
+  else if (auto* err = std::get_if<int>(&where)) arg.error = *err;
+  else arg.path = std::move(std::get<std::string>(where));
+  return arg;
 }
 
 int64_t stat_path(Process& p, int dirfd, uint64_t upath, uint64_t ubuf, bool follow) {
-  struct stat made_up;
-  if (auto rc = procfs_stat(p, dirfd, upath, follow, made_up)) return *rc ? *rc : put(p, ubuf, made_up);
+  PathArg arg = path_arg(p, dirfd, upath, follow);
+  if (arg.error) return arg.error;
+  struct stat st;
+  if (arg.made_up) {
+    int rc = procfs::stat(p, *arg.made_up, follow, st);
+    return rc ? rc : put(p, ubuf, st);
+  }
   Target t;
-  if (int rc = open_target_at(p, dirfd, upath, Access::Read, follow, t)) {
-    struct stat st;
-    if (rc != -EACCES || stat_ancestor(p, dirfd, upath, st) != 0) return rc;
+  if (int rc = open_target(p, arg.path, Access::Read, follow, t)) {
+    if (rc != -EACCES || stat_ancestor(p, arg.path, st) != 0) return rc;
     return put(p, ubuf, st);
   }
   return stat_target(p, t, ubuf);
@@ -192,15 +211,16 @@ int64_t stat_path(Process& p, int dirfd, uint64_t upath, uint64_t ubuf, bool fol
 
 int64_t do_readlink(Process& p, int dirfd, uint64_t upath, uint64_t ubuf, int64_t size) {
   if (size <= 0) return -EINVAL;
-  auto gp = p.guest_path(dirfd, upath);
-  if (auto* err = std::get_if<int>(&gp)) return *err;
-  const std::string& path = std::get<std::string>(gp);
-  if (auto made_up = procfs::readlink(p, normalize_path(path))) {
-    if (auto* err = std::get_if<int>(&*made_up)) return *err;
-    const std::string& text = std::get<std::string>(*made_up);
+  PathArg arg = path_arg(p, dirfd, upath, false);
+  if (arg.error) return arg.error;
+  if (arg.made_up) {
+    auto link = procfs::readlink(p, *arg.made_up);
+    if (auto* err = std::get_if<int>(&link)) return *err;
+    const std::string& text = std::get<std::string>(link);
     const uint64_t n = std::min<uint64_t>(text.size(), static_cast<uint64_t>(size));
     return p.mm().copy_to_user(ubuf, text.data(), n) ? static_cast<int64_t>(n) : -EFAULT;
   }
+  const std::string& path = arg.path;
   // The directories above a grant can be walked through but not examined. realpath() readlinks
   // every component and gives up on anything but EINVAL, so for those say "not a symlink" (the
   // policy expands any symlink among them anyway).
@@ -251,8 +271,12 @@ int64_t do_access(Process& p, int dirfd, uint64_t upath, uint64_t mode, uint64_t
       return host_faccessat(t.dir.get(), t.name.c_str(), static_cast<int>(mode), AT_SYMLINK_NOFOLLOW | eaccess);
     }
   }
+  const bool follow = !(flags & AT_SYMLINK_NOFOLLOW);
+  PathArg arg = path_arg(p, dirfd, upath, follow);
+  if (arg.error) return arg.error;
+  if (arg.made_up) return procfs::access(p, *arg.made_up, follow, static_cast<int>(mode));
   Target t;
-  if (int rc = open_target_at(p, dirfd, upath, access, !(flags & AT_SYMLINK_NOFOLLOW), t)) return rc;
+  if (int rc = open_target(p, arg.path, access, follow, t)) return rc;
   return host_faccessat(t.dir.get(), t.name.c_str(), static_cast<int>(mode), AT_SYMLINK_NOFOLLOW | eaccess);
 }
 
@@ -260,10 +284,11 @@ int64_t do_mkdir(Process& p, int dirfd, uint64_t upath, uint64_t mode) {
   Target t;
   if (int rc = modify_target(p, dirfd, upath, Op::Create, t)) {
     // Linux looks the name up before it checks write permission: an existing, visible path is EEXIST
-    // (`mkdir -p` relies on it for every ancestor).
+    // (`mkdir -p` relies on it for every ancestor), a made-up one too.
     if (rc == -EACCES) {
       auto path = p.guest_path(dirfd, upath);
       if (auto* guest = std::get_if<std::string>(&path)) {
+        if (std::holds_alternative<procfs::Node>(procfs::lookup(p, *guest, false))) return -EEXIST;
         auto seen = p.policy().resolve(*guest, Access::Read, false);
         auto* r = std::get_if<PathPolicy::Resolved>(&seen);
         struct stat st;
@@ -312,7 +337,10 @@ int64_t do_rename(Process& p, int olddir, uint64_t oldpath, int newdir, uint64_t
   Target from, to;
   bool from_slash = false, to_slash = false;
   if (int rc = modify_target(p, olddir, oldpath, Op::Rename, from, &from_slash)) return rc;
-  if (int rc = modify_target(p, newdir, newpath, Op::Rename, to, &to_slash)) return rc;
+  if (int rc = modify_target(p, newdir, newpath, Op::Rename, to, &to_slash)) {
+    auto gp = p.guest_path(newdir, newpath);  // the new name is created, maybe in procfs's trees
+    return rc == -ENOENT && std::holds_alternative<std::string>(gp) ? procfs::creation_errno(p, std::get<std::string>(gp)) : rc;
+  }
   if (from_slash || to_slash)  // a trailing slash on either side: the source must be a directory
     if (int rc = require_dir(from)) return rc;
   // A file renamed over goes with its last link (RENAME_EXCHANGE keeps both).
@@ -390,6 +418,11 @@ int64_t do_chmod(Process& p, int dirfd, uint64_t upath, uint64_t mode) {
 }
 
 int64_t statfs_of(Process& p, const std::string& guest, uint64_t ubuf) {
+  if (auto where = procfs::lookup(p, guest, true); auto* n = std::get_if<procfs::Node>(&where)) {
+    struct statfs st;
+    procfs::statfs(*n, st);
+    return put(p, ubuf, st);
+  }
   PathPolicy::Resolved r;
   if (int rc = fileops::resolve(p, guest, Access::Read, true, r)) return rc;
   const int fd = fileops::open_host(r.host_path, O_PATH, 0);
@@ -466,15 +499,19 @@ KVMS_SYSCALL(statx) {
       return put(p, a.a[4], sx);
     }
   }
-  struct stat made_up;
-  if (auto rc = procfs_stat(p, dirfd, a.a[1], !(flags & AT_SYMLINK_NOFOLLOW), made_up))
-    return *rc ? *rc : put(p, a.a[4], statx_of(made_up));
-  Target t;
-  if (int rc = open_target_at(p, dirfd, a.a[1], Access::Read, !(flags & AT_SYMLINK_NOFOLLOW), t)) {
+  const bool follow = !(flags & AT_SYMLINK_NOFOLLOW);
+  PathArg arg = path_arg(p, dirfd, a.a[1], follow);
+  if (arg.error) return arg.error;
+  if (arg.made_up) {
     struct stat st;
-    if (rc != -EACCES || stat_ancestor(p, dirfd, a.a[1], st) != 0) return rc;
-    auto gp = p.guest_path(dirfd, a.a[1]);
-    if (::statx(AT_FDCWD, normalize_path(std::get<std::string>(gp)).c_str(), sync, mask, &sx) < 0) return -errno;
+    int rc = procfs::stat(p, *arg.made_up, follow, st);
+    return rc ? rc : put(p, a.a[4], statx_of(st));
+  }
+  Target t;
+  if (int rc = open_target(p, arg.path, Access::Read, follow, t)) {
+    struct stat st;
+    if (rc != -EACCES || stat_ancestor(p, arg.path, st) != 0) return rc;
+    if (::statx(AT_FDCWD, normalize_path(arg.path).c_str(), sync, mask, &sx) < 0) return -errno;
     return put(p, a.a[4], sx);
   }
   if (::statx(t.dir.get(), t.name.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | sync, mask, &sx) < 0) return -errno;
@@ -497,10 +534,20 @@ KVMS_SYSCALL(getcwd) {
 }
 
 KVMS_SYSCALL(chdir) {
-  auto gp = p.guest_path(AT_FDCWD, a.a[0]);
-  if (auto* err = std::get_if<int>(&gp)) return *err;
+  PathArg arg = path_arg(p, AT_FDCWD, a.a[0], true);
+  if (arg.error) return arg.error;
+  if (arg.made_up) {
+    auto f = arg.made_up->kind == procfs::Node::Kind::FdLink ? p.fds.get(arg.made_up->id) : nullptr;
+    if (f && f->kind == OpenFile::Kind::Directory && !f->path.empty() && f->path[0] == '/') {
+      p.cwd = f->path;  // /proc/self/fd/N of a directory the guest opened
+      return 0;
+    }
+    if (arg.made_up->kind != procfs::Node::Kind::Dir) return -ENOTDIR;
+    p.cwd = arg.made_up->path;
+    return 0;
+  }
   PathPolicy::Resolved r;
-  if (int rc = fileops::resolve(p, std::get<std::string>(gp), Access::Read, true, r)) return rc;
+  if (int rc = fileops::resolve(p, arg.path, Access::Read, true, r)) return rc;
   const int fd = fileops::open_host(r.host_path, O_PATH | O_DIRECTORY, 0);
   if (fd < 0) return fd;
   ::close(fd);

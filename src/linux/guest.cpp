@@ -23,6 +23,7 @@
 #include "kvm/layout.hpp"
 #include "linux/policy.hpp"
 #include "linux/process_table.hpp"
+#include "linux/procfs.hpp"
 #include "linux/syscalls.hpp"
 #include "loader/elf_loader.hpp"
 
@@ -83,9 +84,7 @@ bool raises_sigpipe(const SyscallArgs& a) {
   }
 }
 
-bool has_error_code(int vector) {
-  return vector == 8 || (vector >= 10 && vector <= 14) || vector == 17 || vector == 21 || vector == 29 || vector == 30;
-}
+bool has_error_code(int vector) { return kvm::exception_has_error_code(vector); }
 
 std::string hex(uint64_t v) {
   char buf[32];
@@ -237,6 +236,7 @@ void Guest::install(Image img, const std::vector<std::string>& argv, const std::
   if (getrandom(spec.random, sizeof spec.random, 0) != sizeof spec.random) throw std::runtime_error("getrandom failed");
   const uint64_t rsp = loader::build_initial_stack(*mm_, img.stack_top, kStackSize, spec, img.elf);
   std::tie(p.arg_start, p.arg_end) = loader::argument_strings(*mm_, rsp);
+  std::tie(p.env_start, p.env_end) = loader::environment_strings(*mm_, rsp);
   const std::string name = execfn.substr(execfn.rfind('/') + 1);  // Linux's comm: the exec'd file name
   ThreadContext& main_ctx = p.main_thread();
   std::memset(main_ctx.comm, 0, sizeof main_ctx.comm);
@@ -359,12 +359,16 @@ int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t ch
 int64_t Guest::execve(Process& p, const std::string& guest_path, std::vector<std::string> argv,
                       std::vector<std::string> envp) {
   std::string host_path;
-  if (guest_path == "/proc/self/exe") {
-    host_path = p.exe_path;
+  auto where = procfs::lookup(p, guest_path, true);
+  if (auto* err = std::get_if<int>(&where)) return *err;
+  if (auto* made_up = std::get_if<procfs::Node>(&where)) {
+    if (made_up->kind != procfs::Node::Kind::ExeLink) return -EACCES;  // not an executable file
+    host_path = p.exe_path;  // /proc/self/exe: the running program again
   } else {
-    auto r = p.policy().resolve(guest_path, Access::Read, true);
+    const std::string& path = std::get<std::string>(where);
+    auto r = p.policy().resolve(path, Access::Read, true);
     if (auto* err = std::get_if<int>(&r)) {
-      if (*err == -EACCES) p.log_denied(guest_path, p.policy().suggestion(guest_path, Access::Read));
+      if (*err == -EACCES) p.log_denied(path, p.policy().suggestion(path, Access::Read));
       return *err;
     }
     host_path = std::get<PathPolicy::Resolved>(r).host_path;
@@ -1010,21 +1014,15 @@ std::optional<RunResult> Guest::sigreturn(GuestThread& t) {
 }
 
 RunResult Guest::report_exception(kvm::Vcpu& vcpu, int vector) {
-  const kvm_regs& r = vcpu.regs();
-  const uint64_t* frame = nullptr;
-  if (r.rsp >= kvm::kKernelVirt && r.rsp - kvm::kKernelVirt + 6 * 8 <= memory_->kernel_size())
-    frame = reinterpret_cast<const uint64_t*>(memory_->kernel_base() + (r.rsp - kvm::kKernelVirt));
   std::string msg = kvm::exception_name(vector);
-  if (frame) {
-    const bool code = has_error_code(vector);
-    const uint64_t error = code ? frame[0] : 0;
-    const uint64_t rip = frame[code ? 1 : 0], cs = frame[code ? 2 : 1];
-    msg += " at rip " + hex(rip);
-    if ((cs & 3) == 0) msg += " (in kvmserver's guest kernel code)";
+  if (auto frame = kvm::exception_frame(*memory_, vcpu.regs().rsp, vector)) {
+    const uint64_t error = frame->error;
+    msg += " at rip " + hex(frame->rip);
+    if ((frame->cs & 3) == 0) msg += " (in kvmserver's guest kernel code)";
     if (vector == 14) {
       msg += std::string(", ") + ((error & 2) ? "writing" : (error & 16) ? "executing" : "reading") + " address " +
              hex(vcpu.sregs().cr2) + ((error & 1) ? " (protection violation)" : " (not mapped)");
-    } else if (code && error) {
+    } else if (has_error_code(vector) && error) {
       msg += ", error code " + hex(error);
     }
   }

@@ -1,7 +1,7 @@
 #include "linux/policy.hpp"
 
 #include <sys/stat.h>
-#include <sys/vfs.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,7 +15,8 @@ namespace kvms::linux {
 
 namespace {
 
-constexpr long kProcSuperMagic = 0x9fa0;  // PROC_SUPER_MAGIC from <linux/magic.h>
+constexpr long kProcSuperMagic = 0x9fa0;   // PROC_SUPER_MAGIC from <linux/magic.h>
+constexpr long kSysfsMagic = 0x62656572;  // SYSFS_MAGIC
 constexpr int kMaxSymlinks = 40;          // MAXSYMLINKS
 constexpr size_t kPathMax = PATH_MAX;     // 4096, including the NUL
 
@@ -26,20 +27,7 @@ bool within(std::string_view path, std::string_view prefix) {
   return path.size() == prefix.size() || path[prefix.size()] == '/';
 }
 
-bool in_special_area(std::string_view path) { return within(path, "/proc") || within(path, "/sys"); }
-
-std::vector<std::string_view> split(std::string_view path) {
-  std::vector<std::string_view> out;
-  size_t i = 0;
-  while (i < path.size()) {
-    while (i < path.size() && path[i] == '/') ++i;
-    size_t j = i;
-    while (j < path.size() && path[j] != '/') ++j;
-    if (j > i) out.push_back(path.substr(i, j - i));
-    i = j;
-  }
-  return out;
-}
+bool is_tree_root(std::string_view path) { return path == "/proc" || path == "/sys" || path == "/dev"; }
 
 std::string join(const std::vector<std::string>& comps) {
   if (comps.empty()) return "/";
@@ -49,33 +37,6 @@ std::string join(const std::vector<std::string>& comps) {
     s += c;
   }
   return s;
-}
-
-std::string parent_of(std::string_view path) {
-  auto pos = path.rfind('/');
-  if (pos == 0 || pos == std::string_view::npos) return "/";
-  return std::string(path.substr(0, pos));
-}
-
-bool is_number(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
-// /proc/<pid|self|thread-self>/[task/<tid>/]{root,cwd,exe,fd,map_files,ns,mem}[/...]: the host
-// process's magic links (and its memory). Never reachable, whatever the grants.
-bool is_proc_magic(std::string_view host) {
-  if (!within(host, "/proc")) return false;
-  auto c = split(host);
-  if (c.size() < 3) return false;
-  if (!(is_number(c[1]) || c[1] == "self" || c[1] == "thread-self")) return false;
-  size_t i = 2;
-  if (c[i] == "task") {
-    if (c.size() < 5) return false;
-    i = 4;
-  }
-  static constexpr std::array<std::string_view, 7> kDenied = {"root", "cwd", "exe", "fd",
-                                                              "map_files", "ns", "mem"};
-  return std::find(kDenied.begin(), kDenied.end(), c[i]) != kDenied.end();
 }
 
 // realpath() of the longest existing prefix of an absolute, normalized path; the rest appended.
@@ -110,10 +71,63 @@ const std::vector<std::string>& system_library_paths() {
   return paths;
 }
 
+bool is_made_up_path(std::string_view path) {
+  return within(path, "/proc") || within(path, "/sys") || within(path, "/dev");
+}
+
+const std::vector<std::string>& grantable_devices() {
+  static const std::vector<std::string> devices = {"/dev/tty"};
+  return devices;
+}
+
+const std::vector<std::string>& emulated_devices() {
+  static const std::vector<std::string> devices = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random",
+                                                    "/dev/urandom"};
+  return devices;
+}
+
+std::string grant_refusal(std::string_view path) {
+  auto listed = [](const std::vector<std::string>& list, std::string_view p) {
+    return std::find(list.begin(), list.end(), p) != list.end();
+  };
+  if (listed(grantable_devices(), path) || listed(emulated_devices(), path)) return "";
+  auto why = [](std::string_view p) -> std::string {
+    if (within(p, "/dev"))
+      return "the guest's /dev holds only the devices kvmserver emulates (null, zero, full, random, urandom; "
+             "tty when granted as --allow-read=/dev/tty or --allow-write=/dev/tty)";
+    return "the guest's /proc and /sys are made up by kvmserver from the guest's own state and need no grant";
+  };
+  if (is_made_up_path(path)) return std::string(path) + ": " + why(path);
+  const std::string canonical = canonicalize(std::string(path));
+  if (is_made_up_path(canonical))  // even /dev/tty: the guest names a device by its /dev path
+    return std::string(path) + " is " + canonical + " on this host: " + why(canonical);
+  return "";
+}
+
+std::string volume_refusal(std::string_view path) {
+  std::string why = grant_refusal(path);
+  if (why.empty() && is_made_up_path(path))
+    why = std::string(path) + ": a volume must be a directory outside /proc, /sys and /dev";
+  return why;
+}
+
+std::vector<std::string> path_components(std::string_view path) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < path.size()) {
+    while (i < path.size() && path[i] == '/') ++i;
+    size_t j = i;
+    while (j < path.size() && path[j] != '/') ++j;
+    if (j > i) out.emplace_back(path.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
 std::string normalize_path(std::string_view path) {
   bool abs = !path.empty() && path[0] == '/';
   std::vector<std::string> out;
-  for (auto c : split(path)) {
+  for (auto c : path_components(path)) {
     if (c == ".") continue;
     if (c == "..") {
       if (!out.empty() && out.back() != "..") {
@@ -143,31 +157,51 @@ std::string join_guest_path(std::string_view cwd, std::string_view path) {
 }
 
 PathPolicy::PathPolicy(PolicyConfig config) : config_(std::move(config)) {
-  auto add = [&](const std::string& p, bool write, const char* what) {
+  auto add = [&](const std::string& p, bool write, const char* what, bool ours) {
     Grant g;
     g.path = require_absolute(p, what);
+    if (const std::string refusal = grant_refusal(g.path); !refusal.empty()) {
+      if (ours) return;  // a program path in those trees is loaded by its host path, never granted
+      throw std::invalid_argument(refusal);
+    }
+    if (is_made_up_path(g.path)) {  // a device: grantable (kept), or emulated (always there)
+      if (std::find(grantable_devices().begin(), grantable_devices().end(), g.path) != grantable_devices().end())
+        devices_.emplace_back(g.path, write);
+      return;
+    }
     g.canonical = canonicalize(g.path);
     g.write = write;
-    g.special = in_special_area(g.path) || in_special_area(g.canonical);
     grants_.push_back(std::move(g));
   };
-  for (auto& p : config_.write) add(p, true, "--allow-write path");
-  for (auto& p : config_.read) add(p, false, "--allow-read path");
-  for (auto& p : config_.always_readable) add(p, false, "readable path");
+  for (auto& p : config_.write) add(p, true, "--allow-write path", false);
+  for (auto& p : config_.read) add(p, false, "--allow-read path", false);
+  for (auto& p : config_.always_readable) add(p, false, "readable path", true);
   for (auto& v : config_.volumes) {
     Vol vol;
     std::string host = require_absolute(v.host, "volume host path");
+    const std::string guest = require_absolute(v.guest, "volume guest path");
+    for (const std::string& side : {host, guest})
+      if (std::string refusal = volume_refusal(side); !refusal.empty()) throw std::invalid_argument(refusal);
     char* r = ::realpath(host.c_str(), nullptr);
     if (!r) throw std::invalid_argument("volume host path does not exist: " + v.host);
     vol.host = r;
     ::free(r);
-    vol.guest = canonicalize(require_absolute(v.guest, "volume guest path"));
+    vol.guest = canonicalize(guest);
+    if (std::string refusal = volume_refusal(vol.guest); !refusal.empty()) throw std::invalid_argument(refusal);
     vol.writable = v.writable;
     vols_.push_back(std::move(vol));
   }
   // Longest guest mount point first, so that volume_for() finds the innermost volume.
   std::stable_sort(vols_.begin(), vols_.end(),
                    [](const Vol& a, const Vol& b) { return a.guest.size() > b.guest.size(); });
+  struct stat root;
+  if (::stat("/", &root) == 0) root_dev_ = root.st_dev;
+}
+
+bool PathPolicy::device_granted(std::string_view device, Access access) const {
+  return std::any_of(devices_.begin(), devices_.end(), [&](const auto& d) {
+    return d.first == device && (access == Access::Read || d.second);
+  });
 }
 
 const PathPolicy::Vol* PathPolicy::volume_for(std::string_view guest) const {
@@ -184,13 +218,12 @@ std::string PathPolicy::to_host(std::string_view guest, const Vol* v) const {
 }
 
 bool PathPolicy::visible(std::string_view g) const {
+  if (is_made_up_path(g)) return false;  // procfs's business, never the host's
   for (auto& v : vols_)
     if (within(g, v.guest) || within(v.guest, g)) return true;
-  bool special = in_special_area(g);
-  if (!special && (config_.allow_all || config_.read_all || config_.write_all)) return true;
+  if (config_.allow_all || config_.read_all || config_.write_all) return true;
   for (auto& gr : grants_) {
     if (within(gr.path, g) || within(gr.canonical, g)) return true;  // an ancestor of a grant
-    if (special && !gr.special) continue;
     if (within(g, gr.path) || within(g, gr.canonical)) return true;
   }
   return false;
@@ -198,15 +231,11 @@ bool PathPolicy::visible(std::string_view g) const {
 
 bool PathPolicy::allowed(std::string_view g, std::string_view host, const Vol* v, Access access,
                          bool last_is_unfollowed_link) const {
-  if (is_proc_magic(host)) return false;
+  if (is_made_up_path(g)) return false;
   if (v) return access == Access::Read || v->writable;
-  bool special = in_special_area(g);
-  if (!special) {
-    if (config_.allow_all || config_.write_all) return true;
-    if (access == Access::Read && config_.read_all) return true;
-  }
+  if (config_.allow_all || config_.write_all) return true;
+  if (access == Access::Read && config_.read_all) return true;
   for (auto& gr : grants_) {
-    if (special && !gr.special) continue;
     bool covers = within(g, gr.canonical) || (last_is_unfollowed_link && g == gr.path);
     if (covers && (access == Access::Read || gr.write)) return true;
   }
@@ -226,8 +255,7 @@ std::variant<PathPolicy::Resolved, int> PathPolicy::walk(std::string_view guest_
   if (guest_path.size() >= kPathMax) return -ENAMETOOLONG;
 
   // Components still to walk, next one at the back.
-  std::vector<std::string> todo;
-  for (auto c : split(guest_path)) todo.emplace_back(c);
+  std::vector<std::string> todo = path_components(guest_path);
   std::reverse(todo.begin(), todo.end());
   const bool must_be_dir = guest_path.size() > 1 && guest_path.back() == '/';
   if (must_be_dir) follow_last = true;
@@ -236,6 +264,8 @@ std::variant<PathPolicy::Resolved, int> PathPolicy::walk(std::string_view guest_
   int links = 0;
   bool exists = true;
   bool last_is_link = false;
+  bool device_node = false;
+  dev_t checked_dev = root_dev_;  // a file system already known not to be procfs or sysfs
   while (!todo.empty()) {
     std::string c = std::move(todo.back());
     todo.pop_back();
@@ -248,10 +278,13 @@ std::variant<PathPolicy::Resolved, int> PathPolicy::walk(std::string_view guest_
     if (c.size() > NAME_MAX) return -ENAMETOOLONG;
     cur.push_back(std::move(c));
     const std::string g = join(cur);
+    if (is_made_up_path(g)) {
+      if (is_tree_root(g) && !last) continue;  // walked through, e.g. for `/dev/../etc`
+      return -ENOENT;  // procfs's (callers look there first), never the host's
+    }
     if (checked && !visible(g)) return -EACCES;
     const Vol* v = volume_for(g);
     const std::string h = to_host(g, v);
-    if (is_proc_magic(h)) return -EACCES;
 
     struct stat st;
     if (::lstat(h.c_str(), &st) != 0) {
@@ -268,6 +301,15 @@ std::variant<PathPolicy::Resolved, int> PathPolicy::walk(std::string_view guest_
       }
       return -err;
     }
+    // Crossing into another file system: never into a procfs or sysfs (the host's, mounted inside a
+    // grant), whose files are the host's processes and kernel.
+    if (st.st_dev != checked_dev) {
+      struct statfs fs;
+      if (::statfs(h.c_str(), &fs) != 0) return -errno;
+      const long type = static_cast<long>(fs.f_type);
+      if (type == kProcSuperMagic || type == kSysfsMagic) return -EACCES;
+      checked_dev = st.st_dev;
+    }
     if (S_ISLNK(st.st_mode) && (!last || follow_last)) {
       if (++links > kMaxSymlinks) return -ELOOP;
       std::string target(kPathMax, '\0');
@@ -276,21 +318,15 @@ std::variant<PathPolicy::Resolved, int> PathPolicy::walk(std::string_view guest_
       if (static_cast<size_t>(n) >= target.size()) return -ENAMETOOLONG;
       target.resize(static_cast<size_t>(n));
       if (target.empty()) return -ENOENT;
-      // A symlink on procfs with an absolute or "type:[inode]" target is a magic link (root, cwd,
-      // exe, fd/N, ...): its text is not where the kernel would take us. Deny wherever procfs is.
-      struct statfs fs;
-      if (::statfs(parent_of(h).c_str(), &fs) != 0) return -errno;
-      if (static_cast<long>(fs.f_type) == kProcSuperMagic &&
-          (target[0] == '/' || target.find(':') != std::string::npos))
-        return -EACCES;
       cur.pop_back();  // the link itself is replaced by its target
       if (target[0] == '/') cur.clear();
-      auto parts = split(target);
+      auto parts = path_components(target);
       for (auto it = parts.rbegin(); it != parts.rend(); ++it) todo.emplace_back(*it);
       continue;
     }
     if (last) {
       last_is_link = S_ISLNK(st.st_mode);
+      device_node = S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode);
       if (must_be_dir && !S_ISDIR(st.st_mode)) return -ENOTDIR;
       break;
     }
@@ -303,11 +339,11 @@ std::variant<PathPolicy::Resolved, int> PathPolicy::walk(std::string_view guest_
   r.host_path = to_host(r.guest_path, v);
   r.exists = exists;
   if (r.guest_path.size() >= kPathMax) return -ENAMETOOLONG;
+  if (is_made_up_path(r.guest_path)) return -ENOENT;  // "/dev/.." ends at "/"; "/dev" alone is procfs's
+  if (device_node) return -EACCES;  // host devices only through procfs's /dev
   if (checked) {
     if (!allowed(r.guest_path, r.host_path, v, access, last_is_link)) return -EACCES;
     r.writable = access == Access::Write || allowed(r.guest_path, r.host_path, v, Access::Write, last_is_link);
-  } else {
-    if (is_proc_magic(r.host_path)) return -EACCES;
   }
   return r;
 }

@@ -18,11 +18,15 @@
 // to the canonical path walked so far (i.e. after symlink expansion, like the kernel; `..` at a
 // volume root leaves the volume). Only the fully canonical result is checked against the grants.
 //
-// /proc and /sys are outside the view unless a grant names them (or something beneath them)
-// explicitly: allow_all, read_all, write_all and a grant of "/" do not cover them. Even then, the
-// per-process magic links and their like are always denied: /proc/<pid|self|thread-self>/
-// [task/<tid>/]{root,cwd,exe,fd,map_files,ns,mem}, and any symlink found on a procfs mount whose
-// target is absolute or of the "type:[inode]" form (magic links), wherever procfs is mounted.
+// /proc, /sys and /dev are not the host's: kvmserver makes them up from the guest's own state
+// (procfs.hpp), and no path in them ever reaches the host, whatever is granted. The walk answers
+// -ENOENT as soon as it enters one of them (also through a symlink found on the host, e.g.
+// /etc/mtab -> ../proc/self/mounts); the callers look such paths up in procfs first. A grant or
+// volume naming them is refused (grant_refusal()), except grants of the devices in
+// grantable_devices(); allow_all, read_all, write_all and a grant of "/" do not cover them either.
+// Beyond those trees, a path that crosses into a procfs or sysfs mounted elsewhere (a granted
+// chroot's /proc, say) is -EACCES, and so is a device node found under a grant: the guest reaches
+// host devices only through procfs's /dev.
 //
 // The returned host path is canonical (no symlinks, no `.`/`..`); callers must open it without
 // following symlinks again (openat2 RESOLVE_NO_SYMLINKS, or O_NOFOLLOW for the last component plus
@@ -30,8 +34,11 @@
 // resolve() and open() yields ELOOP rather than an escape.
 //
 // PathPolicy is immutable after construction; resolve() and suggestion() are thread-safe.
+#include <sys/types.h>
+
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -54,7 +61,7 @@ struct Volume {
 };
 
 struct PolicyConfig {
-  bool allow_all = false;  // -A: read and write everything (except /proc, /sys: see above)
+  bool allow_all = false;  // -A: read and write everything (except /proc, /sys, /dev: see above)
   bool read_all = false;   // bare --allow-read
   bool write_all = false;  // bare --allow-write (implies read_all)
   std::vector<std::string> read, write;  // absolute host paths; a directory grant covers its subtree
@@ -66,7 +73,8 @@ class PathPolicy {
  public:
   // Canonicalizes every grant and volume once (realpath of the longest existing prefix, the rest
   // appended lexically, so a grant of a not-yet-existing path works). Throws std::invalid_argument
-  // for a relative grant/volume path, or a volume whose host path does not exist.
+  // for a relative grant/volume path, a volume whose host path does not exist, or a grant or volume
+  // that grant_refusal() refuses (always_readable entries in those trees are ignored).
   explicit PathPolicy(PolicyConfig config);
 
   struct Resolved {
@@ -79,6 +87,7 @@ class PathPolicy {
   // guest_path must be absolute (callers join with the guest cwd first: join_guest_path).
   // On success the host path to open; on failure a negative errno:
   //   -EACCES: denied, or a component outside the guest's view (even if it does not exist);
+  //   -ENOENT: also any path that enters /proc, /sys or /dev (procfs answers for those);
   //   -ENOENT/-ENOTDIR/-ELOOP/-ENAMETOOLONG...: resolution errors, only for visible components;
   //   -EINVAL: relative path or embedded NUL; -ENOENT: empty path.
   // follow_last: whether a symlink as the last component is followed (open, stat) or not (lstat,
@@ -98,6 +107,9 @@ class PathPolicy {
   // directory listings of ancestor directories, if a caller wants to.
   bool visible(std::string_view canonical_guest_path) const;
 
+  // Whether a grantable device (grantable_devices(), e.g. "/dev/tty") was granted for `access`.
+  bool device_granted(std::string_view device, Access access) const;
+
   const PolicyConfig& config() const { return config_; }
 
  private:
@@ -105,7 +117,6 @@ class PathPolicy {
     std::string path;       // as given (lexically normalized)
     std::string canonical;  // realpath'ed
     bool write = false;
-    bool special = false;   // canonical (or as given) inside /proc or /sys
   };
   struct Vol {
     std::string guest;  // canonicalized guest mount point
@@ -124,7 +135,25 @@ class PathPolicy {
   PolicyConfig config_;
   std::vector<Grant> grants_;
   std::vector<Vol> vols_;
+  std::vector<std::pair<std::string, bool>> devices_;  // granted devices, writable or not
+  dev_t root_dev_ = 0;  // st_dev of the host's "/": where the walk starts
 };
+
+// The trees kvmserver makes up (procfs.hpp): whether a lexically normalized absolute path is /proc,
+// /sys or /dev, or beneath one of them.
+bool is_made_up_path(std::string_view path);
+
+// The devices a grant may name: /dev/tty (kvmserver's controlling terminal) must be granted; the
+// emulated null, zero, full, random and urandom are always there, so granting them changes nothing.
+const std::vector<std::string>& grantable_devices();
+const std::vector<std::string>& emulated_devices();
+
+// Why a grant or volume of this host path (absolute, lexically normalized) cannot be given, or ""
+// when it can: the path, or what it resolves to on the host, is in /proc, /sys or /dev and is not a
+// grantable device. One line, for the usage error that names the flag.
+std::string grant_refusal(std::string_view path);
+// The same for either side of a volume, which must be a directory outside those trees.
+std::string volume_refusal(std::string_view path);
 
 // What every program may read without a flag (README "Libraries"): the system library directories,
 // where a dynamically linked program's loader and libraries live, and the loader's cache. Callers add
@@ -136,6 +165,9 @@ const std::vector<std::string>& system_library_paths();
 // symlink expansion). An empty path stays empty (resolve() fails it with -ENOENT; callers handle
 // AT_EMPTY_PATH before).
 std::string join_guest_path(std::string_view cwd, std::string_view path);
+
+// The non-empty components of a path ("/a//b/" -> {"a", "b"}); "." and ".." are kept.
+std::vector<std::string> path_components(std::string_view path);
 
 // Lexical normalization of an absolute path: collapses `//`, drops `.`, applies `..` textually
 // (never above "/"), no trailing slash. Not a substitute for resolve(): only for display and for

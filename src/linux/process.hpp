@@ -225,6 +225,7 @@ class Process {
   uint64_t stack_top = 0, stack_size = 0;
   uint64_t vdso_base = 0;  // vDSO image; the clock page is the page below
   uint64_t arg_start = 0, arg_end = 0;  // the argv strings on the initial stack (/proc/self/cmdline)
+  uint64_t env_start = 0, env_end = 0;  // the envp strings there (/proc/self/environ)
 
   // How guest TSC values relate to host time, for the vDSO's clock page (time.cpp).
   struct Clock {

@@ -1,7 +1,5 @@
-// Made-up /proc and /sys files (see procfs.hpp). They describe the guest, not the host: the host's
-// /proc stays out of reach (policy.hpp), and nothing here needs a grant. Only /proc/cpuinfo and the
-// /sys CPU lists are the host's own text (the guest runs on those CPUs and sees them through CPUID
-// anyway); /proc/meminfo is sized by --max-memory like sysinfo.
+// The made-up /proc, /sys and /dev (see procfs.hpp). They describe the guest, not the host: the
+// host's trees stay out of reach (policy.hpp), and nothing here needs a grant except /dev/tty.
 #include "linux/procfs.hpp"
 
 #include <dirent.h>
@@ -9,6 +7,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,24 +34,25 @@ int open_host(const std::string& host_path, int flags, mode_t mode);
 namespace procfs {
 namespace {
 
+using Kind = Node::Kind;
+
 constexpr const char* kSharedAnonName = "/dev/zero (deleted)";  // mmap.cpp's MAP_SHARED|MAP_ANONYMOUS
 constexpr dev_t kProcDev = 0x16;  // what stat reports as procfs's device
 constexpr int kOLargefile = 0100000;
+constexpr int kMaxLinks = 40;     // MAXSYMLINKS
+constexpr long kProcSuperMagic = 0x9fa0, kSysfsMagic = 0x62656572, kTmpfsMagic = 0x01021994;
 
-enum class Kind { None, File, Link, FdDir, ProcessDir };
+// The files of a process directory, and of each of its task/<tid> directories.
+const std::vector<std::string> kProcessFiles = {"maps", "status", "stat", "statm", "cmdline", "comm", "environ", "limits"};
+const std::vector<std::string> kCpuDir = {"sys", "devices", "system", "cpu"};
+const std::vector<std::string> kCpuLists = {"online", "possible", "present"};
+const std::vector<std::string> kDevEntries = {"null", "zero", "full", "random", "urandom", "tty",
+                                              "stdin", "stdout", "stderr", "fd"};
 
-struct Target {
-  Kind kind = Kind::None;
-  std::string name;  // File: the file's name under /proc/self ("maps") or its full path; Link: "exe", "cwd", "root", "fd"
-  int fd = -1;       // Link "fd": which one
-};
-
-std::vector<std::string> split(const std::string& path) {
-  std::vector<std::string> out;
-  std::stringstream in(path);
-  for (std::string c; std::getline(in, c, '/');)
-    if (!c.empty()) out.push_back(c);
-  return out;
+std::string join(const std::vector<std::string>& comps) {
+  std::string s;
+  for (const auto& c : comps) s += "/" + c;
+  return s.empty() ? "/" : s;
 }
 
 bool parse_number(const std::string& s, int& out) {
@@ -62,39 +62,95 @@ bool parse_number(const std::string& s, int& out) {
   return true;
 }
 
+bool listed(const std::vector<std::string>& list, std::string_view name) {
+  return std::find(list.begin(), list.end(), name) != list.end();
+}
+
 // Host files whose text the guest sees as is.
 bool is_host_passthrough(const std::string& path) {
   return path == "/proc/cpuinfo" || path == "/sys/devices/system/cpu/online" ||
          path == "/sys/devices/system/cpu/possible" || path == "/sys/devices/system/cpu/present";
 }
 
-Target classify(const Process& p, const std::string& path) {
-  if (is_host_passthrough(path) || path == "/proc/meminfo") return {Kind::File, path};
-  const auto c = split(path);
-  if (c.size() < 2 || c[0] != "proc") return {};
-  size_t i = 2;  // first component below the process directory
-  int n = 0;
-  if (c[1] == "thread-self") {
-  } else if (c[1] == "self" || (parse_number(c[1], n) && n == p.pid)) {
-    if (c.size() >= 4 && c[2] == "task") {  // /proc/self/task/<tid>/...
-      if (!parse_number(c[3], n) || n != p.thread().tid) return {};
-      i = 4;
-    }
-  } else {
-    return {};
+// What exists at the canonical tree path `c` (components), or nullopt.
+std::optional<Node> classify(Process& p, const std::vector<std::string>& c) {
+  if (c.empty()) return std::nullopt;
+  const std::string path = join(c);
+  auto node = [&](Kind kind, int id = 0, std::string link = {}) { return Node{kind, path, id, std::move(link)}; };
+  if (c[0] == "dev") {
+    if (c.size() == 1) return node(Kind::Dir);
+    if (c.size() > 2) return std::nullopt;
+    if (listed(emulated_devices(), path)) return node(Kind::Device);
+    if (listed(grantable_devices(), path) && p.policy().device_granted(path, Access::Read)) return node(Kind::Device);
+    if (c[1] == "stdin") return node(Kind::Link, 0, "/proc/self/fd/0");
+    if (c[1] == "stdout") return node(Kind::Link, 0, "/proc/self/fd/1");
+    if (c[1] == "stderr") return node(Kind::Link, 0, "/proc/self/fd/2");
+    if (c[1] == "fd") return node(Kind::Link, 0, "/proc/self/fd");
+    return std::nullopt;
   }
-  if (c.size() == i) return {Kind::ProcessDir, ""};
+  if (c[0] == "sys") {
+    if (c.size() > kCpuDir.size() + 1 || !std::equal(c.begin(), c.begin() + std::min(c.size(), kCpuDir.size()), kCpuDir.begin()))
+      return std::nullopt;
+    if (c.size() <= kCpuDir.size()) return node(Kind::Dir);
+    return listed(kCpuLists, c.back()) ? std::optional(node(Kind::File)) : std::nullopt;
+  }
+  if (c[0] != "proc") return std::nullopt;
+  if (c.size() == 1) return node(Kind::Dir);
+  const std::string pid = std::to_string(p.pid);
+  if (c.size() == 2) {
+    if (c[1] == "self") return node(Kind::Link, 0, pid);
+    if (c[1] == "thread-self") return node(Kind::Link, 0, pid + "/task/" + std::to_string(p.thread().tid));
+    if (c[1] == "cpuinfo" || c[1] == "meminfo") return node(Kind::File);
+  }
+  if (c[1] != pid) return std::nullopt;
+  if (c.size() == 2) return node(Kind::Dir);
+  size_t i = 2;  // first component below the process (or task) directory
+  int tid = 0;
+  if (c[2] == "task") {
+    if (c.size() == 3) return node(Kind::Dir);
+    if (!parse_number(c[3], tid) || !p.threads.count(tid)) return std::nullopt;
+    if (c.size() == 4) return node(Kind::Dir);
+    i = 4;
+  }
   const std::string& name = c[i];
   if (c.size() == i + 1) {
-    if (name == "exe" || name == "cwd" || name == "root") return {Kind::Link, name};
-    if (name == "fd") return {Kind::FdDir, name};
-    static const char* kFiles[] = {"maps", "status", "stat", "statm", "cmdline", "comm"};
-    for (const char* f : kFiles)
-      if (name == f) return {Kind::File, name};
-    return {};
+    if (name == "exe") return node(Kind::ExeLink);
+    if (name == "cwd") return node(Kind::Link, 0, p.cwd);
+    if (name == "root") return node(Kind::Link, 0, "/");
+    if (name == "fd") return node(Kind::Dir);
+    if (listed(kProcessFiles, name)) return node(Kind::File, tid);
+    return std::nullopt;
   }
-  if (c.size() == i + 2 && name == "fd" && parse_number(c[i + 1], n)) return {Kind::Link, "fd", n};
-  return {};
+  int fd = 0;
+  if (c.size() == i + 2 && name == "fd" && parse_number(c[i + 1], fd) && p.fds.get(fd)) return node(Kind::FdLink, fd);
+  return std::nullopt;
+}
+
+// The names a made-up directory may hold (classify() decides which exist).
+std::vector<std::string> candidates(Process& p, const std::vector<std::string>& c) {
+  if (c[0] == "dev") return kDevEntries;
+  if (c[0] == "sys") return c.size() < kCpuDir.size() ? std::vector<std::string>{kCpuDir[c.size()]} : kCpuLists;
+  if (c.size() == 1) return {"self", "thread-self", std::to_string(p.pid), "cpuinfo", "meminfo"};
+  std::vector<std::string> names;
+  if (c.back() == "fd") {
+    for (int fd : p.fds.fds()) names.push_back(std::to_string(fd));
+  } else if (c.size() == 3) {  // task
+    for (const auto& [tid, t] : p.threads) names.push_back(std::to_string(tid));
+  } else {
+    names = {"exe", "cwd", "root", "fd"};
+    if (c.size() == 2) names.push_back("task");
+    names.insert(names.end(), kProcessFiles.begin(), kProcessFiles.end());
+  }
+  return names;
+}
+
+uint8_t dirent_type(Kind kind) {
+  switch (kind) {
+    case Kind::Dir: return DT_DIR;
+    case Kind::File: return DT_REG;
+    case Kind::Device: return DT_CHR;
+    default: return DT_LNK;
+  }
 }
 
 std::string host_file(const std::string& path) {
@@ -203,10 +259,40 @@ std::string statm(Process& p) {
   return format("%llu %llu 0 0 0 %llu 0\n", ull(size), ull(rss), ull(data));
 }
 
-std::string cmdline(Process& p) {
-  if (p.arg_end <= p.arg_start || p.arg_end - p.arg_start > (1u << 20)) return "";
-  std::string s(p.arg_end - p.arg_start, '\0');
-  if (!p.mm().copy_from_user(s.data(), p.arg_start, s.size())) return "";
+
+// The guest's strings [start, end) as Linux reads them for cmdline and environ: the memory as it is
+// now (the program may have changed it), empty when unreadable.
+std::string guest_strings(Process& p, uint64_t start, uint64_t end) {
+  if (end <= start || end - start > (1u << 20)) return "";
+  std::string s(end - start, '\0');
+  if (!p.mm().copy_from_user(s.data(), start, s.size())) return "";
+  return s;
+}
+
+// Linux's /proc/<pid>/limits (fs/proc/base.c proc_pid_limits).
+std::string limits(const Process& p) {
+  struct Row {
+    const char* name;
+    int resource;
+    const char* unit;
+  };
+  static constexpr Row kRows[] = {
+      {"Max cpu time", RLIMIT_CPU, "seconds"},        {"Max file size", RLIMIT_FSIZE, "bytes"},
+      {"Max data size", RLIMIT_DATA, "bytes"},        {"Max stack size", RLIMIT_STACK, "bytes"},
+      {"Max core file size", RLIMIT_CORE, "bytes"},   {"Max resident set", RLIMIT_RSS, "bytes"},
+      {"Max processes", RLIMIT_NPROC, "processes"},   {"Max open files", RLIMIT_NOFILE, "files"},
+      {"Max locked memory", RLIMIT_MEMLOCK, "bytes"}, {"Max address space", RLIMIT_AS, "bytes"},
+      {"Max file locks", RLIMIT_LOCKS, "locks"},      {"Max pending signals", RLIMIT_SIGPENDING, "signals"},
+      {"Max msgqueue size", RLIMIT_MSGQUEUE, "bytes"}, {"Max nice priority", RLIMIT_NICE, ""},
+      {"Max realtime priority", RLIMIT_RTPRIO, ""},   {"Max realtime timeout", RLIMIT_RTTIME, "us"},
+  };
+  auto value = [](uint64_t v) { return v == ~0ull ? std::string("unlimited") : std::to_string(v); };
+  std::string s = format("%-25s %-20s %-20s %-10s\n", "Limit", "Soft Limit", "Hard Limit", "Units");
+  for (const Row& r : kRows) {
+    const auto [soft, hard] = p.rlimits[size_t(r.resource)];
+    s += format("%-25s %-20s %-20s ", r.name, value(soft).c_str(), value(hard).c_str());
+    s += *r.unit ? format("%-10s\n", r.unit) : "\n";
+  }
   return s;
 }
 
@@ -281,108 +367,228 @@ void fill_stat(const Process& p, const std::string& path, mode_t mode, struct st
   st.st_atim = st.st_ctim = st.st_mtim;
 }
 
-}  // namespace
-
-std::optional<std::string> contents(Process& p, const std::string& path) {
-  const Target t = classify(p, path);
-  if (t.kind != Kind::File) return std::nullopt;
-  if (is_host_passthrough(t.name)) return host_file(t.name);
-  if (t.name == "/proc/meminfo") return meminfo(p);
-  if (t.name == "maps") return maps(p);
-  if (t.name == "status") return status(p);
-  if (t.name == "stat") return stat_line(p);
-  if (t.name == "statm") return statm(p);
-  if (t.name == "cmdline") return cmdline(p);
-  if (t.name == "comm") return std::string(p.main_thread().comm) + "\n";
-  return std::nullopt;
+// The mode of a made-up node that is not a host object.
+mode_t mode_of(const Node& n) {
+  switch (n.kind) {
+    case Kind::Dir:
+      if (n.path.size() > 3 && n.path.compare(n.path.size() - 3, 3, "/fd") == 0) return S_IFDIR | 0500;
+      return S_IFDIR | (n.path.rfind("/proc", 0) == 0 ? 0555 : 0755);
+    case Kind::File: return S_IFREG | 0444;
+    case Kind::FdLink: return S_IFLNK | 0700;
+    default: return S_IFLNK | 0777;
+  }
 }
 
-std::optional<int64_t> open(Process& p, const std::string& path, int flags) {
-  const Target t = classify(p, path);
-  if (t.kind == Kind::None || t.kind == Kind::ProcessDir) return std::nullopt;
-  const bool writing = (flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_APPEND)) != 0;
+std::string text_of(Process& p, const Node& n) {
+  if (is_host_passthrough(n.path)) return host_file(n.path);
+  if (n.path == "/proc/meminfo") return meminfo(p);
+  const std::string name = n.path.substr(n.path.rfind('/') + 1);
+  if (name == "maps") return maps(p);
+  if (name == "status") return status(p);
+  if (name == "stat") return stat_line(p);
+  if (name == "statm") return statm(p);
+  if (name == "cmdline") return guest_strings(p, p.arg_start, p.arg_end);
+  if (name == "environ") return guest_strings(p, p.env_start, p.env_end);
+  if (name == "limits") return limits(p);
+  if (name == "comm") {
+    auto t = p.threads.find(n.id);
+    return std::string(t != p.threads.end() ? t->second.comm : p.main_thread().comm) + "\n";
+  }
+  return "";
+}
+
+int64_t open_directory(Process& p, const Node& n, int flags) {
+  const int host = empty_directory_fd();
+  if (host < 0) return host;
+  auto file = std::make_shared<OpenFile>(host, OpenFile::Kind::Directory, n.path, status_flags_of(flags));
+  auto dir = file->synthetic_dir = std::make_shared<OpenFile::SyntheticDir>();
+  const int64_t guest_fd = p.fds.install(std::move(file), flags & O_CLOEXEC);
+  if (guest_fd < 0) return guest_fd;
+  dir->entries.push_back({".", DT_DIR});
+  dir->entries.push_back({"..", DT_DIR});
+  std::vector<std::string> c = path_components(n.path);
+  for (const std::string& name : candidates(p, c)) {  // the new fd is listed in fd/ too, as on Linux
+    c.push_back(name);
+    if (auto child = classify(p, c)) dir->entries.push_back({name, dirent_type(child->kind)});
+    c.pop_back();
+  }
+  return guest_fd;
+}
+
+}  // namespace
+
+Lookup lookup(Process& p, std::string_view guest_path, bool follow_last) {
+  const bool must_be_dir = guest_path.size() > 1 && guest_path.back() == '/';
+  if (must_be_dir) follow_last = true;
+  std::vector<std::string> todo = path_components(guest_path);  // next component at the back
+  const auto first = std::find_if(todo.begin(), todo.end(), [](const std::string& c) { return c != "." && c != ".."; });
+  if (first == todo.end() || !is_made_up_path("/" + *first)) {
+    // A path that starts outside the trees is the policy's, unchanged (its walk applies `..` after
+    // symlinks, and never enters the trees), unless `..` brings it back in lexically: then it is
+    // taken lexically, as /usr/../proc/self is /proc/self.
+    const std::string lexical = normalize_path(guest_path);
+    if (!is_made_up_path(lexical)) return std::string(guest_path);
+    todo = path_components(lexical);
+  }
+  std::reverse(todo.begin(), todo.end());
+  std::vector<std::string> cur;  // canonical tree path walked so far
+  std::optional<Node> node;
+  int links = 0;
+  while (!todo.empty()) {
+    std::string c = std::move(todo.back());
+    todo.pop_back();
+    const bool last = todo.empty();
+    if (c == ".") continue;
+    if (c == "..") {
+      if (!cur.empty()) cur.pop_back();
+      node.reset();
+      continue;
+    }
+    cur.push_back(std::move(c));
+    if (cur.size() == 1 && !is_made_up_path("/" + cur[0])) {  // a made-up link (or `..`) led out
+      std::string out = join(cur);
+      for (auto it = todo.rbegin(); it != todo.rend(); ++it) out += "/" + *it;
+      return must_be_dir ? out + "/" : out;
+    }
+    node = classify(p, cur);
+    if (!node) {
+      if (last && listed(grantable_devices(), join(cur)) && p.config().verbose)
+        p.log_denied(join(cur), "--allow-read=" + join(cur) + " or --allow-write=" + join(cur));
+      return -ENOENT;
+    }
+    const bool follow = !last || follow_last;
+    std::string target;  // where a followed link leads
+    switch (node->kind) {
+      case Kind::Dir: continue;
+      case Kind::File:
+      case Kind::Device:
+      case Kind::ExeLink:
+        if (!last || must_be_dir) return -ENOTDIR;
+        continue;
+      case Kind::FdLink: {
+        if (!follow || (last && !must_be_dir)) continue;  // the open file itself
+        auto f = p.fds.get(node->id);
+        if (!f || f->kind != OpenFile::Kind::Directory || f->path.empty() || f->path[0] != '/') return -ENOTDIR;
+        target = f->path;
+        break;
+      }
+      case Kind::Link:
+        if (!follow) continue;
+        target = node->link;
+        break;
+    }
+    if (++links > kMaxLinks) return -ELOOP;
+    cur.pop_back();
+    if (target[0] == '/') cur.clear();
+    auto parts = path_components(target);
+    todo.insert(todo.end(), parts.rbegin(), parts.rend());
+    node.reset();
+  }
+  if (node) return *node;
+  // Ended on a directory reached by `..` (or on "/"): look it up again.
+  if (cur.empty()) return std::string("/");
+  if (cur.size() == 1 && !is_made_up_path("/" + cur[0])) return join(cur) + (must_be_dir ? "/" : "");
+  if (auto n = classify(p, cur)) return *n;
+  return -ENOENT;
+}
+
+int64_t open(Process& p, const Node& n, int flags, bool followed) {
   if ((flags & O_CREAT) && (flags & O_EXCL)) return -EEXIST;
-  if (t.kind == Kind::Link) {
-    if (t.name == "exe") {
+  const bool writing = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+  const bool is_link = n.kind == Kind::Link || n.kind == Kind::FdLink || n.kind == Kind::ExeLink;
+  if (is_link && !followed) return -ELOOP;
+  switch (n.kind) {
+    case Kind::Dir:
+      if (writing || (flags & O_CREAT)) return -EISDIR;
+      return open_directory(p, n, flags);
+    case Kind::File: {
+      if (flags & O_DIRECTORY) return -ENOTDIR;
+      if (writing) return -EACCES;  // mode 0444
+      const int fd = sealed_file(text_of(p, n));
+      return fd < 0 ? fd : install(p, fd, OpenFile::Kind::Regular, n.path, flags);
+    }
+    case Kind::ExeLink: {
       if (writing) return -ETXTBSY;
       const std::string exe = exe_link(p);
       const int fd = fileops::open_host(exe, O_RDONLY | (flags & O_PATH), 0);
       return fd < 0 ? fd : install(p, fd, OpenFile::Kind::Regular, exe, flags);
     }
-    if (t.name == "fd") {
-      auto file = p.fds.get(t.fd);
+    case Kind::FdLink: {
+      auto file = p.fds.get(n.id);
       if (!file) return -ENOENT;
+      if ((flags & O_DIRECTORY) && file->kind != OpenFile::Kind::Directory) return -ENOTDIR;
       return p.fds.install(std::move(file), flags & O_CLOEXEC);
     }
-    return std::nullopt;  // cwd, root: the policy decides about the directory itself
-  }
-  if (t.kind == Kind::FdDir) {
-    if (writing) return -EISDIR;
-    const int host = empty_directory_fd();
-    if (host < 0) return host;
-    auto file = std::make_shared<OpenFile>(host, OpenFile::Kind::Directory, path, status_flags_of(flags));
-    auto dir = file->synthetic_dir = std::make_shared<OpenFile::SyntheticDir>();
-    const int64_t guest_fd = p.fds.install(std::move(file), flags & O_CLOEXEC);
-    if (guest_fd < 0) return guest_fd;
-    dir->entries.push_back({".", DT_DIR});
-    dir->entries.push_back({"..", DT_DIR});
-    for (int fd : p.fds.fds()) dir->entries.push_back({std::to_string(fd), DT_LNK});  // its own fd too, as Linux
-    return guest_fd;
-  }
-  if (writing) return -EACCES;  // mode 0444
-  if (flags & O_DIRECTORY) return -ENOTDIR;
-  const auto text = contents(p, path);
-  if (!text) return -ENOENT;
-  const int fd = sealed_file(*text);
-  if (fd < 0) return fd;
-  return install(p, fd, OpenFile::Kind::Regular, path, flags);
-}
-
-std::optional<std::variant<std::string, int>> readlink(Process& p, const std::string& path) {
-  if (path == "/proc/self") return std::to_string(p.pid);
-  if (path == "/proc/thread-self") return std::to_string(p.pid) + "/task/" + std::to_string(p.thread().tid);
-  const Target t = classify(p, path);
-  switch (t.kind) {
-    case Kind::None: return std::nullopt;
-    case Kind::Link:
-      if (t.name == "exe") return exe_link(p);
-      if (t.name == "cwd") return p.cwd;
-      if (t.name == "root") return std::string("/");
-      if (auto f = p.fds.get(t.fd)) return f->path;
-      return -ENOENT;
-    default: return -EINVAL;  // not a symlink
-  }
-}
-
-std::optional<int> stat(Process& p, const std::string& path, bool follow, struct stat& st) {
-  if (path == "/proc/self" || path == "/proc/thread-self") {
-    if (!follow) {
-      fill_stat(p, path, S_IFLNK | 0777, st);
-      return 0;
+    case Kind::Device: {
+      if (flags & O_DIRECTORY) return -ENOTDIR;
+      if (writing && listed(grantable_devices(), n.path) && !p.policy().device_granted(n.path, Access::Write)) {
+        if (p.config().verbose) p.log_denied(n.path, "--allow-write=" + n.path);
+        return -EACCES;
+      }
+      const int fd = fileops::open_host(n.path, flags & ~O_CREAT, 0);
+      return fd < 0 ? fd : install(p, fd, kind_of(fd), n.path, flags);
     }
-    fill_stat(p, path, S_IFDIR | 0555, st);
-    return 0;
+    case Kind::Link: break;
   }
-  const Target t = classify(p, path);
-  switch (t.kind) {
-    case Kind::None: return std::nullopt;
-    case Kind::ProcessDir: fill_stat(p, path, S_IFDIR | 0555, st); return 0;
-    case Kind::FdDir: fill_stat(p, path, S_IFDIR | 0500, st); return 0;
-    case Kind::File: fill_stat(p, path, S_IFREG | 0444, st); return 0;
-    case Kind::Link:
-      if (!follow) {
-        fill_stat(p, path, S_IFLNK | (t.name == "fd" ? 0700 : 0777), st);
-        return 0;
-      }
-      if (t.name == "exe") return ::stat(exe_link(p).c_str(), &st) == 0 ? 0 : -errno;
-      if (t.name == "fd") {
-        auto f = p.fds.get(t.fd);
-        if (!f) return -ENOENT;
-        return ::fstat(f->host_fd, &st) == 0 ? 0 : -errno;
-      }
-      return std::nullopt;  // cwd, root: the policy decides
+  return -ELOOP;
+}
+
+int creation_errno(Process& p, std::string_view guest_path) {
+  std::string path = normalize_path(guest_path);
+  const auto slash = path.rfind('/');
+  auto parent = lookup(p, slash == 0 ? "/" : path.substr(0, slash), true);
+  if (auto* n = std::get_if<Node>(&parent)) return n->kind == Kind::Dir ? -EACCES : -ENOTDIR;
+  if (auto* err = std::get_if<int>(&parent)) return *err;
+  return -ENOENT;
+}
+
+std::variant<std::string, int> readlink(Process& p, const Node& n) {
+  switch (n.kind) {
+    case Kind::Link: return n.link;
+    case Kind::ExeLink: return exe_link(p);
+    case Kind::FdLink:
+      if (auto f = p.fds.get(n.id)) return f->path;
+      return -ENOENT;
+    default: return -EINVAL;
   }
-  return std::nullopt;
+}
+
+int stat(Process& p, const Node& n, bool followed, struct stat& st) {
+  if (followed && n.kind == Kind::ExeLink) return ::stat(exe_link(p).c_str(), &st) == 0 ? 0 : -errno;
+  if (followed && n.kind == Kind::FdLink) {
+    auto f = p.fds.get(n.id);
+    if (!f) return -ENOENT;
+    return ::fstat(f->host_fd, &st) == 0 ? 0 : -errno;
+  }
+  if (n.kind == Kind::Device) return ::stat(n.path.c_str(), &st) == 0 ? 0 : -errno;
+  fill_stat(p, n.path, mode_of(n), st);
+  return 0;
+}
+
+int access(Process& p, const Node& n, bool followed, int mode) {
+  struct stat st;
+  if (int rc = stat(p, n, followed, st)) return rc;
+  // The guest owns what is made up here; the host's objects (devices, open files, the program)
+  // answer for whoever their mode lets in.
+  const bool made_up = n.kind == Kind::Dir || n.kind == Kind::File || !followed || n.kind == Kind::Link;
+  int allowed = made_up ? (st.st_mode >> 6) & 7 : ((st.st_mode >> 6) | (st.st_mode >> 3) | st.st_mode) & 7;
+  if (listed(grantable_devices(), n.path) && !p.policy().device_granted(n.path, Access::Write)) allowed &= ~W_OK;
+  return (mode & (R_OK | W_OK | X_OK) & ~allowed) ? -EACCES : 0;
+}
+
+void statfs(const Node& n, struct statfs& st) {
+  st = {};
+  st.f_type = n.path.rfind("/proc", 0) == 0 ? kProcSuperMagic : n.path.rfind("/sys", 0) == 0 ? kSysfsMagic : kTmpfsMagic;
+  st.f_bsize = st.f_frsize = 4096;
+  st.f_namelen = 255;
+  st.f_flags = ST_RDONLY | ST_NOSUID | ST_NODEV | ST_NOEXEC;
+}
+
+std::optional<std::string> contents(Process& p, const std::string& path) {
+  auto where = lookup(p, path, true);
+  auto* n = std::get_if<Node>(&where);
+  if (!n || n->kind != Kind::File) return std::nullopt;
+  return text_of(p, *n);
 }
 
 std::optional<int64_t> getdents64(Process& p, OpenFile& f, uint64_t buf, uint64_t count) {

@@ -69,12 +69,17 @@ void refresh_clock_page(Process& p) {
   }
   uint64_t base = mono;
   int64_t realtime_offset = int64_t(now_ns(CLOCK_REALTIME) - mono);
+  // BOOTTIME is MONOTONIC plus the time the host spent suspended (read after mono: never negative),
+  // and that only grows. Relative to `base` instead, it went below MONOTONIC whenever the guest's
+  // clock had run ahead of the host's (base = previous).
+  int64_t boottime_offset = int64_t(now_ns(CLOCK_BOOTTIME) - mono);
   if (page.mult) {
     uint64_t previous = page.monotonic_base_ns +
                         uint64_t((static_cast<unsigned __int128>(guest_tsc - page.tsc_base) * page.mult) >> page.shift);
     if (previous > base) base = previous;
     // Nor may the wall clock step back: until the rate is calibrated it can run a little ahead.
     realtime_offset = std::max(int64_t(mono + realtime_offset - base), int64_t(previous + page.realtime_offset_ns - base));
+    boottime_offset = std::max(boottime_offset, page.boottime_offset_ns);
   }
   page.seq = page.seq + 1;
   page.shift = kShift;
@@ -82,7 +87,7 @@ void refresh_clock_page(Process& p) {
   page.tsc_base = guest_tsc;
   page.monotonic_base_ns = base;
   page.realtime_offset_ns = realtime_offset;
-  page.boottime_offset_ns = int64_t(now_ns(CLOCK_BOOTTIME) - base);
+  page.boottime_offset_ns = boottime_offset;
   page.seq = page.seq + 1;
   c.page = page;
   p.mm().poke(p.vdso_base - kvm::kPageSize, &page, sizeof page);

@@ -107,5 +107,8 @@ uint64_t build_initial_stack(kvm::AddressSpace& as, uint64_t stack_top, uint64_t
 // [start, end) of the argv strings of the initial stack at rsp (what Linux keeps as arg_start and
 // arg_end for /proc/self/cmdline); {0, 0} when argc is 0 or the stack does not read as one.
 std::pair<uint64_t, uint64_t> argument_strings(const kvm::AddressSpace& as, uint64_t rsp);
+// The same for the envp strings (env_start and env_end, /proc/self/environ); {0, 0} when there are
+// none or the stack does not read as one.
+std::pair<uint64_t, uint64_t> environment_strings(const kvm::AddressSpace& as, uint64_t rsp);
 
 }  // namespace kvms::loader

@@ -154,13 +154,35 @@ uint64_t build_initial_stack(kvm::AddressSpace& as, uint64_t stack_top, uint64_t
   return rsp;
 }
 
-std::pair<uint64_t, uint64_t> argument_strings(const kvm::AddressSpace& as, uint64_t rsp) {
-  uint64_t argc = 0, first = 0, last = 0;
-  if (!as.read(rsp, argc) || argc == 0 || argc > (1u << 20)) return {0, 0};
-  if (!as.read(rsp + 8, first) || !as.read(rsp + 8 * argc, last)) return {0, 0};
+namespace {
+
+// [first, end of last) of the strings that the NULL-terminated pointer table at `table` points to.
+std::pair<uint64_t, uint64_t> string_span(const kvm::AddressSpace& as, uint64_t table, uint64_t count) {
+  uint64_t first = 0, last = 0;
+  if (count == 0 || !as.read(table, first) || !as.read(table + 8 * (count - 1), last)) return {0, 0};
   const auto tail = as.read_string(last, 1u << 20);
   if (!tail || last < first) return {0, 0};
   return {first, last + tail->size() + 1};
+}
+
+}  // namespace
+
+std::pair<uint64_t, uint64_t> argument_strings(const kvm::AddressSpace& as, uint64_t rsp) {
+  uint64_t argc = 0;
+  if (!as.read(rsp, argc) || argc > (1u << 20)) return {0, 0};
+  return string_span(as, rsp + 8, argc);
+}
+
+std::pair<uint64_t, uint64_t> environment_strings(const kvm::AddressSpace& as, uint64_t rsp) {
+  uint64_t argc = 0;
+  if (!as.read(rsp, argc) || argc > (1u << 20)) return {0, 0};
+  const uint64_t envp = rsp + 8 * (argc + 2);  // past argc, argv[] and its NULL
+  uint64_t envc = 0;
+  for (uint64_t ptr = 0;; ++envc) {
+    if (envc > (1u << 20) || !as.read(envp + 8 * envc, ptr)) return {0, 0};
+    if (ptr == 0) break;
+  }
+  return string_span(as, envp, envc);
 }
 
 }  // namespace kvms::loader

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "kvm/probe.hpp"
 #include "linux/guest.hpp"
 #include "linux/net_policy.hpp"
 #include "linux/policy.hpp"
@@ -51,7 +52,10 @@ uint64_t deadline_after(double seconds) {
   return uint64_t(now.tv_sec) * 1000000000 + uint64_t(now.tv_nsec) + uint64_t(seconds * 1e9);
 }
 
-void print_stats(linux::Guest& guest) {
+void print_stats(linux::Guest& guest, const kvm::HostFacts::Cost& check) {
+  std::fprintf(stderr, "kvmserver: stats: host check: vms=%d vcpus=%d runs=%d exits=%llu pages=%llu time=%.1f ms\n",
+               check.vms, check.vcpus, check.runs, (unsigned long long)check.exits, (unsigned long long)check.pages,
+               double(check.ns) / 1e6);
   const auto& x = guest.exits();
   std::fprintf(stderr, "kvmserver: stats: vm exits: syscall=%llu exception=%llu interrupted=%llu other=%llu total=%llu\n",
                (unsigned long long)x.syscall, (unsigned long long)x.exception, (unsigned long long)x.interrupted,
@@ -80,6 +84,14 @@ void print_stats(linux::Guest& guest) {
 }  // namespace
 
 int run_program(const cli::Options& opts) {
+  const bool expect_server = opts.ephemeral || opts.threads > 1 || opts.allow_listen.any() || opts.warmup > 0 ||
+                             opts.max_request_time || opts.max_request_memory_mb || !opts.metrics.empty();
+  // Refuse what cannot work before anything else: no usable /dev/kvm is one line, not a failure later.
+  const kvm::HostFacts host = kvm::examine_host(expect_server);
+  if (const std::string why = kvm::verdict(host); !why.empty()) {
+    std::fprintf(stderr, "kvmserver: %s\n", why.c_str());
+    return kInternalError;
+  }
   std::unique_ptr<linux::Guest> guest;
   std::unique_ptr<PrivateDir> template_tmp;
   linux::PolicyConfig base_policy;
@@ -129,8 +141,6 @@ int run_program(const cli::Options& opts) {
   // Any program may turn out to be a server: it is paused the first time it waits on a listening socket.
   TemplateHooks hooks;
   guest->process().server = &hooks;
-  const bool expect_server = opts.ephemeral || opts.threads > 1 || opts.allow_listen.any() || opts.warmup > 0 ||
-                             opts.max_request_time || opts.max_request_memory_mb || !opts.metrics.empty();
   double limit = opts.timeout.value_or(0);
   if (expect_server && (limit == 0 || opts.max_boot_time < limit)) limit = opts.max_boot_time;
   linux::RunResult result;
@@ -174,7 +184,7 @@ int run_program(const cli::Options& opts) {
     std::fprintf(stderr, "kvmserver: %s: %s before listening for connections\n", opts.program.c_str(),
                  result.message.empty() ? ("exited with status " + std::to_string(result.status)).c_str()
                                         : result.message.c_str());
-    if (opts.stats) print_stats(*guest);
+    if (opts.stats) print_stats(*guest, host.cost);
     return result.status == 0 ? 1 : result.status;
   }
   if (expect_server && result.reason == linux::RunResult::TimedOut && limit == opts.max_boot_time) {
@@ -187,7 +197,7 @@ int run_program(const cli::Options& opts) {
     std::fprintf(stderr, "kvmserver: %s: timed out after %g s\n", opts.program.c_str(), *opts.timeout);
   else if (!result.message.empty())
     std::fprintf(stderr, "kvmserver: %s: %s\n", opts.program.c_str(), result.message.c_str());
-  if (opts.stats) print_stats(*guest);
+  if (opts.stats) print_stats(*guest, host.cost);
   return result.status;
 }
 

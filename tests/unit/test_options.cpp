@@ -314,6 +314,32 @@ TEST(Options, PolicyConfig) {
   EXPECT_TRUE(policy_config(parse({"-A", "run", "p"})).allow_all);
 }
 
+// Grants of /proc, /sys and /dev (made up by kvmserver) are usage errors naming the flag and why;
+// /dev/tty is the one device a grant names, and the always-present ones need none (accepted).
+TEST(Options, GrantsOfTheMadeUpTreesAreRefused) {
+  EXPECT_USAGE_ERROR(Args({"--allow-read=/proc", "run", "p"}), "--allow-read: /proc: the guest's /proc and /sys are made up");
+  EXPECT_USAGE_ERROR(Args({"--allow-read=/etc,/proc/self/environ", "run", "p"}), "--allow-read: /proc/self/environ:");
+  EXPECT_USAGE_ERROR(Args({"--allow-write=/sys", "run", "p"}), "--allow-write: /sys:");
+  EXPECT_USAGE_ERROR(Args({"--allow-read=/dev", "run", "p"}), "/dev holds only the devices kvmserver emulates");
+  EXPECT_USAGE_ERROR(Args({"--allow-write=/dev/kvm", "run", "p"}), "--allow-write: /dev/kvm:");
+  EXPECT_USAGE_ERROR(Args({"--allow-read=/dev/shm/x", "run", "p"}), "--allow-read: /dev/shm/x:");
+  EXPECT_USAGE_ERROR(Args({"--allow-read=/etc/../proc", "run", "p"}), "--allow-read: /proc:");
+  EXPECT_USAGE_ERROR(Args({"--volume=/proc:/hostproc", "run", "p"}), "--volume: /proc:");
+  EXPECT_USAGE_ERROR(Args({"--volume=/srv:/dev/shm:rw", "run", "p"}), "--volume: /dev/shm:");
+  EXPECT_USAGE_ERROR(Args({"--volume=/srv:/dev/tty", "run", "p"}), "a volume must be a directory outside");
+  Options tty = parse({"--allow-read=/dev/tty", "--allow-write=/dev/tty,/dev/null", "-A", "run", "p"});
+  EXPECT_EQ(tty.allow_read.items, (std::vector<std::string>{"/dev/tty"}));
+  EXPECT_EQ(tty.allow_write.items, (std::vector<std::string>{"/dev/tty", "/dev/null"}));
+  // The help says what the bare grants leave out.
+  try {
+    parse({"--help"});
+    ADD_FAILURE() << "no help";
+  } catch (const InfoExit& e) {
+    EXPECT_NE(e.text().find("everything but /proc, /sys, /dev"), std::string::npos) << e.text();
+    EXPECT_NE(e.text().find("--allow-read=/dev/tty"), std::string::npos) << e.text();
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // Config files.
 
@@ -431,6 +457,8 @@ TEST_F(ConfigTest, BadToml) {
   auto path2 = write("bad2.toml", "allow-read = [\"/a\"\n\n");
   EXPECT_USAGE_ERROR(Args({"--config", path2, "run", "p"}), path2 + ":");
   EXPECT_USAGE_ERROR(Args({"--config", dir_ + "/missing.toml", "run", "p"}), "missing.toml");
+  auto proc = write("proc.toml", "threads = 2\nallow-read = [\"/etc\", \"/proc\"]\n");
+  EXPECT_USAGE_ERROR(Args({"--config", proc, "run", "p"}), proc + ":2: allow-read: /proc: the guest's /proc");
 }
 
 TEST_F(ConfigTest, BadTypesAndValues) {

@@ -358,53 +358,96 @@ TEST_F(PolicyTest, SystemLibrariesAreReadable) {
   EXPECT_EQ(err(pol.resolve("/usr/lib/../../etc/passwd", Access::Read)), -EACCES);
 }
 
-TEST_F(PolicyTest, ProcAndSys) {
-  // Not covered by allow_all.
+// /proc, /sys and /dev are procfs's (made up from the guest's state): the walk never enters the host's.
+TEST_F(PolicyTest, MadeUpTreesNeverReachTheHost) {
   PolicyConfig all;
   all.allow_all = true;
   PathPolicy apol(all);
-  EXPECT_EQ(err(apol.resolve("/proc/cpuinfo", Access::Read)), -EACCES);
-  EXPECT_EQ(err(apol.resolve("/proc/self/root/etc/passwd", Access::Read)), -EACCES);
-  EXPECT_EQ(err(apol.resolve("/sys/kernel", Access::Read)), -EACCES);
-  EXPECT_EQ(err(apol.resolve("/dev/fd/0", Access::Read)), -EACCES);  // -> /proc/self/fd/0
-  EXPECT_EQ(err(apol.resolve("/dev/stdin", Access::Read)), -EACCES);
-  EXPECT_EQ(err(apol.resolve("/", Access::Read)), 0);
-
-  // An explicit grant opens /proc, but never the magic links.
-  PolicyConfig c;
-  c.read.push_back("/proc");
-  c.read.push_back(p("g"));
-  PathPolicy pol(c);
-  EXPECT_EQ(host(pol.resolve("/proc/cpuinfo", Access::Read)), "/proc/cpuinfo");
-  EXPECT_EQ(err(pol.resolve("/proc/self/status", Access::Read)), 0);
-  for (const char* magic : {"/proc/self/root", "/proc/self/root/etc/passwd", "/proc/self/cwd",
-                            "/proc/self/cwd/x", "/proc/self/exe", "/proc/self/fd/0", "/proc/self/fd",
-                            "/proc/thread-self/root/etc", "/proc/1/root", "/proc/self/mem",
-                            "/proc/self/map_files", "/proc/self/ns/mnt"}) {
-    EXPECT_EQ(err(pol.resolve(magic, Access::Read)), -EACCES) << magic;
-    EXPECT_EQ(err(pol.resolve(magic, Access::Read, false)), -EACCES) << magic;
+  for (const char* path : {"/proc", "/proc/", "/proc/cpuinfo", "/proc/self/environ", "/proc/1/cmdline",
+                           "/proc/self/root/etc/passwd", "/sys", "/sys/kernel", "/dev", "/dev/kvm", "/dev/null",
+                           "/dev/fd/0", "/dev/stdin", "/dev/shm/x", "/etc/../proc/self/environ"}) {
+    EXPECT_EQ(err(apol.resolve(path, Access::Read)), -ENOENT) << path;
+    EXPECT_EQ(err(apol.resolve(path, Access::Write, false)), -ENOENT) << path;
+    EXPECT_FALSE(apol.visible(normalize_path(path))) << path;
   }
-  std::string task_root = "/proc/self/task/" + std::to_string(::gettid()) + "/root/etc";
-  EXPECT_EQ(err(pol.resolve(task_root, Access::Read)), -EACCES);
-  // Through a symlink planted in a granted directory.
-  link("/proc/self/root/etc/passwd", "g/toroot");
-  link("/proc/self/fd/0", "g/tofd");
-  EXPECT_EQ(err(pol.resolve(p("g/toroot"), Access::Read)), -EACCES);
-  EXPECT_EQ(err(pol.resolve(p("g/tofd"), Access::Read)), -EACCES);
-  // A grant of /proc does not open /sys.
-  EXPECT_EQ(err(pol.resolve("/sys/kernel", Access::Read)), -EACCES);
+  EXPECT_EQ(err(apol.resolve("/", Access::Read)), 0);
+  EXPECT_TRUE(apol.visible("/"));
+  // Walking through a tree's root and back out is a path like any other.
+  EXPECT_EQ(host(apol.resolve("/dev/../" + p("g/file"), Access::Read)), p("g/file"));
+  EXPECT_EQ(err(apol.resolve("/dev/./null", Access::Read)), -ENOENT);
+  EXPECT_EQ(err(apol.resolve("/dev/..", Access::Read)), 0);
+  // Symlinks on the host that lead into the trees (/etc/mtab -> ../proc/self/mounts) end there too.
+  link("/proc/self/environ", "g/toenviron");
+  link("../../../../../../../../proc/1/cmdline", "g/toinit");
+  link("/dev/kvm", "g/tokvm");
+  link("/sys", "g/tosys");
+  for (const char* l : {"g/toenviron", "g/toinit", "g/tokvm", "g/tosys"}) {
+    EXPECT_EQ(err(apol.resolve(p(l), Access::Read)), -ENOENT) << l;
+    EXPECT_EQ(err(apol.resolve(p(l), Access::Read, false)), 0) << l;  // the link itself is a file
+  }
+  EXPECT_EQ(err(apol.resolve(p("g/tosys/kernel"), Access::Read)), -ENOENT);
+  // Explicit grants of a parent (or bare grants) do not cover them either.
+  PolicyConfig root;
+  root.write.push_back("/");
+  root.read_all = true;
+  PathPolicy rpol(root);
+  EXPECT_EQ(err(rpol.resolve("/proc/cpuinfo", Access::Read)), -ENOENT);
+  EXPECT_EQ(err(rpol.resolve("/dev/sda", Access::Write)), -ENOENT);
+  EXPECT_EQ(host(rpol.resolve("/etc/passwd", Access::Read)), "/etc/passwd");
 }
 
-TEST_F(PolicyTest, ProcMountedElsewhereStillHidesMagicLinks) {
-  // Magic links stay denied when /proc is reached under another guest path (a volume of /proc
-  // stands in for a second procfs mount, which a test cannot make).
-  PolicyConfig c;
-  c.volumes.push_back({"/proc", p("myproc"), false});
-  PathPolicy pol(c);
-  EXPECT_EQ(err(pol.resolve(p("myproc/cpuinfo"), Access::Read)), 0);
-  EXPECT_EQ(err(pol.resolve(p("myproc/self/root/etc/passwd"), Access::Read)), -EACCES);
-  std::string pid = std::to_string(::getpid());
-  EXPECT_EQ(err(pol.resolve(p("myproc/" + pid + "/cwd"), Access::Read)), -EACCES);
+TEST_F(PolicyTest, GrantsOfTheMadeUpTreesAreRefused) {
+  for (const char* path : {"/proc", "/proc/self/environ", "/proc/1", "/sys", "/sys/kernel", "/dev", "/dev/kvm",
+                           "/dev/shm", "/dev/pts/0", "/dev/stdin", "/dev/fd"}) {
+    EXPECT_NE(grant_refusal(path), "") << path;
+    for (bool write : {false, true}) {
+      PolicyConfig c;
+      (write ? c.write : c.read).push_back(path);
+      EXPECT_THROW(PathPolicy{c}, std::invalid_argument) << path;
+    }
+  }
+  EXPECT_NE(grant_refusal("/proc/1").find("/proc and /sys are made up by kvmserver"), std::string::npos);
+  EXPECT_NE(grant_refusal("/dev/kvm").find("only the devices kvmserver emulates"), std::string::npos);
+  for (const char* path : {"/etc", "/", "/devices", "/processes", "/system", "/dev/tty", "/dev/null", "/dev/urandom"})
+    EXPECT_EQ(grant_refusal(path), "") << path;
+  // What a grant resolves to on the host counts, too.
+  link("/proc/self", "g/toself");
+  link("/dev/tty", "g/totty");
+  EXPECT_NE(grant_refusal(p("g/toself")).find("is /proc/"), std::string::npos) << grant_refusal(p("g/toself"));
+  EXPECT_NE(grant_refusal(p("g/toself/environ")), "");
+  EXPECT_NE(grant_refusal(p("g/totty")), "");
+  // Volumes: neither side in the trees, not even a grantable device.
+  for (Volume v : {Volume{"/proc", p("myproc")}, Volume{p("g"), "/proc"}, Volume{p("g"), "/dev/tty"},
+                   Volume{"/dev", p("mydev")}, Volume{p("g"), "/sys/x"}}) {
+    PolicyConfig c;
+    c.volumes.push_back(v);
+    EXPECT_THROW(PathPolicy{c}, std::invalid_argument) << v.host << ":" << v.guest;
+    EXPECT_NE(volume_refusal(v.host) + volume_refusal(v.guest), "");
+  }
+  // The program's own path in a tree (run /proc/self/exe) is not refused: it is simply no grant.
+  PolicyConfig ours;
+  ours.always_readable.push_back("/proc/self/exe");
+  EXPECT_NO_THROW(PathPolicy{ours});
+}
+
+TEST_F(PolicyTest, GrantableDevices) {
+  PolicyConfig none;
+  EXPECT_FALSE(PathPolicy(none).device_granted("/dev/tty", Access::Read));
+  PolicyConfig read;
+  read.read = {"/dev/tty", "/dev/null"};  // /dev/null needs no grant: accepted, changes nothing
+  PathPolicy rpol(read);
+  EXPECT_TRUE(rpol.device_granted("/dev/tty", Access::Read));
+  EXPECT_FALSE(rpol.device_granted("/dev/tty", Access::Write));
+  EXPECT_FALSE(rpol.device_granted("/dev/null", Access::Read));
+  EXPECT_EQ(err(rpol.resolve("/dev/tty", Access::Read)), -ENOENT);  // procfs opens it, not the walk
+  PolicyConfig write;
+  write.write = {"/dev/tty"};
+  PathPolicy wpol(write);
+  EXPECT_TRUE(wpol.device_granted("/dev/tty", Access::Read));
+  EXPECT_TRUE(wpol.device_granted("/dev/tty", Access::Write));
+  PolicyConfig all;
+  all.allow_all = true;  // -A does not grant the terminal
+  EXPECT_FALSE(PathPolicy(all).device_granted("/dev/tty", Access::Read));
 }
 
 TEST_F(PolicyTest, AllowAll) {

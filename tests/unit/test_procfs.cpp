@@ -7,8 +7,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
+#include <sys/statfs.h>
 #include <filesystem>
 #include <sstream>
 #include <initializer_list>
@@ -96,6 +99,42 @@ class Procfs : public ::testing::Test {
     call(sys_close, {uint64_t(fd)});
     return s;
   }
+  // The names getdents64 gives for an open directory, read in 4 KiB steps.
+  std::set<std::string> list(int64_t dir) {
+    std::set<std::string> names;
+    const uint64_t b = alloc(4096);
+    for (;;) {
+      const int64_t n = call(sys_getdents64, {uint64_t(dir), b, 4096});
+      EXPECT_GE(n, 0);
+      if (n <= 0) break;
+      const std::string buf = peek(b, size_t(n));
+      for (size_t off = 0; off < buf.size();) {
+        uint16_t reclen;
+        std::memcpy(&reclen, buf.data() + off + 16, 2);
+        names.insert(std::string(buf.data() + off + 19));
+        off += reclen;
+      }
+    }
+    return names;
+  }
+  std::set<std::string> list(const std::string& path) {
+    const int64_t dir = open(path, O_RDONLY | O_DIRECTORY);
+    EXPECT_GE(dir, 0) << path;
+    if (dir < 0) return {};
+    auto names = list(dir);
+    call(sys_close, {uint64_t(dir)});
+    return names;
+  }
+  int64_t lstat(const std::string& path, struct stat& s, bool follow = false) {
+    const uint64_t st = alloc(sizeof(struct stat));
+    const int64_t rc = call(follow ? sys_stat : sys_lstat, {str(path), st});
+    if (rc == 0) {
+      EXPECT_TRUE(as_->read(st, s));
+    }
+    return rc;
+  }
+  void use_policy(PolicyConfig c) { proc_->set_policy(std::make_shared<PathPolicy>(std::move(c))); }
+
   std::variant<std::string, int64_t> readlink(const std::string& path) {
     const uint64_t b = alloc(4096);
     const int64_t n = call(sys_readlink, {str(path), b, 4096});
@@ -180,12 +219,13 @@ TEST_F(Procfs, Links) {
   EXPECT_EQ(std::get<std::string>(readlink("/proc/self/cwd")), proc_->cwd);
   const int64_t fd = open("/proc/self/maps");
   ASSERT_GE(fd, 0);
-  EXPECT_EQ(std::get<std::string>(readlink("/proc/self/fd/" + std::to_string(fd))), "/proc/self/maps");
+  EXPECT_EQ(std::get<std::string>(readlink("/proc/self/fd/" + std::to_string(fd))),
+            "/proc/" + std::to_string(proc_->pid) + "/maps");  // opened through the link, as Linux shows
   EXPECT_EQ(std::get<int64_t>(readlink("/proc/self/fd/99")), -ENOENT);
   EXPECT_EQ(std::get<int64_t>(readlink("/proc/self/maps")), -EINVAL);
-  // Another process's files are not made up: the policy refuses them.
-  EXPECT_EQ(std::get<int64_t>(readlink("/proc/1/exe")), -EACCES);
-  EXPECT_EQ(open("/proc/1/maps"), -EACCES);
+  // Another process's files are not made up: they do not exist.
+  EXPECT_EQ(std::get<int64_t>(readlink("/proc/1/exe")), -ENOENT);
+  EXPECT_EQ(open("/proc/1/maps"), -ENOENT);
   // A short buffer gets a truncated link, as readlink does.
   const uint64_t b = alloc(16);
   EXPECT_EQ(call(sys_readlink, {str("/proc/self/exe"), b, 4}), 4);
@@ -209,27 +249,10 @@ TEST_F(Procfs, Links) {
 TEST_F(Procfs, FdDirectoryLists) {
   const int64_t dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY);
   ASSERT_GE(dir, 0);
-  auto list = [&] {
-    std::set<std::string> names;
-    const uint64_t b = alloc(4096);
-    for (;;) {
-      const int64_t n = call(sys_getdents64, {uint64_t(dir), b, 4096});
-      EXPECT_GE(n, 0);
-      if (n <= 0) break;
-      const std::string buf = peek(b, size_t(n));
-      for (size_t off = 0; off < buf.size();) {
-        uint16_t reclen;
-        std::memcpy(&reclen, buf.data() + off + 16, 2);
-        names.insert(std::string(buf.data() + off + 19));
-        off += reclen;
-      }
-    }
-    return names;
-  };
-  const std::set<std::string> names = list();
+  const std::set<std::string> names = list(dir);
   EXPECT_EQ(names, (std::set<std::string>{".", "..", std::to_string(dir)}));
   EXPECT_EQ(call(sys_lseek, {uint64_t(dir), 0, SEEK_SET}), 0);
-  EXPECT_EQ(list(), names);
+  EXPECT_EQ(list(dir), names);
   EXPECT_EQ(call(sys_getdents64, {uint64_t(dir), alloc(8), 8}), 0);  // at the end: nothing left
   EXPECT_EQ(call(sys_lseek, {uint64_t(dir), 0, SEEK_SET}), 0);
   EXPECT_EQ(call(sys_getdents64, {uint64_t(dir), alloc(8), 8}), -EINVAL);  // too small for one entry
@@ -251,7 +274,188 @@ TEST_F(Procfs, SystemFiles) {
   EXPECT_NE(slurp("/proc/cpuinfo").find("processor"), std::string::npos);
   const std::string online = slurp("/sys/devices/system/cpu/online");
   EXPECT_TRUE(std::regex_match(online, std::regex("[0-9,-]+\n"))) << online;
-  EXPECT_EQ(open("/sys/devices/system/cpu/cpu0/online"), -EACCES);  // not made up: the policy's
+  EXPECT_EQ(open("/sys/devices/system/cpu/cpu0/online"), -ENOENT);  // not made up: does not exist
+}
+
+TEST_F(Procfs, EnvironAndLimits) {
+  const char env[] = "HOME=/home/guest\0LANG=C";
+  const uint64_t at = alloc(sizeof env);
+  ASSERT_TRUE(as_->copy_to_user(at, env, sizeof env));
+  proc_->env_start = at;
+  proc_->env_end = at + sizeof env;
+  EXPECT_EQ(slurp("/proc/self/environ"), std::string(env, sizeof env));
+  EXPECT_EQ(slurp("/proc/thread-self/environ"), std::string(env, sizeof env));
+  proc_->env_start = proc_->env_end = 0;  // a program started with no environment
+  EXPECT_EQ(slurp("/proc/self/environ"), "");
+
+  const std::string limits = slurp("/proc/self/limits");
+  EXPECT_EQ(limits.rfind("Limit                     Soft Limit           Hard Limit           Units     \n", 0), 0u)
+      << limits;
+  EXPECT_NE(limits.find("Max open files            1024                 1024                 files     \n"),
+            std::string::npos) << limits;
+  EXPECT_NE(limits.find("Max cpu time              unlimited            unlimited            seconds   \n"),
+            std::string::npos);
+  EXPECT_NE(limits.find("Max nice priority         0                    0                    \n"), std::string::npos);
+  EXPECT_EQ(std::count(limits.begin(), limits.end(), '\n'), 17);
+}
+
+TEST_F(Procfs, DirectoriesListWhatExists) {
+  const std::string pid = std::to_string(proc_->pid), tid = std::to_string(proc_->thread().tid);
+  EXPECT_EQ(list("/proc"), (std::set<std::string>{".", "..", "self", "thread-self", pid, "cpuinfo", "meminfo"}));
+  const std::set<std::string> process = {".", "..", "exe", "cwd", "root", "fd", "task", "maps", "status", "stat",
+                                         "statm", "cmdline", "comm", "environ", "limits"};
+  EXPECT_EQ(list("/proc/self"), process);
+  EXPECT_EQ(list("/proc/" + pid + "/"), process);
+  EXPECT_EQ(list("/proc/self/task"), (std::set<std::string>{".", "..", tid}));
+  std::set<std::string> thread = process;
+  thread.erase("task");
+  EXPECT_EQ(list("/proc/thread-self"), thread);
+  EXPECT_EQ(list("/sys"), (std::set<std::string>{".", "..", "devices"}));
+  EXPECT_EQ(list("/sys/devices/system/cpu"), (std::set<std::string>{".", "..", "online", "possible", "present"}));
+  EXPECT_EQ(list("/dev"), (std::set<std::string>{".", "..", "null", "zero", "full", "random", "urandom", "stdin",
+                                                 "stdout", "stderr", "fd"}));
+  // Everything listed exists for lstat, with the type the listing gave.
+  for (const std::string dir : {"/proc", "/proc/self", "/dev", "/sys/devices/system/cpu"}) {
+    for (const std::string& name : list(dir)) {
+      if (name == "." || name == "..") continue;
+      struct stat st;
+      EXPECT_EQ(lstat(dir + "/" + name, st), 0) << dir << "/" << name;
+    }
+  }
+  struct stat st;
+  ASSERT_EQ(lstat("/dev/null", st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+  ASSERT_EQ(lstat("/dev/stdin", st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  ASSERT_EQ(lstat("/proc", st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  ASSERT_EQ(lstat("/proc/self", st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  ASSERT_EQ(lstat("/proc/self", st, true), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+}
+
+// Whatever is granted, nothing but the made-up entries exists under /proc, /sys and /dev, and
+// every call agrees on it.
+TEST_F(Procfs, NothingElseExistsEvenUnderAllowAll) {
+  PolicyConfig all;
+  all.allow_all = true;
+  use_policy(all);
+  for (const std::string path : {"/proc/1/cmdline", "/proc/1", "/proc/self/mounts", "/proc/self/mem", "/proc/version",
+                                 "/proc/sys/kernel/hostname", "/proc/self/task/99999", "/sys/kernel", "/sys/class",
+                                 "/dev/kvm", "/dev/sda", "/dev/mem", "/dev/shm", "/dev/shm/x", "/dev/tty", "/dev/pts/0",
+                                 "/dev/fd/99", "/proc/self/fd/99", "/dev/null/x"}) {
+    const int64_t want = path == "/dev/null/x" ? -ENOTDIR : -ENOENT;
+    struct stat st;
+    EXPECT_EQ(open(path), want) << path;
+    EXPECT_EQ(lstat(path, st), want) << path;
+    EXPECT_EQ(lstat(path, st, true), want) << path;
+    EXPECT_EQ(std::get<int64_t>(readlink(path)), want) << path;
+    EXPECT_EQ(call(sys_access, {str(path), F_OK}), want) << path;
+  }
+  // The guest's environ is its own (here: none), never kvmserver's.
+  ASSERT_NE(::getenv("PATH"), nullptr);
+  EXPECT_EQ(slurp("/proc/self/environ"), "");
+  // Creating anything there fails as in a read-only directory; what exists cannot be changed.
+  EXPECT_EQ(open("/dev/newfile", O_CREAT | O_WRONLY), -EACCES);
+  EXPECT_EQ(open("/proc/self/newfile", O_CREAT | O_WRONLY), -EACCES);
+  EXPECT_EQ(open("/dev/nodir/newfile", O_CREAT | O_WRONLY), -ENOENT);
+  EXPECT_EQ(open("/dev/null", O_CREAT | O_EXCL | O_WRONLY), -EEXIST);
+  EXPECT_EQ(call(sys_mkdir, {str("/dev/shm"), 0755}), -EACCES);
+  EXPECT_EQ(call(sys_mkdir, {str("/proc"), 0755}), -EEXIST);
+  EXPECT_EQ(call(sys_mkdir, {str("/dev"), 0755}), -EEXIST);
+  EXPECT_EQ(call(sys_unlink, {str("/dev/null")}), -EACCES);
+  EXPECT_EQ(call(sys_unlink, {str("/dev/kvm")}), -ENOENT);
+  EXPECT_EQ(call(sys_rename, {str("/proc/self/status"), str("/proc/self/x")}), -EACCES);
+  EXPECT_EQ(call(sys_rename, {str("/dev/kvm"), str("/dev/x")}), -ENOENT);
+  EXPECT_EQ(call(sys_symlink, {str("/etc/passwd"), str("/dev/x")}), -EACCES);
+  EXPECT_EQ(call(sys_chmod, {str("/dev/null"), 0777}), -EACCES);
+  EXPECT_EQ(call(sys_access, {str("/proc/self/status"), W_OK}), -EACCES);
+  EXPECT_EQ(call(sys_access, {str("/proc/self/status"), R_OK}), 0);
+  EXPECT_EQ(call(sys_access, {str("/dev/null"), R_OK | W_OK}), 0);
+  EXPECT_EQ(call(sys_access, {str("/proc/self"), X_OK}), 0);
+  const uint64_t fs = alloc(sizeof(struct statfs));
+  ASSERT_EQ(call(sys_statfs, {str("/proc/self"), fs}), 0);
+  struct statfs sfs;
+  ASSERT_TRUE(as_->read(fs, sfs));
+  EXPECT_EQ(sfs.f_type, 0x9fa0);
+}
+
+TEST_F(Procfs, LinksLeadWhereLinuxWould) {
+  EXPECT_EQ(std::get<std::string>(readlink("/dev/stdin")), "/proc/self/fd/0");
+  EXPECT_EQ(std::get<std::string>(readlink("/dev/fd")), "/proc/self/fd");
+  EXPECT_EQ(std::get<std::string>(readlink("/proc/thread-self")),
+            std::to_string(proc_->pid) + "/task/" + std::to_string(proc_->thread().tid));
+  const int64_t maps = open("/proc/self/maps");
+  ASSERT_GE(maps, 0);
+  EXPECT_EQ(std::get<std::string>(readlink("/dev/fd/" + std::to_string(maps))),
+            "/proc/" + std::to_string(proc_->pid) + "/maps");
+  // Through cwd and root the path leaves the trees, and the policy decides as for any path.
+  char tmpl[] = "/tmp/kvms-procfs-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = std::filesystem::canonical(tmpl);
+  std::ofstream(dir + "/file") << "in cwd";
+  proc_->cwd = dir;
+  EXPECT_EQ(open("/proc/self/cwd/file"), -EACCES);  // not granted
+  PolicyConfig c;
+  c.read = {dir};
+  use_policy(c);
+  EXPECT_EQ(slurp("/proc/self/cwd/file"), "in cwd");
+  EXPECT_EQ(slurp("/proc/self/root" + dir + "/file"), "in cwd");
+  EXPECT_EQ(slurp("/proc/self/root/proc/self/cwd/file"), "in cwd");
+  // `..` after a link applies to where the link led, as the kernel's walk does.
+  std::filesystem::create_directory(dir + "/sub");
+  proc_->cwd = dir + "/sub";
+  EXPECT_EQ(slurp("/proc/self/cwd/../file"), "in cwd");
+  EXPECT_EQ(slurp("/proc/self/cwd/../../../../../../../../../../" + dir + "/file"), "in cwd");
+  proc_->cwd = dir;
+  // From outside, `..` that leads back in is taken lexically.
+  EXPECT_EQ(slurp("/usr/../proc/self/comm"), "prog\n");
+  EXPECT_EQ(slurp(dir + "/../../../../../../proc/self/comm"), "prog\n");
+  const int64_t d = open(dir, O_RDONLY | O_DIRECTORY);
+  ASSERT_GE(d, 0);
+  EXPECT_EQ(slurp("/proc/self/fd/" + std::to_string(d) + "/file"), "in cwd");
+  // chdir into the trees: relative paths are made up too.
+  ASSERT_EQ(call(sys_chdir, {str("/proc/self")}), 0);
+  EXPECT_EQ(proc_->cwd, "/proc/" + std::to_string(proc_->pid));
+  EXPECT_EQ(slurp("comm"), "prog\n");
+  ASSERT_EQ(call(sys_chdir, {str("/dev/fd/" + std::to_string(d))}), 0);
+  EXPECT_EQ(proc_->cwd, dir);
+  EXPECT_EQ(call(sys_chdir, {str("/dev/null")}), -ENOTDIR);
+  std::filesystem::remove_all(dir);
+  // Loops end.
+  EXPECT_EQ(open("/proc/self/root/proc/self/root/proc/self/root/proc/self/root/proc/self/root/proc/self/root"
+                 "/proc/self/root/proc/self/root/proc/self/root/proc/self/root/proc/self/root/proc/self/root"
+                 "/proc/self/root/proc/self/root/proc/self/root/proc/self/root/proc/self/root/proc/self/root"
+                 "/proc/self/root/proc/self/root/proc/self/root/dev/null"),
+            -ELOOP);
+}
+
+TEST_F(Procfs, TtyOnlyWhenGranted) {
+  struct stat st;
+  EXPECT_EQ(lstat("/dev/tty", st), -ENOENT);
+  EXPECT_EQ(open("/dev/tty", O_RDWR), -ENOENT);
+  PolicyConfig read;
+  read.read = {"/dev/tty"};
+  use_policy(read);
+  ASSERT_EQ(lstat("/dev/tty", st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+  EXPECT_EQ(list("/dev").count("tty"), 1u);
+  EXPECT_EQ(open("/dev/tty", O_WRONLY), -EACCES);  // granted for reading only
+  EXPECT_EQ(call(sys_access, {str("/dev/tty"), W_OK}), -EACCES);
+  // Opening it opens kvmserver's controlling terminal: ENXIO when it has none, as on Linux.
+  const int64_t fd = open("/dev/tty", O_RDONLY);
+  const int host = ::open("/dev/tty", O_RDONLY | O_NOCTTY | O_CLOEXEC);
+  if (host >= 0) {
+    ::close(host);
+    EXPECT_GE(fd, 0);
+  } else {
+    EXPECT_EQ(fd, -errno);
+  }
+  PolicyConfig write;
+  write.write = {"/dev/tty"};
+  use_policy(write);
+  EXPECT_EQ(call(sys_access, {str("/dev/tty"), W_OK}), 0);
 }
 
 }  // namespace
