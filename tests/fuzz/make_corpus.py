@@ -36,12 +36,12 @@ TOP = USER_SIZE - 4096
 KERNEL = 0xFFFFFF8000000000
 
 # The harness's path dictionary, in its order ("RW" is the granted scratch directory, "RO" the
-# read-only one, "ROOT" their parent).
+# read-only one, "ROOT" their parent; /tmp is the guest's private /tmp, with t0 and td/ in it).
 PATHS = [
     "f0", "d0", "d0/", "d0/new", "in", "out", "up", "up/data", "up/sub/x", "dangling", "new", "sock",
     ".", "..", "../ro/data", "../../../../../etc/passwd", "f0/", "./f0", "d0/../f0", "",
     "RW", "RW/f0", "RW/sock", "RO", "RO/data", "RO/sub", "ROOT", "ROOT/other",
-    "/etc/passwd", "/etc", "/", "/tmp", "/tmp/kvms-fuzzer-escape", "/usr/lib", "/usr/lib/os-release",
+    "/etc/passwd", "/etc", "/", "/tmp", "/tmp/kvms-fuzzer-escape", "/tmp/t0", "/tmp/td", "/tmp/td/new", "/tmp/new", "/usr/lib", "/usr/lib/os-release",
     "/proc", "/proc/self", "/proc/self/maps", "/proc/self/status", "/proc/self/stat", "/proc/self/statm",
     "/proc/self/cmdline", "/proc/self/comm", "/proc/self/exe", "/proc/self/cwd", "/proc/self/root",
     "/proc/self/fd", "/proc/self/fd/0", "/proc/self/fd/3", "/proc/self/fd/4", "/proc/self/environ",
@@ -151,8 +151,9 @@ def call(name_or_nr, *args, thread=0, sp=SP_KEEP, sp_off=0):
     return struct.pack("<BH", thread, nr << 3) + b"".join(args[:6]) + struct.pack("<BB", sp, sp_off)
 
 
-def program(*calls, fill=b"kvmserver fuzz seed \x00\x01\x02\xff" * 8):
-    return struct.pack("<H", len(fill)) + fill + b"".join(calls)
+def program(*calls, fill=b"kvmserver fuzz seed \x00\x01\x02\xff" * 8, verbose=False):
+    """verbose: the process logs as under --verbose (its diagnostics on stderr)."""
+    return struct.pack("<H", len(fill) | (0x8000 if verbose else 0)) + fill + b"".join(calls)
 
 
 def u64s(*v):
@@ -618,6 +619,63 @@ SEEDS["procfs"] = program(
     call("stat", P("/proc/self/exe"), D(0)),
     call("lstat", P("/proc/thread-self"), D(0)),
     call("stat", P("/proc/self/fd"), D(0)),
+)
+
+# The private /tmp and its cap (the harness's --max-tmp-size is 1 MiB): writes cut short and
+# refused, truncate, names created until ENOSPC (a page each), links, renames and unlinks giving
+# it back, O_TMPFILE, a FIFO; a memfd's pages charged as memory.
+O_TMPFILE = 0o20200000
+SEEDS["private_tmp"] = program(
+    call("open", P("/tmp/new"), I(O.O_CREAT | O.O_RDWR), I(0o600)),
+    *[call("write", FD(0), D(0), I(DATA_SIZE)) for _ in range(4)],
+    call("pwrite64", FD(0), D(0), I(4096), I(2 << 20)),
+    *[c for i in range(12) for c in (call("creat", P("/tmp/td/new", bytes([65 + i % 26, 97 + i // 26])), I(0o600)),
+                                      call("close", LAST))],
+    call("ftruncate", FD(0), I(1 << 20)),
+    call("ftruncate", FD(0), I(10)),
+    call("fallocate", FD(0), I(0), I(0), I(1 << 20)),
+    call("truncate", P("/tmp/t0"), I(200000)),
+    call("truncate", P("/tmp/t0"), I(0)),
+    call("mkdir", P("/tmp/td/new"), I(0o700)),
+    call("symlink", P("/tmp/t0"), P("/tmp/td/new", b"/l")),
+    call("link", P("/tmp/t0"), P("/tmp/new", b"2")),
+    call("rename", P("/tmp/new"), P("/tmp/t0")),
+    call("unlink", P("/tmp/new", b"2")),
+    call("rmdir", P("/tmp/td/new")),
+    call("unlink", P("/tmp/td/new", b"/l")),
+    call("rmdir", P("/tmp/td/new")),
+    call("unlink", P("/tmp/t0")),
+    call("openat", I(AT_FDCWD), P("/tmp"), I(O_TMPFILE | O.O_RDWR), I(0o600)),
+    call("write", LAST, D(0), I(8192)),
+    call("mknod", P("/tmp/new", b"f"), I(0o10600), I(0)),
+    call("memfd_create", P("f0"), I(0)),
+    call("write", LAST, D(0), I(DATA_SIZE)),
+    call("ftruncate", FD(2), I(100 << 20)),
+    call("renameat2", I(AT_FDCWD), P("/tmp/td"), I(AT_FDCWD), P("/tmp/new", b"d"), I(0)),
+    verbose=True,
+)
+
+# Each cap of the harness reached (limits.hpp; there: 6 threads, 48 fds, 8 pending signals, 12
+# epoll registrations, 6 timers, 64 MiB of memory), with --verbose's one line per limit.
+SIGRT = 40
+SEEDS["limits"] = program(
+    *[call("eventfd2", I(0), I(0)) for _ in range(13)],
+    call("epoll_create1", I(0)),
+    *[call("epoll_ctl", FD(13), I(1), FD(i), B(struct.pack("<IQ", 1, i))) for i in range(13)],
+    *[call("timerfd_create", I(1), I(0)) for _ in range(7)],
+    call("rt_sigprocmask", I(0), B(u64s(1 << (SIGRT - 1))), I(0), I(8)),
+    *[c for _ in range(9) for c in (call("getpid"), call("rt_sigqueueinfo", LAST, I(SIGRT),
+                                                            B(struct.pack("<iii", SIGRT, 0, -1).ljust(128, b"\0"))))],
+    call("rt_sigpending", D(0), I(8)),
+    call("mmap", I(0), I(40 << 20), I(3), I(0x22), I(-1), I(0)),
+    call("fork"),
+    call("mmap", I(0), I(40 << 20), I(3), I(0x22), I(-1), I(0)),
+    call("brk", I(HEAP + (80 << 20))),
+    *[call("clone", I(0x3D0F00), I(STACK + 0x8000 * (i + 1)), D(0), D(4), I(0)) for i in range(7)],
+    *[call("dup", I(0)) for _ in range(26)],
+    call("pipe2", D(0), I(0)),
+    call("socket", I(S.AF_UNIX), I(S.SOCK_STREAM), I(0)),
+    verbose=True,
 )
 
 

@@ -86,7 +86,7 @@ constexpr uint64_t kVvar = 0x900000;                            // the clock pag
 constexpr uint64_t kTop = kUserSize - kvm::kPageSize;           // the last user page, read-write
 
 struct Dirs {
-  std::string root, rw, ro;
+  std::string root, rw, ro, tmp;  // tmp: the guest's private /tmp (a volume, charged to the tree)
 };
 
 Dirs& dirs() {
@@ -96,8 +96,9 @@ Dirs& dirs() {
       std::perror("mkdtemp");
       std::abort();
     }
-    Dirs d{tmpl, std::string(tmpl) + "/rw", std::string(tmpl) + "/ro"};
+    Dirs d{tmpl, std::string(tmpl) + "/rw", std::string(tmpl) + "/ro", std::string(tmpl) + "/tmp"};
     fs::create_directories(d.rw);
+    fs::create_directories(d.tmp);
     fs::create_directories(d.ro + "/sub");
     std::ofstream(d.ro + "/data") << "read-only data\n";
     std::ofstream(d.ro + "/sub/x") << "x\n";
@@ -106,14 +107,18 @@ Dirs& dirs() {
   return d;
 }
 
-// The scratch directory as each input finds it: a file, a directory, and symlinks in and out.
+// The scratch directory as each input finds it: a file, a directory, and symlinks in and out; the
+// private /tmp with a file and a directory.
 void reset_scratch() {
   const Dirs& d = dirs();
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(d.rw, ec)) {
-    fs::permissions(e.path(), fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(e.path(), ec);
-  }
+  for (const auto& dir : {d.rw, d.tmp})
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      fs::permissions(e.path(), fs::perms::owner_all, fs::perm_options::add, ec);
+      fs::remove_all(e.path(), ec);
+    }
+  std::ofstream(d.tmp + "/t0") << "temporary\n";
+  fs::create_directory(d.tmp + "/td", ec);
   std::ofstream(d.rw + "/f0") << "0123456789abcdef\n";
   fs::create_directory(d.rw + "/d0", ec);
   fs::create_symlink("f0", d.rw + "/in", ec);
@@ -129,7 +134,7 @@ const std::vector<std::string>& paths() {
         "f0", "d0", "d0/", "d0/new", "in", "out", "up", "up/data", "up/sub/x", "dangling", "new", "sock",
         ".", "..", "../ro/data", "../../../../../etc/passwd", "f0/", "./f0", "d0/../f0", "",
         d.rw, d.rw + "/f0", d.rw + "/sock", d.ro, d.ro + "/data", d.ro + "/sub", d.root, d.root + "/other",
-        "/etc/passwd", "/etc", "/", "/tmp", "/tmp/kvms-fuzzer-escape", "/usr/lib", "/usr/lib/os-release",
+        "/etc/passwd", "/etc", "/", "/tmp", "/tmp/kvms-fuzzer-escape", "/tmp/t0", "/tmp/td", "/tmp/td/new", "/tmp/new", "/usr/lib", "/usr/lib/os-release",
         "/proc", "/proc/self", "/proc/self/maps", "/proc/self/status", "/proc/self/stat", "/proc/self/statm",
         "/proc/self/cmdline", "/proc/self/comm", "/proc/self/exe", "/proc/self/cwd", "/proc/self/root",
         "/proc/self/fd", "/proc/self/fd/0", "/proc/self/fd/3", "/proc/self/fd/4", "/proc/self/environ",
@@ -161,7 +166,19 @@ const uint64_t kSpecial[] = {
 // Stands in for the Guest: forks end at once, threads are vCPUs without KVM, execve ends the input.
 class FakeHost : public ProcessHost {
  public:
+  // Charged like Guest::fork (a process slot and a copy's memory, refused with EAGAIN/ENOMEM); the
+  // child ends at once and gives them back.
   int64_t fork(Process& p, uint64_t flags, uint64_t, uint64_t) override {
+    Charge slot(p.shared_account(), ResourceAccount::kProcesses);
+    if (!slot.grow(1)) {
+      p.log_refusal(ResourceAccount::kProcesses, "fork: EAGAIN");
+      return -EAGAIN;
+    }
+    Charge memory(p.shared_account(), ResourceAccount::kMemory);
+    if (!memory.grow(p.memory_in_use())) {
+      p.log_refusal(ResourceAccount::kMemory, "fork: ENOMEM");
+      return -ENOMEM;
+    }
     if (children_ >= 16) return -EAGAIN;
     const int pid = p.table->add_child(p.pid, [](int) {});
     p.table->exited(pid, (flags & 0x80) ? signal_wait_status(int(flags & 0x7f)) : exit_wait_status(int(children_)));
@@ -169,6 +186,10 @@ class FakeHost : public ProcessHost {
     return pid;
   }
   int64_t clone_thread(Process& p, const CloneRequest& req) override {
+    if (p.threads.size() >= p.limits().threads) {  // as Guest::clone_thread
+      p.log_cap("--max-threads", p.limits().threads, "clone: EAGAIN");
+      return -EAGAIN;
+    }
     if (vcpus_.size() >= 8) return -EAGAIN;
     auto vcpu = kvm::Vcpu::without_kvm(int(vcpus_.size()) + 1);
     ThreadContext ctx = p.thread();
@@ -293,7 +314,8 @@ void check_invariants(Process& p) {
 
 // The input, read from the front; past its end every read is 0 (and the calls stop). The format is
 // simple enough for tests/fuzz/make_corpus.py to write the seed corpus:
-//   u16 n, n bytes           fill the read-write data buffer (repeated) and the read-only one
+//   u16 n, (n & 0x7fff) % 4097 bytes: fill the read-write data buffer (repeated) and the read-only
+//                            one; bit 15: --verbose (the handlers' diagnostics on stderr)
 //   then per call: u8 thread, u16 selector (low 3 bits 0: syscall number selector >> 3, else
 //   the (selector >> 3)-th implemented one), 6 arguments, each u8 kind + payload (see arg()).
 class Reader {
@@ -531,6 +553,7 @@ std::shared_ptr<const PathPolicy> policy() {
     c.write = {dirs().rw};
     c.read = {dirs().ro};
     c.always_readable = system_library_paths();
+    c.volumes = {{dirs().tmp, "/tmp", true}};  // as an ephemeral server's private /tmp (server/private_tmp.cpp)
     return std::make_shared<const PathPolicy>(c);
   }();
   return p;
@@ -562,7 +585,7 @@ Watchdog& watchdog() {
   return w;
 }
 
-void map_memory(kvm::AddressSpace& as, Reader& in) {
+void map_memory(kvm::AddressSpace& as, Reader& in, uint16_t n) {
   using kvm::kProtExec, kvm::kProtNone, kvm::kProtRead, kvm::kProtWrite;
   const int rw = kProtRead | kProtWrite;
   bool ok = as.map(kData, kDataSize, rw, "") == 0 && as.map(kRo, kRoSize, kProtRead, "") == 0 &&
@@ -572,7 +595,7 @@ void map_memory(kvm::AddressSpace& as, Reader& in) {
             as.map(kVvar + kvm::kPageSize, kvm::kPageSize, kProtRead | kProtExec, "[vdso]") == 0 &&
             as.map(kTop, kvm::kPageSize, rw, "") == 0;
   if (!ok) broken("setting up guest memory", "map failed");
-  const std::string data = in.bytes(in.get<uint16_t>() % 4097);
+  const std::string data = in.bytes(n % 4097);
   for (uint64_t off = 0; !data.empty() && off < 4 * data.size() && off < kDataSize; off += data.size())
     as.poke(kData + off, data.data(), std::min<uint64_t>(data.size(), kDataSize - off));
   if (!data.empty()) as.poke(kRo, data.data(), std::min<uint64_t>(data.size(), kRoSize));
@@ -643,10 +666,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Reader in(data, size);
   reset_scratch();
   auto as = fresh_address_space();
-  map_memory(*as, in);
+  const uint16_t head = in.get<uint16_t>();
+  map_memory(*as, in, head & 0x7fff);
 
+  // Caps low enough for inputs to reach them (limits.hpp), each refusal then taken as Linux would.
   ProcessConfig config;
+  config.verbose = head & 0x8000;
   config.limits.memory = 64ull << 20;
+  config.limits.processes = 4;
+  config.limits.threads = 6;
+  config.limits.fds = 48;
+  config.limits.tmp_bytes = 1 << 20;
+  config.limits.pending_signals = 8;
+  config.limits.epoll_watches = 12;
+  config.limits.timers = 6;
   auto p = std::make_unique<Process>(as, policy(), config);
   FakeHost host;
   p->host = &host;
@@ -655,6 +688,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   p->table = std::make_shared<ProcessTable>(p->pid);
   p->net_policy = net_policy();
   p->cwd = dirs().rw;
+  p->has_private_tmp = true;
   p->exe_path = "/proc/self/exe";
   p->brk_start = p->brk_current = kHeap + kvm::kPageSize;
   p->stack_top = kStack + kStackSize;
