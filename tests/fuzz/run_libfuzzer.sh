@@ -6,8 +6,8 @@
 # Usage: tests/fuzz/run_libfuzzer.sh [BUILD_DIR [SECONDS | --coverage-only]]
 #   BUILD_DIR        a -DKVMS_FUZZ=ON build (clang), default build-fuzz
 #   SECONDS          fuzzing time, default 60
-#   --coverage-only  no fuzzing: the coverage report of the corpus an earlier run left (with
-#                    FUZZ_GUEST_PROFILE's, typically after tests/fuzz/guest_fuzz.sh)
+#   --coverage-only  no fuzzing: the coverage report of the corpus an earlier run left (its
+#                    profile, with FUZZ_GUEST_PROFILE's, typically after tests/fuzz/guest_fuzz.sh)
 # Environment: FUZZ_OUT (default BUILD_DIR/libfuzzer): the grown corpus, crash inputs, coverage;
 #   FUZZ_GUEST_PROFILE: a profile (.profdata) of kvmserver from tests/fuzz/guest_fuzz.sh, whose
 #   coverage is then reported together with the corpus's (that is how guest.cpp gets counted).
@@ -65,12 +65,15 @@ else
   fuzz
 fi
 
-# Coverage of the corpus: each input once, with the profile written at exit.
-rm -f "$out"/profiles/corpus-*.profraw
-export LLVM_PROFILE_FILE="$out/profiles/corpus-%p.profraw"
-(cd "$out" && "$fuzzer" -runs=0 -timeout=30 -rss_limit_mb=4096 "$out/corpus" "$seeds") >"$out/corpus-run.log" 2>&1 ||
-  echo "libfuzzer: replaying the corpus failed: see $out/corpus-run.log"
-"$llvm_profdata" merge -sparse "$out"/profiles/corpus-*.profraw -o "$out/corpus.profdata" || exit 1
+# Coverage of the corpus: each input once, with the profile written at exit (--coverage-only uses
+# the profile the fuzzing run left, when there is one: replaying takes a while).
+if [ "$seconds" != --coverage-only ] || [ ! -f "$out/corpus.profdata" ]; then
+  rm -f "$out"/profiles/corpus-*.profraw
+  export LLVM_PROFILE_FILE="$out/profiles/corpus-%p.profraw"
+  (cd "$out" && "$fuzzer" -runs=0 -timeout=30 -rss_limit_mb=4096 "$out/corpus" "$seeds") >"$out/corpus-run.log" 2>&1 ||
+    echo "libfuzzer: replaying the corpus failed: see $out/corpus-run.log"
+  "$llvm_profdata" merge -sparse "$out"/profiles/corpus-*.profraw -o "$out/corpus.profdata" || exit 1
+fi
 
 # coverage PROFDATA [extra llvm-cov arguments...]: the line coverage of src/linux/ per file
 # ($out/coverage.txt) and in total, with and without guest.cpp (the vCPU loop: it needs KVM, so only
