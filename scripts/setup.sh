@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian package kvmserver's build, tests and nested KVM machine need (Debian 12),
 # then Deno from npm into .cache/deno (scripts/fetch-deno.sh, for tests/e2e/runtimes.sh), then
-# builds into build/, and with clang into build-fuzz/ (-DKVMS_FUZZ=ON: kvmserver with ASan, UBSan
-# and coverage for tests/fuzz/guest_fuzz.sh, and the in-process fuzzer tests/fuzz/syscall_fuzzer).
+# builds into build/, and with clang into build-fuzz/ (tests/fuzz/build.sh: kvmserver with ASan, UBSan
+# and coverage for tests/fuzz/guest_fuzz.sh, and the in-process fuzzer; KVMS_FUZZ_BUILD=0 skips it).
 # Safe to run again: apt, npm and cmake only do what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,8 +43,9 @@ t1=$(date +%s)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)"
 t2=$(date +%s)
-# libFuzzer (clang's runtime, libclang-rt-14-dev) and source-based coverage need clang.
-CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVMS_FUZZ=ON >/dev/null
-cmake --build build-fuzz -j"$(nproc)" --target kvmserver syscall_fuzzer
-t3=$(date +%s)
-echo "setup: packages $((t1 - t0)) s, build $((t2 - t1)) s, fuzzing build (clang, ASan+UBSan+coverage) $((t3 - t2)) s"
+fuzzing=""
+if [ "${KVMS_FUZZ_BUILD:-1}" != 0 ]; then
+  tests/fuzz/build.sh build-fuzz
+  fuzzing=", fuzzing build (clang, ASan+UBSan+coverage) $(($(date +%s) - t2)) s"
+fi
+echo "setup: packages $((t1 - t0)) s, build $((t2 - t1)) s$fuzzing"
