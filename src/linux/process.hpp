@@ -175,6 +175,10 @@ class Process {
   // The tree refused a charge of r: one -v line per tree and resource, naming the flag and what
   // the guest gets instead ("fork: EAGAIN").
   void log_refusal(ResourceAccount::Resource r, const std::string& consequence) const;
+  // Charges a child about to be forked to the tree before anything is copied: a process slot and a
+  // copy of this process's memory, into `slot` and `memory` (Linux's fork fails the same ways).
+  // 0, or -EAGAIN (--max-processes) / -ENOMEM (--max-memory) with a -v line.
+  int charge_fork(Charge& slot, Charge& memory) const;
   // A per-process cap was hit (--max-threads, --max-fds, ...): one -v line per process and cap.
   void log_cap(const char* flag, uint64_t value, const std::string& consequence);
   // vCPUs of this process's VM (threads that ended leave theirs for later ones): host cost.

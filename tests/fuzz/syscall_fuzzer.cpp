@@ -166,19 +166,11 @@ const uint64_t kSpecial[] = {
 // Stands in for the Guest: forks end at once, threads are vCPUs without KVM, execve ends the input.
 class FakeHost : public ProcessHost {
  public:
-  // Charged like Guest::fork (a process slot and a copy's memory, refused with EAGAIN/ENOMEM); the
+  // Charged as Guest::fork charges (Process::charge_fork: a slot and a copy's memory, or EAGAIN/ENOMEM); the
   // child ends at once and gives them back.
   int64_t fork(Process& p, uint64_t flags, uint64_t, uint64_t) override {
-    Charge slot(p.shared_account(), ResourceAccount::kProcesses);
-    if (!slot.grow(1)) {
-      p.log_refusal(ResourceAccount::kProcesses, "fork: EAGAIN");
-      return -EAGAIN;
-    }
-    Charge memory(p.shared_account(), ResourceAccount::kMemory);
-    if (!memory.grow(p.memory_in_use())) {
-      p.log_refusal(ResourceAccount::kMemory, "fork: ENOMEM");
-      return -ENOMEM;
-    }
+    Charge slot, memory;
+    if (int error = p.charge_fork(slot, memory)) return error;
     if (children_ >= 16) return -EAGAIN;
     const int pid = p.table->add_child(p.pid, [](int) {});
     p.table->exited(pid, (flags & 0x80) ? signal_wait_status(int(flags & 0x7f)) : exit_wait_status(int(children_)));
