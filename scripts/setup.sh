@@ -11,9 +11,11 @@ t0=$(date +%s)
 packages=(
   build-essential cmake pkg-config nasm
   libgtest-dev libcli11-dev libtomlplusplus-dev libfmt-dev libspdlog-dev libseccomp-dev
+  libhttp-parser-dev libsystemd-dev
   musl-tools busybox-static python3 curl ca-certificates procps
   libpython3.11-testsuite wrk
-  clang libclang-rt-14-dev llvm-14
+  nginx systemd  # tests/e2e/isolation.sh: a reverse proxy in front; systemd-socket-activate
+  clang libclang-rt-14-dev llvm-14  # tests/fuzz/: libFuzzer, ASan/UBSan, source-based coverage
 )
 mapfile -t -O "${#packages[@]}" packages < <(grep -v '^\s*#' tools/with-kvm.packages | grep -v '^\s*$')
 

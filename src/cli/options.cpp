@@ -309,6 +309,24 @@ const std::vector<Spec>& specs() {
        [](Options& o, const Value& v, const Ctx&) { o.max_boot_time = parse_seconds(v.text); }},
       {"--metrics", "metrics", Kind::String, "Server", "ADDR:PORT", "Serve metrics here",
        [](Options& o, const Value& v, const Ctx&) { o.metrics = endpoint(v.text, false); }},
+      {"--isolate", "isolate", Kind::String, "Server", "connection|request",
+       "Reset workers per connection (default) or per HTTP request (implies -e)",
+       [](Options& o, const Value& v, const Ctx&) {
+         if (v.text != "connection" && v.text != "request")
+           throw BadValue("must be 'connection' or 'request', not '" + v.text + "'");
+         o.isolate_requests = v.text == "request";
+       }},
+      {"--listen", "listen", Kind::List, "Server", "ADDR:PORT|unix:PATH",
+       "Where clients connect with --isolate=request (default: the program's own address)",
+       [](Options& o, const Value& v, const Ctx& c) {
+         for (auto& s : v.items) o.listen.push_back(s.rfind("unix:", 0) == 0 ? "unix:" + abs_path(s.substr(5), c) : endpoint(s, false));
+       }},
+      {"--max-header-bytes", "max-header-bytes", Kind::Int, "Server", "N", "Largest request head (default 65536)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_header_bytes = uint64_t(parse_int(v.text, 1024, 16 << 20)); }},
+      {"--max-header-time", "max-header-time", Kind::Float, "Server", "S", "Time to send a request head (default 10)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_header_time = parse_seconds(v.text); }},
+      {"--max-request-body", "max-request-body", Kind::Int, "Server", "MB", "Largest request body (default 1024, 0: none)",
+       [](Options& o, const Value& v, const Ctx&) { o.max_request_body_mb = uint64_t(parse_int(v.text, 0, 1 << 30)); }},
   };
   return s;
 }
@@ -607,6 +625,9 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
   if (p >= args.size() || args[p].empty()) throw UsageError("`run` needs a PROGRAM");
   o.program = args[p];
   o.args.assign(args.begin() + static_cast<std::ptrdiff_t>(p) + 1, args.end());
+  if (o.isolate_requests) o.ephemeral = true;  // a request's worker is reset after it: that is the point
+  if (!o.listen.empty() && !o.isolate_requests)
+    throw UsageError("--listen is the front's address: it needs --isolate=request");
   return o;
 }
 

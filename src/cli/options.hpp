@@ -102,6 +102,13 @@ struct Options {
   std::string warmup_path = "/";              // --warmup-path=/PATH
   double max_boot_time = 20;                  // --max-boot-time=S (> 0)
   std::string metrics;                        // --metrics=ADDR:PORT, empty if none
+  // --- Request isolation (src/http/front.hpp)
+  bool isolate_requests = false;              // --isolate=request (implies -e); default connection
+  std::vector<std::string> listen;            // --listen=ADDR:PORT|unix:PATH (repeatable): the front's
+                                              // sockets, one per guest listener in order
+  uint64_t max_header_bytes = 64 * 1024;      // --max-header-bytes=N
+  double max_header_time = 10;                // --max-header-time=S
+  uint64_t max_request_body_mb = 1024;        // --max-request-body=MB (0: no limit)
 
   // --- The program: `run [--] PROGRAM [ARGS...]`
   std::string program;            // as given (resolving it through PATH is the caller's job)

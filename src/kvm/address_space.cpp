@@ -113,6 +113,7 @@ bool AddressSpace::split_at(uint64_t addr) {
     if (maps_.size() >= kMaxMappings) return false;
     Mapping tail = it->second;
     it->second.end = addr;
+    if (tail.fork_flags) ++fork_flagged_;  // one flagged mapping more (the bytes are counted already)
     maps_.emplace(addr, std::move(tail));
   }
   return true;
@@ -129,11 +130,41 @@ bool AddressSpace::room_to_split(std::initializer_list<uint64_t> addrs) const {
 }
 
 void AddressSpace::count(const Mapping& m, uint64_t start, int sign) {
+  if (m.fork_flags) fork_flagged_ += sign;
   if (m.prot == kProtNone) return;
   if (sign > 0)
     accessible_bytes_ += m.end - start;
   else
     accessible_bytes_ -= m.end - start;
+}
+
+int AddressSpace::set_fork_flags(uint64_t addr, uint64_t len, uint8_t set, uint8_t clear) {
+  if (addr & kPageMask) return -EINVAL;
+  len = page_up(len);
+  if (len == 0) return 0;
+  if (add_overflows(addr, len)) return -EINVAL;
+  if (!room_to_split({addr, addr + len})) return -ENOMEM;
+  split_at(addr);
+  split_at(addr + len);
+  for (auto it = maps_.lower_bound(addr); it != maps_.end() && it->first < addr + len; ++it) {
+    count(it->second, it->first, -1);
+    it->second.fork_flags = uint8_t((it->second.fork_flags | set) & ~clear);
+    count(it->second, it->first, +1);
+  }
+  return 0;
+}
+
+void AddressSpace::apply_fork_flags(uint8_t which) {
+  if (fork_flagged_ == 0) return;
+  std::vector<std::pair<uint64_t, Mapping>> flagged;
+  for (const auto& [start, m] : maps_)
+    if (m.fork_flags & which) flagged.emplace_back(start, m);
+  for (const auto& [start, m] : flagged) {
+    if (m.fork_flags & which & kDontFork)
+      unmap(start, m.end - start);
+    else
+      zero_range(start, m.end - start);  // the pages stay mapped, as zeros
+  }
 }
 
 void AddressSpace::zero_range(uint64_t addr, uint64_t len) {

@@ -19,10 +19,15 @@ namespace kvms::kvm {
 
 enum Prot : int { kProtNone = 0, kProtRead = 1, kProtWrite = 2, kProtExec = 4 };
 
+// What a fork does to a mapping (madvise): MADV_WIPEONFORK makes it read as zeros in the child,
+// MADV_DONTFORK leaves it out. A worker's reset is such a fork of its template.
+enum ForkFlag : uint8_t { kWipeOnFork = 1, kDontFork = 2 };
+
 struct Mapping {
   uint64_t end = 0;
   int prot = kProtNone;
   std::string name;  // "[heap]", "[stack]", a file path, "" for anonymous
+  uint8_t fork_flags = 0;
 };
 
 class AddressSpace {
@@ -41,6 +46,13 @@ class AddressSpace {
   int map(uint64_t addr, uint64_t len, int prot, std::string name);
   int unmap(uint64_t addr, uint64_t len);
   int protect(uint64_t addr, uint64_t len, int prot);
+  // Sets and clears ForkFlags on the mappings of [addr, addr+len) (holes are skipped).
+  int set_fork_flags(uint64_t addr, uint64_t len, uint8_t set, uint8_t clear);
+  // This address space just became a copy of another: what is marked MADV_WIPEONFORK (when
+  // `which` has kWipeOnFork) reads as zeros, what is marked MADV_DONTFORK (when `which` has
+  // kDontFork) is unmapped. A guest fork applies both; a worker's reset only the wipe: the request
+  // continues the whole server, all its threads, in memory V8 marks MADV_DONTFORK (its heap).
+  void apply_fork_flags(uint8_t which);
   // A free range of len bytes, preferring hint, searching down from the top of user memory.
   std::optional<uint64_t> find_free(uint64_t len, uint64_t hint = 0, uint64_t align = kPageSize) const;
   const Mapping* find(uint64_t addr, uint64_t* start = nullptr) const;
@@ -99,6 +111,7 @@ class AddressSpace {
   std::shared_ptr<GuestMemory> memory_;
   std::map<uint64_t, Mapping> maps_;  // key: start
   uint64_t accessible_bytes_ = 0;
+  uint64_t fork_flagged_ = 0;  // mappings with fork_flags (apply_fork_flags has nothing to do without)
   uint64_t pml4_ = 0;                 // guest-physical
   uint64_t next_table_ = 0;           // next free kernel-slot offset for page-table pages
   uint64_t flush_generation_ = 0;

@@ -2,10 +2,13 @@
 // The guest's file descriptors. Every open guest fd is backed by a host fd we opened on its behalf
 // (files, directories, pipes, the inherited stdio), so most file syscalls are the host syscall on the
 // host fd with the guest's buffer (identity-mapped guest memory is host memory).
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +29,22 @@ struct OpenFile {
   int status_flags;   // O_APPEND, O_NONBLOCK, O_RDONLY/O_WRONLY/O_RDWR ... as the guest set them
   bool writable_grant = false;  // opened under a grant that allows writing (fchmod, futimens...)
   bool listening = false;  // a socket after a successful listen(): what the server layer watches
+
+  // Addresses a socket shows the guest in place of its host socket's own (--isolate=request: a
+  // worker's private copy of a listener shows the address the guest bound; a connection from the
+  // front shows the client as its peer). Set by the server layer; read by getsockname,
+  // getpeername and accept.
+  struct Address {
+    sockaddr_storage addr{};
+    socklen_t len = 0;
+  };
+  std::shared_ptr<const Address> shown_local, shown_peer;
+  // A private listener: the peer its next accepted connection is to show (one request at a time).
+  struct NextPeer {
+    std::mutex mutex;
+    std::optional<Address> peer;
+  };
+  std::shared_ptr<NextPeer> next_peer;
 
   // What this open file holds of its process tree's account (limits.hpp), given back when its last
   // fd closes: host memory behind it (a memfd's pages, a pipe's or a socket's buffers), and one

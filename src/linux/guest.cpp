@@ -289,6 +289,7 @@ int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t ch
     child->program_path_ = program_path_;
     child->memory_ = snapshot_memory();
     child->mm_ = std::make_shared<kvm::AddressSpace>(*mm_, child->memory_);
+    child->mm_->apply_fork_flags(kvm::kWipeOnFork | kvm::kDontFork);  // MADV_WIPEONFORK / MADV_DONTFORK
     child->vm_ = std::make_unique<kvm::Vm>(child->memory_, false);
     auto main = std::make_unique<GuestThread>();
     main->vcpu = std::make_unique<kvm::Vcpu>(*child->vm_, 0);

@@ -21,7 +21,7 @@ namespace {
 
 constexpr uint64_t kMaxGetrandom = 33554431;  // Linux's per-call cap (INT_MAX >> 6)
 
-bool is_self(Process& p, int64_t pid) { return pid == 0 || pid == p.pid; }
+bool is_self(Process& p, int64_t pid) { return pid == 0 || p.is_self(pid); }
 
 int64_t put_ids(Process& p, const SyscallArgs& a, uint32_t id) {
   for (int i = 0; i < 3; ++i)
@@ -256,7 +256,7 @@ KVMS_SYSCALL(capget) {
     return p.mm().write(a.a[0], preferred) ? -EINVAL : -EFAULT;
   }
   if (int32_t(header[1]) < 0) return -EINVAL;
-  if (header[1] != 0 && int(header[1]) != p.pid && int(header[1]) != p.thread().tid) return -ESRCH;
+  if (header[1] != 0 && !p.is_self(int(header[1])) && int(header[1]) != p.thread().tid) return -ESRCH;
   if (a.a[1] == 0) return 0;  // a version probe
   const uint32_t zeros[6] = {};
   return p.mm().copy_to_user(a.a[1], zeros, header[0] == kCapV1 ? 12 : 24) ? 0 : -EFAULT;
@@ -266,7 +266,7 @@ KVMS_SYSCALL(capset) {
   uint32_t header[2];
   if (!p.mm().copy_from_user(header, a.a[0], sizeof header)) return -EFAULT;
   if (header[0] != kCapV1 && header[0] != kCapV2 && header[0] != kCapV3) return -EINVAL;
-  if (header[1] != 0 && int(header[1]) != p.pid && int(header[1]) != p.thread().tid) return -EPERM;
+  if (header[1] != 0 && !p.is_self(int(header[1])) && int(header[1]) != p.thread().tid) return -EPERM;
   uint32_t data[6] = {};
   if (!p.mm().copy_from_user(data, a.a[1], header[0] == kCapV1 ? 12 : 24)) return -EFAULT;
   for (uint32_t d : data)

@@ -181,7 +181,7 @@ const Mapping* one_mapping(const AddressSpace& mm, uint64_t addr, uint64_t len) 
   uint64_t pos = first->end;
   while (pos < addr + len) {
     const Mapping* next = mm.find(pos);
-    if (!next || next->prot != first->prot || next->name != first->name) return nullptr;
+    if (!next || next->prot != first->prot || next->name != first->name || next->fork_flags != first->fork_flags) return nullptr;
     pos = next->end;
   }
   return first;
@@ -364,6 +364,7 @@ int64_t remap_move(Process& p, uint64_t addr, uint64_t old_len, uint64_t new_len
   if (!m) return -EFAULT;
   const int prot = m->prot;
   const std::string name = m->name;
+  const uint8_t fork_flags = m->fork_flags;  // Linux moves the VMA, VM_WIPEONFORK and VM_DONTCOPY with it
   uint64_t removed = dont_unmap ? 0 : accessible_in(mm, addr, addr + old_len);
   if (dst) removed += accessible_in(mm, dst, dst + new_len);
   if (!fits_memory_limit(p, prot != kProtNone ? new_len : 0, removed)) return -ENOMEM;
@@ -373,11 +374,14 @@ int64_t remap_move(Process& p, uint64_t addr, uint64_t old_len, uint64_t new_len
     dst = *found;
   }
   if (int rc = mm.map(dst, new_len, prot, name); rc != 0) return rc;
+  if (fork_flags) mm.set_fork_flags(dst, new_len, fork_flags, 0);
   copy_guest(mm, dst, addr, keep);
-  if (dont_unmap)
+  if (dont_unmap) {
     mm.map(addr, old_len, prot, name);  // the old range stays, emptied
-  else
+    if (fork_flags) mm.set_fork_flags(addr, old_len, fork_flags, 0);
+  } else {
     mm.unmap(addr, old_len);
+  }
   return static_cast<int64_t>(dst);
 }
 
@@ -422,10 +426,12 @@ KVMS_SYSCALL(mremap) {
   if (!m) return -EFAULT;
   const int prot = m->prot;
   const std::string name = m->name;
+  const uint8_t fork_flags = m->fork_flags;
   const uint64_t tail = addr + old_len, grow = new_len - old_len;
   if (prot != kProtNone && !fits_memory_limit(p, grow, 0)) return -ENOMEM;
   if (grow <= mm.limit() && tail <= mm.limit() - grow && mapped_in(mm, tail, tail + grow) == 0) {
     if (int rc = mm.map(tail, grow, prot, name); rc != 0) return rc;
+    if (fork_flags) mm.set_fork_flags(tail, grow, fork_flags, 0);
     return static_cast<int64_t>(addr);
   }
   if (!(flags & kMremapMayMove)) return -ENOMEM;
@@ -436,16 +442,19 @@ KVMS_SYSCALL(madvise) {
   const uint64_t addr = a.a[0], len_in = a.a[1];
   const int64_t advice = static_cast<int>(a.a[2]);
   auto& mm = p.mm();
-  enum class Kind { Nothing, DontNeed, Free, Remove, WipeOnFork, PopulateRead, PopulateWrite, Poison };
+  enum class Kind { Nothing, DontNeed, Free, Remove, WipeOnFork, KeepOnFork, DontFork, DoFork, PopulateRead, PopulateWrite, Poison };
   Kind kind;
   switch (advice) {
     case MADV_NORMAL: case MADV_RANDOM: case MADV_SEQUENTIAL: case MADV_WILLNEED:
-    case MADV_DONTFORK: case MADV_DOFORK: case MADV_MERGEABLE: case MADV_UNMERGEABLE:
+    case MADV_MERGEABLE: case MADV_UNMERGEABLE:
     case MADV_HUGEPAGE: case MADV_NOHUGEPAGE: case MADV_DONTDUMP: case MADV_DODUMP:
-    case 19 /* MADV_KEEPONFORK */: case 20 /* MADV_COLD */: case 21 /* MADV_PAGEOUT */:
+    case 20 /* MADV_COLD */: case 21 /* MADV_PAGEOUT */:
     case 25 /* MADV_COLLAPSE */:
       kind = Kind::Nothing;
       break;
+    case MADV_DONTFORK: kind = Kind::DontFork; break;
+    case MADV_DOFORK: kind = Kind::DoFork; break;
+    case 19 /* MADV_KEEPONFORK */: kind = Kind::KeepOnFork; break;
     case MADV_DONTNEED: case 24 /* MADV_DONTNEED_LOCKED */: kind = Kind::DontNeed; break;
     case 8 /* MADV_FREE */: kind = Kind::Free; break;
     case MADV_REMOVE: kind = Kind::Remove; break;
@@ -467,11 +476,17 @@ KVMS_SYSCALL(madvise) {
     uint64_t start, end;
     int prot;
     std::string name;
+    uint8_t fork_flags;
   };
   std::vector<Piece> pieces;
   for_each_mapping(mm, addr, end, [&](uint64_t s, uint64_t e, const Mapping& m) {
-    pieces.push_back({s, e, m.prot, m.name});
+    pieces.push_back({s, e, m.prot, m.name, m.fork_flags});
   });
+  // Dropping pages keeps what the mapping is (Linux keeps the VMA): its fork flags too.
+  auto refresh = [&](const Piece& piece) {
+    mm.map(piece.start, piece.end - piece.start, piece.prot, piece.name);
+    if (piece.fork_flags) mm.set_fork_flags(piece.start, piece.end - piece.start, piece.fork_flags, 0);
+  };
   uint64_t covered = 0;
   for (const auto& piece : pieces) covered += piece.end - piece.start;
   const bool holes = covered != len;
@@ -483,19 +498,29 @@ KVMS_SYSCALL(madvise) {
       case Kind::Nothing: case Kind::Poison:
         break;
       case Kind::DontNeed:
-        if (anon) mm.map(piece.start, piece.end - piece.start, piece.prot, piece.name);
+        if (anon) refresh(piece);
         break;
       case Kind::Free:
         if (!anon) return -EINVAL;
-        mm.map(piece.start, piece.end - piece.start, piece.prot, piece.name);
+        refresh(piece);
         break;
       case Kind::Remove:
         if (anon) return -EINVAL;                       // no file behind it
         if (piece.name != kSharedAnonName || !(piece.prot & kProtWrite)) return -EACCES;  // needs shared+write
-        mm.map(piece.start, piece.end - piece.start, piece.prot, piece.name);
+        refresh(piece);
         break;
-      case Kind::WipeOnFork:
+      case Kind::WipeOnFork:  // a worker's reset is a fork of its template: see AddressSpace::apply_fork_flags
         if (!anon) return -EINVAL;
+        if (int rc = mm.set_fork_flags(piece.start, piece.end - piece.start, kvm::kWipeOnFork, 0)) return rc;
+        break;
+      case Kind::KeepOnFork:
+        if (int rc = mm.set_fork_flags(piece.start, piece.end - piece.start, 0, kvm::kWipeOnFork)) return rc;
+        break;
+      case Kind::DontFork:
+        if (int rc = mm.set_fork_flags(piece.start, piece.end - piece.start, kvm::kDontFork, 0)) return rc;
+        break;
+      case Kind::DoFork:
+        if (int rc = mm.set_fork_flags(piece.start, piece.end - piece.start, 0, kvm::kDontFork)) return rc;
         break;
       case Kind::PopulateRead:
         if (piece.prot == kProtNone) return -EFAULT;

@@ -27,6 +27,7 @@ Process::Process(std::shared_ptr<kvm::AddressSpace> mm, std::shared_ptr<const Pa
   rlimits[RLIMIT_NICE] = {0, 0};
   rlimits[RLIMIT_RTPRIO] = {0, 0};
   threads[pid].tid = pid;
+  main_tid = pid;
   join_account(std::make_shared<ResourceAccount>(config_.limits));
 }
 
@@ -52,7 +53,7 @@ uint64_t Process::vcpu_rsp() {
 }
 
 ThreadContext& Process::main_thread() {
-  auto it = threads.find(pid);
+  auto it = threads.find(main_tid);
   return it != threads.end() ? it->second : threads.begin()->second;
 }
 
@@ -66,6 +67,7 @@ void Process::keep_only_thread(int keep, int tid) {
   t.tid = tid;
   threads.clear();
   threads.emplace(tid, t);
+  main_tid = tid;
   make_current(nullptr);
 }
 

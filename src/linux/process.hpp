@@ -74,6 +74,9 @@ class ServerHooks {
   virtual bool listener_hidden(const Process& p) const = 0;
   // accept/accept4 returned guest_fd, a new connection.
   virtual void on_accept(Process& p, int guest_fd) = 0;
+  // The guest is about to listen() on a stream socket of `domain`: a host socket to listen on
+  // instead (socket activation: what systemd passed to kvmserver), ours to close, or -1.
+  virtual int take_inherited_listener(Process&, int /*domain*/) { return -1; }
 };
 
 struct SyscallArgs {
@@ -243,6 +246,11 @@ class Process {
   } clock;
 
   int pid = 2, ppid = 1;
+  // The main thread's tid: the pid the program started with. A worker's request gets a new pid
+  // (every request is a new process to the guest's libraries) while its threads keep the tids the
+  // guest's memory already holds (glibc caches them); the first pid stays an alias of the process.
+  int main_tid = 2;
+  bool is_self(int64_t id) const { return id == pid || id == main_tid; }
   uint32_t uid = 1000, gid = 1000;
   int nice = 0;  // setpriority
   std::array<KernelSigaction, 65> sigactions{};

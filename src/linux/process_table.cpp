@@ -7,9 +7,21 @@
 
 namespace kvms::linux {
 
+int IdSource::take() {
+  // Past 2^30 the count starts over (a billion requests later, nothing can remember the old ones).
+  int id = next_.fetch_add(1);
+  if (id >= (1 << 30)) {
+    next_ = first_;
+    id = next_.fetch_add(1);
+  }
+  return id;
+}
+
+int ProcessTable::next_id() { return ids_ ? ids_->take() : next_pid_++; }
+
 int ProcessTable::allocate_id() {
   std::lock_guard<std::mutex> lk(mutex_);
-  return next_pid_++;
+  return next_id();
 }
 
 int ProcessTable::add_child(int ppid, std::function<void(int)> kill) {
@@ -17,7 +29,7 @@ int ProcessTable::add_child(int ppid, std::function<void(int)> kill) {
   s->kill = std::move(kill);
   std::lock_guard lock(mutex_);
   if (closing_) return -EAGAIN;
-  const int pid = next_pid_++;
+  const int pid = next_id();
   entries_[pid] = Entry{ppid, false, 0, false, std::move(s)};
   return pid;
 }

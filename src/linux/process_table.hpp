@@ -1,6 +1,7 @@
 #pragma once
 // The guest's processes: pids, parents, exit statuses for wait, and the vfork hand-back. One table is
 // shared by every process of one kvmserver run; each guest process runs on its own host thread.
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -10,9 +11,24 @@
 
 namespace kvms::linux {
 
+// Where pids and tids come from: one counter for a whole server, so that no two requests ever see
+// the same pid (a library that notices a new pid after a fork, like OpenSSL's generator, then
+// reseeds) and no id is reused while the server runs.
+class IdSource {
+ public:
+  explicit IdSource(int first) : next_(first) {}
+  int take();
+
+ private:
+  std::atomic<int> next_;
+  int first_ = next_;
+};
+
 class ProcessTable {
  public:
-  explicit ProcessTable(int first_pid) : next_pid_(first_pid + 1) {}
+  // Ids after first_pid (a `kvmserver run`), or from `ids` (a server's requests).
+  explicit ProcessTable(int first_pid, std::shared_ptr<IdSource> ids = nullptr)
+      : next_pid_(first_pid + 1), ids_(std::move(ids)) {}
 
   // A new child of ppid, running; kill is how to stop it (sets its pending signal and kicks its vCPU).
   // -EAGAIN once kill_all_and_wait() has begun.
@@ -60,7 +76,9 @@ class ProcessTable {
   std::condition_variable changed_;
   std::map<int, Entry> entries_;
   int next_pid_;
+  std::shared_ptr<IdSource> ids_;
   bool closing_ = false;
+  int next_id();  // under mutex_
 };
 
 // wait(2) status words.

@@ -102,7 +102,9 @@ std::optional<Node> classify(Process& p, const std::vector<std::string>& c) {
     if (c[1] == "thread-self") return node(Kind::Link, 0, pid + "/task/" + std::to_string(p.thread().tid));
     if (c[1] == "cpuinfo" || c[1] == "meminfo") return node(Kind::File);
   }
-  if (c[1] != pid) return std::nullopt;
+  // The process's first pid stays its alias after a worker gives it a new one (Process::main_tid),
+  // as /proc/<tid> does for a thread on Linux.
+  if (c[1] != pid && c[1] != std::to_string(p.main_tid)) return std::nullopt;
   if (c.size() == 2) return node(Kind::Dir);
   size_t i = 2;  // first component below the process (or task) directory
   int tid = 0;

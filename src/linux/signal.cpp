@@ -302,7 +302,7 @@ KVMS_SYSCALL(kill) {
   const int64_t pid = int64_t(a.a[0]);
   const int sig = int(a.a[1]);
   if (sig < 0 || sig > kMaxSignal) return -EINVAL;
-  if (pid == p.pid || pid == 0 || pid == -1 || pid == -int64_t(p.pid))
+  if (p.is_self(pid) || pid == 0 || pid == -1 || p.is_self(-pid))
     return send_signal_to_thread(p, receiver(p, sig), sig, SI_USER, p.pid);
   if (!p.table) return -ESRCH;
   return p.table->kill(int(pid > 0 ? pid : -pid), sig);  // another of the guest's processes
@@ -313,8 +313,8 @@ KVMS_SYSCALL(rt_sigqueueinfo) {
   const int sig = int(a.a[1]);
   if (sig < 0 || sig > kMaxSignal) return -EINVAL;
   siginfo_t info{};
-  if (int64_t rc = read_queued_info(p, a.a[2], sig, pid == p.pid, info)) return rc;
-  if (pid == p.pid) return queue_signal(p, receiver(p, sig), info);
+  if (int64_t rc = read_queued_info(p, a.a[2], sig, p.is_self(pid), info)) return rc;
+  if (p.is_self(pid)) return queue_signal(p, receiver(p, sig), info);
   if (pid <= 0 || !p.table) return -ESRCH;
   return p.table->kill(int(pid), sig);  // another guest process: what kill(2) does to it
 }
@@ -322,7 +322,7 @@ KVMS_SYSCALL(rt_sigqueueinfo) {
 KVMS_SYSCALL(rt_tgsigqueueinfo) {
   const int sig = int(a.a[2]);
   if (sig < 0 || sig > kMaxSignal) return -EINVAL;
-  if (int64_t(a.a[0]) != p.pid) return -ESRCH;
+  if (!p.is_self(int64_t(a.a[0]))) return -ESRCH;
   auto t = p.threads.find(int(a.a[1]));
   if (t == p.threads.end()) return -ESRCH;
   siginfo_t info{};
@@ -374,7 +374,7 @@ KVMS_SYSCALL(rt_sigtimedwait) {
 }
 
 KVMS_SYSCALL(tgkill) {
-  if (int64_t(a.a[0]) != p.pid) return -ESRCH;
+  if (!p.is_self(int64_t(a.a[0]))) return -ESRCH;
   auto t = p.threads.find(int(a.a[1]));
   if (t == p.threads.end()) return -ESRCH;
   return send_signal_to_thread(p, t->second, int(a.a[2]), SI_TKILL, p.pid);

@@ -599,10 +599,23 @@ int64_t do_accept(Process& p, uint64_t fd, uint64_t addr, uint64_t lenp, int fla
   auto nf = std::make_shared<OpenFile>(h, OpenFile::Kind::Socket, std::move(path),
                                        O_RDWR | ((flags & SOCK_NONBLOCK) ? O_NONBLOCK : 0));
   if (int rc = charge_open_file(p, *nf, host_cost::kSocket, ENOBUFS, "accept")) return rc;  // the connection is dropped
+  // A connection the front made for a client (--isolate=request) shows the client as its peer.
+  bool shown = false;
+  if (f->next_peer) {
+    std::lock_guard<std::mutex> lk(f->next_peer->mutex);
+    if (f->next_peer->peer) {
+      nf->shown_peer = std::make_shared<OpenFile::Address>(*f->next_peer->peer);
+      f->next_peer->peer.reset();
+      std::memcpy(&peer.ss, &nf->shown_peer->addr, nf->shown_peer->len);
+      peer.len = nf->shown_peer->len;
+      shown = true;
+    }
+  }
+  nf->shown_local = f->shown_local;
   int gfd = p.fds.install(std::move(nf), flags & SOCK_CLOEXEC);
   if (gfd < 0) return gfd;
   if (addr) {
-    to_guest_addr(peer);
+    if (!shown) to_guest_addr(peer);
     if (int rc = write_addr_out(p, out, peer); rc < 0) {
       p.fds.close(gfd);
       return rc;
@@ -745,6 +758,18 @@ KVMS_SYSCALL(listen) {
       return -EACCES;
     }
   }
+  if (p.server && !f->listening) {
+    // Socket activation: the guest listens where systemd's socket is, whatever it bound, and
+    // keeps the file status flags it set (O_NONBLOCK) on the socket it now holds.
+    if (int inherited = p.server->take_inherited_listener(p, domain); inherited >= 0) {
+      const int flags = ::fcntl(f->host_fd, F_GETFL);
+      const int rc = ::dup3(inherited, f->host_fd, O_CLOEXEC);
+      const int err = errno;
+      ::close(inherited);
+      if (rc < 0) return -err;
+      if (flags >= 0) ::fcntl(f->host_fd, F_SETFL, flags);
+    }
+  }
   if (::listen(f->host_fd, static_cast<int>(a.a[1])) != 0) return -errno;
   f->listening = true;
   return 0;
@@ -783,7 +808,10 @@ KVMS_SYSCALL(getsockname) {
   AddrOut out;
   if (int rc = prepare_addr_out(p, a.a[1], a.a[2], out); rc < 0) return rc;
   SockAddr self;
-  if (f->path.rfind("unix:", 0) == 0) {
+  if (f->shown_local) {
+    std::memcpy(&self.ss, &f->shown_local->addr, f->shown_local->len);
+    self.len = f->shown_local->len;
+  } else if (f->path.rfind("unix:", 0) == 0) {
     set_unix_path(self, std::string_view(f->path).substr(5));
   } else {
     self.len = sizeof self.ss;
@@ -801,8 +829,13 @@ KVMS_SYSCALL(getpeername) {
   if (int rc = prepare_addr_out(p, a.a[1], a.a[2], out); rc < 0) return rc;
   SockAddr peer;
   peer.len = sizeof peer.ss;
-  if (::getpeername(f->host_fd, peer.sa(), &peer.len) != 0) return -errno;
-  to_guest_addr(peer);
+  if (::getpeername(f->host_fd, peer.sa(), &peer.len) != 0) return -errno;  // ENOTCONN stays
+  if (f->shown_peer) {
+    std::memcpy(&peer.ss, &f->shown_peer->addr, f->shown_peer->len);
+    peer.len = f->shown_peer->len;
+  } else {
+    to_guest_addr(peer);
+  }
   return write_addr_out(p, out, peer);
 }
 

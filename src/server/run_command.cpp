@@ -17,6 +17,7 @@
 #include "linux/policy.hpp"
 #include "linux/syscalls.hpp"
 #include "loader/elf_loader.hpp"
+#include "server/front_listeners.hpp"
 #include "server/server.hpp"
 
 extern char** environ;
@@ -84,7 +85,7 @@ void print_stats(linux::Guest& guest, const kvm::HostFacts::Cost& check) {
 }  // namespace
 
 int run_program(const cli::Options& opts) {
-  const bool expect_server = opts.ephemeral || opts.threads > 1 || opts.allow_listen.any() || opts.warmup > 0 ||
+  const bool expect_server = opts.ephemeral || opts.isolate_requests || opts.threads > 1 || opts.allow_listen.any() || opts.warmup > 0 ||
                              opts.max_request_time || opts.max_request_memory_mb || !opts.metrics.empty();
   // Refuse what cannot work before anything else: no usable /dev/kvm is one line, not a failure later.
   const kvm::HostFacts host = kvm::examine_host(expect_server);
@@ -141,6 +142,7 @@ int run_program(const cli::Options& opts) {
   // Any program may turn out to be a server: it is paused the first time it waits on a listening socket.
   TemplateHooks hooks;
   guest->process().server = &hooks;
+  if (!opts.isolate_requests) hooks.inherit_listeners(activated_sockets());  // request mode: the front's
   double limit = opts.timeout.value_or(0);
   if (expect_server && (limit == 0 || opts.max_boot_time < limit)) limit = opts.max_boot_time;
   linux::RunResult result;

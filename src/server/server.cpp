@@ -1,6 +1,7 @@
 #include "server/server.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -13,6 +14,10 @@
 #include <cstring>
 #include <thread>
 
+#include "http/front.hpp"
+#include "server/front_listeners.hpp"
+#include "server/request_router.hpp"
+#include "linux/process_table.hpp"
 #include "server/worker.hpp"
 
 namespace kvms::server {
@@ -20,6 +25,7 @@ namespace {
 
 constexpr uint64_t kDefaultResetFullAboveMb = 128;
 constexpr int kStopGraceSeconds = 10;
+constexpr int kFirstRequestPid = 1000;  // requests' pids start here (the template's are small)
 
 std::string describe(const sockaddr_storage& ss, socklen_t len) {
   char host[INET6_ADDRSTRLEN] = {};
@@ -88,6 +94,16 @@ bool TemplateHooks::before_wait(linux::Process& p, bool includes_listener, bool 
 
 void TemplateHooks::on_accept(linux::Process& p, int guest_fd) { connections_.push_back(p.fds.get(guest_fd)); }
 
+int TemplateHooks::take_inherited_listener(linux::Process&, int domain) {
+  if (next_inherited_ >= inherited_.size()) return -1;
+  const int fd = inherited_[next_inherited_];
+  int family = 0;
+  socklen_t len = sizeof family;
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &len) != 0 || family != domain) return -1;
+  ++next_inherited_;
+  return ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+}
+
 std::string listening_addresses(const linux::Process& p) {
   std::string out;
   for (const auto& f : listeners(p)) {
@@ -136,7 +152,7 @@ int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait,
           const linux::PolicyConfig& tmp_policy_base) {
   linux::Process& tp = tmpl.process();
   tp.server = nullptr;
-  Template t{&tmpl, &tp, tmpl.save_threads()};
+  Template t{&tmpl, &tp, tmpl.save_threads(), listeners(tp)};
   WorkerConfig wc;
   wc.ephemeral = opts.ephemeral;
   wc.max_request_time = opts.max_request_time.value_or(0);
@@ -144,6 +160,14 @@ int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait,
   wc.reset_full_above_pages = (opts.reset_full_above_mb.value_or(kDefaultResetFullAboveMb) << 20) / 4096;
   wc.template_tmp = template_tmp;
   wc.tmp_policy_base = tmp_policy_base;
+  wc.ids = std::make_shared<linux::IdSource>(kFirstRequestPid);
+  // --isolate=request: kvmserver's front owns the clients' connections and leases workers per request.
+  std::unique_ptr<RequestRouter> router;
+  if (opts.isolate_requests) {
+    router = std::make_unique<RequestRouter>();
+    wc.request_mode = true;
+    wc.on_ready = [r = router.get()](int id) { r->ready(id); };
+  }
 
   // Signals are taken synchronously by this thread; workers inherit the mask.
   sigset_t signals;
@@ -155,6 +179,7 @@ int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait,
   std::vector<std::unique_ptr<Worker>> workers;
   for (unsigned i = 0; i < opts.threads; ++i) {
     workers.push_back(std::make_unique<Worker>(int(i), t, wc, stats));
+    if (router) router->add(workers.back().get());
     workers.back()->start();
   }
   for (int waited = 0; stats.workers_created() + stats.workers_failed() < opts.threads && waited < 60000; ++waited)
@@ -164,10 +189,32 @@ int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait,
     for (auto& w : workers) w->stop();
     return 125;
   }
+  std::unique_ptr<http::Front> front;
+  std::string addresses = listening_addresses(tp);
+  if (router) {
+    FrontListeners fl;
+    try {
+      fl = front_listeners(opts, t.listeners);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "kvmserver: %s\n", e.what());
+      router->stop();
+      for (auto& w : workers) w->stop();
+      return 2;
+    }
+    http::FrontConfig fc;
+    fc.max_header_bytes = opts.max_header_bytes;
+    fc.max_header_time = opts.max_header_time;
+    fc.max_request_body = opts.max_request_body_mb << 20;
+    addresses.clear();
+    for (const auto& n : fl.names) addresses += (addresses.empty() ? "" : ", ") + n;
+    stats.has_front = true;
+    front = std::make_unique<http::Front>(std::move(fl.fds), *router, fc, stats.front);
+    front->start();
+  }
   const uint64_t created = stats.workers_created();
-  std::fprintf(stderr, "kvmserver: ready: %s listening on %s (%s), %llu worker%s, %s\n", opts.program.c_str(),
-               listening_addresses(tp).c_str(), wait.c_str(), (unsigned long long)created, created == 1 ? "" : "s",
-               opts.ephemeral ? "ephemeral" : "persistent");
+  std::fprintf(stderr, "kvmserver: ready: %s listening on %s (%s), %llu worker%s, %s%s\n", opts.program.c_str(),
+               addresses.c_str(), wait.c_str(), (unsigned long long)created, created == 1 ? "" : "s",
+               opts.ephemeral ? "ephemeral" : "persistent", router ? ", per request" : "");
 
   std::atomic<bool> stopping{false};
   int metrics_fd = -1;
@@ -185,8 +232,13 @@ int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait,
   }
   std::fprintf(stderr, "kvmserver: stopping: finishing requests in progress (at most %d s)\n", kStopGraceSeconds);
   stopping = true;
-  for (auto& w : workers) w->stop();
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(kStopGraceSeconds);
+  if (front) {  // no new connections; requests in flight finish first, then their workers stop
+    front->stop();
+    front->wait(kStopGraceSeconds * 1000);
+    router->stop();
+  }
+  for (auto& w : workers) w->stop();
   bool all_joined = true;
   for (auto& w : workers)
     if (!w->join_until(give_up)) all_joined = false;

@@ -20,6 +20,10 @@ class TemplateHooks : public linux::ServerHooks {
   bool before_wait(linux::Process& p, bool includes_listener, bool would_block) override;
   bool listener_hidden(const linux::Process&) const override { return false; }
   void on_accept(linux::Process& p, int guest_fd) override;
+  // Connection mode under socket activation: the guest's listeners, in the order it listens,
+  // take over the sockets systemd passed (host fds, not ours: each is dup'ed when taken).
+  void inherit_listeners(std::vector<int> fds) { inherited_ = std::move(fds); }
+  int take_inherited_listener(linux::Process& p, int domain) override;
   // While warming up, the template keeps serving until every warm-up request is done.
   void begin_warmup() { warming_up_ = true; }
   void end_warmup() { warming_up_ = false; }
@@ -27,6 +31,8 @@ class TemplateHooks : public linux::ServerHooks {
  private:
   std::atomic<bool> warming_up_{false};
   std::vector<std::weak_ptr<linux::OpenFile>> connections_;
+  std::vector<int> inherited_;
+  size_t next_inherited_ = 0;
 };
 
 // `ADDR:PORT` or a Unix socket path for the template's listening sockets, comma-separated.

@@ -36,6 +36,10 @@ std::string ServerStats::text() const {
       per(syscalls_, n), per(pages_reset_, n), per(pages_reset_ * kPageSize, n));
   out += fmt::format("kvmserver: stats: workers={} avg_worker_create_us={:.1f} avg_reset_us={:.1f}\n", workers_.load(),
                      per(create_ns_, workers_) / 1000.0, per(reset_ns_, n) / 1000.0);
+  if (has_front)
+    out += fmt::format("kvmserver: stats: front: client_connections={} client_requests={} rejected={} bad_gateway={} upgrades={}\n",
+                       front.connections.load(), front.requests.load(), front.rejected.load(), front.bad_gateway.load(),
+                       front.upgrades.load());
   return out;
 }
 
@@ -44,7 +48,7 @@ std::string ServerStats::prometheus() const {
   auto counter = [&](const char* name, const char* help, uint64_t value, const char* labels = "") {
     out += fmt::format("# HELP kvmserver_{0} {1}\n# TYPE kvmserver_{0} counter\nkvmserver_{0}{2} {3}\n", name, help, labels, value);
   };
-  counter("requests_total", "Connections served (each followed by a reset in ephemeral mode).", requests_);
+  counter("requests_total", "Guest connections served (each followed by a reset in ephemeral mode; with --isolate=request one per HTTP request).", requests_);
   out += "# HELP kvmserver_vm_exits_total VM exits while serving requests, by reason.\n# TYPE kvmserver_vm_exits_total counter\n";
   out += fmt::format("kvmserver_vm_exits_total{{reason=\"syscall\"}} {}\n", exits_syscall_.load());
   out += fmt::format("kvmserver_vm_exits_total{{reason=\"exception\"}} {}\n", exits_exception_.load());
@@ -58,6 +62,12 @@ std::string ServerStats::prometheus() const {
   counter("request_timeouts_total", "Requests stopped by --max-request-time.", timeouts_);
   counter("reset_seconds_total_ns", "Nanoseconds spent resetting workers.", reset_ns_);
   counter("workers_created_total", "Workers forked from the template.", workers_);
+  if (has_front) {
+    counter("client_connections_total", "Client connections the front accepted (--isolate=request).", front.connections);
+    counter("client_requests_total", "HTTP requests read from clients (--isolate=request).", front.requests);
+    counter("client_requests_rejected_total", "Requests answered by the front itself (400, 408, 413, 417, 431, 505).", front.rejected);
+    counter("bad_gateway_total", "Requests whose guest answered garbage or nothing (502).", front.bad_gateway);
+  }
   return out;
 }
 

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "http/front.hpp"
+
 namespace kvms::server {
 
 struct RequestCost {
@@ -25,6 +27,11 @@ class ServerStats {
   uint64_t requests() const { return requests_.load(); }
   uint64_t workers_created() const { return workers_.load(); }
   uint64_t workers_failed() const { return workers_failed_.load(); }
+
+  // The front's counters (--isolate=request): client connections and requests, apart from the
+  // guest connections (one per request) counted above.
+  http::FrontStats front;
+  bool has_front = false;
 
   // One line per topic for stderr (--stats, SIGUSR1).
   std::string text() const;

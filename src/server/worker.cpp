@@ -1,6 +1,8 @@
 #include "server/worker.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -10,6 +12,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
+#include <stdexcept>
 #include <cstdio>
 #include <ctime>
 #include <map>
@@ -87,7 +91,8 @@ std::shared_ptr<OpenFile> private_copy(const OpenFile& f, std::map<ino_t, std::a
 
 }  // namespace
 
-std::unique_ptr<linux::Process> worker_process(const linux::Process& tmpl, std::shared_ptr<kvm::AddressSpace> mm) {
+std::unique_ptr<linux::Process> worker_process(const linux::Process& tmpl, std::shared_ptr<kvm::AddressSpace> mm,
+                                               const FileReplacements& replacements) {
   auto p = std::make_unique<linux::Process>(tmpl, std::move(mm));
   std::map<const OpenFile*, std::shared_ptr<OpenFile>> copies;
   std::map<ino_t, std::array<int, 2>> pipes;
@@ -97,6 +102,7 @@ std::unique_ptr<linux::Process> worker_process(const linux::Process& tmpl, std::
       std::shared_ptr<OpenFile> f = tmpl.fds.get(fd);
       if ((f->kind == OpenFile::Kind::Epoll) != (pass == 1)) continue;
       auto& copy = copies[f.get()];
+      if (auto r = replacements.find(f.get()); r != replacements.end()) copy = r->second;
       if (!copy) copy = pass == 1 ? linux::clone_epoll(*p, *f) : private_copy(*f, pipes, f);
       if (copy) p->fds.install_at(fd, copy, tmpl.fds.cloexec(fd));
     }
@@ -147,10 +153,12 @@ void Worker::main() {
       tmp_ = std::make_unique<PrivateDir>();
       policy_ = std::make_shared<linux::PathPolicy>(with_private_tmp(config_.tmp_policy_base, tmp_->path()));
     }
+    if (config_.request_mode) make_private_listeners();
     guest_ = tmpl_.guest->fork_paused(tmpl_.threads);
     reset(false);
     stats_.add_worker_created(monotonic_ns() - t0);
     created = true;
+    if (config_.on_ready) config_.on_ready(id_);
     serve();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kvmserver: worker %d stopped: %s\n", id_, e.what());
@@ -170,7 +178,10 @@ void Worker::serve() {
         break;
       case linux::RunResult::Interrupted:
       case linux::RunResult::TimedOut:
-        if (busy_ && request_deadline_ns_ && monotonic_ns() >= request_deadline_ns_) {
+        if (abort_.exchange(false)) {  // the front gave the request up
+          end_request(true);
+          pending = true;
+        } else if (busy_ && request_deadline_ns_ && monotonic_ns() >= request_deadline_ns_) {
           std::fprintf(stderr, "kvmserver: worker %d: request took longer than %g s: connection closed, worker reset\n",
                        id_, config_.max_request_time);
           stats_.add_timeout();
@@ -214,7 +225,13 @@ void Worker::reset(bool full) {
 
   mm = kvm::AddressSpace(tmpl_.guest->address_space(), guest_->shared_memory());
   mm.track_host_writes(true);
-  guest_->set_process(worker_process(*tmpl_.process, guest_->shared_address_space()));
+  // Every request is a new copy of the template: what is marked MADV_WIPEONFORK (generator state:
+  // OpenSSL, BoringSSL, LibreSSL, glibc's arc4random) reads as zeros. MADV_DONTFORK regions stay:
+  // unlike a fork child, which goes on in one thread and usually execs, the copy runs the whole
+  // server, and V8 marks its heap MADV_DONTFORK.
+  mm.apply_fork_flags(kvm::kWipeOnFork);
+  if (config_.request_mode) drain_private_listeners();
+  guest_->set_process(worker_process(*tmpl_.process, guest_->shared_address_space(), replacements_));
   linux::Process& p = guest_->process();
   p.server = this;
   if (tmp_) {
@@ -225,7 +242,10 @@ void Worker::reset(bool full) {
   // Each request is a process tree of its own: its own pids' table and its own account, so a
   // request that hits a limit costs only itself. What the template already holds is charged
   // first, whatever the limits; --max-request-memory is what a request may add on top.
-  p.table = std::make_shared<linux::ProcessTable>(p.pid);
+  // A new pid for the new request, as a forked child gets one (its threads keep their tids: the
+  // guest's memory holds them). The template's pid stays an alias (Process::main_tid).
+  if (config_.ids) p.pid = config_.ids->take();
+  p.table = std::make_shared<linux::ProcessTable>(p.pid, config_.ids);
   auto account = std::make_shared<linux::ResourceAccount>(p.limits());
   p.join_account(account);
   if (config_.max_request_memory)
@@ -266,6 +286,102 @@ void Worker::end_request(bool full_reset) {
   }
   exits_at_start_ = guest_->exits();
   if (counted) stats_.add_request(cost);
+  {
+    // An abort meant for this request is spent (the reset has happened: the front's release can
+    // race the guest's own end of the request), and one for it arriving later must not hit the next.
+    std::lock_guard<std::mutex> lk(abort_mutex_);
+    abort_ = false;
+    ++token_;
+  }
+  if (config_.on_ready && (config_.ephemeral || full_reset)) config_.on_ready(id_);
+}
+
+uint64_t Worker::request_token() const {
+  std::lock_guard<std::mutex> lk(abort_mutex_);
+  return token_;
+}
+
+void Worker::abort_request(uint64_t token) {
+  {
+    std::lock_guard<std::mutex> lk(abort_mutex_);
+    if (token != token_) return;
+    abort_ = true;
+  }
+  if (guest_ && thread_.joinable() && !finished_) guest_->vcpu().kick();
+}
+
+// A host listening socket of the listener's family on loopback, with an address of its own (an
+// abstract name for Unix sockets), that only the front connects to. It shows the guest the address
+// the guest bound.
+void Worker::make_private_listeners() {
+  for (const auto& l : tmpl_.listeners) {
+    sockaddr_storage bound{};
+    socklen_t bound_len = sizeof bound;
+    if (::getsockname(l->host_fd, reinterpret_cast<sockaddr*>(&bound), &bound_len) != 0)
+      throw std::runtime_error(std::string("getsockname of a listener: ") + strerror(errno));
+    const int host_flags = fcntl(l->host_fd, F_GETFL);
+    const int fd = ::socket(bound.ss_family, SOCK_STREAM | SOCK_CLOEXEC | ((host_flags & O_NONBLOCK) ? SOCK_NONBLOCK : 0), 0);
+    if (fd < 0) throw std::runtime_error(std::string("private listener: ") + strerror(errno));
+    auto copy = std::make_shared<linux::OpenFile>(fd, linux::OpenFile::Kind::Socket, l->path, l->status_flags);
+    sockaddr_storage own{};
+    socklen_t own_len = 0;
+    if (bound.ss_family == AF_INET) {
+      auto* in = reinterpret_cast<sockaddr_in*>(&own);
+      in->sin_family = AF_INET;
+      in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      own_len = sizeof *in;
+    } else if (bound.ss_family == AF_INET6) {
+      auto* in6 = reinterpret_cast<sockaddr_in6*>(&own);
+      in6->sin6_family = AF_INET6;
+      in6->sin6_addr = in6addr_loopback;
+      own_len = sizeof *in6;
+    } else {
+      own.ss_family = AF_UNIX;  // just the family: the kernel picks an abstract name (autobind)
+      own_len = sizeof(sa_family_t);
+    }
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&own), own_len) != 0 || ::listen(fd, 16) != 0)
+      throw std::runtime_error(std::string("private listener: ") + strerror(errno));
+    socklen_t len = sizeof own;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&own), &len);
+    private_addresses_.push_back({own, len});
+    copy->listening = true;
+    copy->writable_grant = l->writable_grant;
+    if (bound.ss_family != AF_UNIX) copy->shown_local = std::make_shared<linux::OpenFile::Address>(linux::OpenFile::Address{bound, bound_len});
+    copy->next_peer = std::make_shared<linux::OpenFile::NextPeer>();
+    replacements_[l.get()] = copy;
+    private_listeners_.push_back(std::move(copy));
+  }
+}
+
+// Before the next request: connections left in the backlog by a request given up go, and whatever
+// the request changed of the listener's flags is the template's again.
+void Worker::drain_private_listeners() {
+  for (size_t i = 0; i < private_listeners_.size(); ++i) {
+    const auto& l = private_listeners_[i];
+    const int host_flags = fcntl(l->host_fd, F_GETFL);
+    fcntl(l->host_fd, F_SETFL, host_flags | O_NONBLOCK);
+    int fd;
+    while ((fd = ::accept4(l->host_fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0) ::close(fd);
+    const int template_flags = fcntl(tmpl_.listeners[i]->host_fd, F_GETFL);
+    fcntl(l->host_fd, F_SETFL, (host_flags & ~O_NONBLOCK) | (template_flags & O_NONBLOCK));
+    l->status_flags = tmpl_.listeners[i]->status_flags;
+    std::lock_guard<std::mutex> lk(l->next_peer->mutex);
+    l->next_peer->peer.reset();
+  }
+}
+
+const sockaddr_storage& Worker::private_address(size_t index, socklen_t& len) const {
+  len = private_addresses_.at(index).second;
+  return private_addresses_.at(index).first;
+}
+
+void Worker::show_next_peer(size_t index, const sockaddr_storage& peer, socklen_t len) {
+  const auto& l = private_listeners_.at(index);
+  std::lock_guard<std::mutex> lk(l->next_peer->mutex);
+  linux::OpenFile::Address a;
+  std::memcpy(&a.addr, &peer, std::min<size_t>(len, sizeof a.addr));
+  a.len = len;
+  l->next_peer->peer = a;
 }
 
 // The request is over when its connections are closed by the guest, or by the peer with nothing left

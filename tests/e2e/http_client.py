@@ -10,6 +10,8 @@ sockets so that an empty reply, a reset and a time-out are told apart, every wai
       connection closed without a response, 6 when it was reset without a response, 3 on
       time-out with nothing received, 4 when it cannot connect, 5 for anything else (a response
       cut short, garbage, a reset or time-out part way).
+  http_client.py distinct --port P --count N --path PATH [--threads T]
+      every answer's KEY=VALUE fields differ from every other answer's (exit 1 on a repeat)
   http_client.py many --port P --count N [--threads T] [--path TEMPLATE] [--expect TEXT] [--status CODE]
       T threads each send N requests one after the other (TEMPLATE's {t} is the thread number,
       {i} the request number in the thread); each must answer CODE (default 200) with exactly
@@ -138,6 +140,15 @@ def cmd_fetch(args):
     return 5
 
 
+def in_threads(count, worker):
+    """Runs worker(t) for t in 0..count-1, each on a thread of its own, and waits for them all."""
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(count)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+
+
 def cmd_many(args):
     expect = None if args.expect is None else args.expect.encode().decode("unicode_escape").encode()
     lock = threading.Lock()
@@ -157,16 +168,50 @@ def cmd_many(args):
                     bad.append((t, i, path, r))
 
     start = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(args.threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    in_threads(args.threads, worker)
     total = args.count * args.threads
     print(f"ok={ok[0]} bad={len(bad)} total={total} elapsed={time.monotonic() - start:.2f}")
     for t, i, path, r in sorted(bad, key=lambda b: (b[0], b[1]))[:5]:
         want = f"status {args.status}" + ("" if expect is None else f" body {expect!r}")
         print(f"  thread {t} request {i}: sent GET {path}, wanted {want}, got {describe(r)}")
+    return 0 if not bad else 1
+
+
+def cmd_distinct(args):
+    """Every request's answer is KEY=VALUE fields; each KEY's values must all differ (what two
+    processes must not share: pids, random bytes, UUIDs, tokens)."""
+    lock = threading.Lock()
+    seen = {}
+    bad = []
+
+    def worker(t):
+        for i in range(args.count):
+            r = request(args.port, args.path, args.timeout)
+            if r["status"] != 200 or r["error"]:
+                with lock:
+                    bad.append(f"request {t}/{i}: {describe(r)}")
+                continue
+            fields = dict(f.split("=", 1) for f in r["body"].decode(errors="replace").split() if "=" in f)
+            with lock:
+                if not fields:
+                    bad.append(f"request {t}/{i}: no KEY=VALUE in {r['body'][:200]!r}")
+                for k, v in fields.items():
+                    seen.setdefault(k, []).append(v)
+
+    start = time.monotonic()
+    in_threads(args.threads, worker)
+    total = args.count * args.threads
+    for k, values in sorted(seen.items()):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            bad.append(f"{k}: only {len(set(values))} different values in {len(values)} answers, "
+                       f"e.g. {repeated[0][:80]}")
+        elif len(values) != total:
+            bad.append(f"{k}: in {len(values)} of {total} answers")
+    keys = ",".join(sorted(seen))
+    print(f"distinct: {total} requests, keys {keys}, elapsed={time.monotonic() - start:.2f}")
+    for b in bad[:8]:
+        print(f"  {b}")
     return 0 if not bad else 1
 
 
@@ -283,6 +328,12 @@ def main():
     m.add_argument("--expect")
     m.add_argument("--status", type=int, default=200)
     m.add_argument("--timeout", type=float, default=30.0)
+    d = sub.add_parser("distinct")
+    d.add_argument("--port", type=int, required=True)
+    d.add_argument("--count", type=int, required=True)
+    d.add_argument("--threads", type=int, default=1)
+    d.add_argument("--path", required=True)
+    d.add_argument("--timeout", type=float, default=30.0)
     s = sub.add_parser("sequence")
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--count", type=int, required=True)
@@ -298,7 +349,7 @@ def main():
     st.add_argument("--port", type=int, required=True)
     st.add_argument("--timeout", type=float, default=30.0)
     args = ap.parse_args()
-    return {"port": cmd_port, "fetch": cmd_fetch, "many": cmd_many, "sequence": cmd_sequence,
+    return {"port": cmd_port, "fetch": cmd_fetch, "many": cmd_many, "distinct": cmd_distinct, "sequence": cmd_sequence,
             "abuse": cmd_abuse, "stall": cmd_stall}[args.cmd](args)
 
 

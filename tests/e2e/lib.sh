@@ -63,6 +63,13 @@ e2e_init() {
 }
 E2E_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
+# e2e_binaries [KVMSERVER [GUESTS]] : absolute KVMSERVER and GUESTS from the script's arguments,
+# else the environment, else build/.
+e2e_binaries() {
+  KVMSERVER=$(realpath "${1:-${KVMSERVER:-$E2E_LIB_DIR/../../build/kvmserver}}")
+  GUESTS=$(realpath "${2:-${GUESTS:-$E2E_LIB_DIR/../../build/guests}}")
+}
+
 # The last lines of a log file, on one line.
 tail_of() { tail -n "${2:-6}" "$1" 2>/dev/null | tr '\n' '|' | cut -c1-"${3:-700}"; }
 
@@ -200,10 +207,13 @@ expect_fetch() {
 }
 
 # many CASE ARGS... : http_client.py many ...; PASS when every request was as expected.
-many() {
-  local c=$1 out
-  shift
-  out=$(client many --timeout "$REQ_TIMEOUT" "$@" 2>&1)
+many() { client_case many "$@"; }
+# distinct CASE ARGS... : http_client.py distinct ...; PASS when no two answers share a value.
+distinct() { client_case distinct "$@"; }
+client_case() {
+  local cmd=$1 c=$2 out
+  shift 2
+  out=$(client "$cmd" --timeout "$REQ_TIMEOUT" "$@" 2>&1)
   if [ $? = 0 ]; then
     pass "$c"
     info "  $c: $(head -n1 <<<"$out")"

@@ -19,16 +19,12 @@
 set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
-KVMSERVER=${1:-${KVMSERVER:-$root/build/kvmserver}}
-GUESTS=${2:-${GUESTS:-$root/build/guests}}
-KVMSERVER=$(realpath "$KVMSERVER")
-GUESTS=$(realpath "$GUESTS")
+. "$here/lib.sh"
+e2e_binaries "$@"
 BOMB=$GUESTS/hostile/bomb
 LIMITS_FILTER=${LIMITS_FILTER:-}
 CASE_TIMEOUT=${CASE_TIMEOUT:-300}
 read -r -a EXTRA_FLAGS <<<"${KVMSERVER_FLAGS:-}"
-. "$here/lib.sh"
 e2e_init limits
 enabled() { [ -z "$LIMITS_FILTER" ] || [[ $1 =~ $LIMITS_FILTER ]]; }
 RSS_SLACK_MB=64  # what kvmserver may use of its own beyond --max-memory (issue 9)

@@ -700,5 +700,54 @@ TEST_F(MmapSyscalls, WorksOnForkedMemory) {
   EXPECT_EQ(mm().mapped_bytes(), 4 * kPage);
 }
 
+// MADV_WIPEONFORK / MADV_DONTFORK are remembered per mapping (through splits, mremap and
+// MADV_KEEPONFORK / MADV_DOFORK) and applied to a copy: a guest fork applies both, a worker's reset
+// only the wipe (the copy runs the whole server; V8 marks its heap MADV_DONTFORK).
+TEST_F(MmapSyscalls, ForkFlagsApplyToCopies) {
+  int64_t addr = mmap(0x5000'0000, 6 * kPage, kRW, kAnon | MAP_FIXED);
+  ASSERT_EQ(addr, 0x5000'0000);
+  fill(addr, 6 * kPage, 0x61);
+  EXPECT_EQ(madvise(addr, 2 * kPage, MADV_WIPEONFORK), 0);             // pages 0-1
+  EXPECT_EQ(madvise(addr + kPage, kPage, MADV_KEEPONFORK), 0);         // page 1 back to normal
+  EXPECT_EQ(madvise(addr + 3 * kPage, 2 * kPage, MADV_DONTFORK), 0);   // pages 3-4
+  EXPECT_EQ(madvise(addr + 4 * kPage, kPage, MADV_DOFORK), 0);         // page 4 back to normal
+  EXPECT_EQ(madvise(0x7000'0000, kPage, MADV_WIPEONFORK), -ENOMEM);
+  EXPECT_TRUE(all(addr, 6 * kPage, 0x61));  // marking changes nothing in the process itself
+  ASSERT_NE(mm().find(addr), nullptr);
+  EXPECT_EQ(mm().find(addr)->fork_flags, kvm::kWipeOnFork);
+
+  auto copy = [&](uint8_t which) {
+    auto child_mem = kvm::GuestMemory::fork_private(mem);
+    auto child_as = std::make_shared<kvm::AddressSpace>(*as, child_mem);
+    child_as->apply_fork_flags(which);
+    return std::make_pair(child_mem, child_as);
+  };
+  auto [fork_mem, fork_as] = copy(kvm::kWipeOnFork | kvm::kDontFork);
+  const uint8_t* f = fork_mem->user_base() + addr;
+  EXPECT_EQ(f[0], 0);
+  EXPECT_EQ(f[kPage - 1], 0);
+  EXPECT_EQ(f[kPage], 0x61);
+  EXPECT_EQ(f[2 * kPage], 0x61);
+  EXPECT_NE(fork_as->find(addr), nullptr);  // wiped pages stay mapped
+  EXPECT_EQ(fork_as->find(addr + 3 * kPage), nullptr);
+  EXPECT_NE(fork_as->find(addr + 4 * kPage), nullptr);
+  EXPECT_EQ(f[4 * kPage], 0x61);
+  // The flags go on in the fork, as Linux keeps VM_WIPEONFORK in the child.
+  EXPECT_EQ(fork_as->find(addr)->fork_flags, kvm::kWipeOnFork);
+
+  auto [reset_mem, reset_as] = copy(kvm::kWipeOnFork);
+  const uint8_t* r = reset_mem->user_base() + addr;
+  EXPECT_EQ(r[0], 0);
+  EXPECT_EQ(r[kPage], 0x61);
+  ASSERT_NE(reset_as->find(addr + 3 * kPage), nullptr);
+  EXPECT_EQ(r[3 * kPage], 0x61);
+
+  // The parent is untouched, and mremap carries the flag along.
+  EXPECT_TRUE(all(addr, 6 * kPage, 0x61));
+  EXPECT_EQ(mremap(addr, kPage, kPage, MREMAP_MAYMOVE | MREMAP_FIXED, 0x6000'0000), 0x6000'0000);
+  auto [moved_mem, moved_as] = copy(kvm::kWipeOnFork);
+  EXPECT_EQ(moved_mem->user_base()[0x6000'0000], 0);
+}
+
 }  // namespace
 }  // namespace kvms::linux
