@@ -36,6 +36,7 @@ static int64_t monotonic_ns(const struct kvms_clock_page* p, int64_t* realtime_o
     while ((seq = p->seq) & 1) __asm__ volatile("pause");
     __asm__ volatile("" ::: "memory");
     uint64_t delta = rdtsc() - p->tsc_base;
+    if ((int64_t)delta < 0) delta = 0; /* a TSC behind the base: the clock holds, it never wraps */
     ns = (int64_t)(p->monotonic_base_ns + (uint64_t)(((unsigned __int128)delta * p->mult) >> p->shift));
     *realtime_off = p->realtime_offset_ns;
     *boot_off = p->boottime_offset_ns;

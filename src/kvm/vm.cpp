@@ -182,6 +182,7 @@ Vcpu::Vcpu(Vm& vm, int id) : vm_(&vm), id_(id) {
   }
   load_cpuid();
   load_syscall_msrs();
+  if (auto offset = vm.tsc_offset()) set_guest_tsc(__rdtsc() + uint64_t(*offset));
   install_kick_handler();
 }
 
@@ -381,6 +382,13 @@ uint64_t Vcpu::guest_tsc() {
   msrs.entries[0] = {0x10, 0, 0};  // IA32_TIME_STAMP_COUNTER
   if (ioctl(fd_, kGetMsrs, &msrs) != 1) fail("KVM_GET_MSRS(TSC)");
   return msrs.entries[0].data;
+}
+
+void Vcpu::set_guest_tsc(uint64_t value) {
+  MsrList<1> msrs;
+  msrs.count = 1;
+  msrs.entries[0] = {0x10, 0, value};  // IA32_TIME_STAMP_COUNTER: KVM keeps the offset to the host's
+  if (ioctl(fd_, kSetMsrs, &msrs) != 1) fail("KVM_SET_MSRS(TSC)");
 }
 
 uint64_t Vcpu::tsc_khz() const {

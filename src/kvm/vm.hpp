@@ -65,11 +65,19 @@ class Vm {
   int fd() const { return fd_; }
   GuestMemory& memory() const { return *memory_; }
   bool tracks_dirty() const { return track_dirty_; }
+  // Every vCPU created from now on starts with its TSC at the host's TSC plus `offset`, so that a
+  // server's VMs (template, workers, forks) and all their threads read one TSC timeline: the clock
+  // page's tsc_base is written from one vCPU and read against rdtsc on any other. Without it a new
+  // VM's vCPU starts near 0, below the template's tsc_base, and the vDSO's unsigned delta wraps
+  // (times far in the future or negative; Rust's clock_gettime unwrap panics on tv_nsec < 0).
+  void set_tsc_offset(int64_t offset) { tsc_offset_ = offset; }
+  std::optional<int64_t> tsc_offset() const { return tsc_offset_; }
 
  private:
   int fd_ = -1;
   std::shared_ptr<GuestMemory> memory_;
   bool track_dirty_;
+  std::optional<int64_t> tsc_offset_;
 };
 
 class Vcpu {
@@ -118,6 +126,7 @@ class Vcpu {
 
   uint64_t exits() const { return exits_; }
   uint64_t guest_tsc();       // IA32_TSC as the guest reads it
+  void set_guest_tsc(uint64_t value);
   uint64_t tsc_khz() const;   // the guest TSC's frequency
 
  private:

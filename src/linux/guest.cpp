@@ -218,6 +218,7 @@ void Guest::install(Image img, const std::vector<std::string>& argv, const std::
   p.clock = {};
   p.clock.tsc_khz = vcpu.tsc_khz();
   p.clock.tsc_offset = int64_t(vcpu.guest_tsc() - __rdtsc());
+  vm_->set_tsc_offset(p.clock.tsc_offset);  // later threads' vCPUs, forks and workers: the same timeline
   refresh_clock_page(p);
 
   loader::StackSpec spec;
@@ -291,6 +292,7 @@ int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t ch
     child->mm_ = std::make_shared<kvm::AddressSpace>(*mm_, child->memory_);
     child->mm_->apply_fork_flags(kvm::kWipeOnFork | kvm::kDontFork);  // MADV_WIPEONFORK / MADV_DONTFORK
     child->vm_ = std::make_unique<kvm::Vm>(child->memory_, false);
+    child->vm_->set_tsc_offset(p.clock.tsc_offset);  // the clock page it inherits is on that timeline
     auto main = std::make_unique<GuestThread>();
     main->vcpu = std::make_unique<kvm::Vcpu>(*child->vm_, 0);
     main->vcpu->restore(state);
@@ -797,6 +799,7 @@ std::unique_ptr<Guest> Guest::fork_paused(const std::vector<ThreadSnapshot>& thr
   g->mm_ = std::make_shared<kvm::AddressSpace>(*mm_, g->memory_);
   g->mm_->track_host_writes(true);
   g->vm_ = std::make_unique<kvm::Vm>(g->memory_, true);
+  g->vm_->set_tsc_offset(process_->clock.tsc_offset);  // the template's clock page is on that timeline
   g->restore_threads(threads);
   return g;
 }

@@ -74,8 +74,8 @@ void refresh_clock_page(Process& p) {
   // clock had run ahead of the host's (base = previous).
   int64_t boottime_offset = int64_t(now_ns(CLOCK_BOOTTIME) - mono);
   if (page.mult) {
-    uint64_t previous = page.monotonic_base_ns +
-                        uint64_t((static_cast<unsigned __int128>(guest_tsc - page.tsc_base) * page.mult) >> page.shift);
+    const uint64_t ticks = guest_tsc > page.tsc_base ? guest_tsc - page.tsc_base : 0;  // never wraps, as in the vDSO
+    uint64_t previous = page.monotonic_base_ns + uint64_t((static_cast<unsigned __int128>(ticks) * page.mult) >> page.shift);
     if (previous > base) base = previous;
     // Nor may the wall clock step back: until the rate is calibrated it can run a little ahead.
     realtime_offset = std::max(int64_t(mono + realtime_offset - base), int64_t(previous + page.realtime_offset_ns - base));

@@ -10,7 +10,7 @@ sockets so that an empty reply, a reset and a time-out are told apart, every wai
       connection closed without a response, 6 when it was reset without a response, 3 on
       time-out with nothing received, 4 when it cannot connect, 5 for anything else (a response
       cut short, garbage, a reset or time-out part way).
-  http_client.py distinct --port P --count N --path PATH [--threads T]
+  http_client.py distinct --port P --count N --path PATH [--threads T] [--only KEY,...]
       every answer's KEY=VALUE fields differ from every other answer's (exit 1 on a repeat)
   http_client.py many --port P --count N [--threads T] [--path TEMPLATE] [--expect TEXT] [--status CODE]
       T threads each send N requests one after the other (TEMPLATE's {t} is the thread number,
@@ -192,6 +192,8 @@ def cmd_distinct(args):
                     bad.append(f"request {t}/{i}: {describe(r)}")
                 continue
             fields = dict(f.split("=", 1) for f in r["body"].decode(errors="replace").split() if "=" in f)
+            if args.only:
+                fields = {k: v for k, v in fields.items() if k in args.only.split(",")}
             with lock:
                 if not fields:
                     bad.append(f"request {t}/{i}: no KEY=VALUE in {r['body'][:200]!r}")
@@ -333,6 +335,7 @@ def main():
     d.add_argument("--count", type=int, required=True)
     d.add_argument("--threads", type=int, default=1)
     d.add_argument("--path", required=True)
+    d.add_argument("--only", help="KEY,KEY...: look at these fields alone")
     d.add_argument("--timeout", type=float, default=30.0)
     s = sub.add_parser("sequence")
     s.add_argument("--port", type=int, required=True)

@@ -3,9 +3,17 @@
   /set/NAME  sets the global STATE to NAME: "set NAME\n"
   /get       "global=STATE\n" (STATE is "unset" until a /set)
   /hits      "hits=N\n", N counting every request this process served, this one included
+  /identity  "pid=N token=HEX uuid=UUID ssl=HEX": what must differ between two processes (OpenSSL's
+             generator is used once before listening, so its state is part of the paused template)
 Prints "py_server: listening on 127.0.0.1:PORT" once it listens."""
 import http.server
+import os
+import secrets
+import ssl
 import sys
+import uuid
+
+ssl.RAND_bytes(16)
 
 STATE = "unset"
 HITS = 0
@@ -24,6 +32,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = f"global={STATE}\n"
         elif self.path == "/hits":
             body = f"hits={HITS}\n"
+        elif self.path == "/identity":
+            body = f"pid={os.getpid()} token={secrets.token_hex(16)} uuid={uuid.uuid4()} ssl={ssl.RAND_bytes(16).hex()}\n"
         else:
             self.send_error(404)
             return
