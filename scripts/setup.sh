@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs every Debian package kvmserver's build, tests and nested KVM machine need (Debian 12),
 # then Deno from npm into .cache/deno (scripts/fetch-deno.sh, for tests/e2e/runtimes.sh), then
-# builds into build/. Safe to run again: apt, npm and cmake only do what is missing.
+# builds into build/, and with clang into build-fuzz/ (tests/fuzz/build.sh: kvmserver with ASan, UBSan
+# and coverage for tests/fuzz/guest_fuzz.sh, and the in-process fuzzer; KVMS_FUZZ_BUILD=0 skips it).
+# Safe to run again: apt, npm and cmake only do what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -13,6 +15,7 @@ packages=(
   musl-tools busybox-static python3 curl ca-certificates procps
   libpython3.11-testsuite wrk
   nginx systemd  # tests/e2e/isolation.sh: a reverse proxy in front; systemd-socket-activate
+  clang libclang-rt-14-dev llvm-14  # tests/fuzz/: libFuzzer, ASan/UBSan, source-based coverage
 )
 mapfile -t -O "${#packages[@]}" packages < <(grep -v '^\s*#' tools/with-kvm.packages | grep -v '^\s*$')
 
@@ -42,4 +45,9 @@ t1=$(date +%s)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)"
 t2=$(date +%s)
-echo "setup: packages $((t1 - t0)) s, build $((t2 - t1)) s"
+fuzzing=""
+if [ "${KVMS_FUZZ_BUILD:-1}" != 0 ]; then
+  tests/fuzz/build.sh build-fuzz
+  fuzzing=", fuzzing build (clang, ASan+UBSan+coverage) $(($(date +%s) - t2)) s"
+fi
+echo "setup: packages $((t1 - t0)) s, build $((t2 - t1)) s$fuzzing"

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
@@ -94,6 +95,15 @@ kvm_segment segment(uint16_t selector, uint8_t type, uint8_t dpl, bool code64) {
   return s;
 }
 
+// The segment registers of 64-bit user mode (CPL 3); fs and gs unusable until a base is set.
+void set_user_segments(kvm_sregs& s) {
+  s.cs = segment(kUserCs, 0xb, 3, true);
+  s.ss = s.ds = s.es = segment(kUserDs, 0x3, 3, false);
+  s.fs = s.gs = segment(0, 0x3, 3, false);
+  s.fs.present = s.gs.present = 0;
+  s.fs.unusable = s.gs.unusable = 1;
+}
+
 }  // namespace
 
 const std::vector<unsigned long>& Kvm::ioctls_used() {
@@ -163,7 +173,7 @@ Vm::~Vm() {
   if (fd_ >= 0) close(fd_);
 }
 
-Vcpu::Vcpu(Vm& vm, int id) : vm_(vm), id_(id) {
+Vcpu::Vcpu(Vm& vm, int id) : vm_(&vm), id_(id) {
   if (id < 0 || id >= kMaxVcpus) throw std::runtime_error("too many vCPUs (at most " + std::to_string(kMaxVcpus) + ")");
   fd_ = ioctl(vm.fd(), KVM_CREATE_VCPU, id);
   if (fd_ < 0) fail("KVM_CREATE_VCPU");
@@ -186,11 +196,27 @@ Vcpu::Vcpu(Vm& vm, int id) : vm_(vm), id_(id) {
   install_kick_handler();
 }
 
+Vcpu::Vcpu(int id) : id_(id) {
+  run_ = static_cast<kvm_run*>(std::calloc(1, sizeof(kvm_run)));
+  if (!run_) throw std::bad_alloc();
+  set_user_segments(sregs_);
+  sregs_valid_ = true;  // never fetched again: there is no KVM to fetch from
+  run_->s.regs.regs.rflags = 0x202;
+  install_kick_handler();
+}
+
+std::unique_ptr<Vcpu> Vcpu::without_kvm(int id) { return std::unique_ptr<Vcpu>(new Vcpu(id)); }
+
+void Vcpu::require_kvm(const char* what) const {
+  if (!vm_) throw std::logic_error(std::string(what) + " needs a vCPU in KVM (this one has none)");
+}
+
 Vcpu::~Vcpu() {
   if (running_area == run_) running_area = nullptr;
   if (timer_) timer_delete(static_cast<timer_t>(timer_));
   if (ring_) munmap(ring_, ring_entries_ * sizeof(kvm_dirty_gfn));
-  if (run_) munmap(run_, Kvm::instance().vcpu_mmap_size());
+  if (run_ && vm_) munmap(run_, Kvm::instance().vcpu_mmap_size());
+  if (run_ && !vm_) std::free(run_);
   if (fd_ >= 0) close(fd_);
 }
 
@@ -226,6 +252,7 @@ void Vcpu::load_cpuid() {
 }
 
 void Vcpu::enter_user_mode(uint64_t cr3, uint64_t rip, uint64_t rsp) {
+  require_kvm("enter_user_mode");
   Kvm& kvm = Kvm::instance();
   kvm_sregs s{};
   if (ioctl(fd_, KVM_GET_SREGS, &s) != 0) fail("KVM_GET_SREGS");
@@ -233,11 +260,7 @@ void Vcpu::enter_user_mode(uint64_t cr3, uint64_t rip, uint64_t rsp) {
   s.cr3 = cr3;
   s.cr4 = kCr4Pae | kCr4Pge | kCr4Osfxsr | kCr4Osxmmexcpt | kCr4Osxsave | kvm.cr4_extra();
   s.efer = kEferSce | kEferLme | kEferLma | kEferNxe;
-  s.cs = segment(kUserCs, 0xb, 3, true);
-  s.ss = s.ds = s.es = segment(kUserDs, 0x3, 3, false);
-  s.fs = s.gs = segment(0, 0x3, 3, false);
-  s.fs.present = s.gs.present = 0;
-  s.fs.unusable = s.gs.unusable = 1;
+  set_user_segments(s);
   s.tr = {};
   s.tr.base = kKernelVirt + tss_offset(id_);
   s.tr.limit = kTssSize - 1;
@@ -290,6 +313,7 @@ void Vcpu::set_fs_base(uint64_t base) {
 }
 
 Exit Vcpu::run() {
+  require_kvm("run");
   for (;;) {
     if (sregs_dirty_) {
       if (ioctl(fd_, KVM_SET_SREGS, &sregs_) != 0) fail("KVM_SET_SREGS");
@@ -358,10 +382,11 @@ void Vcpu::harvest_dirty(std::vector<uint64_t>& pages) {
     __atomic_store_n(&e.flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
     any = true;
   }
-  if (any && ioctl(vm_.fd(), KVM_RESET_DIRTY_RINGS, 0) < 0) fail("KVM_RESET_DIRTY_RINGS");
+  if (any && ioctl(vm_->fd(), KVM_RESET_DIRTY_RINGS, 0) < 0) fail("KVM_RESET_DIRTY_RINGS");
 }
 
 uint64_t Vcpu::guest_tsc() {
+  if (!vm_) return __rdtsc();
   MsrList<1> msrs;
   msrs.count = 1;
   msrs.entries[0] = {0x10, 0, 0};  // IA32_TIME_STAMP_COUNTER
@@ -377,20 +402,24 @@ void Vcpu::set_guest_tsc(uint64_t value) {
 }
 
 uint64_t Vcpu::tsc_khz() const {
+  require_kvm("tsc_khz");
   int khz = ioctl(fd_, KVM_GET_TSC_KHZ, 0);
   if (khz <= 0) fail("KVM_GET_TSC_KHZ");
   return uint64_t(khz);
 }
 
 void Vcpu::get_xsave(std::array<uint32_t, 1024>& area) {
+  require_kvm("get_xsave");
   if (ioctl(fd_, kGetXsave, area.data()) != 0) fail("KVM_GET_XSAVE");
 }
 
 void Vcpu::set_xsave(const std::array<uint32_t, 1024>& area) {
+  require_kvm("set_xsave");
   if (ioctl(fd_, kSetXsave, area.data()) != 0) fail("KVM_SET_XSAVE");
 }
 
 VcpuState Vcpu::save() {
+  require_kvm("save");
   VcpuState st;
   st.regs = run_->s.regs.regs;
   st.sregs = sregs();
@@ -402,6 +431,7 @@ VcpuState Vcpu::save() {
 }
 
 void Vcpu::restore(const VcpuState& st) {
+  require_kvm("restore");
   run_->s.regs.regs = st.regs;
   regs_changed();
   sregs_ = st.sregs;

@@ -87,6 +87,12 @@ class Vm {
 class Vcpu {
  public:
   Vcpu(Vm& vm, int id);
+  // A vCPU with no KVM behind it, for tests and the in-process syscall fuzzer: a register file
+  // (regs, sregs, fs/gs base) in plain memory, set up for user mode, that the syscall handlers can
+  // read and write, and kicks and deadlines that interrupt the host thread that bound it, as for a
+  // real vCPU. Everything that needs KVM (run, XSAVE, save/restore, the TSC rate) throws
+  // std::logic_error; the guest TSC is the host's.
+  static std::unique_ptr<Vcpu> without_kvm(int id);
   ~Vcpu();
   Vcpu(const Vcpu&) = delete;
   Vcpu& operator=(const Vcpu&) = delete;
@@ -128,9 +134,11 @@ class Vcpu {
   uint64_t tsc_khz() const;   // the guest TSC's frequency
 
  private:
+  explicit Vcpu(int id);  // without_kvm
   void load_cpuid();
   void load_syscall_msrs();
-  Vm& vm_;
+  void require_kvm(const char* what) const;
+  Vm* vm_ = nullptr;  // null: no KVM (without_kvm)
   int id_;
   int fd_ = -1;
   kvm_run* run_ = nullptr;

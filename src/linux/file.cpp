@@ -272,10 +272,19 @@ int64_t set_status_flags(OpenFile& f, int flags) {
   return 0;
 }
 
+// F_SETLKW/F_OFD_SETLKW wait for a conflicting lock, which only another thread or process (or a
+// kick) may end: without the process lock, or no other thread of the guest could run meanwhile.
 int64_t do_lock(Process& p, const OpenFile& f, int cmd, uint64_t uflock) {
   struct flock lock{};
   if (!p.mm().read(uflock, lock)) return -EFAULT;
-  if (::fcntl(f.host_fd, cmd, &lock) < 0) return -errno;
+  int rc;
+  if (cmd == F_SETLKW || cmd == F_OFD_SETLKW) {
+    Process::BlockingSection unlocked(p);
+    rc = ::fcntl(f.host_fd, cmd, &lock);
+  } else {
+    rc = ::fcntl(f.host_fd, cmd, &lock);
+  }
+  if (rc < 0) return -errno;
   if ((cmd == F_GETLK || cmd == F_OFD_GETLK) && !p.mm().write(uflock, lock)) return -EFAULT;
   return 0;
 }
@@ -389,8 +398,9 @@ KVMS_SYSCALL(lseek) {
   if (f->synthetic_dir) {  // positions are entry indices (getdents64's d_off)
     const int64_t off = static_cast<int64_t>(a.a[1]);
     const int whence = static_cast<int>(a.a[2]);
-    int64_t pos = whence == SEEK_SET ? off : whence == SEEK_CUR ? int64_t(f->synthetic_dir->pos) + off : -1;
     if (whence != SEEK_SET && whence != SEEK_CUR) return -EINVAL;
+    int64_t pos = off;
+    if (whence == SEEK_CUR && __builtin_add_overflow(int64_t(f->synthetic_dir->pos), off, &pos)) return -EINVAL;
     if (pos < 0) return -EINVAL;
     f->synthetic_dir->pos = static_cast<size_t>(pos);
     return pos;

@@ -281,18 +281,8 @@ std::unique_ptr<Guest> Guest::create(const GuestConfig& config) {
 std::shared_ptr<kvm::GuestMemory> Guest::snapshot_memory() const { return mm_->snapshot_memory(); }
 
 int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) {
-  // The child is charged to the tree before anything is copied: a process slot, and the memory of
-  // a whole copy of this process (Linux's fork fails the same way, EAGAIN and ENOMEM).
-  Charge slot(p.shared_account(), ResourceAccount::kProcesses);
-  if (!slot.grow(1)) {
-    p.log_refusal(ResourceAccount::kProcesses, "fork: EAGAIN");
-    return -EAGAIN;
-  }
-  Charge memory(p.shared_account(), ResourceAccount::kMemory);
-  if (!memory.grow(p.memory_in_use())) {
-    p.log_refusal(ResourceAccount::kMemory, "fork: ENOMEM");
-    return -ENOMEM;
-  }
+  Charge slot, memory;
+  if (int error = p.charge_fork(slot, memory)) return error;
   std::unique_ptr<Guest> child(new Guest);
   kvm::VcpuState state = p.vcpu().save();  // only the calling thread goes on in the child
   state.regs.rax = 0;

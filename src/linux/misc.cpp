@@ -72,7 +72,7 @@ KVMS_SYSCALL(sysinfo) {
 
 KVMS_SYSCALL(getrandom) {
   const uint64_t buf = a.a[0], flags = a.a[2];
-  uint64_t len = std::min<uint64_t>(a.a[1], kMaxGetrandom);
+  const uint64_t len = std::min<uint64_t>(a.a[1], kMaxGetrandom);
   if (flags & ~uint64_t(GRND_NONBLOCK | GRND_RANDOM | GRND_INSECURE)) return -EINVAL;
   if ((flags & GRND_RANDOM) && (flags & GRND_INSECURE)) return -EINVAL;
   // Straight into the guest's buffer (identity-mapped guest memory is ours): no host copy of up to
@@ -82,7 +82,7 @@ KVMS_SYSCALL(getrandom) {
   for (uint64_t done = 0; done < len;) {
     ssize_t n = ::getrandom(out->data() + done, len - done, 0);
     if (n < 0 && errno != EINTR) return -errno;
-    if (n > 0) done += n;
+    if (n > 0) done += uint64_t(n);
   }
   p.mm().note_write(*out, len);
   return int64_t(len);

@@ -42,8 +42,6 @@ thread_local Process* current_process = nullptr;
 thread_local ThreadContext* current_thread = nullptr;
 }  // namespace
 
-thread_local bool Process::holds_lock = false;
-
 ThreadContext& Process::thread() {
   if (current_process == this && current_thread) return *current_thread;
   return main_thread();
@@ -154,6 +152,20 @@ void Process::settle_memory() {
 
 uint64_t Process::memory_limit() const { return account_->limit(ResourceAccount::kMemory); }
 uint64_t Process::tree_memory_used() const { return account_->used(ResourceAccount::kMemory); }
+
+int Process::charge_fork(Charge& slot, Charge& memory) const {
+  slot = Charge(account_, ResourceAccount::kProcesses);
+  if (!slot.grow(1)) {
+    log_refusal(ResourceAccount::kProcesses, "fork: EAGAIN");
+    return -EAGAIN;
+  }
+  memory = Charge(account_, ResourceAccount::kMemory);
+  if (!memory.grow(memory_in_use())) {
+    log_refusal(ResourceAccount::kMemory, "fork: ENOMEM");
+    return -ENOMEM;
+  }
+  return 0;
+}
 
 void Process::log_refusal(ResourceAccount::Resource r, const std::string& consequence) const {
   if (!config_.verbose || !account_->first_refusal(r)) return;

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "kvm/address_space.hpp"
+#include "kvm/clock_page.h"
 #include "linux/fd_table.hpp"
 #include "linux/limits.hpp"
 
@@ -177,6 +178,10 @@ class Process {
   // The tree refused a charge of r: one -v line per tree and resource, naming the flag and what
   // the guest gets instead ("fork: EAGAIN").
   void log_refusal(ResourceAccount::Resource r, const std::string& consequence) const;
+  // Charges a child about to be forked to the tree before anything is copied: a process slot and a
+  // copy of this process's memory, into `slot` and `memory` (Linux's fork fails the same ways).
+  // 0, or -EAGAIN (--max-processes) / -ENOMEM (--max-memory) with a -v line.
+  int charge_fork(Charge& slot, Charge& memory) const;
   // A per-process cap was hit (--max-threads, --max-fds, ...): one -v line per process and cap.
   void log_cap(const char* flag, uint64_t value, const std::string& consequence);
   // vCPUs of this process's VM (threads that ended leave theirs for later ones): host cost.
@@ -212,7 +217,9 @@ class Process {
     bool unlocked_ = false;
   };
   // Set by the Guest while a handler runs with the lock held (so blocking sections know to unlock).
-  static thread_local bool holds_lock;
+  // Defined here, constant-initialized: every use is a plain thread-local access (an out-of-line
+  // definition made each one a call to a TLS wrapper, which GCC 12's UBSan also got wrong).
+  static inline thread_local bool holds_lock = false;
 
   std::map<int, ThreadContext> threads;  // tid -> state; the main thread's tid is pid
   std::list<FutexWaiter*> futex_waiters;

@@ -32,6 +32,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "linux/deadline.hpp"
 #include "linux/host_fs.hpp"
 #include "linux/net_policy.hpp"
 #include "linux/policy.hpp"
@@ -973,25 +974,9 @@ KVMS_SYSCALL(recvmmsg) {
   const uint64_t vlen = std::min<uint64_t>(static_cast<uint32_t>(a.a[2]), kMaxIov);
   int flags = static_cast<int>(a.a[3]);
   const uint64_t utimeout = a.a[4];
-  timespec deadline{};
-  if (utimeout) {
-    struct { int64_t sec, nsec; } t{};
-    if (!p.mm().read(utimeout, t)) return -EFAULT;
-    if (t.sec < 0 || t.nsec < 0 || t.nsec >= 1000000000) return -EINVAL;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += std::min<int64_t>(t.sec, int64_t(1) << 32);  // forever enough, and no overflow
-    deadline.tv_nsec += t.nsec;
-    if (deadline.tv_nsec >= 1000000000) {
-      deadline.tv_sec++;
-      deadline.tv_nsec -= 1000000000;
-    }
-  }
-  auto remaining_ns = [&]() -> int64_t {
-    timespec now{};
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t ns = (deadline.tv_sec - now.tv_sec) * 1000000000LL + (deadline.tv_nsec - now.tv_nsec);
-    return std::max<int64_t>(ns, 0);
-  };
+  // Checked after each datagram, as Linux does (it does not bound the wait for one).
+  Deadline deadline = Deadline::infinite();
+  if (int64_t rc = read_timeout(p, utimeout, deadline)) return rc;
   uint64_t received = 0;
   int64_t result = 0;
   while (received < vlen) {
@@ -1005,14 +990,14 @@ KVMS_SYSCALL(recvmmsg) {
       break;
     }
     ++received;
-    if (utimeout && remaining_ns() == 0) break;
+    if (deadline.expired()) break;
     int got_flags = 0;
     if (p.mm().read(entry + offsetof(msghdr, msg_flags), got_flags) && (got_flags & MSG_OOB)) break;
   }
   if (received == 0) return vlen == 0 ? 0 : result;
   if (utimeout) {
-    int64_t ns = remaining_ns();
-    struct { int64_t sec, nsec; } t{ns / 1000000000, ns % 1000000000};
+    const timespec left = deadline.remaining();
+    struct { int64_t sec, nsec; } t{left.tv_sec, left.tv_nsec};
     if (!p.mm().write(utimeout, t)) return -EFAULT;
   }
   return int64_t(received);

@@ -121,6 +121,8 @@ const char* syscall_name(uint64_t nr) {
   return nr < kTableSize ? names[nr] : nullptr;
 }
 
+bool syscall_implemented(uint64_t nr) { return nr < kTableSize && table()[nr] != nullptr; }
+
 // KVMS_TRACE=1 in kvmserver's environment: one line per guest syscall on stderr; KVMS_TRACE=errors:
 // only the failed ones (debugging aids).
 int trace_level() {

@@ -14,6 +14,8 @@ using SyscallHandler = int64_t (*)(Process&, const SyscallArgs&);
 int64_t dispatch_syscall(Process& p, const SyscallArgs& args);
 // "read", "openat", ... or nullptr.
 const char* syscall_name(uint64_t nr);
+// Whether nr has a handler (every other number is -ENOSYS).
+bool syscall_implemented(uint64_t nr);
 
 #define KVMS_SYSCALL(name) int64_t sys_##name(Process& p, const SyscallArgs& a)
 

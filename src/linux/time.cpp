@@ -50,7 +50,7 @@ int64_t write_timespec(Process& p, uint64_t addr, const timespec& ts) {
 
 }  // namespace
 
-// Re-bases the clock page on the host's clocks. The rate comes from KVM's TSC frequency at first,
+// Re-bases the clock page on the host's clocks (from the host's copy of it: Process::Clock::page). The rate comes from KVM's TSC frequency at first,
 // then from what was measured since the first sample, which is more precise than whole kHz. The
 // monotonic value never steps back across a refresh.
 void refresh_clock_page(Process& p) {

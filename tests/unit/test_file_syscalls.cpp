@@ -11,17 +11,22 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "kvm/address_space.hpp"
 #include "kvm/guest_memory.hpp"
+#include "kvm/vm.hpp"
 #include "linux/policy.hpp"
 #include "linux/process.hpp"
 #include "linux/syscalls.hpp"
@@ -716,6 +721,49 @@ TEST_F(FileSyscalls, Sendfile) {
   EXPECT_EQ(slurp(rw_ + "/copy"), "only dataread");
   EXPECT_EQ(call(sys_sendfile, {uint64_t(out), uint64_t(in), kUnmapped, 4}), -EFAULT);
   EXPECT_EQ(call(sys_sendfile, {999, uint64_t(in), 0, 4}), -EBADF);
+}
+
+// A lock wait (F_OFD_SETLKW) leaves the process lock free, so the guest's other threads go on (one
+// of them may be the one to release the lock) and a kick ends the wait. It once held the lock:
+// every other thread stopped at its next syscall, the guest fuzzer's watchdog too (seed 103).
+TEST_F(FileSyscalls, LockWaitLeavesTheProcessLockFree) {
+  const int64_t a = open(rw_ + "/lock", O_CREAT | O_RDWR), b = open(rw_ + "/lock", O_RDWR);
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  struct flock lock{};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  lock.l_len = 1;
+  const uint64_t ulock = alloc(sizeof lock);
+  ASSERT_TRUE(as_->write(ulock, lock));
+  ASSERT_EQ(call(sys_fcntl, {uint64_t(a), F_OFD_SETLK, ulock}), 0);
+  EXPECT_EQ(call(sys_fcntl, {uint64_t(b), F_OFD_SETLK, ulock}), -EAGAIN);
+
+  auto vcpu = kvm::Vcpu::without_kvm(0);
+  proc_->attach(vcpu.get());
+  std::atomic<int64_t> result{1};
+  std::thread waiter([&] {
+    vcpu->bind_to_this_thread();
+    std::unique_lock<std::mutex> lk(proc_->lock.mutex);
+    Process::holds_lock = true;  // as the vCPU loop runs a handler
+    result = call(sys_fcntl, {uint64_t(b), F_OFD_SETLKW, ulock});
+    Process::holds_lock = false;
+  });
+  bool free = false;
+  for (int i = 0; i < 200 && !free; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (result == 1 && proc_->lock.mutex.try_lock()) {
+      free = result == 1;  // still waiting, and the process lock was ours
+      proc_->lock.mutex.unlock();
+    }
+  }
+  EXPECT_TRUE(free);
+  while (result == 1) {
+    vcpu->kick();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  waiter.join();
+  EXPECT_EQ(result, -EINTR);
 }
 
 }  // namespace

@@ -5,17 +5,22 @@
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <cstring>
 #include <mutex>
 #include <climits>
 #include <chrono>
 #include <thread>
+#include <ctime>
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "kvm/address_space.hpp"
 #include "kvm/guest_memory.hpp"
@@ -101,6 +106,60 @@ TEST_F(MiscSyscalls, MemfdBytesCountTowardMaxMemory) {
   EXPECT_LE(total, room);
   EXPECT_GE(total, room - 3 * 4096);
   EXPECT_LE(proc_->tree_memory_used(), proc_->memory_limit());
+}
+
+// getrandom writes guest memory in place: all of it or EFAULT, and nothing to copy for no bytes
+// (it once memcpy'd from an empty vector's null data(), undefined behaviour UBSan reported).
+TEST_F(MiscSyscalls, GetrandomFillsGuestMemoryInPlace) {
+  EXPECT_EQ(call(sys_getrandom, {0, 0, 0}), 0);
+  EXPECT_EQ(call(sys_getrandom, {kScratch, 0, GRND_NONBLOCK}), 0);
+  EXPECT_EQ(call(sys_getrandom, {kScratch, 64, 0}), 64);
+  uint64_t words[8];
+  ASSERT_TRUE(as_->copy_from_user(words, kScratch, sizeof words));
+  uint64_t any = 0;
+  for (uint64_t w : words) any |= w;
+  EXPECT_NE(any, 0u);
+  EXPECT_EQ(call(sys_getrandom, {kScratch + kScratchSize - 16, 32, 0}), -EFAULT);  // runs off the mapping
+  EXPECT_EQ(call(sys_getrandom, {kScratch, 1ull << 40, 0}), -EFAULT);  // 32 MiB (the cap) do not fit either
+  EXPECT_EQ(call(sys_getrandom, {kScratch, 16, 0x80}), -EINVAL);
+  EXPECT_EQ(call(sys_getrandom, {kScratch, 16, GRND_RANDOM | GRND_INSECURE}), -EINVAL);
+}
+
+// Zero bytes at any address, even one outside guest memory, is nothing to copy (a pointer to it once
+// overflowed in AddressSpace's host pointer: UBSan, rt_sigpending in guest fuzzer seed 32).
+TEST_F(MiscSyscalls, EmptyRangesMayBeAnywhere) {
+  EXPECT_EQ(call(sys_rt_sigpending, {0xffffff8000000000, 0}), 0);
+  EXPECT_EQ(call(sys_getcpu, {0, 0, 0}), 0);
+  for (const uint64_t addr : {uint64_t(0), uint64_t(1) << 30, uint64_t(0xffffff8000000000), ~uint64_t(0)}) {
+    EXPECT_TRUE(as_->writable(addr, 0).has_value());
+    EXPECT_TRUE(as_->readable(addr, 0).has_value());
+    EXPECT_TRUE(as_->copy_to_user(addr, "", 0));
+  }
+}
+
+// The guest may make its clock page writable and fill it with anything: the clock syscalls and the
+// next refresh use the host's copy (they read the guest's once: a shift of 2^31 bits and signed
+// overflow, UBSan, found by the in-process fuzzer).
+TEST_F(MiscSyscalls, ClockPageTheGuestOverwroteIsNotTheHostsClock) {
+  constexpr uint64_t kVvar = 0x800000;
+  ASSERT_EQ(as_->map(kVvar, 4096, kvm::kProtRead | kvm::kProtWrite, "[vvar]"), 0);
+  proc_->vdso_base = kVvar + 4096;
+  proc_->clock.tsc_khz = 1000000;
+  refresh_clock_page(*proc_);
+  const std::vector<uint8_t> junk(4096, 0xa5);
+  ASSERT_TRUE(as_->copy_to_user(kVvar, junk.data(), junk.size()));
+  for (const clockid_t id : {CLOCK_MONOTONIC, CLOCK_REALTIME, CLOCK_BOOTTIME}) {
+    timespec host{};
+    clock_gettime(id, &host);
+    ASSERT_EQ(call(sys_clock_gettime, {uint64_t(id), next_}), 0);
+    const auto guest = get<timespec>(next_);
+    EXPECT_NEAR(double(guest.tv_sec), double(host.tv_sec), 2.0) << id;
+  }
+  refresh_clock_page(*proc_);
+  kvms_clock_page page{};
+  ASSERT_TRUE(as_->read(kVvar, page));
+  EXPECT_EQ(page.mult, proc_->clock.mult);  // the guest's copy is the host's again
+  EXPECT_EQ(page.shift, 32u);
 }
 
 TEST_F(MiscSyscalls, IdentityCannotChange) {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <sys/statfs.h>
@@ -280,6 +281,13 @@ TEST_F(Procfs, FdDirectoryLists) {
   EXPECT_EQ(call(sys_getdents64, {uint64_t(dir), alloc(8), 8}), 0);  // at the end: nothing left
   EXPECT_EQ(call(sys_lseek, {uint64_t(dir), 0, SEEK_SET}), 0);
   EXPECT_EQ(call(sys_getdents64, {uint64_t(dir), alloc(8), 8}), -EINVAL);  // too small for one entry
+  // Positions are entry indices; one past any int64 is EINVAL (it was signed overflow: UBSan, found
+  // by the in-process fuzzer) and leaves the position alone.
+  EXPECT_EQ(call(sys_lseek, {uint64_t(dir), 2, SEEK_SET}), 2);
+  EXPECT_EQ(call(sys_lseek, {uint64_t(dir), uint64_t(INT64_MAX), SEEK_CUR}), -EINVAL);
+  EXPECT_EQ(call(sys_lseek, {uint64_t(dir), uint64_t(-3), SEEK_CUR}), -EINVAL);
+  EXPECT_EQ(call(sys_lseek, {uint64_t(dir), uint64_t(-1), SEEK_CUR}), 1);
+  EXPECT_EQ(call(sys_lseek, {uint64_t(dir), 0, SEEK_END}), -EINVAL);
   EXPECT_EQ(open("/proc/self/fd", O_WRONLY), -EISDIR);
 }
 
