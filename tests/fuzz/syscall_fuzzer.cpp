@@ -54,6 +54,7 @@
 #include "kvm/guest_memory.hpp"
 #include "kvm/layout.hpp"
 #include "kvm/vm.hpp"
+#include "../unit/guest_memory_test_access.hpp"
 #include "linux/epoll.hpp"
 #include "linux/guest.hpp"
 #include "linux/net_policy.hpp"
@@ -566,9 +567,8 @@ std::shared_ptr<const NetPolicy> net_policy() {
 // finds it as fresh as a new one.
 std::shared_ptr<kvm::AddressSpace> fresh_address_space() {
   static const auto memory = kvm::GuestMemory::create(kUserSize, kKernelSize);
-  auto no_tracking = [](uint64_t, uint64_t) {};
-  memory->zero(0, kUserSize, no_tracking);
-  memory->zero(kvm::kKernelPhys + kvm::kPageTableOffset, kKernelSize - kvm::kPageTableOffset, no_tracking);
+  kvm::GuestMemoryTestAccess::zero(*memory, 0, kUserSize);
+  kvm::GuestMemoryTestAccess::zero(*memory, kvm::kKernelPhys + kvm::kPageTableOffset, kKernelSize - kvm::kPageTableOffset);
   return std::make_shared<kvm::AddressSpace>(memory);
 }
 
@@ -616,7 +616,9 @@ void set_stack_pointer(kvm::Vcpu& vcpu, Reader& in) {
 bool after_call(Process& p, ThreadContext& t, kvm::Vcpu& vcpu, uint64_t nr) {
   static std::array<uint32_t, 1024> xsave{};
   kvm_regs& r = vcpu.regs();
-  if (nr == SYS_rt_sigreturn && !pop_signal_frame(p, t, r.rsp, r, xsave)) return false;
+  // XCR0 of a guest with x87, SSE and AVX state (KVM is not opened here to ask).
+  constexpr uint64_t kXfeatures = 0x7;
+  if (nr == SYS_rt_sigreturn && !pop_signal_frame(p, t, r.rsp, r, xsave, kXfeatures)) return false;
   if (!(t.pending_signals & ~t.sigmask)) return true;
   auto d = take_signal(p, t);
   if (!d) return true;
