@@ -72,6 +72,8 @@ TEST(SeccompFilter, AllowsWhatKvmserverDoes) {
     std::thread([&] { from_thread = static_cast<int>(syscall(SYS_gettid)); }).join();
     if (from_thread <= 0) return 6;
     if (syscall(SYS_clone3, nullptr, 0) != -1 || errno != ENOSYS) return 7;
+    // A chmod that follows no symlink tries fchmodat2 first: ENOSYS, then the fallback.
+    if (syscall(452 /* fchmodat2 */, AT_FDCWD, "/nonexistent", 0600, 0) != -1 || errno != ENOSYS) return 10;
     void* p = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED || mprotect(p, 4096, PROT_READ) != 0) return 8;
     const int s = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
