@@ -297,8 +297,9 @@ faults_case() {
     fail faults.alloc "sent GET /alloc/512, wanted 'allocated=K' with K < 24, got $(printf %q "$FBODY") [$FMETA exit $FRC]; server stderr: $(tail_of "$SLOG.err" 4)"
   fi
   many faults.alloc.after --port "$port" --count 100 --path / --expect 'hello\n'
-  # Below the limit an allocation must succeed (else the case above proves nothing).
-  expect_fetch faults.alloc_under_limit "$port" /alloc/8 'allocated=8\n'
+  # Below the limit an allocation must succeed (else the case above proves nothing). 4 MB: 8 MB
+  # took longer than --max-request-time=2 once in a nested machine loaded by other jobs.
+  expect_fetch faults.alloc_under_limit "$port" /alloc/4 'allocated=4\n'
 
   stop_check faults
   local line timeouts faults_n
