@@ -11,7 +11,7 @@ t0=$(date +%s)
 packages=(
   build-essential cmake pkg-config nasm
   libgtest-dev libcli11-dev libtomlplusplus-dev libfmt-dev libspdlog-dev libseccomp-dev libbenchmark-dev
-  libhttp-parser-dev libsystemd-dev
+  libhttp-parser-dev libsystemd-dev libxxhash-dev
   musl-tools busybox-static python3 curl ca-certificates procps
   libpython3.11-testsuite wrk
   nginx systemd  # tests/e2e/isolation.sh: a reverse proxy in front; systemd-socket-activate

@@ -7,6 +7,7 @@
 #include "cli/options.hpp"
 #include "jail/host_process.hpp"
 #include "server/run_command.hpp"
+#include "server/snapshot_command.hpp"
 
 int main(int argc, char** argv) {
   // A guest writing to a closed socket or pipe gets EPIPE; it must never kill us.
@@ -14,11 +15,14 @@ int main(int argc, char** argv) {
   int status = 0;
   auto opts = kvms::cli::parse_command_line(argc, argv, status);
   if (!opts) return status;
+  // Reading a snapshot file needs neither KVM nor the sandbox around a guest.
+  if (opts->command == kvms::cli::Command::Inspect) return kvms::server::inspect_snapshot(*opts);
   try {
     kvms::jail::harden_host_process(kvms::jail::open_files_limit(opts->threads, kvms::cli::limits_config(*opts)));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kvmserver: %s\n", e.what());
     return 125;
   }
+  if (opts->command == kvms::cli::Command::Serve) return kvms::server::serve_snapshot(*opts);
   return kvms::server::run_program(*opts);
 }

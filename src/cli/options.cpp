@@ -343,6 +343,18 @@ const std::vector<Spec>& specs() {
        [](Options& o, const Value& v, const Ctx&) { o.max_header_time = parse_seconds(v.text); }},
       {"--max-request-body", "max-request-body", Kind::Int, "Server", "MB", "Largest request body (default 1024, 0: none)",
        [](Options& o, const Value& v, const Ctx&) { o.max_request_body_mb = uint64_t(parse_int(v.text, 0, 1 << 30)); }},
+      // --- Snapshots (src/snapshot/format.hpp)
+      {"-o,--output", "output", Kind::String, "Snapshot", "FILE", "kvmserver snapshot: the file to write",
+       [](Options& o, const Value& v, const Ctx& c) { o.snapshot_output = abs_path(v.text, c); }},
+      {"--snapshot-on-ready", "snapshot-on-ready", Kind::String, "Snapshot", "FILE",
+       "Also save the paused template to FILE before serving",
+       [](Options& o, const Value& v, const Ctx& c) { o.snapshot_on_ready = abs_path(v.text, c); }},
+      {"--verify", "verify", Kind::Flag, "Snapshot", "",
+       "kvmserver serve/inspect: check every memory chunk's checksum first (reads the whole file)",
+       [](Options& o, const Value& v, const Ctx&) { o.verify = v.count > 0; }},
+      {"--reopen-changed-files", "reopen-changed-files", Kind::Flag, "Snapshot", "",
+       "kvmserver serve: reopen files the template had open that changed since (default: refuse to start)",
+       [](Options& o, const Value& v, const Ctx&) { o.reopen_changed_files = v.count > 0; }},
   };
   return s;
 }
@@ -467,6 +479,9 @@ class Formatter : public CLI::Formatter {
  public:
   std::string make_usage(const CLI::App*, std::string) const override {
     return "Usage: kvmserver [OPTIONS] run [--] PROGRAM [ARGS...]\n"
+           "       kvmserver snapshot --output FILE [OPTIONS] run [--] PROGRAM [ARGS...]\n"
+           "       kvmserver serve FILE [OPTIONS]\n"
+           "       kvmserver inspect [--verify] FILE\n"
            "       kvmserver --help | --version\n";
   }
   // "--allow-read[=PATH,...]", "--volume HOST:GUEST[:rw]", "--stats": no CLI11 " ..." decorations.
@@ -517,6 +532,22 @@ std::string get_cwd() {
 
 Options parse_options(const std::vector<std::string>& argv_in, std::string_view caller_cwd) {
   std::vector<std::string> args(argv_in.begin() + (argv_in.empty() ? 0 : 1), argv_in.end());
+  // `snapshot`, `serve FILE` and `inspect FILE` come first; `run` is found among the options.
+  Command command = Command::Run;
+  std::string snapshot_file;
+  if (!args.empty() && (args[0] == "snapshot" || args[0] == "serve" || args[0] == "inspect")) {
+    command = args[0] == "snapshot" ? Command::Snapshot : args[0] == "serve" ? Command::Serve : Command::Inspect;
+    args.erase(args.begin());
+    if (command != Command::Snapshot) {
+      // FILE comes first (`inspect --verify FILE` too).
+      auto it = args.begin();
+      if (command == Command::Inspect && it != args.end() && *it == "--verify") ++it;
+      if (it == args.end() || it->empty() || (*it)[0] == '-' || *it == "run")
+        throw UsageError(std::string(command == Command::Serve ? "serve" : "inspect") + " needs a snapshot FILE");
+      snapshot_file = *it;
+      args.erase(it);
+    }
+  }
 
   CLI::App app{"Runs unmodified Linux x86-64 programs inside a KVM guest, with per-request isolation.",
                "kvmserver"};
@@ -650,6 +681,27 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
     if (x.size() > 1 && x[0] == '-') throw UsageError("unknown option '" + x + "'");
     throw UsageError("unexpected argument '" + x + "' (the program and its arguments go after `run`)");
   }
+  o.command = command;
+  if (!snapshot_file.empty()) o.snapshot_file = abs_path(snapshot_file, ctx);
+  if (command == Command::Serve || command == Command::Inspect) {
+    const char* name = command == Command::Serve ? "serve" : "inspect";
+    if (run != std::string::npos) throw UsageError(std::string(name) + " takes no program: it is in the snapshot");
+    if (command == Command::Inspect && args.size() > (o.verify ? 1u : 0u))
+      throw UsageError("inspect takes only --verify and a FILE");
+    if (!o.env.empty() || o.allow_env.any())
+      throw UsageError(std::string(name) + ": the environment is in the snapshot (--env and --allow-env apply when making it)");
+    if (o.warmup > 0) throw UsageError(std::string(name) + ": --warmup applies when making the snapshot");
+    if (!o.snapshot_output.empty() || !o.snapshot_on_ready.empty())
+      throw UsageError(std::string(name) + ": --output and --snapshot-on-ready apply when making a snapshot");
+    if (o.isolate_requests) o.ephemeral = true;
+    if (!o.listen.empty() && !o.isolate_requests)
+      throw UsageError("--listen is the front's address: it needs --isolate=request");
+    return o;
+  }
+  if (command == Command::Snapshot && o.snapshot_output.empty()) throw UsageError("snapshot needs --output FILE");
+  if (command != Command::Snapshot && !o.snapshot_output.empty())
+    throw UsageError("--output is for `kvmserver snapshot` (or use --snapshot-on-ready FILE)");
+  if (o.verify || o.reopen_changed_files) throw UsageError("--verify and --reopen-changed-files are for `kvmserver serve`");
   if (run == std::string::npos) throw UsageError("nothing to run: expected `run [--] PROGRAM [ARGS...]`");
   size_t p = run + 1;
   if (p < args.size() && args[p] == "--") ++p;

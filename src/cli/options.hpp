@@ -66,7 +66,12 @@ struct Grant {
   bool operator==(const Grant&) const = default;
 };
 
+// What kvmserver is asked to do: `run` a program (serving when it turns out to be a server),
+// make a `snapshot` of one, `serve` from a snapshot file, `inspect` one.
+enum class Command { Run, Snapshot, Serve, Inspect };
+
 struct Options {
+  Command command = Command::Run;
   // --- Permissions and the program's environment
   bool allow_all = false;             // -A, --allow-all: everything below, all of it
   Grant allow_read;                   // --allow-read[=PATH,...]   absolute, lexically normalized
@@ -116,6 +121,18 @@ struct Options {
   double max_header_time = 10;                // --max-header-time=S
   uint64_t max_request_body_mb = 1024;        // --max-request-body=MB (0: no limit)
 
+  // --- Snapshots (src/snapshot/format.hpp)
+  std::string snapshot_output;                // snapshot --output FILE
+  std::string snapshot_on_ready;              // --snapshot-on-ready FILE
+  std::string snapshot_file;                  // serve FILE, inspect FILE
+  bool verify = false;                        // --verify: check the memory image's checksums
+  bool reopen_changed_files = false;          // --reopen-changed-files
+  // Whether grant flags were given (serve: they replace the snapshot's grants).
+  bool grants_given() const {
+    return allow_all || allow_read.any() || allow_write.any() || !volumes.empty() || allow_listen.any() ||
+           allow_connect.any();
+  }
+
   // --- The program: `run [--] PROGRAM [ARGS...]`
   std::string program;            // as given (resolving it through PATH is the caller's job)
   std::vector<std::string> args;  // the program's arguments, without the program itself
@@ -125,8 +142,8 @@ struct Options {
   // run without them may still turn out to be one (it is paused when it first waits for connections).
   bool seccomp_on() const { return seccomp.value_or(!expects_server()); }
   bool expects_server() const {
-    return ephemeral || isolate_requests || threads > 1 || allow_listen.any() || warmup > 0 || max_request_time ||
-           max_request_memory_mb || !metrics.empty();
+    return command != Command::Run || ephemeral || isolate_requests || threads > 1 || allow_listen.any() || warmup > 0 ||
+           max_request_time || max_request_memory_mb || !metrics.empty() || !snapshot_on_ready.empty();
   }
 };
 

@@ -451,14 +451,36 @@ std::optional<ExceptionFrame> AddressSpace::exception_frame(uint64_t rsp, int ve
   return ExceptionFrame{code ? w[0] : 0, f[0], f[1], f[2], f[3]};
 }
 
+void AddressSpace::restore_mappings(const std::vector<std::pair<uint64_t, Mapping>>& mappings) {
+  if (!maps_.empty()) throw std::logic_error("restore_mappings: the address space is not fresh");
+  if (mappings.size() > kMaxMappings) throw std::invalid_argument("too many mappings");
+  uint64_t previous_end = kUserMin;
+  for (const auto& [start, m] : mappings) {
+    if (((start | m.end) & kPageMask) || start < previous_end || m.end <= start || m.end > limit())
+      throw std::invalid_argument("a mapping overlaps another, is unaligned or leaves user memory");
+    if (m.prot & ~(kProtRead | kProtWrite | kProtExec)) throw std::invalid_argument("mapping with unknown protection");
+    if (m.fork_flags & ~(kWipeOnFork | kDontFork)) throw std::invalid_argument("mapping with unknown fork flags");
+    previous_end = m.end;
+  }
+  for (const auto& [start, m] : mappings) {
+    try {
+      set_ptes(start, m.end - start, m.prot);
+    } catch (const std::bad_alloc&) {
+      throw std::invalid_argument("no room for the page tables of the mappings");
+    }
+    count(maps_.emplace_hint(maps_.end(), start, m)->second, start, +1);
+  }
+}
+
 std::shared_ptr<GuestMemory> AddressSpace::snapshot_memory() const {
   auto copy = GuestMemory::create(memory_->user_size(), memory_->kernel_size());
+  std::vector<unsigned char> data;
   auto copy_resident = [&](uint64_t gpa, uint64_t len) {
     const uint8_t* src = memory_->host(gpa, len);
-    std::vector<unsigned char> resident((len + kPageSize - 1) / kPageSize);
-    if (!src || ::mincore(const_cast<uint8_t*>(src), len, resident.data()) != 0) return;
-    for (uint64_t i = 0; i < resident.size(); ++i)
-      if (resident[i] & 1) std::memcpy(copy->host(gpa + i * kPageSize), src + i * kPageSize, kPageSize);
+    if (!src) return;
+    memory_->may_hold_data(gpa, len, data);
+    for (uint64_t i = 0; i < data.size(); ++i)
+      if (data[i]) std::memcpy(copy->host(gpa + i * kPageSize), src + i * kPageSize, kPageSize);
   };
   for (const auto& [start, m] : maps_)
     if (m.prot != kProtNone) copy_resident(start, m.end - start);

@@ -143,6 +143,12 @@ class AddressSpace {
   // cs, rflags, rsp, ss), when rsp points into the exception stacks; nullopt otherwise.
   std::optional<ExceptionFrame> exception_frame(uint64_t rsp, int vector) const;
 
+  // Makes this fresh address space (kernel area installed, no user mapping yet) hold `mappings`,
+  // with page tables built for them (loading a snapshot: its page tables are never taken from the
+  // file). Throws std::invalid_argument unless they are sorted, disjoint, page-aligned, inside
+  // [kUserMin, limit()), with known protections and fork flags, and at most kMaxMappings.
+  void restore_mappings(const std::vector<std::pair<uint64_t, Mapping>>& mappings);
+
   // A private copy of everything the guest has in memory: the resident pages of its accessible
   // mappings (the only ones that can hold anything but zeros) and the kernel area (fork).
   std::shared_ptr<GuestMemory> snapshot_memory() const;

@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -38,13 +40,57 @@ std::shared_ptr<GuestMemory> GuestMemory::create(uint64_t user_size, uint64_t ke
   return m;
 }
 
+GuestMemory::FileBacking::~FileBacking() {
+  if (fd >= 0) close(fd);
+}
+
+std::shared_ptr<GuestMemory> GuestMemory::from_file(uint64_t user_size, uint64_t kernel_size, int fd,
+                                                    std::vector<FileExtent> extents) {
+  if (user_size == 0 || user_size > kMaxUserSize || (user_size & kPageMask) || (kernel_size & kPageMask))
+    throw std::invalid_argument("guest memory size out of range");
+  uint64_t previous_end = 0;
+  for (const FileExtent& e : extents)
+    if (((e.gpa | e.bytes | e.file_offset) & kPageMask) || e.bytes == 0 || e.gpa < previous_end ||
+        e.bytes > user_size || e.gpa > user_size - e.bytes)
+      throw std::invalid_argument("snapshot memory extents out of order or outside the user slot");
+    else
+      previous_end = e.gpa + e.bytes;
+  auto backing = std::make_shared<FileBacking>();
+  backing->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (backing->fd < 0) fail("dup snapshot file");
+  backing->extents = std::move(extents);
+  std::shared_ptr<GuestMemory> m(new GuestMemory);
+  m->memfd_ = memfd_create("kvmserver-guest", MFD_CLOEXEC);  // the kernel slot only
+  if (m->memfd_ < 0) fail("memfd_create");
+  if (ftruncate(m->memfd_, static_cast<off_t>(kKernelPhys + kernel_size)) != 0) fail("ftruncate guest memory");
+  m->user_size_ = user_size;
+  m->kernel_size_ = kernel_size;
+  m->file_ = std::move(backing);
+  m->map_user_from_file();
+  m->kernel_ = map(m->memfd_, kKernelPhys, kernel_size, MAP_SHARED);
+  return m;
+}
+
+void GuestMemory::map_user_from_file() {
+  user_ = map(-1, 0, user_size_, MAP_PRIVATE | MAP_ANONYMOUS);
+  for (const FileExtent& e : file_->extents) {
+    void* p = mmap(user_ + e.gpa, e.bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, file_->fd,
+                   static_cast<off_t>(e.file_offset));
+    if (p == MAP_FAILED) fail("mmap snapshot memory");
+  }
+}
+
 std::shared_ptr<GuestMemory> GuestMemory::fork_private(const std::shared_ptr<GuestMemory>& parent) {
   std::shared_ptr<GuestMemory> m(new GuestMemory);
   m->memfd_ = dup(parent->memfd_);
   if (m->memfd_ < 0) fail("dup guest memfd");
   m->user_size_ = parent->user_size_;
   m->kernel_size_ = parent->kernel_size_;
-  m->user_ = map(m->memfd_, 0, m->user_size_, MAP_PRIVATE);
+  m->file_ = parent->file_;
+  if (m->file_)
+    m->map_user_from_file();  // the same pages as the parent: it never writes to them
+  else
+    m->user_ = map(m->memfd_, 0, m->user_size_, MAP_PRIVATE);
   m->kernel_ = map(m->memfd_, kKernelPhys, m->kernel_size_, MAP_PRIVATE);
   m->parent_ = parent;
   return m;
@@ -66,7 +112,67 @@ uint8_t* GuestMemory::host(uint64_t gpa, uint64_t len) const {
 uint64_t GuestMemory::resident_pages() const {
   struct stat st{};
   if (fstat(memfd_, &st) != 0) return 0;
-  return static_cast<uint64_t>(st.st_blocks) * 512 / kPageSize;
+  uint64_t pages = static_cast<uint64_t>(st.st_blocks) * 512 / kPageSize;
+  if (file_)
+    for (const FileExtent& e : file_->extents) pages += e.bytes / kPageSize;
+  return pages;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> GuestMemory::nonzero_user_runs(uint64_t merge_gap_pages) const {
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  auto add_page = [&](uint64_t page) {
+    if (!runs.empty() && page - runs.back().second <= merge_gap_pages * kPageSize)
+      runs.back().second = page + kPageSize;
+    else
+      runs.emplace_back(page, page + kPageSize);
+  };
+  auto scan = [&](uint64_t start, uint64_t end) {
+    for (uint64_t page = start; page < end; page += kPageSize) {
+      const auto* words = reinterpret_cast<const uint64_t*>(user_ + page);
+      for (size_t i = 0; i < kPageSize / 8; ++i)
+        if (words[i]) {
+          add_page(page);
+          break;
+        }
+    }
+  };
+  if (file_) {  // a template served from a snapshot: its data is the file's
+    std::vector<unsigned char> data;
+    may_hold_data(0, user_size_, data);
+    for (uint64_t i = 0; i < data.size(); ++i)
+      if (data[i]) scan(i * kPageSize, (i + 1) * kPageSize);
+    return runs;
+  }
+  for (auto [start, end] : data_extents(0, user_size_)) scan(start, end);
+  return runs;
+}
+
+int GuestMemory::write_user_range(int fd, uint64_t gpa, uint64_t len, uint64_t offset) const {
+  if (!host(gpa, len) || gpa >= user_size_) return -EINVAL;
+  while (len > 0) {
+    const ssize_t n = pwrite(fd, user_ + gpa, std::min<uint64_t>(len, 1u << 30), static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? -errno : -EIO;
+    gpa += uint64_t(n);
+    offset += uint64_t(n);
+    len -= uint64_t(n);
+  }
+  return 0;
+}
+
+void GuestMemory::may_hold_data(uint64_t gpa, uint64_t len, std::vector<unsigned char>& out) const {
+  out.assign((len + kPageSize - 1) / kPageSize, 0);
+  const uint8_t* src = host(gpa, len);
+  if (!src) return;
+  // Resident here: a private copy, or a page of the memfd (holes are not resident).
+  if (::mincore(const_cast<uint8_t*>(src), len, out.data()) != 0) out.assign(out.size(), 1);
+  for (auto& r : out) r &= 1;
+  // A snapshot's pages are data whether or not the host has read them from the file yet.
+  if (file_ && gpa < user_size_)
+    for (const FileExtent& e : file_->extents) {
+      const uint64_t lo = std::max(e.gpa, gpa), hi = std::min(e.gpa + e.bytes, gpa + len);
+      for (uint64_t a = lo; a < hi; a += kPageSize) out[(a - gpa) / kPageSize] = 1;
+    }
 }
 
 void GuestMemory::discard_private() {
@@ -89,6 +195,13 @@ void GuestMemory::punch_hole(uint64_t gpa, uint64_t len) {
 std::vector<std::pair<uint64_t, uint64_t>> GuestMemory::data_extents(uint64_t gpa, uint64_t len) const {
   std::vector<std::pair<uint64_t, uint64_t>> out;
   uint64_t end = gpa + len, pos = gpa;
+  if (file_ && gpa < user_size_) {  // the user slot's data is the snapshot file's
+    for (const FileExtent& e : file_->extents) {
+      const uint64_t lo = std::max(e.gpa, gpa), hi = std::min(e.gpa + e.bytes, end);
+      if (lo < hi) out.emplace_back(lo, hi);
+    }
+    return out;
+  }
   while (pos < end) {
     off_t data = lseek(memfd_, static_cast<off_t>(pos), SEEK_DATA);
     if (data < 0 || static_cast<uint64_t>(data) >= end) break;

@@ -18,10 +18,23 @@ namespace kvms::kvm {
 
 class AddressSpace;
 
+// Part of a snapshot file that holds guest memory: `bytes` bytes for guest-physical `gpa` on, at
+// `file_offset` in the file (all page-aligned).
+struct FileExtent {
+  uint64_t gpa = 0, bytes = 0, file_offset = 0;
+};
+
 class GuestMemory {
  public:
   // A fresh, all-zero guest memory (user_size bytes of user slot, kernel_size of kernel slot).
   static std::shared_ptr<GuestMemory> create(uint64_t user_size, uint64_t kernel_size);
+  // A template's memory served from a snapshot file (src/snapshot/): the user slot is the file's
+  // extents mapped copy-on-write over zeros, so nothing is read until a page is first touched; the
+  // kernel slot is fresh (the caller rebuilds the kernel area and the page tables there). The
+  // extents must be sorted, disjoint, page-aligned and inside the user slot (the snapshot reader
+  // checks; this throws std::invalid_argument otherwise). `fd` is dup'ed.
+  static std::shared_ptr<GuestMemory> from_file(uint64_t user_size, uint64_t kernel_size, int fd,
+                                                std::vector<FileExtent> extents);
   // A copy-on-write view of `parent`: reads see parent's bytes until written here.
   static std::shared_ptr<GuestMemory> fork_private(const std::shared_ptr<GuestMemory>& parent);
   ~GuestMemory();
@@ -35,6 +48,18 @@ class GuestMemory {
 
   // Pages of the memfd that hold data (written at least once): the template's resident size.
   uint64_t resident_pages() const;
+
+  // The user slot's runs of pages that are not all zeros, for a snapshot: [start, end) pairs,
+  // page-aligned, with gaps of fewer than `merge_gap_pages` zero pages merged into their
+  // neighbours (fewer, longer runs: each is one host mapping per worker at load).
+  std::vector<std::pair<uint64_t, uint64_t>> nonzero_user_runs(uint64_t merge_gap_pages) const;
+  // Writes guest-physical [gpa, gpa+len) of the user slot to `fd` at `offset`; 0 or -errno.
+  int write_user_range(int fd, uint64_t gpa, uint64_t len, uint64_t offset) const;
+  // Whether this memory (or the template it was forked from) is served from a snapshot file.
+  bool file_backed() const { return file_ != nullptr; }
+  // For each page of [gpa, gpa+len): non-zero when it may hold data (resident here, or in the
+  // snapshot file behind it). A fork copies exactly these.
+  void may_hold_data(uint64_t gpa, uint64_t len, std::vector<unsigned char>& out) const;
 
   // Drops every private page of a forked memory: the next access sees the parent again.
   void discard_private();
@@ -61,7 +86,14 @@ class GuestMemory {
 
   void discard_private_range(uint64_t gpa, uint64_t len);
 
+  struct FileBacking {
+    int fd = -1;
+    std::vector<FileExtent> extents;
+    ~FileBacking();
+  };
   GuestMemory() = default;
+  // Maps the user slot: zeros, with the file's extents over them copy-on-write.
+  void map_user_from_file();
   void punch_hole(uint64_t gpa, uint64_t len);
   // Data (non-hole) extents of the memfd inside [gpa, gpa+len), as [start, end) pairs.
   std::vector<std::pair<uint64_t, uint64_t>> data_extents(uint64_t gpa, uint64_t len) const;
@@ -70,6 +102,7 @@ class GuestMemory {
   uint8_t* user_ = nullptr;
   uint8_t* kernel_ = nullptr;
   std::shared_ptr<GuestMemory> parent_;
+  std::shared_ptr<const FileBacking> file_;  // a snapshot's user slot (shared with workers)
 };
 
 template <typename F> void GuestMemory::zero(uint64_t gpa, uint64_t len, F&& on_write) {

@@ -75,6 +75,7 @@ void run_probe(HostFacts& f) {
     f.cost.vms = 1;
     Vcpu vcpu(vm, 0);
     f.cost.vcpus = 1;
+    f.tsc_khz = vcpu.tsc_khz();
     vcpu.bind_to_this_thread();
     vcpu.enter_user_mode(as.cr3(), kUserMin, kUserMin + kPageSize);
     vcpu.set_deadline(monotonic_ns() + kProbeTimeoutNs);

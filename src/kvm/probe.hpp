@@ -47,6 +47,7 @@ struct HostFacts {
   bool hardware_virtualization = true;   // the vmx or svm CPUID flag
   enum class Probe { NotRun, ReachedRing0, StayedInRing3, Failed } probe = Probe::NotRun;
   std::string probe_detail;  // what the probe guest did instead, for StayedInRing3 and Failed
+  uint64_t tsc_khz = 0;      // the probe vCPU's TSC rate (KVM_GET_TSC_KHZ): what a guest's TSC runs at
   struct Cost {
     int vms = 0, vcpus = 0, runs = 0;
     uint64_t exits = 0, pages = 0, ns = 0;  // VM exits, guest pages written, wall-clock time

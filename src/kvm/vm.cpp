@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "kvm/address_space.hpp"
 #include "kvm/layout.hpp"
 #include "kvm/probe.hpp"
 
@@ -249,6 +250,120 @@ void Vcpu::load_cpuid() {
     }
   }
   if (ioctl(fd_, kSetCpuid2, c.get()) != 0) fail("KVM_SET_CPUID2");
+}
+
+namespace {
+constexpr uint64_t kUserCr0 = kCr0Pe | kCr0Mp | kCr0Et | kCr0Ne | kCr0Wp | kCr0Pg;
+constexpr uint64_t kUserCr4 = kCr4Pae | kCr4Pge | kCr4Osfxsr | kCr4Osxmmexcpt | kCr4Osxsave;
+constexpr uint64_t kCr4Extras = (1u << 16) | (1u << 20) | (1u << 21) | (1u << 11);  // FSGSBASE SMEP SMAP UMIP
+constexpr uint64_t kUserEfer = kEferSce | kEferLme | kEferLma | kEferNxe;
+
+bool ring3_data(const kvm_segment& s) {
+  if (s.unusable || !s.present) return true;  // a null selector (fs, gs)
+  return s.dpl == 3 && (s.selector == 0 || (s.selector & 3) == 3) && s.s == 1 && !(s.type & 0x8);
+}
+}  // namespace
+
+std::string user_mode_violation(const kvm_sregs& s) {
+  if (s.cs.selector != kUserCs || s.cs.dpl != 3 || !s.cs.l || !s.cs.present || !(s.cs.type & 0x8))
+    return "code segment is not 64-bit ring 3";
+  if (s.ss.selector != kUserDs || s.ss.dpl != 3) return "stack segment is not ring 3";
+  for (const kvm_segment* d : {&s.ds, &s.es, &s.fs, &s.gs})
+    if (!ring3_data(*d)) return "data segment is not ring 3";
+  if (s.cr0 != kUserCr0) return "CR0 is not kvmserver's";
+  if ((s.cr4 & ~kCr4Extras) != kUserCr4) return "CR4 is not kvmserver's";
+  if (s.efer != kUserEfer) return "EFER is not kvmserver's";
+  if (s.gdt.base != kKernelVirt + kGdtOffset || s.gdt.limit != kGdtLimit) return "GDT is not kvmserver's";
+  if (s.idt.base != kKernelVirt + kIdtOffset || s.idt.limit != 32 * 16 - 1) return "IDT is not kvmserver's";
+  if (s.tr.type != 0xb || !s.tr.present || s.tr.base < kKernelVirt + kTssOffset ||
+      s.tr.base >= kKernelVirt + kTssOffset + kTssPages * kPageSize)
+    return "task register is not kvmserver's";
+  constexpr uint64_t kCanonicalUserEnd = 1ull << 47;
+  if ((s.fs.present && s.fs.base >= kCanonicalUserEnd) || (s.gs.present && s.gs.base >= kCanonicalUserEnd))
+    return "fs or gs base outside user memory";
+  for (uint64_t word : s.interrupt_bitmap)
+    if (word) return "interrupts pending";
+  if (s.apic_base != 0 && (s.apic_base & ~0x900ull) != 0xfee00000) return "APIC base is not KVM's default";
+  return "";
+}
+
+kvm_sregs user_mode_sregs(const kvm_sregs& saved, uint64_t cr3) {
+  kvm_sregs s{};
+  s.apic_base = saved.apic_base;
+  s.cr0 = kUserCr0;
+  s.cr3 = cr3;
+  s.cr4 = kUserCr4 | Kvm::instance().cr4_extra();
+  s.efer = kUserEfer;
+  set_user_segments(s);
+  for (auto [from, to] : {std::pair{&saved.fs, &s.fs}, std::pair{&saved.gs, &s.gs}})
+    if (from->present && !from->unusable) {
+      to->base = from->base;
+      to->present = 1;
+      to->unusable = 0;
+    }
+  s.tr.base = kKernelVirt + tss_offset(0);
+  s.tr.limit = kTssSize - 1;
+  s.tr.selector = tss_selector(0);
+  s.tr.type = 0xb;
+  s.tr.present = 1;
+  s.ldt.unusable = 1;
+  s.gdt.base = kKernelVirt + kGdtOffset;
+  s.gdt.limit = kGdtLimit;
+  s.idt.base = kKernelVirt + kIdtOffset;
+  s.idt.limit = 32 * 16 - 1;
+  return s;
+}
+
+std::optional<UserView> user_view(const VcpuState& state, const AddressSpace& as) {
+  UserView v;
+  v.regs = state.regs;
+  v.sregs = state.sregs;
+  if ((state.sregs.cs.selector & 3) == 3) return v;  // in user mode already
+  // In the entry code: describe the user state it returns to, with ring-3 segments.
+  kvm_sregs user = state.sregs;
+  set_user_segments(user);
+  user.fs = state.sregs.fs;
+  user.gs = state.sregs.gs;
+  v.sregs = user;
+  const uint64_t entry = kKernelVirt + kEntryOffset;
+  const uint64_t rip = state.regs.rip;
+  if (rip == entry + kEntrySyscall || rip == entry + kEntrySyscall + 2) {  // at the `out`, or at sysret after it
+    v.at_syscall = rip == entry + kEntrySyscall;
+    v.regs.rip = state.regs.rcx;
+    v.regs.rflags = (state.regs.r11 & kUserRflags) | 0x2;
+    return v;
+  }
+  if (rip == entry + kEntryIret || rip == entry + kEntryFlushIret) {
+    auto frame = as.exception_frame(state.regs.rsp, 0);  // {rip, cs, rflags, rsp, ss}: vector 0 has no error code
+    if (!frame || !frame->from_user()) return std::nullopt;
+    v.regs.rip = frame->rip;
+    v.regs.rsp = frame->rsp;
+    v.regs.rflags = (frame->rflags & kUserRflags) | 0x2;
+    if (rip == entry + kEntryFlushIret) v.regs.rcx = frame->rip;  // what the flush path leaves in rcx
+    return v;
+  }
+  return std::nullopt;
+}
+
+VcpuState state_from_user_view(const UserView& view, uint64_t cr3, const std::array<uint32_t, 1024>& xsave, uint64_t xcr0) {
+  VcpuState st;
+  st.regs = view.regs;
+  st.sregs = user_mode_sregs(view.sregs, cr3);
+  if (view.at_syscall) {  // what the syscall instruction did (STAR, LSTAR, SFMASK), before the `out`
+    st.regs.rcx = view.regs.rip;
+    st.regs.r11 = view.regs.rflags;
+    st.regs.rip = kKernelVirt + kEntryOffset + kEntrySyscall;
+    st.regs.rflags = (view.regs.rflags & ~kSyscallMask) | 0x2;
+    st.sregs.cs = segment(kKernelCs, 0xb, 0, true);
+    st.sregs.ss = segment(kKernelDs, 0x3, 0, false);
+  }
+  st.xsave = xsave;
+  st.xcrs.nr_xcrs = 1;
+  st.xcrs.xcrs[0].xcr = 0;
+  st.xcrs.xcrs[0].value = xcr0;
+  st.fs_base = st.sregs.fs.base;
+  st.gs_base = st.sregs.gs.base;
+  return st;
 }
 
 void Vcpu::enter_user_mode(uint64_t cr3, uint64_t rip, uint64_t rsp) {

@@ -152,6 +152,36 @@ class Vcpu {
   uint64_t exits_ = 0;
 };
 
+// Why `s` is not the state of a thread in 64-bit user mode as kvmserver sets one up (ring-3
+// segments, long mode with paging, kvmserver's descriptor tables and control registers); empty
+// when it is. Needs no KVM (a snapshot file's threads are checked before anything is created).
+std::string user_mode_violation(const kvm_sregs& s);
+// The sregs of a thread loaded from a snapshot: kvmserver's own user-mode setup (this host's CR4
+// features, page tables at cr3), keeping only what user code can change of `saved` (the fs and gs
+// bases) and its APIC base. Nothing privileged is ever taken from a file.
+kvm_sregs user_mode_sregs(const kvm_sregs& saved, uint64_t cr3);
+// The rflags bits user code can hold (and bit 1, always set); a snapshot's threads have no other.
+inline constexpr uint64_t kUserRflags = 0x1 | 0x2 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 |
+                                        0x10000 | 0x40000 | 0x200000;
+
+// A parked thread's state as user mode sees it (a snapshot keeps threads this way). A thread parked
+// in kvmserver's entry code is described by the user state it returns to: standing at a syscall's
+// `out` (the syscall still to be handled: at_syscall, with rip the user address after the syscall
+// instruction and rflags the user's, as rcx and r11 hold them), before the sysret of a handled
+// one, or before an iretq the host set up (its frame is on the vCPU's exception stack in `as`).
+struct UserView {
+  kvm_regs regs{};
+  kvm_sregs sregs{};  // user-mode segments; only the fs/gs bases and the APIC base matter
+  bool at_syscall = false;
+};
+class AddressSpace;
+// nullopt for any other state (an exception stub: kvmserver handles those before it parks a thread).
+std::optional<UserView> user_view(const VcpuState& state, const AddressSpace& as);
+// The inverse, for loading: registers and sregs of the thread in user mode, or (at_syscall) just
+// entered through `syscall` and standing at the entry code's `out`, as a template's waiting
+// thread does; the sregs are user_mode_sregs() (privileged state is never taken from a file).
+VcpuState state_from_user_view(const UserView& view, uint64_t cr3, const std::array<uint32_t, 1024>& xsave, uint64_t xcr0);
+
 // Writes the kernel area (GDT, TSS, IDT, entry code, exception stack) into a fresh guest memory and
 // maps it supervisor-only into `as`'s page tables.
 class AddressSpace;

@@ -278,6 +278,18 @@ std::unique_ptr<Guest> Guest::create(const GuestConfig& config) {
   return g;
 }
 
+std::unique_ptr<Guest> Guest::from_parts(std::string program_path, std::shared_ptr<kvm::GuestMemory> memory,
+                                         std::shared_ptr<kvm::AddressSpace> mm, std::unique_ptr<Process> process) {
+  std::unique_ptr<Guest> g(new Guest);
+  g->program_path_ = std::move(program_path);
+  g->memory_ = std::move(memory);
+  g->mm_ = std::move(mm);
+  g->process_ = std::move(process);
+  g->process_->host = g.get();
+  g->process_->set_address_space(g->mm_);
+  return g;
+}
+
 std::shared_ptr<kvm::GuestMemory> Guest::snapshot_memory() const { return mm_->snapshot_memory(); }
 
 int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) {

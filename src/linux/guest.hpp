@@ -61,6 +61,11 @@ class Guest : private ProcessHost {
   // Loads the program; throws loader::LoadError (126/127) or std::runtime_error (KVM problems).
   static std::unique_ptr<Guest> create(const GuestConfig& config);
 
+  // A template that is only memory and state (a snapshot's, src/snapshot/): no VM and no threads of
+  // its own; workers are forked from it (fork_paused) with the threads the snapshot holds.
+  static std::unique_ptr<Guest> from_parts(std::string program_path, std::shared_ptr<kvm::GuestMemory> memory,
+                                           std::shared_ptr<kvm::AddressSpace> mm, std::unique_ptr<Process> process);
+
   // Runs until the program exits, faults, pauses, or deadline_ns (CLOCK_MONOTONIC, 0 = none) passes.
   // syscall_pending: the vCPU stands at a syscall that has not been handled yet (the state a pause
   // leaves, and what a worker restores): handle it first.

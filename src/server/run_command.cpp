@@ -21,6 +21,8 @@
 #include "server/sandbox.hpp"
 #include "server/front_listeners.hpp"
 #include "server/server.hpp"
+#include "server/snapshot_command.hpp"
+#include "snapshot/snapshot.hpp"
 
 extern char** environ;
 
@@ -138,6 +140,16 @@ int run_program(const cli::Options& opts) {
         }
       }))
     return *failed;
+  // A snapshot's directory is opened before the jail hides the host's tree.
+  std::unique_ptr<snapshot::OutputFile> snapshot_out;
+  if (const std::string& path = opts.command == cli::Command::Snapshot ? opts.snapshot_output : opts.snapshot_on_ready; !path.empty()) {
+    try {
+      snapshot_out = std::make_unique<snapshot::OutputFile>(path);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "kvmserver: %s\n", e.what());
+      return cli::UsageError::kExitStatus;
+    }
+  }
   if (const int status = enter_jail(opts, base_policy)) return status;
 
   if (const auto failed = start_step([&] {
@@ -151,7 +163,9 @@ int run_program(const cli::Options& opts) {
         config.process.verbose = opts.verbose > 0;
         config.process.limits = cli::limits_config(opts);
         linux::PolicyConfig policy = base_policy;
-        if (opts.ephemeral && guest_may_write_tmp(linux::PathPolicy(policy))) {
+        // A snapshot is made to be served ephemerally: its template's /tmp is private (and saved).
+        const bool ephemeral = opts.ephemeral || opts.command == cli::Command::Snapshot;
+        if (ephemeral && guest_may_write_tmp(linux::PathPolicy(policy))) {
           template_tmp = std::make_unique<PrivateDir>();
           policy = with_private_tmp(policy, template_tmp->path());
         }
@@ -202,7 +216,22 @@ int run_program(const cli::Options& opts) {
   }
   if (result.reason == linux::RunResult::Paused) {
     try {
-      return serve(*guest, opts, wait_kind(guest->vcpu().regs().rax), template_tmp.get(), base_policy);
+      const uint64_t wait_syscall = guest->vcpu().regs().rax;
+      std::vector<linux::ThreadSnapshot> threads = guest->save_threads();
+      if (snapshot_out) {
+        linux::NetPolicyConfig net;
+        net.listen_all = opts.allow_all || opts.allow_listen.all;
+        net.connect_all = opts.allow_all || opts.allow_connect.all;
+        net.listen = opts.allow_listen.items;
+        net.connect = opts.allow_connect.items;
+        std::vector<std::string> argv{opts.program};
+        argv.insert(argv.end(), opts.args.begin(), opts.args.end());
+        if (const int status = write_snapshot(*guest, threads, *snapshot_out, opts, argv, wait_syscall, base_policy, net,
+                                              template_tmp ? template_tmp->path() : "");
+            status != 0 || opts.command == cli::Command::Snapshot)
+          return status;
+      }
+      return serve(*guest, std::move(threads), opts, wait_kind(wait_syscall), template_tmp.get(), base_policy);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "kvmserver: %s: internal error: %s\n", opts.program.c_str(), e.what());
       return kInternalError;

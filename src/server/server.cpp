@@ -149,11 +149,11 @@ std::string warm_up(const linux::Process& p, unsigned count, const std::string& 
   return "";
 }
 
-int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait, const PrivateDir* template_tmp,
-          const linux::PolicyConfig& tmp_policy_base) {
+int serve(linux::Guest& tmpl, std::vector<linux::ThreadSnapshot> threads, const cli::Options& opts, const std::string& wait,
+          const PrivateDir* template_tmp, const linux::PolicyConfig& tmp_policy_base) {
   linux::Process& tp = tmpl.process();
   tp.server = nullptr;
-  Template t{&tmpl, &tp, tmpl.save_threads(), listeners(tp)};
+  Template t{&tmpl, &tp, std::move(threads), listeners(tp)};
   WorkerConfig wc;
   wc.ephemeral = opts.ephemeral;
   wc.max_request_time = opts.max_request_time.value_or(0);

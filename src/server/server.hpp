@@ -44,9 +44,10 @@ std::string wait_kind(uint64_t syscall_nr);
 // socket. Returns an empty string on success, else why it failed.
 std::string warm_up(const linux::Process& p, unsigned count, const std::string& path);
 
-// Serves with the paused template until SIGINT/SIGTERM. Returns the exit status. template_tmp: the
-// template's private /tmp, if it has one, and tmp_policy_base the policy without it.
-int serve(linux::Guest& tmpl, const cli::Options& opts, const std::string& wait, const PrivateDir* template_tmp,
-          const linux::PolicyConfig& tmp_policy_base);
+// Serves with the paused template (its threads as given: Guest::save_threads, or a snapshot's)
+// until SIGINT/SIGTERM. Returns the exit status. template_tmp: the template's private /tmp, if it
+// has one, and tmp_policy_base the policy without it.
+int serve(linux::Guest& tmpl, std::vector<linux::ThreadSnapshot> threads, const cli::Options& opts, const std::string& wait,
+          const PrivateDir* template_tmp, const linux::PolicyConfig& tmp_policy_base);
 
 }  // namespace kvms::server
