@@ -333,7 +333,7 @@ const std::vector<Spec>& specs() {
          o.isolate_requests = v.text == "request";
        }},
       {"--listen", "listen", Kind::List, "Server", "ADDR:PORT|unix:PATH",
-       "Where clients connect with --isolate=request (default: the program's own address)",
+       "Where clients connect with --isolate=request, and with serve FILE (default: the program's own address)",
        [](Options& o, const Value& v, const Ctx& c) {
          for (auto& s : v.items) o.listen.push_back(s.rfind("unix:", 0) == 0 ? "unix:" + abs_path(s.substr(5), c) : endpoint(s, false));
        }},
@@ -496,7 +496,9 @@ class Formatter : public CLI::Formatter {
 bool is_grant_kind(Kind k) { return k == Kind::OptGrant || k == Kind::ListGrant; }
 
 // Where `run` is among the arguments: the first `run` that is not the value of an option.
-size_t find_run(const CLI::App& app, const std::vector<std::string>& a) {
+// first_positional: the first argument of any name that is not an option or an option's value
+// (serve FILE, inspect FILE).
+size_t find_run(const CLI::App& app, const std::vector<std::string>& a, bool first_positional = false) {
   auto takes_value = [&](const std::string& name) {
     const CLI::Option* o = app.get_option_no_throw(name);
     return o && o->get_expected_min() > 0;
@@ -505,6 +507,7 @@ size_t find_run(const CLI::App& app, const std::vector<std::string>& a) {
     const std::string& t = a[i];
     if (t == "run") return i;
     if (t == "--") break;
+    if (first_positional && (t.empty() || t[0] != '-')) return i;
     if (t.size() > 2 && t[0] == '-' && t[1] == '-') {
       if (t.find('=') == std::string::npos && takes_value(t)) ++i;
     } else if (t.size() > 1 && t[0] == '-') {
@@ -538,15 +541,6 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
   if (!args.empty() && (args[0] == "snapshot" || args[0] == "serve" || args[0] == "inspect")) {
     command = args[0] == "snapshot" ? Command::Snapshot : args[0] == "serve" ? Command::Serve : Command::Inspect;
     args.erase(args.begin());
-    if (command != Command::Snapshot) {
-      // FILE comes first (`inspect --verify FILE` too).
-      auto it = args.begin();
-      if (command == Command::Inspect && it != args.end() && *it == "--verify") ++it;
-      if (it == args.end() || it->empty() || (*it)[0] == '-' || *it == "run")
-        throw UsageError(std::string(command == Command::Serve ? "serve" : "inspect") + " needs a snapshot FILE");
-      snapshot_file = *it;
-      args.erase(it);
-    }
   }
 
   CLI::App app{"Runs unmodified Linux x86-64 programs inside a KVM guest, with per-request isolation.",
@@ -599,6 +593,14 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
     opts.emplace_back(&s, o);
   }
 
+  // serve FILE, inspect FILE: wherever FILE is among the options.
+  if (command == Command::Serve || command == Command::Inspect) {
+    const size_t at = find_run(app, args, true);
+    if (at == std::string::npos || args[at] == "run")
+      throw UsageError(std::string(command == Command::Serve ? "serve" : "inspect") + " needs a snapshot FILE");
+    snapshot_file = args[at];
+    args.erase(args.begin() + std::ptrdiff_t(at));
+  }
   // Split at `run`: CLI11 sees only our part.
   size_t run = find_run(app, args);
   std::vector<std::string> ours(args.begin(), run == std::string::npos ? args.end() : args.begin() + run);
@@ -693,9 +695,7 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
     if (o.warmup > 0) throw UsageError(std::string(name) + ": --warmup applies when making the snapshot");
     if (!o.snapshot_output.empty() || !o.snapshot_on_ready.empty())
       throw UsageError(std::string(name) + ": --output and --snapshot-on-ready apply when making a snapshot");
-    if (o.isolate_requests) o.ephemeral = true;
-    if (!o.listen.empty() && !o.isolate_requests)
-      throw UsageError("--listen is the front's address: it needs --isolate=request");
+    if (o.isolate_requests) o.ephemeral = true;  // serve: --listen without --isolate=request moves the listeners
     return o;
   }
   if (command == Command::Snapshot && o.snapshot_output.empty()) throw UsageError("snapshot needs --output FILE");

@@ -20,6 +20,9 @@ namespace {
   throw std::runtime_error(what + ": " + std::strerror(errno));
 }
 
+
+}  // namespace
+
 int listen_on(const std::string& spec) {
   constexpr int kBacklog = 1024;
   if (spec.rfind("unix:", 0) == 0) {
@@ -60,8 +63,6 @@ int listen_on(const std::string& spec) {
   ::freeaddrinfo(res);
   return fd;
 }
-
-}  // namespace
 
 const std::vector<int>& activated_sockets() {
   static const std::vector<int> fds = [] {

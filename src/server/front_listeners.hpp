@@ -19,6 +19,10 @@ struct FrontListeners {
 // Throws std::runtime_error with a one-line reason ("--listen=unix:/x: Address already in use").
 FrontListeners front_listeners(const cli::Options& opts, const std::vector<std::shared_ptr<linux::OpenFile>>& guest_listeners);
 
+// A listening socket of ours at ADDR:PORT or unix:PATH (--listen); throws std::runtime_error
+// ("--listen=unix:/x: Address already in use").
+int listen_on(const std::string& spec);
+
 // Sockets systemd passed to us (sd_listen_fds: LISTEN_PID, LISTEN_FDS), taken once; empty when none.
 const std::vector<int>& activated_sockets();
 

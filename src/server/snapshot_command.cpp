@@ -163,9 +163,6 @@ int serve_snapshot(const cli::Options& opts_in) {
   // Grant flags replace the snapshot's grants, all of them (README "Snapshots").
   const bool replaced = opts.grants_given();
   if (!replaced) take_recorded_grants(opts, d);
-  std::fprintf(stderr, "kvmserver: %s: grants %s: %s\n", file.c_str(),
-               replaced ? "from the command line (replacing the snapshot's)" : "as recorded in the snapshot",
-               join_grants(opts).c_str());
   linux::PolicyConfig base_policy = cli::policy_config(opts);
   base_policy.always_readable = d.always_readable;
   std::shared_ptr<linux::NetPolicy> net;
@@ -195,9 +192,23 @@ int serve_snapshot(const cli::Options& opts_in) {
     lo.policy = policy;
     lo.net = net;
     lo.reopen_changed_files = opts.reopen_changed_files;
-    if (!opts.isolate_requests) lo.inherited_listeners = activated_sockets();  // request mode: the front's
+    // Connection mode: the guest's listeners move to --listen's addresses, or take the sockets
+    // systemd passed; otherwise they are bound where the template had them. (Request mode: the
+    // front takes --listen and the activated sockets.)
+    std::vector<int> moved;
+    if (!opts.isolate_requests) {
+      for (const auto& spec : opts.listen) moved.push_back(listen_on(spec));
+      for (int fd : activated_sockets()) moved.push_back(fd);
+    }
+    lo.inherited_listeners = moved;
     lo.tsc_khz = host.tsc_khz;
-    loaded = snapshot::load(fd, h, d, lo);
+    try {
+      loaded = snapshot::load(fd, h, d, lo);
+    } catch (...) {
+      for (size_t i = 0; i < opts.listen.size() && i < moved.size(); ++i) close(moved[i]);
+      throw;
+    }
+    for (size_t i = 0; i < opts.listen.size() && i < moved.size(); ++i) close(moved[i]);  // the guest's are dups
     loaded.guest->process().has_private_tmp = template_tmp != nullptr;
   } catch (const snapshot::SnapshotError& e) {
     std::fprintf(stderr, "kvmserver: %s: %s\n", file.c_str(), e.what());
@@ -208,6 +219,9 @@ int serve_snapshot(const cli::Options& opts_in) {
   }
   const uint64_t cpu_ns = clock_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu0, wall_ns = clock_ns(CLOCK_MONOTONIC) - wall0;
   const Faults faults1 = Faults::now();
+  std::fprintf(stderr, "kvmserver: %s: grants %s: %s\n", file.c_str(),
+               replaced ? "from the command line (replacing the snapshot's)" : "as recorded in the snapshot",
+               join_grants(opts).c_str());
   std::fprintf(stderr,
                "kvmserver: %s: loaded in %.0f us (host CPU %.0f us, 0 KVM ioctls; %zu memory extents mapped, "
                "%ld page faults, %ld of them reading the disk)\n",

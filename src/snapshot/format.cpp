@@ -393,6 +393,8 @@ void validate(const Header& h, Description& d) {
     if (a > d.user_size) refuse("a process address outside user memory");
   if (d.vdso_base && (!page_aligned(d.vdso_base) || d.vdso_base < kvm::kUserMin + kvm::kPageSize)) refuse("vDSO address out of range");
   if (d.tsc_khz == 0 || d.tsc_khz > 100'000'000) refuse("TSC rate out of range");
+  // The host shifts a 128-bit product by it when it first re-bases the clock page (linux/time.cpp).
+  if (d.clock_shift >= 64) refuse("clock page shift out of range");
   validate_files(d);
   for (const TmpEntry& e : d.tmp) {
     if (e.path.empty() || e.path[0] == '/' || e.path.find("..") != std::string::npos || e.path.find('\0') != std::string::npos)

@@ -37,7 +37,7 @@ std::string describe_fd(const FileRecord& f, int fd) { return "fd " + std::to_st
 
 // A regular file or directory the template had open: the same path, through the grants in force,
 // and (unless told to reopen it anyway) the same file, unchanged.
-std::shared_ptr<OpenFile> reopen_path(const FileRecord& f, int fd, const LoadOptions& o) {
+std::shared_ptr<OpenFile> reopen_path(const FileRecord& f, int fd, const LoadOptions& o, bool in_saved_tmp) {
   const bool writing = (f.status_flags & O_ACCMODE) != O_RDONLY;
   auto r = o.policy->resolve(f.guest_path, writing ? linux::Access::Write : linux::Access::Read);
   if (auto* e = std::get_if<int>(&r))
@@ -48,7 +48,7 @@ std::shared_ptr<OpenFile> reopen_path(const FileRecord& f, int fd, const LoadOpt
   if (h < 0) refuse(describe_fd(f, fd) + ": cannot open " + host + ": " + std::strerror(errno));
   struct stat st{};
   fstat(h, &st);
-  if (f.kind == FileRecord::Kind::Regular) {
+  if (f.kind == FileRecord::Kind::Regular && !in_saved_tmp) {  // a saved /tmp's files are the snapshot's own
     const bool same = st.st_dev == f.dev && st.st_ino == f.ino && uint64_t(st.st_size) == f.size &&
                       timespec_ns(st.st_mtim) == f.mtime_ns;
     if (!same && !o.reopen_changed_files) {
@@ -80,20 +80,22 @@ std::shared_ptr<OpenFile> reopen_device(const FileRecord& f, int fd, const LoadO
 }
 
 std::shared_ptr<OpenFile> recreate_listener(const FileRecord& f, int fd, const LoadOptions& o, std::vector<int>& inherited) {
-  const auto* addr = reinterpret_cast<const sockaddr*>(f.address.data());
   const auto len = socklen_t(f.address.size());
   sockaddr_storage ss{};
   std::memcpy(&ss, f.address.data(), std::min(f.address.size(), sizeof ss));
-  if (!o.net || !o.net->may_listen(reinterpret_cast<const sockaddr*>(&ss), len))
-    refuse(describe_fd(f, fd) + ": listening on this address is not granted (--allow-listen)");
-  if (!inherited.empty()) {  // socket activation: the sockets systemd passed, in order
+  const auto* addr = reinterpret_cast<const sockaddr*>(&ss);
+  if (!inherited.empty()) {  // moved by the operator (--listen, socket activation): no guest grant needed
     const int h = fcntl(inherited.front(), F_DUPFD_CLOEXEC, 3);
     inherited.erase(inherited.begin());
     if (h < 0) refuse(describe_fd(f, fd) + ": " + std::strerror(errno));
+    const int flags = fcntl(h, F_GETFL);  // blocking exactly when the guest's is (socket.cpp)
+    fcntl(h, F_SETFL, f.nonblocking ? flags | O_NONBLOCK : flags & ~O_NONBLOCK);
     auto file = std::make_shared<OpenFile>(h, OpenFile::Kind::Socket, f.guest_path, f.status_flags);
     file->listening = true;
     return file;
   }
+  if (!o.net || !o.net->may_listen(addr, len))
+    refuse(describe_fd(f, fd) + ": listening on this address is not granted (--allow-listen)");
   const int h = socket(f.family, SOCK_STREAM | SOCK_CLOEXEC | (f.nonblocking ? SOCK_NONBLOCK : 0), f.protocol);
   if (h < 0) refuse(describe_fd(f, fd) + ": socket: " + std::strerror(errno));
   auto file = std::make_shared<OpenFile>(h, OpenFile::Kind::Socket, f.guest_path, f.status_flags);
@@ -208,7 +210,7 @@ void restore_files(linux::Process& p, const Description& d, const LoadOptions& o
             break;
           case FileRecord::Kind::Regular:
           case FileRecord::Kind::Directory:
-            file = reopen_path(f, r.fd, o);
+            file = reopen_path(f, r.fd, o, d.private_tmp && f.guest_path.rfind("/tmp/", 0) == 0);
             break;
           case FileRecord::Kind::Device:
             file = reopen_device(f, r.fd, o);
