@@ -287,12 +287,12 @@ std::string user_mode_violation(const kvm_sregs& s) {
   return "";
 }
 
-kvm_sregs user_mode_sregs(const kvm_sregs& saved, uint64_t cr3) {
+kvm_sregs user_mode_sregs(const kvm_sregs& saved, uint64_t cr3, uint32_t cr4_extra) {
   kvm_sregs s{};
   s.apic_base = saved.apic_base;
   s.cr0 = kUserCr0;
   s.cr3 = cr3;
-  s.cr4 = kUserCr4 | Kvm::instance().cr4_extra();
+  s.cr4 = kUserCr4 | (cr4_extra & kCr4Extras);
   s.efer = kUserEfer;
   set_user_segments(s);
   for (auto [from, to] : {std::pair{&saved.fs, &s.fs}, std::pair{&saved.gs, &s.gs}})
@@ -345,10 +345,11 @@ std::optional<UserView> user_view(const VcpuState& state, const AddressSpace& as
   return std::nullopt;
 }
 
-VcpuState state_from_user_view(const UserView& view, uint64_t cr3, const std::array<uint32_t, 1024>& xsave, uint64_t xcr0) {
+VcpuState state_from_user_view(const UserView& view, uint64_t cr3, const std::array<uint32_t, 1024>& xsave, uint64_t xcr0,
+                               uint32_t cr4_extra) {
   VcpuState st;
   st.regs = view.regs;
-  st.sregs = user_mode_sregs(view.sregs, cr3);
+  st.sregs = user_mode_sregs(view.sregs, cr3, cr4_extra);
   if (view.at_syscall) {  // what the syscall instruction did (STAR, LSTAR, SFMASK), before the `out`
     st.regs.rcx = view.regs.rip;
     st.regs.r11 = view.regs.rflags;

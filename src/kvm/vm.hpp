@@ -157,9 +157,9 @@ class Vcpu {
 // when it is. Needs no KVM (a snapshot file's threads are checked before anything is created).
 std::string user_mode_violation(const kvm_sregs& s);
 // The sregs of a thread loaded from a snapshot: kvmserver's own user-mode setup (this host's CR4
-// features, page tables at cr3), keeping only what user code can change of `saved` (the fs and gs
-// bases) and its APIC base. Nothing privileged is ever taken from a file.
-kvm_sregs user_mode_sregs(const kvm_sregs& saved, uint64_t cr3);
+// features: Kvm::cr4_extra(), page tables at cr3), keeping only what user code can change of
+// `saved` (the fs and gs bases) and its APIC base. Nothing privileged is ever taken from a file.
+kvm_sregs user_mode_sregs(const kvm_sregs& saved, uint64_t cr3, uint32_t cr4_extra);
 // The rflags bits user code can hold (and bit 1, always set); a snapshot's threads have no other.
 inline constexpr uint64_t kUserRflags = 0x1 | 0x2 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 |
                                         0x10000 | 0x40000 | 0x200000;
@@ -180,7 +180,8 @@ std::optional<UserView> user_view(const VcpuState& state, const AddressSpace& as
 // The inverse, for loading: registers and sregs of the thread in user mode, or (at_syscall) just
 // entered through `syscall` and standing at the entry code's `out`, as a template's waiting
 // thread does; the sregs are user_mode_sregs() (privileged state is never taken from a file).
-VcpuState state_from_user_view(const UserView& view, uint64_t cr3, const std::array<uint32_t, 1024>& xsave, uint64_t xcr0);
+VcpuState state_from_user_view(const UserView& view, uint64_t cr3, const std::array<uint32_t, 1024>& xsave, uint64_t xcr0,
+                               uint32_t cr4_extra);
 
 // Writes the kernel area (GDT, TSS, IDT, entry code, exception stack) into a fresh guest memory and
 // maps it supervisor-only into `as`'s page tables.

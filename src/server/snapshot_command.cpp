@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "kvm/probe.hpp"
+#include "kvm/vm.hpp"
 #include "server/front_listeners.hpp"
 #include "server/private_tmp.hpp"
 #include "server/sandbox.hpp"
@@ -202,6 +203,7 @@ int serve_snapshot(const cli::Options& opts_in) {
     }
     lo.inherited_listeners = moved;
     lo.tsc_khz = host.tsc_khz;
+    lo.cr4_extra = kvm::Kvm::instance().cr4_extra();
     try {
       loaded = snapshot::load(fd, h, d, lo);
     } catch (...) {

@@ -346,7 +346,7 @@ Loaded load(int fd, const Header& h, const Description& d, const LoadOptions& o)
     view.regs = t.regs;
     view.sregs = t.sregs;
     view.at_syscall = t.pending;
-    loaded.threads.push_back({t.tid, kvm::state_from_user_view(view, mm->cr3(), t.xsave, t.xcr0), t.pending});
+    loaded.threads.push_back({t.tid, kvm::state_from_user_view(view, mm->cr3(), t.xsave, t.xcr0, o.cr4_extra), t.pending});
   }
   loaded.guest = linux::Guest::from_parts(d.exe_path, memory, mm, std::move(process));
   return loaded;

@@ -67,6 +67,7 @@ struct LoadOptions {
   bool reopen_changed_files = false;  // a regular file that changed since: reopen it instead of refusing
   std::vector<int> inherited_listeners;  // socket activation: host sockets for the listeners, in order
   uint64_t tsc_khz = 0;                  // this host's guest TSC rate (kvm::HostFacts); 0: the file's
+  uint32_t cr4_extra = 0;                // this host's CR4 features (kvm::Kvm::cr4_extra())
 };
 
 // Refuses (SnapshotError, exit 2) what this host cannot run: CPU features the guest may use that
