@@ -509,5 +509,41 @@ TEST_F(ConfigTest, BadTypesAndValues) {
   EXPECT_EQ(parse({"--config", write("j.toml", "timeout = 3\n"), "run", "p"}).timeout, 3.0);
 }
 
+TEST(Options, SnapshotCommands) {
+  Options o = parse({"snapshot", "--output", "x.snap", "-w", "3", "run", "--", "/srv/app", "8080"});
+  EXPECT_EQ(o.command, Command::Snapshot);
+  EXPECT_EQ(o.snapshot_output, kCwd + "/x.snap");
+  EXPECT_EQ(o.program, "/srv/app");
+  EXPECT_TRUE(o.expects_server());
+  o = parse({"serve", "a.snap", "-t", "2", "-e"});
+  EXPECT_EQ(o.command, Command::Serve);
+  EXPECT_EQ(o.snapshot_file, kCwd + "/a.snap");
+  EXPECT_EQ(o.threads, 2u);
+  EXPECT_TRUE(o.ephemeral);
+  EXPECT_FALSE(o.grants_given());
+  o = parse({"serve", "-t", "2", "--verify", "/abs/a.snap", "--listen=127.0.0.1:9000"});  // FILE among the options
+  EXPECT_EQ(o.snapshot_file, "/abs/a.snap");
+  EXPECT_TRUE(o.verify);
+  EXPECT_EQ(o.listen.size(), 1u);
+  EXPECT_TRUE(parse({"serve", "a.snap", "--allow-listen=127.0.0.1:1"}).grants_given());
+  o = parse({"inspect", "--verify", "b.snap"});
+  EXPECT_EQ(o.command, Command::Inspect);
+  EXPECT_TRUE(o.verify);
+  o = parse({"--snapshot-on-ready", "c.snap", "run", "/bin/true"});
+  EXPECT_EQ(o.command, Command::Run);
+  EXPECT_EQ(o.snapshot_on_ready, kCwd + "/c.snap");
+  EXPECT_TRUE(o.expects_server());
+  EXPECT_USAGE_ERROR(Args({"serve"}), "serve needs a snapshot FILE");
+  EXPECT_USAGE_ERROR(Args({"inspect"}), "inspect needs a snapshot FILE");
+  EXPECT_USAGE_ERROR(Args({"serve", "a.snap", "run", "/bin/true"}), "takes no program");
+  EXPECT_USAGE_ERROR(Args({"serve", "a.snap", "--env=A=B"}), "environment is in the snapshot");
+  EXPECT_USAGE_ERROR(Args({"serve", "a.snap", "-w", "2"}), "--warmup");
+  EXPECT_USAGE_ERROR(Args({"inspect", "a.snap", "-t", "2"}), "inspect takes only --verify");
+  EXPECT_USAGE_ERROR(Args({"snapshot", "run", "/bin/true"}), "snapshot needs --output FILE");
+  EXPECT_USAGE_ERROR(Args({"--output", "x", "run", "/bin/true"}), "--output is for `kvmserver snapshot`");
+  EXPECT_USAGE_ERROR(Args({"--verify", "run", "/bin/true"}), "--verify");
+  EXPECT_USAGE_ERROR(Args({"--listen=127.0.0.1:1", "run", "/bin/true"}), "--isolate=request");
+}
+
 }  // namespace
 }  // namespace kvms::cli
