@@ -19,6 +19,8 @@ constexpr uint64_t kUser = 1ull << 2;
 constexpr uint64_t kAccessed = 1ull << 5;
 constexpr uint64_t kDirty = 1ull << 6;
 constexpr uint64_t kGlobal = 1ull << 8;
+constexpr uint64_t kLargePage = 1ull << 7;  // a directory entry mapping 2 MiB itself (PS)
+constexpr uint64_t kLargePageSize = 2ull << 20;
 constexpr uint64_t kNoExecute = 1ull << 63;
 constexpr uint64_t kAddrMask = 0x000f'ffff'ffff'f000ull;
 
@@ -63,22 +65,38 @@ void AddressSpace::note_write(uint64_t gpa, uint64_t len) {
   for (uint64_t page = gpa >> 12; page <= (gpa + len - 1) >> 12; ++page) host_written_.push_back(page);
 }
 
-// The entry for vaddr in its last-level table, creating missing tables when asked.
-uint64_t* AddressSpace::pte(uint64_t vaddr, bool create) {
+// The entry for vaddr in its table at `stop_level` (0: the last level; 1: the directory), creating
+// missing tables when asked. A 2 MiB page on the way (restore_mappings makes them) is split into a
+// table of 4 KiB pages with the same translation and access first, so every caller edits 4 KiB
+// entries; the split changes no translation, so it needs no TLB flush.
+uint64_t* AddressSpace::pte(uint64_t vaddr, bool create, int stop_level) {
   const bool kernel = vaddr >= kKernelVirt;
   uint64_t table = pml4_;
-  for (int level = 3; level > 0; --level) {
+  for (int level = 3; level > stop_level; --level) {
     uint64_t* entry = table_at(table) + index_at(vaddr, level);
+    const uint64_t entry_gpa = table + index_at(vaddr, level) * 8;
     if (!(*entry & kPresent)) {
       if (!create) return nullptr;
       uint64_t offset = alloc_kernel_page();
       if (offset == 0) return nullptr;
       *entry = (kKernelPhys + offset) | kPresent | kWritable | kAccessed | (kernel ? 0 : kUser);
-      note_write(table + index_at(vaddr, level) * 8, 8);
+      note_write(entry_gpa, 8);
+    } else if (level == 1 && (*entry & kLargePage)) {
+      // Never "no table here": the caller would take the 2 MiB as unmapped and leave it mapped.
+      // (Unreachable: the kernel slot has room for tables covering the whole user slot.)
+      uint64_t offset = alloc_kernel_page();
+      if (offset == 0) throw std::bad_alloc();
+      uint64_t* small = table_at(kKernelPhys + offset);
+      const uint64_t base = *entry & kAddrMask & ~(kLargePageSize - 1);
+      const uint64_t flags = *entry & (kPresent | kWritable | kUser | kAccessed | kDirty | kNoExecute);
+      for (uint64_t i = 0; i < 512; ++i) small[i] = (base + i * kPageSize) | flags;
+      note_write(kKernelPhys + offset, kPageSize);
+      *entry = (kKernelPhys + offset) | kPresent | kWritable | kAccessed | kUser;
+      note_write(entry_gpa, 8);
     }
     table = *entry & kAddrMask;
   }
-  return table_at(table) + index_at(vaddr, 0);
+  return table_at(table) + index_at(vaddr, stop_level);
 }
 
 void AddressSpace::set_ptes(uint64_t addr, uint64_t len, int prot) {
@@ -451,6 +469,23 @@ std::optional<ExceptionFrame> AddressSpace::exception_frame(uint64_t rsp, int ve
   return ExceptionFrame{code ? w[0] : 0, f[0], f[1], f[2], f[3]};
 }
 
+std::optional<AddressSpace::Translation> AddressSpace::translate(uint64_t vaddr) const {
+  uint64_t table = pml4_;
+  for (int level = 3; level >= 0; --level) {
+    const uint64_t* t = table_at(table);
+    if (!t) return std::nullopt;
+    const uint64_t e = t[index_at(vaddr, level)];
+    if (!(e & kPresent)) return std::nullopt;
+    const bool large = level == 1 && (e & kLargePage);
+    if (level == 0 || large) {
+      const uint64_t span = large ? kLargePageSize : kPageSize;
+      return Translation{(e & kAddrMask & ~(span - 1)) + (vaddr & (span - 1)), (e & kWritable) != 0, !(e & kNoExecute), large};
+    }
+    table = e & kAddrMask;
+  }
+  return std::nullopt;
+}
+
 void AddressSpace::restore_mappings(const std::vector<std::pair<uint64_t, Mapping>>& mappings) {
   if (!maps_.empty()) throw std::logic_error("restore_mappings: the address space is not fresh");
   if (mappings.size() > kMaxMappings) throw std::invalid_argument("too many mappings");
@@ -462,18 +497,25 @@ void AddressSpace::restore_mappings(const std::vector<std::pair<uint64_t, Mappin
     if (m.fork_flags & ~(kWipeOnFork | kDontFork)) throw std::invalid_argument("mapping with unknown fork flags");
     previous_end = m.end;
   }
-  // The tables are fresh: every entry is written once, a last-level table at a time, and the pages
-  // that will hold them are faulted in with one call rather than one fault each (an estimate: a
-  // table per 2 MiB touched, a directory per 1 GiB, the level above).
+  // The tables are fresh. Every whole 2 MiB inside one mapping is one directory entry (a 2 MiB
+  // page: pte() splits it if the guest later changes part of it), so the work and the tables do
+  // not grow with the template's size; the 4 KiB entries at the mappings' edges are written a
+  // last-level table at a time. The pages that will hold the tables are faulted in by one call
+  // rather than one fault each (counted: a table per 2 MiB region only partly covered, a
+  // directory per 1 GiB region, the level above).
   uint64_t tables = 0;
   std::array<uint64_t, 3> last{~0ull, ~0ull, ~0ull};  // the last 2 MiB, 1 GiB, 512 GiB region counted
+  auto count_region = [&](int level, uint64_t index) {
+    if (index != last[level]) ++tables;
+    last[level] = index;
+  };
   for (const auto& [start, m] : mappings) {
     if (m.prot == kProtNone) continue;
-    for (int level = 0; level < 3; ++level) {
+    if (start & (kLargePageSize - 1)) count_region(0, start >> 21);
+    if (m.end & (kLargePageSize - 1)) count_region(0, (m.end - 1) >> 21);
+    for (int level = 1; level < 3; ++level) {
       const int shift = 21 + 9 * level;
-      const uint64_t first = start >> shift, final = (m.end - 1) >> shift;
-      tables += final - first + 1 - (first == last[level] ? 1 : 0);
-      last[level] = final;
+      for (uint64_t i = start >> shift; i <= (m.end - 1) >> shift; ++i) count_region(level, i);
     }
   }
   tables = std::min(tables, (memory_->kernel_size() - next_table_) / kPageSize);
@@ -484,9 +526,16 @@ void AddressSpace::restore_mappings(const std::vector<std::pair<uint64_t, Mappin
   for (const auto& [start, m] : mappings) {
     if (m.prot != kProtNone) {
       for (uint64_t va = start; va < m.end;) {
+        const uint64_t stop = std::min(m.end, (va | (kLargePageSize - 1)) + 1);
+        if (!(va & (kLargePageSize - 1)) && stop - va == kLargePageSize) {
+          uint64_t* pd = pte(va, true, 1);
+          if (!pd) throw std::invalid_argument("no room for the page tables of the mappings");
+          *pd = user_pte(va, m.prot) | kLargePage;
+          va = stop;
+          continue;
+        }
         uint64_t* pt = pte(va, true);
         if (!pt) throw std::invalid_argument("no room for the page tables of the mappings");
-        const uint64_t stop = std::min(m.end, (va | 0x1f'ffff) + 1);
         for (uint64_t e = user_pte(va, m.prot); va < stop; va += kPageSize, e += kPageSize) *pt++ = e;
       }
     }

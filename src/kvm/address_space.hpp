@@ -149,6 +149,14 @@ class AddressSpace {
   // [kUserMin, limit()), with known protections and fork flags, and at most kMaxMappings.
   void restore_mappings(const std::vector<std::pair<uint64_t, Mapping>>& mappings);
 
+  // What the page tables say of a user address: the guest-physical address it reaches and whether
+  // it is writable, executable, and part of a 2 MiB page; nullopt when not present (tests, checks).
+  struct Translation {
+    uint64_t gpa = 0;
+    bool writable = false, executable = false, large = false;
+  };
+  std::optional<Translation> translate(uint64_t vaddr) const;
+
   // A private copy of everything the guest has in memory: the resident pages of its accessible
   // mappings (the only ones that can hold anything but zeros) and the kernel area (fork).
   std::shared_ptr<GuestMemory> snapshot_memory() const;
@@ -171,7 +179,7 @@ class AddressSpace {
 
  private:
   uint64_t* table_at(uint64_t gpa) const;
-  uint64_t* pte(uint64_t vaddr, bool create);
+  uint64_t* pte(uint64_t vaddr, bool create, int stop_level = 0);
   void set_ptes(uint64_t addr, uint64_t len, int prot);
   void note_write(uint64_t gpa, uint64_t len);
   void zero_range(uint64_t addr, uint64_t len);
