@@ -8,8 +8,10 @@
 # 8 minutes on 2 cores: in the nested machine the guest fuzzer makes 240-270 calls/s with two seeds
 # at a time, so CI runs 40,000 calls (2 seeds of 20,000: ~3.5 minutes with the machine's boot and
 # the escape checks), not 10^6 (an hour); run more by hand
-# (tools/with-kvm env FUZZ_CALLS_TOTAL=1000000 tests/fuzz/guest_fuzz.sh). KVMS_FUZZ_SECONDS and
-# KVMS_FUZZ_CALLS change the budgets (0: leave that part out; both 0: no fuzzing build either).
+# (tools/with-kvm env FUZZ_CALLS_TOTAL=1000000 tests/fuzz/guest_fuzz.sh). After the syscall fuzzer,
+# the snapshot file reader's fuzzer (tests/fuzz/run_snapshot_fuzzer.sh, natively, ~45 s): each of
+# its >5,000-file corpus once, then 20 s of fuzzing (KVMS_SNAPSHOT_FUZZ_SECONDS). KVMS_FUZZ_SECONDS
+# and KVMS_FUZZ_CALLS change the budgets (0: leave that part out; both 0: no fuzzing build either).
 # Then the runtime acceptance tests (tests/e2e/runtimes.sh, ctest label "runtimes": python3, node,
 # deno, pthreads and their servers); KVMS_RUNTIMES=0 leaves them out, a list of cases/groups picks.
 set -uo pipefail
@@ -32,7 +34,7 @@ timed() {  # timed NAME SECONDS_SINCE
   fuzz_times+=", $1 $s s"
   fuzz_total=$((fuzz_total + s))
 }
-fuzzbuild=0 libfuzzer=0 guestfuzz=0
+fuzzbuild=0 libfuzzer=0 snapshotfuzz=0 guestfuzz=0
 if [ "$fuzz_seconds" != 0 ] || [ "$fuzz_calls" != 0 ]; then
   t=$(date +%s)
   tests/fuzz/build.sh build-fuzz
@@ -44,6 +46,10 @@ if [ "$fuzz_seconds" != 0 ] && [ "$fuzzbuild" = 0 ]; then
   tests/fuzz/run_libfuzzer.sh build-fuzz "$fuzz_seconds"
   libfuzzer=$?
   timed "libFuzzer" "$t"
+  t=$(date +%s)
+  tests/fuzz/run_snapshot_fuzzer.sh build-fuzz "${KVMS_SNAPSHOT_FUZZ_SECONDS:-20}"
+  snapshotfuzz=$?
+  timed "snapshot fuzzing" "$t"
 fi
 t4=$(date +%s)
 ctest --test-dir build --output-on-failure -L kvm
@@ -70,4 +76,4 @@ if [ "${KVMS_RUNTIMES:-1}" != 0 ]; then
 fi
 [ -n "$fuzz_times" ] && fuzz_times+=" (fuzzing in all $fuzz_total s)"
 echo "test: setup+build $((t1 - t0)) s, nested machine set-up $((t2 - t1)) s, unit tests $((t3 - t2)) s, KVM suite $((t5 - t4)) s$runtimes_time$fuzz_times"
-[ "$unit" = 0 ] && [ "$fuzzbuild" = 0 ] && [ "$libfuzzer" = 0 ] && [ "$kvm" = 0 ] && [ "$guestfuzz" = 0 ] && [ "$runtimes" = 0 ]
+[ "$unit" = 0 ] && [ "$fuzzbuild" = 0 ] && [ "$libfuzzer" = 0 ] && [ "$snapshotfuzz" = 0 ] && [ "$kvm" = 0 ] && [ "$guestfuzz" = 0 ] && [ "$runtimes" = 0 ]

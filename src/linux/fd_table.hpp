@@ -29,6 +29,7 @@ struct OpenFile {
   int status_flags;   // O_APPEND, O_NONBLOCK, O_RDONLY/O_WRONLY/O_RDWR ... as the guest set them
   bool writable_grant = false;  // opened under a grant that allows writing (fchmod, futimens...)
   bool listening = false;  // a socket after a successful listen(): what the server layer watches
+  uint64_t socketpair_id = 0;  // both ends of one socketpair() share it (a snapshot re-pairs them)
 
   // Addresses a socket shows the guest in place of its host socket's own (--isolate=request: a
   // worker's private copy of a listener shows the address the guest bound; a connection from the

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -670,6 +671,8 @@ KVMS_SYSCALL(socketpair) {
   int h[2];
   if (::socketpair(AF_UNIX, base | SOCK_CLOEXEC | (flags & SOCK_NONBLOCK), protocol, h) != 0) return -errno;
   auto f0 = new_socket_file(h[0], flags), f1 = new_socket_file(h[1], flags);
+  static std::atomic<uint64_t> pairs{0};
+  f0->socketpair_id = f1->socketpair_id = ++pairs;
   if (int rc = charge_open_file(p, *f0, host_cost::kSocket, ENOBUFS, "socketpair")) return rc;
   if (int rc = charge_open_file(p, *f1, host_cost::kSocket, ENOBUFS, "socketpair")) return rc;
   int g[2];

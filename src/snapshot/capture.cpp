@@ -87,11 +87,23 @@ FileRecord describe_file(const OpenFile& f, int fd) {
       r.kind = FileRecord::Kind::Device;
       return r;
     case OpenFile::Kind::Pipe: {
-      int unread = 0;
-      if (ioctl(f.host_fd, FIONREAD, &unread) == 0 && unread > 0)
-        cannot(which + ": a pipe holding " + std::to_string(unread) + " unread bytes");
       r.kind = FileRecord::Kind::PipeEnd;
       r.pipe_id = st.st_ino;
+      // Bytes waiting in the pipe are saved with its read end, copied without being consumed
+      // (tee): libuv keeps a lock as one byte in a pipe, for one. Without a read end nobody can
+      // read them.
+      int unread = 0;
+      if ((f.status_flags & O_ACCMODE) == O_RDONLY && ioctl(f.host_fd, FIONREAD, &unread) == 0 && unread > 0) {
+        if (uint64_t(unread) > kMaxPendingBytes) cannot(which + ": a pipe holding " + std::to_string(unread) + " unread bytes");
+        int copy[2];
+        if (pipe2(copy, O_CLOEXEC | O_NONBLOCK) != 0) cannot(which + ": pipe: " + strerror(errno));
+        const ssize_t n = tee(f.host_fd, copy[1], size_t(unread), SPLICE_F_NONBLOCK);
+        r.data.resize(n > 0 ? size_t(n) : 0);
+        const bool ok = n == unread && read(copy[0], r.data.data(), r.data.size()) == n;
+        close(copy[0]);
+        close(copy[1]);
+        if (!ok) cannot(which + ": cannot copy the bytes waiting in a pipe");
+      }
       return r;
     }
     case OpenFile::Kind::EventFd: {
@@ -112,7 +124,23 @@ FileRecord describe_file(const OpenFile& f, int fd) {
       return r;
     }
     case OpenFile::Kind::Socket: {
-      if (!f.listening) cannot(which + ": a socket that is not listening (only listening sockets are saved)");
+      if (!f.listening && f.socketpair_id) {  // one end of a socketpair(): re-paired at load
+        r.kind = FileRecord::Kind::SocketPairEnd;
+        r.pipe_id = f.socketpair_id;
+        int v = 0;
+        socklen_t vl = sizeof v;
+        if (getsockopt(f.host_fd, SOL_SOCKET, SO_TYPE, &v, &vl) != 0) cannot(which + ": " + strerror(errno));
+        r.type = v;
+        std::string pending(kMaxPendingBytes + 1, '\0');
+        const ssize_t n = recv(f.host_fd, pending.data(), pending.size(), MSG_PEEK | MSG_DONTWAIT);
+        if (n > 0) {
+          if (r.type != SOCK_STREAM) cannot(which + ": a datagram socket pair with messages waiting");
+          if (uint64_t(n) > kMaxPendingBytes) cannot(which + ": a socket pair holding more than 64 KiB unread");
+          r.data.assign(pending.data(), size_t(n));
+        }
+        return r;
+      }
+      if (!f.listening) cannot(which + ": a socket that is not listening (only listening sockets and socket pairs are saved)");
       sockaddr_storage ss{};
       socklen_t len = sizeof ss;
       if (getsockname(f.host_fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) cannot(which + ": " + strerror(errno));

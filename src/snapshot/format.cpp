@@ -241,7 +241,7 @@ template <typename IO> void fields(IO& io, Description& d) {
   for (uint64_t* v : {&d.clock_mult, &d.clock_tsc_base, &d.clock_monotonic_base_ns}) io.u64(*v);
   io.i64(d.clock_realtime_offset_ns);
   io.i64(d.clock_boottime_offset_ns);
-  io.vec(d.files, linux::FdTable::kMaxLimit, 40, [&](FileRecord& f) {
+  io.vec(d.files, linux::FdTable::kMaxLimit, 48, [&](FileRecord& f) {
     uint8_t kind = uint8_t(f.kind);
     io.u8(kind);
     f.kind = FileRecord::Kind(kind);
@@ -252,6 +252,7 @@ template <typename IO> void fields(IO& io, Description& d) {
     for (uint64_t* v : {&f.offset, &f.dev, &f.ino, &f.size}) io.u64(*v);
     io.i64(f.mtime_ns);
     io.u64(f.pipe_id);
+    io.str(f.data, kMaxPendingBytes);
     io.u64(f.count);
     io.boolean(f.semaphore);
     io.boolean(f.nonblocking);
@@ -331,6 +332,10 @@ void validate_files(Description& d) {
         break;
       case FileRecord::Kind::PipeEnd: case FileRecord::Kind::EventFd:
         break;
+      case FileRecord::Kind::SocketPairEnd:
+        if (f.type != SOCK_STREAM && f.type != SOCK_DGRAM && f.type != SOCK_SEQPACKET) refuse("a socket pair of an unknown type");
+        if (f.type != SOCK_STREAM && !f.data.empty()) refuse("a datagram socket pair with bytes saved");
+        break;
       case FileRecord::Kind::TimerFd:
         if (f.clock != CLOCK_REALTIME && f.clock != CLOCK_MONOTONIC && f.clock != CLOCK_BOOTTIME)
           refuse("a timer on an unknown clock");
@@ -397,7 +402,9 @@ void validate(const Header& h, Description& d) {
   if (d.clock_shift >= 64) refuse("clock page shift out of range");
   validate_files(d);
   for (const TmpEntry& e : d.tmp) {
-    if (e.path.empty() || e.path[0] == '/' || e.path.find("..") != std::string::npos || e.path.find('\0') != std::string::npos)
+    const std::string p = "/" + e.path + "/";
+    if (e.path.empty() || e.path[0] == '/' || p.find("/../") != std::string::npos || p.find("/./") != std::string::npos ||
+        p.find("//") != std::string::npos || e.path.find('\0') != std::string::npos)
       refuse("a /tmp entry with a bad path");
     if (e.type != TmpEntry::Type::Directory && e.type != TmpEntry::Type::File && e.type != TmpEntry::Type::Symlink)
       refuse("a /tmp entry of an unknown type");

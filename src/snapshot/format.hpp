@@ -34,6 +34,7 @@ inline constexpr uint32_t kFormatVersion = 1;
 inline constexpr uint64_t kHeaderSize = 4096;
 inline constexpr uint64_t kChunkBytes = 1 << 20;  // memory-image hash granularity
 inline constexpr uint64_t kMaxDescriptionBytes = 256ull << 20;
+inline constexpr uint64_t kMaxPendingBytes = 64 << 10;  // unread bytes saved per pipe or socket end
 
 // A file that is not a snapshot kvmserver can load: truncated, corrupted, hand-crafted, another
 // format version, or made on a CPU with features this one lacks. what() is one line; exit 2.
@@ -74,7 +75,7 @@ struct ThreadRecord {
 
 // One open file description (several fds may share one: dup).
 struct FileRecord {
-  enum class Kind : uint8_t { Stdio, Regular, Directory, Device, PipeEnd, EventFd, TimerFd, Listener, Epoll };
+  enum class Kind : uint8_t { Stdio, Regular, Directory, Device, PipeEnd, EventFd, TimerFd, Listener, Epoll, SocketPairEnd };
   Kind kind = Kind::Stdio;
   std::string guest_path;  // what the guest opened ("/dev/stdout", "pipe:[12]", "/srv/data.txt")
   int32_t status_flags = 0;
@@ -83,12 +84,14 @@ struct FileRecord {
   uint64_t offset = 0;                         // Regular, Directory
   uint64_t dev = 0, ino = 0, size = 0;         // Regular: the host file when saved
   int64_t mtime_ns = 0;
-  uint64_t pipe_id = 0;                        // PipeEnd: the two ends of one pipe share it
+  uint64_t pipe_id = 0;                        // PipeEnd, SocketPairEnd: the two ends of one share it
+  std::string data;                            // PipeEnd, SocketPairEnd: bytes waiting to be read
+                                               // at this end (at most kMaxPendingBytes)
   uint64_t count = 0;                          // EventFd: the counter; TimerFd: unread expirations
   bool semaphore = false, nonblocking = false; // EventFd, TimerFd
   int32_t clock = 0;                           // TimerFd
   int64_t interval_ns = 0, value_ns = 0;       // TimerFd: it_interval, time left (0: disarmed)
-  int32_t family = 0, type = 0, protocol = 0;  // Listener
+  int32_t family = 0, type = 0, protocol = 0;  // Listener; SocketPairEnd: type
   std::string address;                         // Listener: the bound sockaddr, raw
   bool reuse_address = false, reuse_port = false, v6_only = false;
   struct Interest {

@@ -196,6 +196,7 @@ void restore_process_state(linux::Process& p, const Description& d, const LoadOp
 void restore_files(linux::Process& p, const Description& d, const LoadOptions& o) {
   std::vector<std::shared_ptr<OpenFile>> made(d.files.size());
   std::map<uint64_t, std::array<int, 2>> pipes;
+  std::map<uint64_t, std::pair<std::array<int, 2>, int>> pairs;  // ends, and how many are handed out
   std::vector<int> inherited = o.inherited_listeners;
   for (int pass = 0; pass < 2; ++pass) {  // epolls last: their interest lists name the other fds
     for (const FdRecord& r : d.fds) {
@@ -222,11 +223,35 @@ void restore_files(linux::Process& p, const Description& d, const LoadOptions& o
               if (pipe2(ends.data(), O_CLOEXEC) != 0) refuse(describe_fd(f, r.fd) + ": pipe: " + std::strerror(errno));
               it = pipes.emplace(f.pipe_id, ends).first;
             }
+            if (!f.data.empty() && write(it->second[1], f.data.data(), f.data.size()) != ssize_t(f.data.size()))
+              refuse(describe_fd(f, r.fd) + ": cannot refill the pipe");
             const bool reader = (f.status_flags & O_ACCMODE) == O_RDONLY;
             const int h = fcntl(it->second[reader ? 0 : 1], F_DUPFD_CLOEXEC, 3);
             if (h < 0) refuse(describe_fd(f, r.fd) + ": " + std::strerror(errno));
             if (f.nonblocking) fcntl(h, F_SETFL, O_NONBLOCK);
             file = std::make_shared<OpenFile>(h, OpenFile::Kind::Pipe, f.guest_path, f.status_flags);
+            break;
+          }
+          case FileRecord::Kind::SocketPairEnd: {
+            auto it = pairs.find(f.pipe_id);
+            if (it == pairs.end()) {
+              std::array<int, 2> ends{};
+              if (socketpair(AF_UNIX, f.type | SOCK_CLOEXEC, 0, ends.data()) != 0)
+                refuse(describe_fd(f, r.fd) + ": socketpair: " + std::strerror(errno));
+              it = pairs.emplace(f.pipe_id, std::pair{ends, 0}).first;
+            }
+            auto& [ends, used] = it->second;
+            if (used > 1) refuse(describe_fd(f, r.fd) + ": a third end of one socket pair");
+            const int mine = ends[used], other = ends[1 - used];
+            ++used;
+            // What this end had to read is sent from the other end (which the guest may not hold).
+            if (!f.data.empty() && send(other, f.data.data(), f.data.size(), MSG_NOSIGNAL | MSG_DONTWAIT) != ssize_t(f.data.size()))
+              refuse(describe_fd(f, r.fd) + ": cannot refill the socket pair");
+            const int h = fcntl(mine, F_DUPFD_CLOEXEC, 3);
+            if (h < 0) refuse(describe_fd(f, r.fd) + ": " + std::strerror(errno));
+            if (f.nonblocking) fcntl(h, F_SETFL, O_NONBLOCK);
+            file = std::make_shared<OpenFile>(h, OpenFile::Kind::Socket, f.guest_path, f.status_flags);
+            file->socketpair_id = f.pipe_id;
             break;
           }
           case FileRecord::Kind::EventFd:
@@ -255,6 +280,8 @@ void restore_files(linux::Process& p, const Description& d, const LoadOptions& o
   }
   for (auto& [id, ends] : pipes)
     for (int end : ends) close(end);
+  for (auto& [id, pair] : pairs)
+    for (int end : pair.first) close(end);
 }
 
 }  // namespace
