@@ -36,8 +36,20 @@
 #     2 x IDENTITY_REQUESTS (200) GET /identity give as many different pids, random bytes and UUIDs
 #     (every request is a new process; issue 10); SIGINT: exit 0; the --stats
 #     request count is exact, and the counters (VM exits, syscalls, pages reset per request) are
-#     printed; then `-w 5 --warmup-path=/hits`: ready within WARMUP_READY_LIMIT, every request
-#     answers hits=6 and isolation holds.
+#     printed; then `-w 5 --warmup-path=/hits --snapshot-on-ready FILE`: ready within
+#     WARMUP_READY_LIMIT, the snapshot file written ("kvmserver: snapshot: wrote"; if kvmserver
+#     refuses to save the template, that FAILs with its one line, the phase runs again without
+#     --snapshot-on-ready and the serve phase is SKIPped), every request answers hits=6 and
+#     isolation holds; then `kvmserver serve FILE -t 2 -e --stats
+#     --listen=127.0.0.1:NEWPORT` (same environment and HOME path; the grants recorded in the file):
+#     ready (its "loaded in" line printed), SNAPSHOT_REQUESTS (200, over 2 threads) GET /hits all
+#     answer hits=6 (the warm-up's state, and every request starts from it), /set/leak then /get
+#     global=unset, python, node, deno: 2 x IDENTITY_REQUESTS distinct pids; the exact request
+#     count, and the per request counters (vm_exits, syscalls) of those /hits within 10 % of the
+#     --warmup phase's for its 10 /hits (both read with SIGUSR1 right after the /hits, so both
+#     average the same request); c only: a second serve of the same file at the same time on
+#     another port (persistent, -t 1): both answer /hits concurrently from the warmed-up state
+#     (hits=6) and neither sees the other's /set.
 #
 # Environment of every run (native and kvmserver alike, nothing else: env -i): PATH=/usr/bin:/bin,
 # HOME, TMPDIR and DENO_DIR in a fresh per-run directory HOME (made anew before each half, at the
@@ -51,7 +63,7 @@
 #   (default build/guests), PYTHON (default /usr/bin/python3: the runtime under test and the test
 #   client; never a pyenv shim), NODE (/usr/bin/node), DENO (default .cache/deno/node_modules/
 #   @deno/linux-x64-glibc/deno, from scripts/fetch-deno.sh), DENORT_BIN, PTHREAD_RUNS (20),
-#   PTHREAD_NATIVE_RUNS (5), SERVER_REQUESTS (150), IDENTITY_REQUESTS (100),
+#   PTHREAD_NATIVE_RUNS (5), SERVER_REQUESTS (150), IDENTITY_REQUESTS (100), SNAPSHOT_REQUESTS (200),
 #   PYREGR_TESTS, CASE_TIMEOUT (s per native run, 120), KVM_TIMEOUT (s per kvmserver run, 900;
 #   pyregr: 4x both), READY_TIMEOUT (s until a server is ready, 300), MAX_BOOT_TIME (kvmserver
 #   --max-boot-time, 240), WARMUP_READY_LIMIT (s from start to ready with -w 5, 120), REQ_TIMEOUT
@@ -75,6 +87,7 @@ DENORT_BIN=${DENORT_BIN:-}
 PTHREAD_RUNS=${PTHREAD_RUNS:-20}               # the gcc-dynamic build (what runtimes link like)
 SERVER_REQUESTS=${SERVER_REQUESTS:-150}         # per client thread (2) in the kvm server cases
 IDENTITY_REQUESTS=${IDENTITY_REQUESTS:-100}     # per client thread (2): 200 /identity answers
+SNAPSHOT_REQUESTS=${SNAPSHOT_REQUESTS:-200}     # /hits served from the snapshot file, in all (2 threads)
 PTHREAD_OTHER_RUNS=${PTHREAD_OTHER_RUNS:-10}   # the static glibc and musl builds
 PTHREAD_NATIVE_RUNS=${PTHREAD_NATIVE_RUNS:-5}
 # test_threading (~40 % of the time) is left to PYREGR_TESTS by hand: CI's budget; threads are the
@@ -359,17 +372,65 @@ pthread_group() {
 
 # =============================================================================================
 # Servers: life cycle helpers (as in tests/e2e/server.sh).
+# last_stat TOPIC : kvmserver's last "kvmserver: stats: TOPIC..." line in $SLOG.err, without the prefix
+# (the exit's, after a SIGUSR1 printed earlier ones).
+last_stat() { grep "^kvmserver: stats: $1" "$SLOG.err" | tail -n1 | sed 's/^kvmserver: stats: //'; }
 # counters CASE SENT : after the SIGINT: the request count must be SENT; prints the counters.
 counters() {
   local c=$1 sent=$2 n
   n=$(stat_field requests "$SLOG.err")
-  info "  $c counters: $(grep -m1 '^kvmserver: stats: requests=' "$SLOG.err" | sed 's/^kvmserver: stats: //')"
-  info "  $c counters: $(grep -m1 '^kvmserver: stats: per request: ' "$SLOG.err" | sed 's/^kvmserver: stats: //')"
-  info "  $c counters: $(grep -m1 '^kvmserver: stats: workers=' "$SLOG.err" | sed 's/^kvmserver: stats: //')"
+  info "  $c counters: $(last_stat requests=)"
+  info "  $c counters: $(last_stat 'per request: ')"
+  info "  $c counters: $(last_stat workers=)"
   if [ "$n" = "$sent" ]; then
     pass "$c.stats"
   else
     fail "$c.stats" "sent $sent requests, --stats says requests=${n:-?}; stderr: $(tail_of "$SLOG.err" 6)"
+  fi
+}
+# cost_at CASE N : the running server's "per request:" counters once it has counted exactly N
+# requests (SIGUSR1 prints the stats; a request is counted when its worker has been reset, a little
+# after its answer: asked again for up to ~10 s). Sets COST (the line, "" on failure, then FAIL CASE).
+cost_at() {
+  local c=$1 want=$2 i j lines n=''
+  COST=''
+  for ((i = 0; i < 20; i++)); do
+    lines=$(grep -c '^kvmserver: stats: per request: ' "$SLOG.err")
+    kill -USR1 "$SPID" 2>/dev/null
+    for ((j = 0; j < 50; j++)); do
+      [ "$(grep -c '^kvmserver: stats: per request: ' "$SLOG.err")" -gt "$lines" ] && break
+      sleep 0.1
+    done
+    n=$(stat_field requests "$SLOG.err")
+    if [ "$n" = "$want" ]; then
+      COST=$(last_stat 'per request: ' | sed 's/^per request: //')
+      return 0
+    fi
+    sleep 0.5
+  done
+  fail "$c" "SIGUSR1 stats never said requests=$want (last: requests=${n:-?}); stderr: $(tail_of "$SLOG.err" 4)"
+  return 1
+}
+# cost_field NAME LINE : the number after " NAME=" (or a leading "NAME=") in a "per request:" line.
+cost_field() { sed -nE "s/(^|.* )$1=([0-9.]+).*/\2/p" <<<"$2"; }
+# same_cost CASE LINE_A LINE_B : PASS when vm_exits and syscalls per request agree within 10 %.
+same_cost() {
+  local c=$1 a=$2 b=$3 f x y bad=''
+  for f in vm_exits syscalls; do
+    x=$(cost_field "$f" "$a")
+    y=$(cost_field "$f" "$b")
+    if [ -z "$x" ] || [ -z "$y" ]; then
+      bad+=" $f: not in both lines;"
+    elif ! awk -v x="$x" -v y="$y" 'BEGIN { d = x - y; if (d < 0) d = -d; m = x > y ? x : y; exit !(d <= 0.1 * m) }'; then
+      bad+=" $f $x vs $y;"
+    fi
+  done
+  if [ -z "$bad" ]; then
+    pass "$c"
+  elif [ -n "${KNOWN_COST_DIFFERENCE:-}" ]; then
+    xfail "$c" "$KNOWN_COST_DIFFERENCE; per request counters differ by more than 10 %:$bad"
+  else
+    fail "$c" "per request counters differ by more than 10 %:$bad"
   fi
 }
 # server_cmd RUNTIME PORT : SERVER_CMD, the command serving on 127.0.0.1:PORT.
@@ -450,16 +511,36 @@ server_case() {
   add_time kvm servers $(($(now_ms) - t0))
   info "  $c kvmserver: $(secs $(($(now_ms) - t0))) s"
 
-  # -- --warmup: 5 requests to /hits before the template: every request then answers hits=6
-  port=$(client port)
-  server_cmd "$r" "$port"
-  t0=$(now_ms)
-  fresh_home
-  start "$c.warmup" env -i "${ENVS[@]}" "$KVMSERVER" "${EXTRA_FLAGS[@]}" "${kflags[@]}" -w 5 --warmup-path=/hits \
-    "--allow-listen=127.0.0.1:$port" run -- "${SERVER_CMD[@]}"
-  if wait_ready '^kvmserver: ready: '; then
+  # -- --warmup: 5 requests to /hits before the template: every request then answers hits=6; the
+  # template (after the warm-up) is also written to a snapshot file, served by the next phase. A
+  # template kvmserver refuses to save stops the run (exit 1, one line naming what): that is
+  # kvm:CASE.snapshot.written's FAIL, and the phase runs again without the file for its own checks.
+  local snap=$tmp/$c.snap warm_cost='' refused='' ready=0
+  local -a snapshot_flag=(--snapshot-on-ready "$snap")
+  rm -f "$snap"
+  while :; do
+    port=$(client port)
+    server_cmd "$r" "$port"
+    t0=$(now_ms)
+    fresh_home
+    start "$c.warmup" env -i "${ENVS[@]}" "$KVMSERVER" "${EXTRA_FLAGS[@]}" "${kflags[@]}" -w 5 --warmup-path=/hits \
+      "${snapshot_flag[@]}" "--allow-listen=127.0.0.1:$port" run -- "${SERVER_CMD[@]}"
+    if wait_ready '^kvmserver: ready: '; then
+      ready=1
+      break
+    fi
+    refused=$(grep -m1 -F "kvmserver: $snap: " "$SLOG.err")
+    [ -n "$refused" ] && [ ${#snapshot_flag[@]} -gt 0 ] || break
+    stop KILL
+    cp "$SLOG.err" "$tmp/$c.warmup_snapshot.err"  # kept for E2E_LOG_DIR: the retry reuses the name
+    fail "kvm:$c.snapshot.written" "${refused#kvmserver: } (exit $STATUS)"
+    add_time kvm servers $(($(now_ms) - t0))
+    info "  $c kvmserver --warmup --snapshot-on-ready: $(secs $(($(now_ms) - t0))) s; again without --snapshot-on-ready"
+    snapshot_flag=()
+  done
+  if [ "$ready" = 1 ]; then
     pass "kvm:$c.warmup.ready"
-    local ready_ms=$(($(now_ms) - t0))
+    local ready_ms=$(($(now_ms) - t0)) wrote
     info "  $c warmup: $READY (after $(secs "$ready_ms") s)"
     # 5 warm-up requests must not take long: a stall here once lasted until --max-boot-time.
     if [ "$ready_ms" -le $((WARMUP_READY_LIMIT * 1000)) ]; then
@@ -467,7 +548,19 @@ server_case() {
     else
       fail "kvm:$c.warmup.ready_time" "ready only after $(secs "$ready_ms") s (limit WARMUP_READY_LIMIT=$WARMUP_READY_LIMIT s; --max-boot-time=$MAX_BOOT_TIME): the warm-up stalled"
     fi
+    # The snapshot is written before serving starts, so before the ready line.
+    wrote=$(grep -m1 '^kvmserver: snapshot: wrote ' "$SLOG.err")
+    if [ ${#snapshot_flag[@]} = 0 ]; then
+      :  # refused above
+    elif [ -n "$wrote" ] && [ -s "$snap" ]; then
+      pass "kvm:$c.snapshot.written"
+      info "  $c warmup: ${wrote#kvmserver: }"
+    else
+      fail "kvm:$c.snapshot.written" "no 'kvmserver: snapshot: wrote' line or no $snap ($(stat -c %s "$snap" 2>/dev/null || echo missing)); stderr: $(tail_of "$SLOG.err" 6)"
+    fi
     many "kvm:$c.warmup.hits" --port "$port" --count 5 --threads 2 --path /hits --expect 'hits=6\n'
+    # The per request counters of these 10 /hits alone, for the snapshot phase's comparison.
+    cost_at "kvm:$c.warmup.hits_counters" 10 && warm_cost=$COST
     expect_fetch "kvm:$c.warmup.set" "$port" /set/leak 'set leak\n'
     many "kvm:$c.warmup.isolation" --port "$port" --count 4 --path /get --expect 'global=unset\n'
     stop_check "kvm:$c.warmup"
@@ -478,6 +571,120 @@ server_case() {
   fi
   add_time kvm servers $(($(now_ms) - t0))
   info "  $c kvmserver --warmup: $(secs $(($(now_ms) - t0))) s"
+
+  # -- serve the snapshot the --warmup phase wrote
+  snapshot_phase "$r" "$snap" "$warm_cost"
+  rm -f "$snap"
+}
+
+# start_serve NAME PORT SERVE-FLAGS... : `kvmserver serve` of the snapshot $snap (from snapshot_phase)
+# with its listeners moved to 127.0.0.1:PORT, in the same environment and HOME path as the run that
+# wrote it (the guest's environment is in the snapshot: no --allow-env, and no grants: the recorded
+# ones apply).
+start_serve() {
+  local name=$1 port=$2
+  shift 2
+  start "$name" env -i "${ENVS[@]}" "$KVMSERVER" serve "$snap" "${EXTRA_FLAGS[@]}" "$@" "--listen=127.0.0.1:$port"
+}
+
+# snapshot_phase RUNTIME SNAP WARMUP_COST : `kvmserver serve SNAP -t 2 -e --stats` on a new port: no
+# start-up, every request answers as the warmed-up template does (hits=6) and starts from it
+# (isolation, a new pid per request); the per request counters of SNAPSHOT_REQUESTS /hits must be
+# those of the --warmup phase's 10 /hits (WARMUP_COST). c: a second serve of the same file at the
+# same time, on its own port, independent of the first.
+snapshot_phase() {
+  local r=$1 snap=$2 warm_cost=$3 c=server_$1 port t0
+  if [ ! -s "$snap" ]; then
+    skip "kvm:$c.snapshot" "no snapshot file from the --warmup phase: see kvm:$c.snapshot.written"
+    return 0
+  fi
+  port=$(client port)
+  t0=$(now_ms)
+  fresh_home
+  start_serve "$c.snapshot" "$port" -t 2 -e --stats
+  if wait_ready '^kvmserver: ready: '; then
+    pass "kvm:$c.snapshot.ready"
+    info "  $c snapshot: $(grep -m1 ': grants ' "$SLOG.err" | sed 's/^kvmserver: //')"
+    info "  $c snapshot: $(grep -m1 ': loaded in ' "$SLOG.err" | sed 's/^kvmserver: //')"
+    info "  $c snapshot: $READY (after $(secs $(($(now_ms) - t0))) s)"
+    local half=$((SNAPSHOT_REQUESTS / 2)) sent
+    sent=$((2 * half))
+    many "kvm:$c.snapshot.hits" --port "$port" --count "$half" --threads 2 --path /hits --expect 'hits=6\n'
+    if cost_at "kvm:$c.snapshot.hits_counters" "$sent"; then
+      info "  $c per request, --warmup phase, 10 /hits:    ${warm_cost:-?}"
+      info "  $c per request, snapshot serve, $sent /hits: $COST"
+      if [ -n "$warm_cost" ]; then
+        # Node served from its snapshot makes ~10x the syscalls and ~5x the page writes per /hits
+        # of the same template served after its boot (seen nested, 2026-12-04; cause not found
+        # yet: the closing note of issue 11). Expected to fail until then; a pass drops the marker.
+        KNOWN_COST_DIFFERENCE=$([ "$r" = node ] && echo "Node from a snapshot costs more per request than after a boot (cause not found yet)") \
+          same_cost "kvm:$c.snapshot.same_counters" "$warm_cost" "$COST"
+      else
+        fail "kvm:$c.snapshot.same_counters" "no counters from the --warmup phase to compare with"
+      fi
+    fi
+    expect_fetch "kvm:$c.snapshot.set" "$port" /set/leak 'set leak\n'
+    many "kvm:$c.snapshot.isolation" --port "$port" --count 4 --path /get --expect 'global=unset\n'
+    sent=$((sent + 1 + 4))
+    if [ "$r" != c ]; then  # every request a new process (Deno's generator values: see the kvm phase)
+      distinct "kvm:$c.snapshot.fresh_identity" --port "$port" --count "$IDENTITY_REQUESTS" --threads 2 --path /identity --only pid
+      sent=$((sent + 2 * IDENTITY_REQUESTS))
+    else
+      second_serve "$c" "$port"
+      sent=$((sent + SENT_TO_FIRST))
+    fi
+    stop_check "kvm:$c.snapshot"
+    counters "kvm:$c.snapshot" "$sent"
+  else
+    fail "kvm:$c.snapshot.ready" "$WHY"
+    stop KILL
+  fi
+  add_time kvm servers $(($(now_ms) - t0))
+  info "  $c kvmserver serve (snapshot): $(secs $(($(now_ms) - t0))) s"
+}
+
+# second_serve CASE PORT : while the snapshot is served (ephemerally) on PORT, serves the same file
+# again on another port, persistently with one worker (its state carries over from one connection to
+# the next: the control that makes "independent" mean something). Sets SENT_TO_FIRST (the requests
+# it sent PORT: 2 x 10 /hits, /get and /set/other; none if the second was not ready). Leaves
+# $SPID/$SLOG/$SWATCH as they were.
+second_serve() {
+  local c=$1 port=$2 port2 first=("$SPID" "$SLOG" "$SWATCH") p1 p2 rc1 rc2 got
+  SENT_TO_FIRST=0
+  port2=$(client port)
+  start_serve "$c.snapshot2" "$port2" -t 1 --stats
+  if wait_ready '^kvmserver: ready: '; then
+    pass "kvm:$c.snapshot2.ready"
+    # At the same time: 2 x 10 /hits on the first (each hits=6) and 3 in a row on the second (its own
+    # count goes on: 6, 7, 8, whatever the first serves).
+    client many --timeout "$REQ_TIMEOUT" --port "$port" --count 10 --threads 2 --path /hits --expect 'hits=6\n' >"$tmp/$c.pair1" 2>&1 &
+    p1=$!
+    (for _ in 1 2 3; do client fetch --timeout "$REQ_TIMEOUT" --port "$port2" /hits 2>/dev/null; done) >"$tmp/$c.pair2" &
+    p2=$!
+    wait "$p1"
+    rc1=$?
+    wait "$p2"
+    rc2=$?
+    got=$(paste -sd' ' "$tmp/$c.pair2")
+    SENT_TO_FIRST=$((2 * 10 + 2))
+    if [ "$rc1" = 0 ] && [ "$got" = "hits=6 hits=7 hits=8" ]; then
+      pass "kvm:$c.snapshot2.concurrent_hits"
+      info "  $c two serves of one file at once: first $(head -n1 "$tmp/$c.pair1"); second: $got"
+    else
+      fail "kvm:$c.snapshot2.concurrent_hits" "first (want hits=6 each): exit $rc1, $(tr '\n' ' ' <"$tmp/$c.pair1" | cut -c1-400); second (want hits=6 hits=7 hits=8): exit $rc2, '$got'; stderr: $(tail_of "$SLOG.err" 4)"
+    fi
+    expect_fetch "kvm:$c.snapshot2.set" "$port2" /set/leak 'set leak\n'
+    expect_fetch "kvm:$c.snapshot2.keeps_state" "$port2" /get 'global=leak\n'
+    expect_fetch "kvm:$c.snapshot2.independent" "$port" /get 'global=unset\n'
+    expect_fetch "kvm:$c.snapshot.set_other" "$port" /set/other 'set other\n'
+    expect_fetch "kvm:$c.snapshot2.independent_back" "$port2" /get 'global=leak\n'
+    stop_check "kvm:$c.snapshot2"
+    counters "kvm:$c.snapshot2" $((3 + 1 + 1 + 1))
+  else
+    fail "kvm:$c.snapshot2.ready" "$WHY"
+    stop KILL
+  fi
+  SPID=${first[0]} SLOG=${first[1]} SWATCH=${first[2]}
 }
 
 servers_group() {
