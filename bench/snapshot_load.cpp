@@ -10,6 +10,8 @@
 // has, 4 GiB of PROT_NONE reservations and 64 small mappings. Two series:
 //   BM_load/MEMORY_MIB        data in 4 extents: how the load grows with the template's size
 //   BM_load_extents/EXTENTS   64 MiB of data in that many extents: how it grows with fragmentation
+//   BM_load_file              a real snapshot, when KVMS_SNAPSHOT_FILE names one (e.g. Deno's,
+//                             made in the nested machine): loaded with the grants it records
 // Timing: the host CPU time of snapshot::load() (the file's header and description already read
 // and checked: read_description, timed as BM_read_description). Counters: extents mapped,
 // page-table pages built, pages of the image read by the load (minor+major faults on the file's
@@ -163,6 +165,40 @@ BENCHMARK(BM_load)->Arg(16)->Arg(64)->Arg(256)->Arg(1024)->Unit(benchmark::kMicr
 
 void BM_load_extents(benchmark::State& state) { load(state, 64ull << 20, uint64_t(state.range(0))); }
 BENCHMARK(BM_load_extents)->Arg(1)->Arg(64)->Arg(512)->Arg(4096)->Unit(benchmark::kMicrosecond);
+
+void BM_load_file(benchmark::State& state) {
+  const char* path = getenv("KVMS_SNAPSHOT_FILE");
+  if (!path) {
+    state.SkipWithError("KVMS_SNAPSHOT_FILE not set");
+    return;
+  }
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  snapshot::Header h;
+  const snapshot::Description d = snapshot::read_description(fd, &h);
+  snapshot::LoadOptions o;
+  o.policy = std::make_shared<linux::PathPolicy>(snapshot::recorded_paths(d));
+  o.net = std::make_shared<linux::NetPolicy>(snapshot::recorded_net(d));
+  o.tsc_khz = d.tsc_khz;
+  o.reopen_changed_files = true;
+  uint64_t table_pages = 0;
+  long faulted = 0;
+  for (auto _ : state) {
+    const long f0 = faults();
+    snapshot::Loaded loaded = snapshot::load(fd, h, d, o);
+    faulted += faults() - f0;
+    state.PauseTiming();
+    table_pages = loaded.guest->address_space().page_table_pages();
+    loaded = {};
+    state.ResumeTiming();
+  }
+  close(fd);
+  state.counters["extents"] = double(d.extents.size());
+  state.counters["memory_MiB"] = double(d.memory_bytes()) / (1 << 20);
+  state.counters["pt_pages"] = double(table_pages);
+  state.counters["page_faults"] = benchmark::Counter(double(faulted), benchmark::Counter::kAvgIterations);
+  state.counters["kvm_ioctls"] = 0;
+}
+BENCHMARK(BM_load_file)->Unit(benchmark::kMicrosecond);
 
 void BM_read_description(benchmark::State& state) {
   const snapshot::Description d0 = describe(64ull << 20, 4);
