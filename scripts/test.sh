@@ -2,7 +2,7 @@
 # Runs every test: unit tests directly, and the KVM suite through tools/with-kvm (directly where
 # /dev/kvm works, otherwise inside the nested KVM machine, booted once). Prints how long each part took.
 # Fuzzing (issue 9): build-fuzz/ (tests/fuzz/build.sh: clang, ASan+UBSan+coverage), the in-process
-# syscall fuzzer for 60 s (tests/fuzz/run_libfuzzer.sh, natively, before the KVM suite), after it the
+# syscall fuzzer for 45 s (tests/fuzz/run_libfuzzer.sh, natively, before the KVM suite), after it the
 # guest syscall fuzzer under the sanitized kvmserver (tests/fuzz/guest_fuzz.sh, in its own nested
 # machine), then the line coverage of src/linux/ both reach together. CI's budget for all of it is
 # 8 minutes on 2 cores: in the nested machine the guest fuzzer makes 240-270 calls/s with two seeds
@@ -10,13 +10,13 @@
 # the escape checks), not 10^6 (an hour); run more by hand
 # (tools/with-kvm env FUZZ_CALLS_TOTAL=1000000 tests/fuzz/guest_fuzz.sh). After the syscall fuzzer,
 # the snapshot file reader's fuzzer (tests/fuzz/run_snapshot_fuzzer.sh, natively, ~45 s): each of
-# its >5,000-file corpus once, then 20 s of fuzzing (KVMS_SNAPSHOT_FUZZ_SECONDS). KVMS_FUZZ_SECONDS
+# its >5,000-file corpus once, then 15 s of fuzzing (KVMS_SNAPSHOT_FUZZ_SECONDS). KVMS_FUZZ_SECONDS
 # and KVMS_FUZZ_CALLS change the budgets (0: leave that part out; both 0: no fuzzing build either).
 # Then the runtime acceptance tests (tests/e2e/runtimes.sh, ctest label "runtimes": python3, node,
 # deno, pthreads and their servers); KVMS_RUNTIMES=0 leaves them out, a list of cases/groups picks.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-fuzz_seconds=${KVMS_FUZZ_SECONDS:-60}
+fuzz_seconds=${KVMS_FUZZ_SECONDS:-45}
 fuzz_calls=${KVMS_FUZZ_CALLS:-40000}
 t0=$(date +%s)
 KVMS_FUZZ_BUILD=0 scripts/setup.sh || exit 1
@@ -47,7 +47,7 @@ if [ "$fuzz_seconds" != 0 ] && [ "$fuzzbuild" = 0 ]; then
   libfuzzer=$?
   timed "libFuzzer" "$t"
   t=$(date +%s)
-  tests/fuzz/run_snapshot_fuzzer.sh build-fuzz "${KVMS_SNAPSHOT_FUZZ_SECONDS:-20}"
+  tests/fuzz/run_snapshot_fuzzer.sh build-fuzz "${KVMS_SNAPSHOT_FUZZ_SECONDS:-15}"
   snapshotfuzz=$?
   timed "snapshot fuzzing" "$t"
 fi

@@ -44,7 +44,7 @@
 #     --listen=127.0.0.1:NEWPORT` (same environment and HOME path; the grants recorded in the file):
 #     ready (its "loaded in" line printed), SNAPSHOT_REQUESTS (200, over 2 threads) GET /hits all
 #     answer hits=6 (the warm-up's state, and every request starts from it), /set/leak then /get
-#     global=unset, python, node, deno: 2 x IDENTITY_REQUESTS distinct pids; the exact request
+#     global=unset, python, node, deno: 20 distinct pids (a loaded template resets pids too); the exact request
 #     count, and the per request counters (vm_exits, syscalls) of those /hits within 10 % of the
 #     --warmup phase's for its 10 /hits (both read with SIGUSR1 right after the /hits, so both
 #     average the same request); c only: a second serve of the same file at the same time on
@@ -627,8 +627,9 @@ snapshot_phase() {
     many "kvm:$c.snapshot.isolation" --port "$port" --count 4 --path /get --expect 'global=unset\n'
     sent=$((sent + 1 + 4))
     if [ "$r" != c ]; then  # every request a new process (Deno's generator values: see the kvm phase)
-      distinct "kvm:$c.snapshot.fresh_identity" --port "$port" --count "$IDENTITY_REQUESTS" --threads 2 --path /identity --only pid
-      sent=$((sent + 2 * IDENTITY_REQUESTS))
+      # 20 suffice here: the kvm phase shows it at scale; this shows a loaded template resets pids too.
+      distinct "kvm:$c.snapshot.fresh_identity" --port "$port" --count 10 --threads 2 --path /identity --only pid
+      sent=$((sent + 2 * 10))
     else
       second_serve "$c" "$port"
       sent=$((sent + SENT_TO_FIRST))
