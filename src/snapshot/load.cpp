@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
+#include <time.h>
 #include <x86intrin.h>
 
 #include <algorithm>
@@ -176,11 +177,27 @@ void restore_process_state(linux::Process& p, const Description& d, const LoadOp
     std::memcpy(c.comm, t.comm.data(), std::min(t.comm.size(), sizeof c.comm - 1));
     p.threads.emplace(t.tid, c);
   }
-  // The clock: the guest's TSC continues from where it was saved (a new timeline on this host), the
-  // rate is this host's, and the page is re-based at the first syscall after the load.
+  // The clock. The guest's clock page maps its TSC to CLOCK_MONOTONIC; the guest TSC is set so
+  // that the page reads this host's CLOCK_MONOTONIC now, as if the guest had run on since it was
+  // saved: then the page agrees with the host from the start, as a booted template's does (a
+  // guest that saw its clock jump at its first syscall ran every timer and GC task that had
+  // come due, at every request). Where this host's monotonic clock is behind the one saved (a
+  // host booted more recently), the TSC continues from its saved value instead: the guest's
+  // clocks never step back (its clock then runs ahead of the host's, see README "Snapshots").
   auto& c = p.clock;
   c = {};
-  c.tsc_offset = int64_t(d.guest_tsc - __rdtsc());
+  uint64_t guest_tsc = d.guest_tsc;
+  if (d.clock_mult) {
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    const uint64_t host_ns = uint64_t(now.tv_sec) * 1000000000 + uint64_t(now.tv_nsec);
+    const uint64_t ticks = d.guest_tsc > d.clock_tsc_base ? d.guest_tsc - d.clock_tsc_base : 0;
+    const uint64_t saved_ns =
+        d.clock_monotonic_base_ns + uint64_t((static_cast<unsigned __int128>(ticks) * d.clock_mult) >> d.clock_shift);
+    const uint64_t khz = o.tsc_khz ? o.tsc_khz : d.tsc_khz;
+    if (host_ns > saved_ns) guest_tsc += uint64_t(static_cast<unsigned __int128>(host_ns - saved_ns) * khz / 1000000);
+  }
+  c.tsc_offset = int64_t(guest_tsc - __rdtsc());
   c.tsc_khz = o.tsc_khz ? o.tsc_khz : d.tsc_khz;
   c.seq = d.clock_seq;
   c.shift = d.clock_shift;
