@@ -195,10 +195,24 @@ void GuestMemory::punch_hole(uint64_t gpa, uint64_t len) {
 std::vector<std::pair<uint64_t, uint64_t>> GuestMemory::data_extents(uint64_t gpa, uint64_t len) const {
   std::vector<std::pair<uint64_t, uint64_t>> out;
   uint64_t end = gpa + len, pos = gpa;
-  if (file_ && gpa < user_size_) {  // the user slot's data is the snapshot file's
+  if (file_ && gpa < user_size_) {
+    // The user slot's data is the snapshot file's extents, which hold some zero pages too (gaps
+    // merged when it was written): only the pages that are not all zeros in the template count,
+    // as only the memfd's data pages do otherwise. (A worker's zero() of a range, its guest's
+    // mmap over it, would otherwise write and then reset every page of the extents it covers.)
+    const GuestMemory& tmpl = parent_ ? *parent_ : *this;
     for (const FileExtent& e : file_->extents) {
       const uint64_t lo = std::max(e.gpa, gpa), hi = std::min(e.gpa + e.bytes, end);
-      if (lo < hi) out.emplace_back(lo, hi);
+      for (uint64_t page = lo; page < hi; page += kPageSize) {
+        const auto* words = reinterpret_cast<const uint64_t*>(tmpl.user_ + page);
+        bool zero = true;
+        for (size_t i = 0; i < kPageSize / 8 && zero; ++i) zero = words[i] == 0;
+        if (zero) continue;
+        if (!out.empty() && out.back().second == page)
+          out.back().second = page + kPageSize;
+        else
+          out.emplace_back(page, page + kPageSize);
+      }
     }
     return out;
   }

@@ -523,6 +523,11 @@ Description read_description(int fd, Header* header_out) {
   std::vector<uint8_t> description(h.description_size);
   read_exactly(fd, description.data(), description.size(), h.description_offset);
   Description d = decode_description(h, description);
+  // The padding up to the memory image is covered by no checksum: it must be zeros.
+  std::vector<uint8_t> padding(h.memory_offset - h.description_offset - h.description_size);
+  read_exactly(fd, padding.data(), padding.size(), h.description_offset + h.description_size);
+  for (uint8_t b : padding)
+    if (b) refuse("snapshot has bytes between its description and its memory image");
   if (header_out) *header_out = h;
   return d;
 }
