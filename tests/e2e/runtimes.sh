@@ -30,7 +30,7 @@
 #                  server_node    runtimes/node_server.js (http.createServer)
 #                  server_deno    deno run --allow-net=127.0.0.1:PORT runtimes/deno_server.ts
 #     each natively (the control: a global set by one request IS seen by the next), then under
-#     `kvmserver -t 2 -e --stats`: 2 x SERVER_REQUESTS (300) GET / over 2 concurrent connections (a
+#     `kvmserver -t 2 -e --stats`: 2 x SERVER_REQUESTS (200) GET / over 2 concurrent connections (a
 #     new connection per request, tests/e2e/http_client.py many --threads 2) with zero errors;
 #     /set/leak then /get must answer global=unset and /hits hits=1 (isolation); python, node, deno:
 #     2 x IDENTITY_REQUESTS (200) GET /identity give as many different pids, random bytes and UUIDs
@@ -63,7 +63,7 @@
 #   (default build/guests), PYTHON (default /usr/bin/python3: the runtime under test and the test
 #   client; never a pyenv shim), NODE (/usr/bin/node), DENO (default .cache/deno/node_modules/
 #   @deno/linux-x64-glibc/deno, from scripts/fetch-deno.sh), DENORT_BIN, PTHREAD_RUNS (20),
-#   PTHREAD_NATIVE_RUNS (5), SERVER_REQUESTS (150), IDENTITY_REQUESTS (100), SNAPSHOT_REQUESTS (200),
+#   PTHREAD_NATIVE_RUNS (5), SERVER_REQUESTS (100), IDENTITY_REQUESTS (100), SNAPSHOT_REQUESTS (200),
 #   PYREGR_TESTS, CASE_TIMEOUT (s per native run, 120), KVM_TIMEOUT (s per kvmserver run, 900;
 #   pyregr: 4x both), READY_TIMEOUT (s until a server is ready, 300), MAX_BOOT_TIME (kvmserver
 #   --max-boot-time, 240), WARMUP_READY_LIMIT (s from start to ready with -w 5, 120), REQ_TIMEOUT
@@ -85,7 +85,7 @@ NODE=${NODE:-/usr/bin/node}
 DENO=${DENO:-$root/.cache/deno/node_modules/@deno/linux-x64-glibc/deno}
 DENORT_BIN=${DENORT_BIN:-}
 PTHREAD_RUNS=${PTHREAD_RUNS:-20}               # the gcc-dynamic build (what runtimes link like)
-SERVER_REQUESTS=${SERVER_REQUESTS:-150}         # per client thread (2) in the kvm server cases
+SERVER_REQUESTS=${SERVER_REQUESTS:-100}         # per client thread (2) in the kvm server cases
 IDENTITY_REQUESTS=${IDENTITY_REQUESTS:-100}     # per client thread (2): 200 /identity answers
 SNAPSHOT_REQUESTS=${SNAPSHOT_REQUESTS:-200}     # /hits served from the snapshot file, in all (2 threads)
 PTHREAD_OTHER_RUNS=${PTHREAD_OTHER_RUNS:-10}   # the static glibc and musl builds
