@@ -747,6 +747,15 @@ linux::Limits limits_config(const Options& o) {
   return l;
 }
 
+linux::NetPolicyConfig net_config(const Options& o) {
+  linux::NetPolicyConfig net;
+  net.listen_all = o.allow_all || o.allow_listen.all;
+  net.connect_all = o.allow_all || o.allow_connect.all;
+  net.listen = o.allow_listen.items;
+  net.connect = o.allow_connect.items;
+  return net;
+}
+
 linux::PolicyConfig policy_config(const Options& o) {
   linux::PolicyConfig c;
   c.allow_all = o.allow_all;

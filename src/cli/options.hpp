@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "linux/limits.hpp"
+#include "linux/net_policy.hpp"
 #include "linux/policy.hpp"
 
 namespace kvms::cli {
@@ -158,6 +159,9 @@ std::optional<Options> parse_command_line(int argc, char** argv, int& exit_statu
 
 // The caps the options ask for (limits.hpp).
 linux::Limits limits_config(const Options& opts);
+
+// The network policy the options ask for (--allow-listen, --allow-connect, --allow-net, -A).
+linux::NetPolicyConfig net_config(const Options& opts);
 
 // The path policy the options ask for. `always_readable` (program binary, its interpreter...) is
 // left for the caller to fill in.

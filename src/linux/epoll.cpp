@@ -308,6 +308,13 @@ int64_t select_common(Process& p, uint64_t nfds_arg, const uint64_t sets[3], con
   return ready;
 }
 
+bool host_nonblocking(const OpenFile& f) {
+  const int fl = ::fcntl(f.host_fd, F_GETFL);
+  return fl >= 0 ? (fl & O_NONBLOCK) != 0 : (f.status_flags & O_NONBLOCK) != 0;
+}
+
+}  // namespace
+
 // ---- fdinfo ------------------------------------------------------------------------------------
 
 // The value after "key:" in /proc/self/fdinfo/<fd>, or nullopt.
@@ -333,12 +340,6 @@ std::optional<std::string> fdinfo_field(int host_fd, const char* key) {
   return std::nullopt;
 }
 
-bool host_nonblocking(const OpenFile& f) {
-  const int fl = ::fcntl(f.host_fd, F_GETFL);
-  return fl >= 0 ? (fl & O_NONBLOCK) != 0 : (f.status_flags & O_NONBLOCK) != 0;
-}
-
-}  // namespace
 
 // ---- Syscalls: epoll -----------------------------------------------------------------------------
 

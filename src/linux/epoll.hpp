@@ -6,6 +6,8 @@
 // OpenFile over a new host object, which the caller installs in the worker's fd table in place of
 // the shared one. All return nullptr when the host refuses to create the object.
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "linux/process.hpp"
 
@@ -17,6 +19,9 @@ namespace kvms::linux {
 // inner epolls (and install them) before the outer ones. Listening sockets are registered like any
 // other fd: hiding them is the caller's business.
 std::shared_ptr<OpenFile> clone_epoll(Process& p, const OpenFile& epoll);
+
+// The value after "key:" in /proc/self/fdinfo/<host_fd>, or nullopt (eventfd-count, clockid, ticks...).
+std::optional<std::string> fdinfo_field(int host_fd, const char* key);
 
 // A new eventfd with the same counter (read without consuming it, from /proc/self/fdinfo), the same
 // EFD_SEMAPHORE mode and the same O_NONBLOCK.

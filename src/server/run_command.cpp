@@ -128,13 +128,8 @@ int run_program(const cli::Options& opts) {
         if (const std::string interp = loader::interpreter_of(program); interp.starts_with("/"))
           base_policy.always_readable.push_back(interp);
         for (const auto& path : linux::system_library_paths()) base_policy.always_readable.push_back(path);
-        linux::NetPolicyConfig net;
-        net.listen_all = opts.allow_all || opts.allow_listen.all;
-        net.connect_all = opts.allow_all || opts.allow_connect.all;
-        net.listen = opts.allow_listen.items;
-        net.connect = opts.allow_connect.items;
         try {
-          net_policy = std::make_shared<linux::NetPolicy>(net);
+          net_policy = std::make_shared<linux::NetPolicy>(cli::net_config(opts));
         } catch (const std::invalid_argument& e) {
           throw cli::UsageError(e.what());
         }
@@ -219,14 +214,9 @@ int run_program(const cli::Options& opts) {
       const uint64_t wait_syscall = guest->vcpu().regs().rax;
       std::vector<linux::ThreadSnapshot> threads = guest->save_threads();
       if (snapshot_out) {
-        linux::NetPolicyConfig net;
-        net.listen_all = opts.allow_all || opts.allow_listen.all;
-        net.connect_all = opts.allow_all || opts.allow_connect.all;
-        net.listen = opts.allow_listen.items;
-        net.connect = opts.allow_connect.items;
         std::vector<std::string> argv{opts.program};
         argv.insert(argv.end(), opts.args.begin(), opts.args.end());
-        if (const int status = write_snapshot(*guest, threads, *snapshot_out, opts, argv, wait_syscall, base_policy, net,
+        if (const int status = write_snapshot(*guest, threads, *snapshot_out, opts, argv, wait_syscall, base_policy, cli::net_config(opts),
                                               template_tmp ? template_tmp->path() : "");
             status != 0 || opts.command == cli::Command::Snapshot)
           return status;

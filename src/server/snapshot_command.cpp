@@ -63,15 +63,6 @@ void take_recorded_grants(cli::Options& o, const snapshot::Description& d) {
   o.allow_connect = {d.connect_all, d.connect};
 }
 
-linux::NetPolicyConfig net_config(const cli::Options& o) {
-  linux::NetPolicyConfig net;
-  net.listen_all = o.allow_all || o.allow_listen.all;
-  net.connect_all = o.allow_all || o.allow_connect.all;
-  net.listen = o.allow_listen.items;
-  net.connect = o.allow_connect.items;
-  return net;
-}
-
 int open_snapshot(const std::string& path) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) std::fprintf(stderr, "kvmserver: %s: %s\n", path.c_str(), strerror(errno));
@@ -169,7 +160,7 @@ int serve_snapshot(const cli::Options& opts_in) {
   std::shared_ptr<linux::NetPolicy> net;
   std::shared_ptr<linux::PathPolicy> policy;
   try {
-    net = std::make_shared<linux::NetPolicy>(net_config(opts));
+    net = std::make_shared<linux::NetPolicy>(cli::net_config(opts));
     policy = std::make_shared<linux::PathPolicy>(base_policy);
   } catch (const std::invalid_argument& e) {
     std::fprintf(stderr, "kvmserver: %s\n", e.what());

@@ -18,6 +18,7 @@
 #include <stdexcept>
 
 #include "kvm/vm.hpp"
+#include "linux/epoll.hpp"
 #include "linux/process_table.hpp"
 #include "snapshot/snapshot.hpp"
 
@@ -34,24 +35,6 @@ constexpr uint64_t kMaxTmpBytes = 64ull << 20;
 [[noreturn]] void cannot(const std::string& why) { throw std::runtime_error("cannot save this template: " + why); }
 
 int64_t timespec_ns(const timespec& t) { return int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; }
-
-std::optional<std::string> fdinfo(int host_fd, const char* key) {
-  const std::string path = "/proc/self/fdinfo/" + std::to_string(host_fd);
-  FILE* f = std::fopen(path.c_str(), "re");
-  if (!f) return std::nullopt;
-  char line[512];
-  std::optional<std::string> value;
-  const size_t n = std::strlen(key);
-  while (std::fgets(line, sizeof line, f))
-    if (std::strncmp(line, key, n) == 0 && line[n] == ':') {
-      const char* v = line + n + 1;
-      while (*v == ' ' || *v == '\t') ++v;
-      value = std::string(v, std::strcspn(v, "\n"));
-      break;
-    }
-  std::fclose(f);
-  return value;
-}
 
 FileRecord describe_file(const OpenFile& f, int fd) {
   FileRecord r;
@@ -109,15 +92,15 @@ FileRecord describe_file(const OpenFile& f, int fd) {
     }
     case OpenFile::Kind::EventFd: {
       r.kind = FileRecord::Kind::EventFd;
-      if (auto v = fdinfo(f.host_fd, "eventfd-count")) r.count = std::strtoull(v->c_str(), nullptr, 16);
-      if (auto v = fdinfo(f.host_fd, "eventfd-semaphore")) r.semaphore = std::atoi(v->c_str()) != 0;
+      if (auto v = linux::fdinfo_field(f.host_fd, "eventfd-count")) r.count = std::strtoull(v->c_str(), nullptr, 16);
+      if (auto v = linux::fdinfo_field(f.host_fd, "eventfd-semaphore")) r.semaphore = std::atoi(v->c_str()) != 0;
       return r;
     }
     case OpenFile::Kind::TimerFd: {
       r.kind = FileRecord::Kind::TimerFd;
       r.clock = CLOCK_MONOTONIC;
-      if (auto v = fdinfo(f.host_fd, "clockid")) r.clock = std::atoi(v->c_str());
-      if (auto v = fdinfo(f.host_fd, "ticks")) r.count = std::strtoull(v->c_str(), nullptr, 10);
+      if (auto v = linux::fdinfo_field(f.host_fd, "clockid")) r.clock = std::atoi(v->c_str());
+      if (auto v = linux::fdinfo_field(f.host_fd, "ticks")) r.count = std::strtoull(v->c_str(), nullptr, 10);
       itimerspec cur{};
       if (timerfd_gettime(f.host_fd, &cur) != 0) cannot(which + ": " + strerror(errno));
       r.interval_ns = timespec_ns(cur.it_interval);

@@ -159,7 +159,6 @@ void restore_process_state(linux::Process& p, const Description& d, const LoadOp
   p.rlimits = d.rlimits;
   for (int r : {RLIMIT_NOFILE, RLIMIT_NPROC, RLIMIT_SIGPENDING})
     p.rlimits[r] = {std::min(p.rlimits[r].first, caps[r].first), std::min(p.rlimits[r].second, caps[r].second)};
-  p.fds.set_limit(std::min(d.fd_limit, p.fds.limit()));
   p.threads.clear();
   for (const ThreadRecord& t : d.threads) {
     linux::ThreadContext c;
@@ -207,7 +206,6 @@ void restore_process_state(linux::Process& p, const Description& d, const LoadOp
   c.realtime_offset_ns = d.clock_realtime_offset_ns;
   c.boottime_offset_ns = d.clock_boottime_offset_ns;
   c.refreshed_ns = 0;  // long ago: the first syscall refreshes it
-  (void)o;
 }
 
 void restore_files(linux::Process& p, const Description& d, const LoadOptions& o) {
