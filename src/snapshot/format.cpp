@@ -64,7 +64,6 @@ uint32_t get_u32(const uint8_t* p) {
 class Writer {
  public:
   explicit Writer(std::vector<uint8_t>& out) : out_(out) {}
-  static constexpr bool kReading = false;
   template <typename T> void raw(T& v) {
     const auto* p = reinterpret_cast<const uint8_t*>(&v);
     out_.insert(out_.end(), p, p + sizeof(T));
@@ -100,7 +99,6 @@ class Writer {
 class Reader {
  public:
   explicit Reader(std::span<const uint8_t> in) : in_(in) {}
-  static constexpr bool kReading = true;
   template <typename T> void raw(T& v) {
     need(sizeof(T));
     std::memcpy(&v, in_.data() + pos_, sizeof(T));
@@ -496,6 +494,11 @@ Description decode_description(const Header& h, std::span<const uint8_t> bytes) 
   return d;
 }
 
+void check_padding(std::span<const uint8_t> padding) {
+  for (uint8_t b : padding)
+    if (b) refuse("snapshot has bytes between its description and its memory image");
+}
+
 namespace {
 
 void read_exactly(int fd, uint8_t* out, uint64_t size, uint64_t offset) {
@@ -526,8 +529,7 @@ Description read_description(int fd, Header* header_out) {
   // The padding up to the memory image is covered by no checksum: it must be zeros.
   std::vector<uint8_t> padding(h.memory_offset - h.description_offset - h.description_size);
   read_exactly(fd, padding.data(), padding.size(), h.description_offset + h.description_size);
-  for (uint8_t b : padding)
-    if (b) refuse("snapshot has bytes between its description and its memory image");
+  check_padding(padding);
   if (header_out) *header_out = h;
   return d;
 }

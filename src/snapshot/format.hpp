@@ -190,6 +190,8 @@ Header decode_header(std::span<const uint8_t> bytes, uint64_t file_size);
 // memory, mappings, extents and their sum against the header, threads' user-mode state, fds).
 // Throws SnapshotError.
 Description decode_description(const Header& h, std::span<const uint8_t> bytes);
+// The bytes between the description's end and the memory image (no checksum covers them): zeros.
+void check_padding(std::span<const uint8_t> padding);
 
 // Reads and checks header and description from an open file (pread; the memory image is not read).
 Description read_description(int fd, Header* header = nullptr);

@@ -77,11 +77,13 @@ inline std::vector<uint8_t> file_of(const Description& d) {
   return file;
 }
 
-// What kvmserver does with a file: the header, then the description it points at. Throws
+// What kvmserver does with a file: the header, the description it points at, the padding. Throws
 // SnapshotError.
 inline Description decode_file(std::span<const uint8_t> file, Header* header = nullptr) {
   const Header h = decode_header(file, file.size());
   Description d = decode_description(h, file.subspan(h.description_offset, h.description_size));
+  const uint64_t padding_at = h.description_offset + h.description_size;
+  check_padding(file.subspan(padding_at, h.memory_offset - padding_at));
   if (header) *header = h;
   return d;
 }
