@@ -178,6 +178,8 @@ class AddressSpace {
   uint64_t page_table_pages() const { return next_table_ / kPageSize; }
 
  private:
+  // Only through the constructor above, which gives the copy its own memory.
+  AddressSpace(const AddressSpace&) = default;
   uint64_t* table_at(uint64_t gpa) const;
   uint64_t* pte(uint64_t vaddr, bool create, int stop_level = 0);
   void set_ptes(uint64_t addr, uint64_t len, int prot);

@@ -282,6 +282,8 @@ class Process {
   bool has_private_tmp = false;
 
  private:
+  // Only through the constructor above, which gives the copy its own address space.
+  Process(const Process&) = default;
   std::shared_ptr<kvm::AddressSpace> mm_;
   std::shared_ptr<const PathPolicy> policy_;
   ProcessConfig config_;
