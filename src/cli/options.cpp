@@ -286,7 +286,10 @@ const std::vector<Spec>& specs() {
        [](Options& o, const Value& v, const Ctx&) { o.seccomp = on_off(v.text); }},
       // --- Server
       {"-t,--threads", "threads", Kind::Int, "Server", "N", "Worker VMs (default 1)",
-       [](Options& o, const Value& v, const Ctx&) { o.threads = static_cast<unsigned>(parse_int(v.text, 1, 1024)); }},
+       [](Options& o, const Value& v, const Ctx&) {
+         o.threads = static_cast<unsigned>(parse_int(v.text, 1, 1024));
+         o.threads_given = true;
+       }},
       {"-e,--ephemeral", "ephemeral", Kind::Flag, "Server", "", "Reset the VM after every request",
        [](Options& o, const Value& v, const Ctx&) { o.ephemeral = v.count > 0; }},
       {"--allow-listen", "allow-listen", Kind::ListGrant, "Server",

@@ -103,6 +103,7 @@ struct Options {
 
   // --- Server (next milestone)
   unsigned threads = 1;                       // -t, --threads N (1..1024)
+  bool threads_given = false;                 // -t given (even -t 1: a persistent server)
   bool ephemeral = false;                     // -e, --ephemeral
   Grant allow_listen;                         // --allow-listen=ADDR:PORT|PATH,...
   Grant allow_connect;                        // --allow-connect=HOST:PORT|PATH,...
@@ -139,12 +140,17 @@ struct Options {
   std::vector<std::string> args;  // the program's arguments, without the program itself
 
   bool net_all() const { return allow_all || (allow_listen.all && allow_connect.all); }
-  // Whether the options ask for a server (workers, a listener grant, warm-up, metrics...); a program
-  // run without them may still turn out to be one (it is paused when it first waits for connections).
+  // Whether the options ask for a server: workers (-t, even -t 1), -e, request isolation, warm-up,
+  // request limits, metrics, a snapshot, a front (--listen), or the `snapshot`/`serve` forms. Only
+  // then is the program paused when it first waits for connections and served from that template;
+  // otherwise `run` runs it as it would run natively (a program that listens serves its
+  // connections itself, in its one VM) and exits with its status. A listen grant alone is a grant,
+  // not a mode.
   bool seccomp_on() const { return seccomp.value_or(!expects_server()); }
   bool expects_server() const {
-    return command != Command::Run || ephemeral || isolate_requests || threads > 1 || allow_listen.any() || warmup > 0 ||
-           max_request_time || max_request_memory_mb || !metrics.empty() || !snapshot_on_ready.empty();
+    return command != Command::Run || ephemeral || isolate_requests || threads_given || warmup > 0 ||
+           max_request_time || max_request_memory_mb || !metrics.empty() || !snapshot_on_ready.empty() ||
+           !listen.empty();
   }
 };
 

@@ -174,10 +174,13 @@ int run_program(const cli::Options& opts) {
       }))
     return *failed;
 
-  // Any program may turn out to be a server: it is paused the first time it waits on a listening socket.
+  // Asked to serve, the program is paused the first time it waits on a listening socket; otherwise
+  // it runs as it would natively, to its exit status (Options::expects_server).
   TemplateHooks hooks;
-  guest->process().server = &hooks;
-  if (!opts.isolate_requests) hooks.inherit_listeners(activated_sockets());  // request mode: the front's
+  if (expect_server) {
+    guest->process().server = &hooks;
+    if (!opts.isolate_requests) hooks.inherit_listeners(activated_sockets());  // request mode: the front's
+  }
   double limit = opts.timeout.value_or(0);
   if (expect_server && (limit == 0 || opts.max_boot_time < limit)) limit = opts.max_boot_time;
   linux::RunResult result;

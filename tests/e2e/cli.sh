@@ -101,6 +101,31 @@ else
   skip "grant-inner-procfs grant-device-node dev-tty-granted" "need root"
 fi
 
+# ---- `run` without server flags runs the program as natively: a program that waits for a
+# connection is not paused into a server ("ready:"), it takes the connection itself and kvmserver
+# exits with its status (issue 12). busybox nc -l blocks in accept; a client sends one line.
+port=$(free_port)
+"$KVMSERVER" --allow-listen=127.0.0.1:"$port" run /bin/busybox sh -c "busybox nc -l -p $port; exit 7" \
+  >"$work/listen.out" 2>"$work/listen.err" &
+listener=$!
+sent=0
+for _ in $(seq 100); do
+  if python3 -c 'import socket, sys; s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1); s.sendall(b"one line\n"); s.close()' "$port" 2>/dev/null; then
+    sent=1
+    break
+  fi
+  sleep 0.2
+done
+timeout 30 tail --pid="$listener" -f /dev/null
+kill -KILL "$listener" 2>/dev/null  # still running (a server waiting for more): fail, never hang
+wait "$listener"
+status=$?
+if [ "$sent" = 1 ] && [ "$status" = 7 ] && [ "$(cat "$work/listen.out")" = "one line" ] && ! grep -q "ready:" "$work/listen.err"; then
+  pass plain-run-is-not-a-server
+else
+  fail plain-run-is-not-a-server "sent=$sent status=$status stdout=$(tail_of "$work/listen.out") stderr=$(tail_of "$work/listen.err")"
+fi
+
 # ---- refuse what cannot work, up front: exit 125 and one line naming cause and remedy
 check host-check-stats 0 "stats: host check: vms=1 vcpus=1 runs=1 exits=1 " -- "$KVMSERVER" --stats run /bin/busybox true
 if [ "$(id -u)" = 0 ]; then

@@ -94,7 +94,12 @@ TEST(Options, SandboxSwitches) {
   EXPECT_FALSE(parse({"run", "p"}).expects_server());
   EXPECT_TRUE(parse({"-e", "run", "p"}).expects_server());
   EXPECT_TRUE(parse({"-t", "2", "run", "p"}).expects_server());
-  EXPECT_TRUE(parse({"--allow-listen=:80", "run", "p"}).expects_server());
+  EXPECT_TRUE(parse({"-t", "1", "run", "p"}).expects_server());  // -t 1: a persistent server
+  EXPECT_TRUE(parse({"-w", "3", "run", "p"}).expects_server());
+  EXPECT_TRUE(parse({"--metrics=127.0.0.1:9100", "run", "p"}).expects_server());
+  // A grant is not a mode: a program run with it runs as it would natively (issue 12).
+  EXPECT_FALSE(parse({"--allow-listen=:80", "run", "p"}).expects_server());
+  EXPECT_FALSE(parse({"--allow-all", "run", "p"}).expects_server());
   EXPECT_FALSE(parse({"--allow-connect=db:5432", "run", "p"}).expects_server());
 }
 
