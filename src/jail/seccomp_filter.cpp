@@ -163,7 +163,7 @@ std::vector<Rule> process_rules() {
                 "open", "openat", "openat2", "close", "close_range", "lseek", "fstat", "stat", "lstat", "newfstatat",
                 "statx", "statfs", "fstatfs", "dup", "dup2", "dup3", "pipe2", "getdents64", "readlink", "readlinkat",
                 "access", "faccessat", "faccessat2", "mkdir", "mkdirat", "unlink", "unlinkat", "rmdir", "rename",
-                "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat",
+                "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "fchownat", "fchown",
                 "utimensat", "ftruncate", "fallocate", "fsync", "fdatasync", "sendfile", "copy_file_range", "getcwd",
                 "memfd_create", "eventfd2", "timerfd_create", "timerfd_settime", "timerfd_gettime", "epoll_create1",
                 "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "ppoll", "mincore",

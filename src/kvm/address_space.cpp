@@ -47,6 +47,16 @@ AddressSpace::AddressSpace(std::shared_ptr<GuestMemory> memory) : memory_(std::m
 AddressSpace::AddressSpace(const AddressSpace& other, std::shared_ptr<GuestMemory> memory) : AddressSpace(other) {
   memory_ = std::move(memory);
   host_written_.clear();
+  // A fork's shared mappings show the same files (snapshot_memory left their pages out).
+  for (auto& [start, m] : maps_) {
+    if (!m.shared) continue;
+    if (memory_->map_shared(start, m.end - start, m.shared->fd, m.shared_offset) != 0)
+      throw std::runtime_error("cannot map a shared mapping into a forked address space");
+  }
+}
+
+SharedBacking::~SharedBacking() {
+  if (fd >= 0) close(fd);
 }
 
 uint64_t* AddressSpace::table_at(uint64_t gpa) const {
@@ -136,6 +146,7 @@ bool AddressSpace::split_at(uint64_t addr) {
   if (it->first < addr && addr < it->second.end) {
     if (maps_.size() >= kMaxMappings) return false;
     Mapping tail = it->second;
+    tail.shared_offset += addr - it->first;
     it->second.end = addr;
     if (tail.fork_flags) ++fork_flagged_;  // one flagged mapping more (the bytes are counted already)
     maps_.emplace(addr, std::move(tail));
@@ -225,12 +236,29 @@ int AddressSpace::unmap(uint64_t addr, uint64_t len) {
   bool any = false;
   for (auto it = maps_.lower_bound(addr); it != maps_.end() && it->first < end;) {
     set_ptes(it->first, it->second.end - it->first, kProtNone);
+    // The slot's own memory goes back under a shared mapping first: zeroing must not reach the file.
+    if (it->second.shared) memory_->unmap_shared(it->first, it->second.end - it->first);
     if (!memory_->is_private()) zero_range(it->first, it->second.end - it->first);
     count(it->second, it->first, -1);
     it = maps_.erase(it);
     any = true;
   }
   if (any) ++flush_generation_;
+  return 0;
+}
+
+int AddressSpace::map_shared(uint64_t addr, uint64_t len, int prot, std::string name,
+                             std::shared_ptr<const SharedBacking> backing, uint64_t offset) {
+  if (!memory_->can_share()) return -ENODEV;
+  if (int rc = map(addr, len, prot, std::move(name)); rc != 0) return rc;
+  len = page_up(len);
+  if (int rc = memory_->map_shared(addr, len, backing->fd, offset); rc != 0) {
+    unmap(addr, len);
+    return rc;
+  }
+  Mapping& m = maps_.at(addr);
+  m.shared = std::move(backing);
+  m.shared_offset = offset;
   return 0;
 }
 
@@ -554,7 +582,7 @@ std::shared_ptr<GuestMemory> AddressSpace::snapshot_memory() const {
       if (data[i]) std::memcpy(copy->host(gpa + i * kPageSize), src + i * kPageSize, kPageSize);
   };
   for (const auto& [start, m] : maps_)
-    if (m.prot != kProtNone) copy_resident(start, m.end - start);
+    if (m.prot != kProtNone && !m.shared) copy_resident(start, m.end - start);  // shared: in the file
   copy_resident(kKernelPhys, memory_->kernel_size());
   return copy;
 }

@@ -24,11 +24,23 @@ enum Prot : int { kProtNone = 0, kProtRead = 1, kProtWrite = 2, kProtExec = 4 };
 // MADV_DONTFORK leaves it out. A worker's reset is such a fork of its template.
 enum ForkFlag : uint8_t { kWipeOnFork = 1, kDontFork = 2 };
 
+// What a MAP_SHARED mapping shows: a host file opened for writing, or a memfd for shared anonymous
+// memory. Every guest process that maps it (a fork keeps the mapping) sees the same bytes.
+struct SharedBacking {
+  int fd = -1;  // owned
+  explicit SharedBacking(int owned_fd) : fd(owned_fd) {}
+  ~SharedBacking();
+  SharedBacking(const SharedBacking&) = delete;
+  SharedBacking& operator=(const SharedBacking&) = delete;
+};
+
 struct Mapping {
   uint64_t end = 0;
   int prot = kProtNone;
   std::string name;  // "[heap]", "[stack]", a file path, "" for anonymous
   uint8_t fork_flags = 0;
+  std::shared_ptr<const SharedBacking> shared;  // MAP_SHARED with write-back; null otherwise
+  uint64_t shared_offset = 0;                   // where in it the mapping starts
 };
 
 // A user range the host may access in place, made only by AddressSpace::readable()/writable()
@@ -85,6 +97,11 @@ class AddressSpace {
   // Returns 0 or -errno.
   int map(uint64_t addr, uint64_t len, int prot, std::string name);
   int unmap(uint64_t addr, uint64_t len);
+  // map(), then the range shows `backing` from `offset` (GuestMemory::map_shared): -ENODEV where
+  // this memory cannot share (a worker's, a snapshot's).
+  int map_shared(uint64_t addr, uint64_t len, int prot, std::string name, std::shared_ptr<const SharedBacking> backing,
+                 uint64_t offset);
+  bool can_share() const { return memory_->can_share(); }
   int protect(uint64_t addr, uint64_t len, int prot);
   // Sets and clears ForkFlags on the mappings of [addr, addr+len) (holes are skipped).
   int set_fork_flags(uint64_t addr, uint64_t len, uint8_t set, uint8_t clear);

@@ -6,6 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <signal.h>
+
+#include <atomic>
 #include <cerrno>
 
 #include <algorithm>
@@ -96,7 +99,85 @@ std::shared_ptr<GuestMemory> GuestMemory::fork_private(const std::shared_ptr<Gue
   return m;
 }
 
+namespace {
+
+// The user slots that hold shared mappings, for the SIGBUS handler (fixed size: a handler must not
+// allocate or lock). A slot is registered while its memory lives.
+constexpr int kMaxGuardedSlots = 4096;
+std::atomic<uintptr_t> guarded_base[kMaxGuardedSlots];
+std::atomic<uintptr_t> guarded_size[kMaxGuardedSlots];
+struct sigaction previous_sigbus;
+
+void on_sigbus(int sig, siginfo_t* info, void* context) {
+  const auto addr = reinterpret_cast<uintptr_t>(info->si_addr);
+  for (int i = 0; i < kMaxGuardedSlots; ++i) {
+    const uintptr_t base = guarded_base[i].load(std::memory_order_acquire);
+    if (base && addr >= base && addr - base < guarded_size[i].load(std::memory_order_acquire)) {
+      void* page = reinterpret_cast<void*>(addr & ~uintptr_t(kPageMask));
+      if (mmap(page, kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED)
+        return;  // the access is retried on a zero page
+    }
+  }
+  // Not ours: what would have happened without the handler.
+  if (previous_sigbus.sa_flags & SA_SIGINFO && previous_sigbus.sa_sigaction) return previous_sigbus.sa_sigaction(sig, info, context);
+  if (previous_sigbus.sa_handler != SIG_DFL && previous_sigbus.sa_handler != SIG_IGN) return previous_sigbus.sa_handler(sig);
+  signal(SIGBUS, SIG_DFL);
+  raise(SIGBUS);
+}
+
+void register_slot(uint8_t* base, uint64_t size) {
+  for (int i = 0; i < kMaxGuardedSlots; ++i) {
+    if (guarded_base[i].load() == reinterpret_cast<uintptr_t>(base)) return;
+    uintptr_t empty = 0;
+    if (guarded_base[i].load() == 0) {
+      guarded_size[i].store(size, std::memory_order_release);
+      if (guarded_base[i].compare_exchange_strong(empty, reinterpret_cast<uintptr_t>(base))) return;
+    }
+  }
+}
+
+void unregister_slot(uint8_t* base) {
+  for (int i = 0; i < kMaxGuardedSlots; ++i) {
+    uintptr_t expected = reinterpret_cast<uintptr_t>(base);
+    if (guarded_base[i].compare_exchange_strong(expected, 0)) return;
+  }
+}
+
+}  // namespace
+
+void guard_shared_mappings() {
+  static const bool installed = [] {
+    struct sigaction sa{};
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(SIGBUS, &sa, &previous_sigbus) == 0;
+  }();
+  (void)installed;
+}
+
+int GuestMemory::map_shared(uint64_t gpa, uint64_t len, int fd, uint64_t offset) {
+  if (!can_share()) return -ENODEV;
+  if ((gpa | len | offset) & kPageMask || len == 0 || gpa >= user_size_ || len > user_size_ - gpa) return -EINVAL;
+  guard_shared_mappings();
+  register_slot(user_, user_size_);
+  if (mmap(user_ + gpa, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, static_cast<off_t>(offset)) == MAP_FAILED) {
+    const int err = errno;
+    unmap_shared(gpa, len);  // a failed MAP_FIXED may have unmapped the range
+    return -err;
+  }
+  return 0;
+}
+
+void GuestMemory::unmap_shared(uint64_t gpa, uint64_t len) {
+  if (mmap(user_ + gpa, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_NORESERVE, memfd_, static_cast<off_t>(gpa)) ==
+      MAP_FAILED)
+    fail("mmap guest memory back over a shared mapping");
+  punch_hole(gpa, len);
+}
+
 GuestMemory::~GuestMemory() {
+  unregister_slot(user_);
   if (user_) munmap(user_, user_size_);
   if (kernel_) munmap(kernel_, kernel_size_);
   if (memfd_ >= 0) close(memfd_);

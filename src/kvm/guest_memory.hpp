@@ -18,6 +18,13 @@ namespace kvms::kvm {
 
 class AddressSpace;
 
+// Installs (once per process) the SIGBUS handler that keeps kvmserver alive when it touches a page
+// of a shared file mapping past the file's end (the file was truncated after the guest mapped it):
+// that page of the guest's user slot becomes a private zero page, as if the data were gone, and the
+// access goes on. Without it, a guest that maps a file, truncates it and passes the buffer to read()
+// would kill the host process.
+void guard_shared_mappings();
+
 // Part of a snapshot file that holds guest memory: `bytes` bytes for guest-physical `gpa` on, at
 // `file_offset` in the file (all page-aligned).
 struct FileExtent {
@@ -60,6 +67,15 @@ class GuestMemory {
   // For each page of [gpa, gpa+len): non-zero when it may hold data (resident here, or in the
   // snapshot file behind it). A fork copies exactly these.
   void may_hold_data(uint64_t gpa, uint64_t len, std::vector<unsigned char>& out) const;
+
+  // MAP_SHARED file and shared-anonymous mappings (a plain run's processes only: never a template or
+  // a worker, whose resets copy pages back). map_shared shows `fd` from `offset` at [gpa, gpa+len)
+  // of the user slot, so that the guest's and the host's accesses are the file's (and another guest
+  // process mapping it sees them); unmap_shared puts the slot's own (zero) memory back. A host
+  // access past the end of a file truncated meanwhile would be SIGBUS: see guard_shared_mappings.
+  bool can_share() const { return !parent_ && !file_; }
+  int map_shared(uint64_t gpa, uint64_t len, int fd, uint64_t offset);
+  void unmap_shared(uint64_t gpa, uint64_t len);
 
   // Drops every private page of a forked memory: the next access sees the parent again.
   void discard_private();

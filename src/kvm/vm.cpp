@@ -448,6 +448,7 @@ Exit Vcpu::run() {
         if (ioctl(fd_, KVM_GET_REGS, &run_->s.regs.regs) != 0) fail("KVM_GET_REGS");
         return {Exit::Interrupted};
       }
+      if (err == EFAULT) return {Exit::Bus, -1, "memory past the end of a shared file mapping"};
       errno = err;
       fail("KVM_RUN");
     }

@@ -52,7 +52,9 @@ struct VcpuState {
 
 // Why KVM_RUN returned.
 struct Exit {
-  enum Kind { Syscall, Exception, Interrupted, Halt, Shutdown, Fault } kind = Fault;
+  // Bus: the guest touched memory the host cannot give it (a page of a shared file mapping past
+  // the end of a file truncated meanwhile: KVM_RUN fails with EFAULT), Linux's SIGBUS.
+  enum Kind { Syscall, Exception, Interrupted, Halt, Shutdown, Fault, Bus } kind = Fault;
   int vector = -1;           // Exception
   std::string detail;        // Fault/Shutdown: what KVM reported
 };

@@ -406,6 +406,34 @@ int64_t do_chmod(Process& p, int dirfd, uint64_t upath, uint64_t mode) {
   return chmod_host(r.host_path, static_cast<mode_t>(mode) & 07777);
 }
 
+// chown of a path through an O_PATH fd (as chmod_host): the owner change is the host's, under the
+// same write grant chmod needs, and what the host allows kvmserver (a kvmserver without CAP_CHOWN,
+// in its jail or run by a user, may only change the group to one of its own: EPERM otherwise, as
+// for an unprivileged process on Linux).
+int64_t do_chown(Process& p, int dirfd, uint64_t upath, uint64_t owner, uint64_t group, int flags) {
+  if (flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)) return -EINVAL;
+  const bool follow = !(flags & AT_SYMLINK_NOFOLLOW);
+  const auto uid = static_cast<uid_t>(owner), gid = static_cast<gid_t>(group);
+  if ((flags & AT_EMPTY_PATH) && dirfd != AT_FDCWD) {
+    const auto path = p.mm().read_string(upath);
+    if (!path) return -EFAULT;
+    if (path->empty()) {
+      auto f = p.fds.get(dirfd);
+      if (!f) return -EBADF;
+      if (int rc = deny_unless_writable(p, *f)) return rc;
+      return errno_result(::fchownat(f->host_fd, "", uid, gid, AT_EMPTY_PATH));
+    }
+  }
+  auto gp = p.guest_path(dirfd, upath);
+  if (auto* err = std::get_if<int>(&gp)) return *err;
+  PathPolicy::Resolved r;
+  if (int rc = fileops::resolve(p, std::get<std::string>(gp), Access::Write, follow, r)) return rc;
+  const int fd = fileops::open_host(r.host_path, O_PATH | O_NOFOLLOW, 0);
+  if (fd < 0) return fd;
+  HostFd file(fd);
+  return errno_result(::fchownat(fd, "", uid, gid, AT_EMPTY_PATH));
+}
+
 int64_t statfs_of(Process& p, const std::string& guest, uint64_t ubuf) {
   if (auto where = procfs::lookup(p, guest, true); auto* n = std::get_if<procfs::Node>(&where)) {
     struct statfs st;
@@ -654,6 +682,17 @@ KVMS_SYSCALL(fchmod) {
 
 KVMS_SYSCALL(fchmodat) { return do_chmod(p, static_cast<int>(a.a[0]), a.a[1], a.a[2]); }
 KVMS_SYSCALL(chmod) { return do_chmod(p, AT_FDCWD, a.a[0], a.a[1]); }
+
+KVMS_SYSCALL(fchown) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  if (f->status_flags & O_PATH) return -EBADF;
+  if (int rc = deny_unless_writable(p, *f)) return rc;
+  return errno_result(::fchown(f->host_fd, static_cast<uid_t>(a.a[1]), static_cast<gid_t>(a.a[2])));
+}
+KVMS_SYSCALL(chown) { return do_chown(p, AT_FDCWD, a.a[0], a.a[1], a.a[2], 0); }
+KVMS_SYSCALL(lchown) { return do_chown(p, AT_FDCWD, a.a[0], a.a[1], a.a[2], AT_SYMLINK_NOFOLLOW); }
+KVMS_SYSCALL(fchownat) { return do_chown(p, static_cast<int>(a.a[0]), a.a[1], a.a[2], a.a[3], static_cast<int>(a.a[4])); }
 
 KVMS_SYSCALL(statfs) {
   auto gp = p.guest_path(AT_FDCWD, a.a[0]);

@@ -71,11 +71,19 @@ int64_t futex_wait(Process& p, uint64_t addr, uint32_t expected, uint32_t bitset
   // Handlers run with the process lock held (Process::holds_lock); tests may call without it.
   std::unique_lock<std::mutex> lk = Process::holds_lock ? std::unique_lock<std::mutex>(p.lock.mutex, std::adopt_lock)
                                                          : std::unique_lock<std::mutex>(p.lock.mutex);
+  // A futex in memory shared with other guest processes (kvm::SharedBacking) may be woken from one
+  // of them, which holds another wait queue: such a waiter also re-reads its word every
+  // kSharedSlice and returns (a spurious wake-up, which futex(2) allows) once it changed.
+  const kvm::Mapping* mapping = p.mm().find(addr);
+  const bool shared_memory = mapping && mapping->shared;
+  constexpr auto kSharedSlice = std::chrono::milliseconds(5);
+  const std::chrono::milliseconds slice = shared_memory ? kSharedSlice : kWaitSlice;
   FutexWaiter self{addr, bitset, p.thread().tid, false};
   p.futex_waiters.push_back(&self);
   int64_t result = 0;
   for (;;) {
     if (self.woken) break;
+    if (shared_memory && __atomic_load_n(word, __ATOMIC_SEQ_CST) != expected) break;
     if (interrupted(p)) {
       result = -EINTR;
       break;
@@ -85,7 +93,7 @@ int64_t futex_wait(Process& p, uint64_t addr, uint32_t expected, uint32_t bitset
       result = -ETIMEDOUT;
       break;
     }
-    p.lock.changed.wait_until(lk, std::min(deadline, now + kWaitSlice));
+    p.lock.changed.wait_until(lk, std::min(deadline, now + slice));
   }
   if (!self.woken) p.futex_waiters.remove(&self);
   if (Process::holds_lock) lk.release();

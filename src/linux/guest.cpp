@@ -698,6 +698,12 @@ RunResult Guest::run_thread(GuestThread& t, bool is_main, uint64_t deadline_ns, 
         ++exits_.interrupted;
         kicked = true;
         break;
+      case kvm::Exit::Bus: {
+        ++exits_.other;
+        RunResult r{RunResult::Faulted, 128 + SIGBUS, "guest touched " + e.detail + " (SIGBUS)"};
+        end_process(r);
+        return r;
+      }
       default: {
         ++exits_.other;
         RunResult r{RunResult::Faulted, 128 + SIGSEGV, "guest fault: " + (e.detail.empty() ? std::string("halted") : e.detail)};

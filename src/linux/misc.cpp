@@ -14,6 +14,7 @@
 #include <ctime>
 #include <vector>
 
+#include "linux/process_table.hpp"
 #include "linux/syscalls.hpp"
 
 namespace kvms::linux {
@@ -38,10 +39,26 @@ KVMS_SYSCALL(getuid) { return p.uid; }
 KVMS_SYSCALL(geteuid) { return p.uid; }
 KVMS_SYSCALL(getgid) { return p.gid; }
 KVMS_SYSCALL(getegid) { return p.gid; }
-KVMS_SYSCALL(getpgrp) { return p.pid; }
-KVMS_SYSCALL(getpgid) { return is_self(p, int64_t(a.a[0])) ? p.pid : -ESRCH; }
-KVMS_SYSCALL(getsid) { return is_self(p, int64_t(a.a[0])) ? p.pid : -ESRCH; }
-KVMS_SYSCALL(setsid) { return -EPERM; }  // already a session and group leader
+// Process groups and sessions live in the process table, shared by the guest's processes.
+int64_t pid_arg(Process& p, int64_t pid) { return pid == 0 || p.is_self(pid) ? p.pid : pid; }
+KVMS_SYSCALL(getpgrp) { return p.table ? p.table->pgid_of(p.pid) : p.pid; }
+KVMS_SYSCALL(getpgid) {
+  const int64_t pid = pid_arg(p, int32_t(a.a[0]));  // pid_t: the register's low 32 bits, as Linux reads it
+  if (pid < 0) return -ESRCH;
+  return p.table ? p.table->pgid_of(int(pid)) : (pid == p.pid ? p.pid : -ESRCH);
+}
+KVMS_SYSCALL(getsid) {
+  const int64_t pid = pid_arg(p, int32_t(a.a[0]));
+  if (pid < 0) return -ESRCH;
+  return p.table ? p.table->sid_of(int(pid)) : (pid == p.pid ? p.pid : -ESRCH);
+}
+KVMS_SYSCALL(setsid) { return p.table ? p.table->set_sid(p.pid) : -EPERM; }
+KVMS_SYSCALL(setpgid) {
+  const int64_t pid = int32_t(a.a[0]), pgid = int32_t(a.a[1]);  // pid_t: the low 32 bits
+  if (pid < 0 || pgid < 0) return -EINVAL;
+  if (!p.table) return pid == 0 || pid == p.pid ? ((pgid == 0 || pgid == p.pid) ? 0 : -EPERM) : -ESRCH;
+  return p.table->set_pgid(p.pid, p.is_self(pid) ? p.pid : int(pid), int(pgid));
+}
 KVMS_SYSCALL(getgroups) { return int(a.a[0]) < 0 ? -EINVAL : 0; }
 KVMS_SYSCALL(getresuid) { return put_ids(p, a, p.uid); }
 KVMS_SYSCALL(getresgid) { return put_ids(p, a, p.gid); }

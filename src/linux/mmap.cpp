@@ -3,15 +3,19 @@
 // turn each call into map/unmap/protect on it.
 //
 // Deliberate differences from Linux, all because the guest is one process whose memory we own:
-//  * MAP_SHARED|MAP_ANONYMOUS is an ordinary private mapping (nobody else could see the sharing). Its
-//    name is "/dev/zero (deleted)" as in Linux's /proc/self/maps, and madvise treats it as shared
-//    memory: MADV_DONTNEED keeps the data (as Linux would refault it from shmem), MADV_REMOVE zeroes.
-//  * File mappings are copies made at mmap time (host pread straight into guest memory). MAP_PRIVATE works with
-//    any prot; MAP_SHARED works only without PROT_WRITE, since nothing is ever written back: a writable
-//    shared mapping of a file opened for writing fails with ENODEV (what Linux says for a file that
-//    cannot be mapped); without write access it is EACCES exactly like Linux. Later changes to the file
-//    are not seen, and mprotect(PROT_WRITE) of a read-only shared mapping is allowed (writes stay
-//    private). Bytes past EOF read as zeros (Linux would raise SIGBUS past the last page).
+//  * Shared memory is real in a plain run (kvmserver run without server flags): MAP_SHARED of a file
+//    opened for writing shows the host file itself in the guest (SQLite's -shm, LTP's results page),
+//    and MAP_SHARED|MAP_ANONYMOUS (or of /dev/zero) is a memfd; a forked guest process keeps both
+//    (kvm::SharedBacking). A template and its workers cannot share (their resets copy pages back):
+//    there MAP_SHARED|MAP_ANONYMOUS is an ordinary private mapping and a writable shared file
+//    mapping fails with ENODEV (what Linux says for a file that cannot be mapped). Either way shared
+//    anonymous memory is named "/dev/zero (deleted)" as in Linux's /proc/self/maps, and madvise
+//    treats it as shared memory: MADV_DONTNEED keeps the data, MADV_REMOVE zeroes.
+//  * Other file mappings (MAP_PRIVATE, and MAP_SHARED of a file opened read-only) are copies made at
+//    mmap time (host pread straight into guest memory): later changes to the file are not seen, and
+//    mprotect(PROT_WRITE) of a read-only shared mapping is allowed (writes stay private). Bytes past
+//    EOF read as zeros (Linux would raise SIGBUS past the last page; a shared file truncated under
+//    its mapping reads as zeros there too, see kvm::guard_shared_mappings).
 //  * mmap of /dev/zero is anonymous memory; other devices, pipes, sockets and directories are ENODEV.
 //  * MAP_HUGETLB with MAP_ANONYMOUS is ENOMEM (a host with no huge pages reserved says the same);
 //    MAP_LOCKED, MAP_POPULATE, MAP_NORESERVE, MAP_STACK, MAP_GROWSDOWN are accepted and change nothing.
@@ -20,6 +24,7 @@
 //  * mincore reports every mapped page as resident.
 //  * Only accessible (not PROT_NONE) bytes count toward --max-memory; going over it is ENOMEM.
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -230,6 +235,9 @@ KVMS_SYSCALL(mmap) {
 
   // What.
   bool copy_from_file = false;
+  // Real sharing (see the top of the file): a plain run's process, memory that can share.
+  const bool may_share = shared && !p.server && mm.can_share();
+  int share_fd = -1;  // a host fd for kvm::SharedBacking (owned from here on)
   std::string name = anonymous && shared ? kSharedAnonName : "";
   if (file) {
     const int access = file->status_flags & O_ACCMODE;
@@ -244,16 +252,38 @@ KVMS_SYSCALL(mmap) {
       if (shared) name = kSharedAnonName;
     } else {
       if (file->kind != OpenFile::Kind::Regular) return -ENODEV;
-      if (shared && (prot & kProtWrite)) return -ENODEV;  // no write-back (see the top of the file)
-      copy_from_file = true;
+      if (may_share && writable && !(file->status_flags & O_APPEND)) {
+        share_fd = fcntl(file->host_fd, F_DUPFD_CLOEXEC, 3);
+        if (share_fd < 0) return -errno;
+      } else {
+        if (shared && (prot & kProtWrite)) return -ENODEV;  // no write-back (see the top of the file)
+        copy_from_file = true;
+      }
       name = file->path;
     }
   } else if (flags & kMapHugeTlb) {
     return -ENOMEM;
   }
+  uint64_t share_offset = offset;
+  if (may_share && share_fd < 0 && name == kSharedAnonName) {  // shared anonymous memory: a memfd
+    share_fd = memfd_create("kvmserver-shared", MFD_CLOEXEC);
+    if (share_fd < 0) return -ENOMEM;
+    if (ftruncate(share_fd, static_cast<off_t>(len)) != 0) {
+      close(share_fd);
+      return -ENOMEM;
+    }
+    share_offset = 0;
+  }
 
   const uint64_t replaced = (flags & kMapFixed) ? accessible_in(mm, start, start + len) : 0;
-  if (!fits_memory_limit(p, prot != kProtNone ? len : 0, replaced)) return -ENOMEM;
+  if (!fits_memory_limit(p, prot != kProtNone ? len : 0, replaced)) {
+    if (share_fd >= 0) close(share_fd);
+    return -ENOMEM;
+  }
+  if (share_fd >= 0) {
+    const int rc = mm.map_shared(start, len, prot, name, std::make_shared<kvm::SharedBacking>(share_fd), share_offset);
+    return rc != 0 ? rc : static_cast<int64_t>(start);
+  }
 
   if (int rc = mm.map(start, len, prot, name); rc != 0) return rc;
   if (copy_from_file) {
@@ -323,6 +353,11 @@ int64_t remap_move(Process& p, uint64_t addr, uint64_t old_len, uint64_t new_len
   const int prot = m->prot;
   const std::string name = m->name;
   const uint8_t fork_flags = m->fork_flags;  // Linux moves the VMA, VM_WIPEONFORK and VM_DONTCOPY with it
+  const auto backing = m->shared;
+  uint64_t mapping_start = 0;
+  mm.find(addr, &mapping_start);
+  const uint64_t backing_offset = m->shared_offset + (addr - mapping_start);
+  if (backing && dont_unmap) return -EINVAL;  // MREMAP_DONTUNMAP: private anonymous memory only (Linux 5.7)
   uint64_t removed = dont_unmap ? 0 : accessible_in(mm, addr, addr + old_len);
   if (dst) removed += accessible_in(mm, dst, dst + new_len);
   if (!fits_memory_limit(p, prot != kProtNone ? new_len : 0, removed)) return -ENOMEM;
@@ -331,9 +366,19 @@ int64_t remap_move(Process& p, uint64_t addr, uint64_t old_len, uint64_t new_len
     if (!found) return -ENOMEM;
     dst = *found;
   }
-  if (int rc = mm.map(dst, new_len, prot, name); rc != 0) return rc;
+  if (backing) {  // the same file at the new place: nothing to copy
+    if (name == kSharedAnonName) {
+      struct stat st{};
+      if (fstat(backing->fd, &st) == 0 && uint64_t(st.st_size) < backing_offset + new_len &&
+          ftruncate(backing->fd, off_t(backing_offset + new_len)) != 0)
+        return -ENOMEM;
+    }
+    if (int rc = mm.map_shared(dst, new_len, prot, name, backing, backing_offset); rc != 0) return rc;
+  } else {
+    if (int rc = mm.map(dst, new_len, prot, name); rc != 0) return rc;
+  }
   if (fork_flags) mm.set_fork_flags(dst, new_len, fork_flags, 0);
-  mm.copy_within(dst, addr, keep);
+  if (!backing) mm.copy_within(dst, addr, keep);
   if (dont_unmap) {
     mm.map(addr, old_len, prot, name);  // the old range stays, emptied
     if (fork_flags) mm.set_fork_flags(addr, old_len, fork_flags, 0);
@@ -385,9 +430,23 @@ KVMS_SYSCALL(mremap) {
   const int prot = m->prot;
   const std::string name = m->name;
   const uint8_t fork_flags = m->fork_flags;
+  const auto backing = m->shared;
+  uint64_t start = 0;
+  mm.find(addr, &start);
+  const uint64_t backing_offset = m->shared_offset + (addr - start);
   const uint64_t tail = addr + old_len, grow = new_len - old_len;
   if (prot != kProtNone && !fits_memory_limit(p, grow, 0)) return -ENOMEM;
   if (grow <= mm.limit() && tail <= mm.limit() - grow && mapped_in(mm, tail, tail + grow) == 0) {
+    if (backing) {  // the file (or memfd) goes on past the old end
+      if (name == kSharedAnonName) {
+        struct stat st{};
+        if (fstat(backing->fd, &st) == 0 && uint64_t(st.st_size) < backing_offset + new_len &&
+            ftruncate(backing->fd, off_t(backing_offset + new_len)) != 0)
+          return -ENOMEM;
+      }
+      if (int rc = mm.map_shared(tail, grow, prot, name, backing, backing_offset + old_len); rc != 0) return rc;
+      return static_cast<int64_t>(addr);
+    }
     if (int rc = mm.map(tail, grow, prot, name); rc != 0) return rc;
     if (fork_flags) mm.set_fork_flags(tail, grow, fork_flags, 0);
     return static_cast<int64_t>(addr);
@@ -435,10 +494,14 @@ KVMS_SYSCALL(madvise) {
     int prot;
     std::string name;
     uint8_t fork_flags;
+    std::shared_ptr<const kvm::SharedBacking> shared;
+    uint64_t shared_offset;  // of `start`
   };
   std::vector<Piece> pieces;
   for_each_mapping(mm, addr, end, [&](uint64_t s, uint64_t e, const Mapping& m) {
-    pieces.push_back({s, e, m.prot, m.name, m.fork_flags});
+    uint64_t mapping_start = 0;
+    mm.find(s, &mapping_start);
+    pieces.push_back({s, e, m.prot, m.name, m.fork_flags, m.shared, m.shared_offset + (s - mapping_start)});
   });
   // Dropping pages keeps what the mapping is (Linux keeps the VMA): its fork flags too.
   auto refresh = [&](const Piece& piece) {
@@ -464,6 +527,13 @@ KVMS_SYSCALL(madvise) {
         break;
       case Kind::Remove:
         if (anon) return -EINVAL;                       // no file behind it
+        if (piece.shared) {  // the file's (or memfd's) pages go: every process mapping them sees zeros
+          if (!(piece.prot & kProtWrite)) return -EACCES;
+          if (fallocate(piece.shared->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(piece.shared_offset),
+                        off_t(piece.end - piece.start)) != 0)
+            return -errno;
+          break;
+        }
         if (piece.name != kSharedAnonName || !(piece.prot & kProtWrite)) return -EACCES;  // needs shared+write
         refresh(piece);
         break;

@@ -31,7 +31,74 @@ int ProcessTable::add_child(int ppid, std::function<void(int)> kill) {
   if (closing_) return -EAGAIN;
   const int pid = next_id();
   entries_[pid] = Entry{ppid, false, 0, false, std::move(s)};
+  groups_[pid] = group_locked(ppid);
   return pid;
+}
+
+ProcessTable::Group ProcessTable::group_locked(int pid) const {
+  auto it = groups_.find(pid);
+  return it != groups_.end() ? it->second : Group{pid, pid};
+}
+
+bool ProcessTable::alive_locked(int pid) const {
+  auto it = entries_.find(pid);
+  return it != entries_.end() ? !it->second.ended : pid == root_pid_;
+}
+
+int ProcessTable::pgid_of(int pid) const {
+  std::lock_guard lock(mutex_);
+  return alive_locked(pid) ? group_locked(pid).pgid : -ESRCH;
+}
+
+int ProcessTable::sid_of(int pid) const {
+  std::lock_guard lock(mutex_);
+  return alive_locked(pid) ? group_locked(pid).sid : -ESRCH;
+}
+
+int ProcessTable::set_pgid(int caller, int pid, int pgid) {
+  if (pgid < 0) return -EINVAL;
+  std::lock_guard lock(mutex_);
+  if (pid == 0) pid = caller;
+  if (pgid == 0) pgid = pid;
+  if (pid != caller) {  // only the caller or one of its children
+    auto it = entries_.find(pid);
+    if (it == entries_.end() || it->second.ppid != caller || it->second.ended) return -ESRCH;
+  }
+  const Group self = group_locked(caller), target = group_locked(pid);
+  if (target.sid == pid) return -EPERM;  // a session leader stays where it is
+  if (target.sid != self.sid) return -EPERM;
+  if (pgid != pid) {  // joining a group: a live member of it must be in the same session
+    bool exists = alive_locked(root_pid_) && group_locked(root_pid_).pgid == pgid && group_locked(root_pid_).sid == self.sid;
+    for (const auto& [other, e] : entries_)
+      if (!e.ended && group_locked(other).pgid == pgid && group_locked(other).sid == self.sid) exists = true;
+    if (!exists) return -EPERM;
+  }
+  groups_[pid] = Group{pgid, target.sid};
+  return 0;
+}
+
+int ProcessTable::set_sid(int caller) {
+  std::lock_guard lock(mutex_);
+  if (group_locked(root_pid_).pgid == caller) return -EPERM;  // a group of this id exists: its leader
+  for (const auto& [pid, e] : entries_)
+    if (!e.ended && group_locked(pid).pgid == caller) return -EPERM;
+  groups_[caller] = Group{caller, caller};
+  return caller;
+}
+
+int ProcessTable::kill_group(int pgid, int sig, int caller, bool& caller_in_group) {
+  std::vector<std::shared_ptr<KillSwitch>> targets;
+  {
+    std::lock_guard lock(mutex_);
+    caller_in_group = group_locked(caller).pgid == pgid;
+    for (const auto& [pid, e] : entries_)
+      if (!e.ended && pid != caller && group_locked(pid).pgid == pgid) targets.push_back(e.kill);
+    // (The first process has no kill switch here: kill(2) cannot reach it from another process.)
+  }
+  if (targets.empty() && !caller_in_group) return -ESRCH;
+  if (sig)
+    for (const auto& s : targets) fire(s, sig);
+  return 0;
 }
 
 void ProcessTable::fire(const std::shared_ptr<KillSwitch>& s, int sig) {

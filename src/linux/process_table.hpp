@@ -28,7 +28,7 @@ class ProcessTable {
  public:
   // Ids after first_pid (a `kvmserver run`), or from `ids` (a server's requests).
   explicit ProcessTable(int first_pid, std::shared_ptr<IdSource> ids = nullptr)
-      : next_pid_(first_pid + 1), ids_(std::move(ids)) {}
+      : next_pid_(first_pid + 1), root_pid_(first_pid), ids_(std::move(ids)) {}
 
   // A new child of ppid, running; kill is how to stop it (sets its pending signal and kicks its vCPU).
   // -EAGAIN once kill_all_and_wait() has begun.
@@ -51,6 +51,18 @@ class ProcessTable {
   // kill(2) of one of the guest's other processes: -ESRCH if there is none.
   int kill(int pid, int sig);
   int parent_of(int pid);
+
+  // Process groups and sessions (setpgid, setsid, getpgid, getsid, kill(-pgid)). A process not in
+  // the table (the first one) leads its own group and session until it changes them; a child
+  // starts in its parent's. Return -errno as the syscalls do.
+  int pgid_of(int pid) const;
+  int sid_of(int pid) const;
+  int set_pgid(int caller, int pid, int pgid);
+  int set_sid(int caller);
+  // kill(-pgid): signals every other running process of the group (not `caller`, whom the caller
+  // signals itself); -ESRCH when the group has no process at all (caller_in_group says whether
+  // the caller is one).
+  int kill_group(int pgid, int sig, int caller, bool& caller_in_group);
   // Ends every process of the table (a worker's request is over) and waits until all have ended,
   // at most `timeout_ms`; false if some are still running then.
   bool kill_all_and_wait(int sig, int timeout_ms);
@@ -71,11 +83,18 @@ class ProcessTable {
     bool vfork_released = false;
     std::shared_ptr<KillSwitch> kill;
   };
+  struct Group {
+    int pgid = 0, sid = 0;
+  };
+  Group group_locked(int pid) const;  // the group of a pid, its own when unknown
+  bool alive_locked(int pid) const;
   static void fire(const std::shared_ptr<KillSwitch>& s, int sig);
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::map<int, Entry> entries_;
+  std::map<int, Group> groups_;  // pid -> group and session, where set or inherited
   int next_pid_;
+  int root_pid_;  // the process the table was made for (not in entries_)
   std::shared_ptr<IdSource> ids_;
   bool closing_ = false;
   int next_id();  // under mutex_

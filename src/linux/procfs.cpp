@@ -179,12 +179,14 @@ std::string maps(Process& p) {
     const kvm::Mapping& m = it->second;
     uint64_t end = m.end;
     // Pieces Linux would have merged into one VMA (adjacent, same permissions and name) show as one.
-    for (++it; it != mappings.end() && it->first == end && it->second.prot == m.prot && it->second.name == m.name; ++it)
+    for (++it; it != mappings.end() && it->first == end && it->second.prot == m.prot && it->second.name == m.name &&
+               it->second.shared == m.shared;
+         ++it)
       end = it->second.end;
-    const bool shared = m.name == kSharedAnonName;
+    const bool shared = m.shared || m.name == kSharedAnonName;
     std::string line = format("%08llx-%08llx %c%c%c%c %08llx %02x:%02x %llu ", ull(start), ull(end),
                               (m.prot & kvm::kProtRead) ? 'r' : '-', (m.prot & kvm::kProtWrite) ? 'w' : '-',
-                              (m.prot & kvm::kProtExec) ? 'x' : '-', shared ? 's' : 'p', 0ull, 0, 0, 0ull);
+                              (m.prot & kvm::kProtExec) ? 'x' : '-', shared ? 's' : 'p', ull(m.shared ? m.shared_offset : 0), 0, 0, 0ull);
     const std::string name = m.name == "[elf]" ? "" : m.name;
     if (!name.empty()) {
       if (line.size() < 72) line.append(72 - line.size(), ' ');  // Linux's seq_pad to 25 + 6 * 8 - 1

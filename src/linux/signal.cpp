@@ -335,13 +335,22 @@ ThreadContext& receiver(Process& p, int sig) {
 }  // namespace
 
 KVMS_SYSCALL(kill) {
-  const int64_t pid = int64_t(a.a[0]);
+  const int64_t pid = int32_t(a.a[0]);  // pid_t: the register's low 32 bits, as Linux reads it
   const int sig = int(a.a[1]);
   if (sig < 0 || sig > kMaxSignal) return -EINVAL;
-  if (p.is_self(pid) || pid == 0 || pid == -1 || p.is_self(-pid))
+  if (pid == INT32_MIN) return -ESRCH;  // -INT_MIN is no group
+  if (p.is_self(pid) || pid == -1)
     return send_signal_to_thread(p, receiver(p, sig), sig, SI_USER, p.pid);
+  if (pid <= 0) {  // a process group: 0 is the caller's
+    if (!p.table) return (pid == 0 || p.is_self(-pid)) ? send_signal_to_thread(p, receiver(p, sig), sig, SI_USER, p.pid) : -ESRCH;
+    const int pgid = pid == 0 ? p.table->pgid_of(p.pid) : int(-pid);
+    bool self = false;
+    const int rc = p.table->kill_group(pgid, sig, p.pid, self);
+    if (rc != 0) return rc;
+    return self ? send_signal_to_thread(p, receiver(p, sig), sig, SI_USER, p.pid) : 0;
+  }
   if (!p.table) return -ESRCH;
-  return p.table->kill(int(pid > 0 ? pid : -pid), sig);  // another of the guest's processes
+  return p.table->kill(int(pid), sig);  // another of the guest's processes
 }
 
 KVMS_SYSCALL(rt_sigqueueinfo) {

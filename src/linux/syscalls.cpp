@@ -33,6 +33,7 @@ constexpr std::pair<int, SyscallHandler> kHandlers[] = {
     {SYS_ftruncate, sys_ftruncate}, {SYS_truncate, sys_truncate}, {SYS_fsync, sys_fsync},
     {SYS_fdatasync, sys_fdatasync}, {SYS_fchmod, sys_fchmod}, {SYS_fchmodat, sys_fchmodat},
     {SYS_chmod, sys_chmod}, {SYS_statfs, sys_statfs}, {SYS_fstatfs, sys_fstatfs},
+    {SYS_chown, sys_chown}, {SYS_fchown, sys_fchown}, {SYS_lchown, sys_lchown}, {SYS_fchownat, sys_fchownat},
     // mmap.cpp
     {SYS_brk, sys_brk}, {SYS_mmap, sys_mmap}, {SYS_munmap, sys_munmap}, {SYS_mprotect, sys_mprotect},
     {SYS_mremap, sys_mremap}, {SYS_madvise, sys_madvise}, {SYS_mlock, sys_mlock}, {SYS_munlock, sys_munlock},
@@ -44,6 +45,7 @@ constexpr std::pair<int, SyscallHandler> kHandlers[] = {
     {SYS_getpid, sys_getpid}, {SYS_gettid, sys_gettid}, {SYS_getppid, sys_getppid}, {SYS_getuid, sys_getuid},
     {SYS_geteuid, sys_geteuid}, {SYS_getgid, sys_getgid}, {SYS_getegid, sys_getegid},
     {SYS_getpgrp, sys_getpgrp}, {SYS_getpgid, sys_getpgid}, {SYS_getsid, sys_getsid}, {SYS_setsid, sys_setsid},
+    {SYS_setpgid, sys_setpgid},
     {SYS_getgroups, sys_getgroups}, {SYS_getresuid, sys_getresuid}, {SYS_getresgid, sys_getresgid},
     {SYS_uname, sys_uname}, {SYS_sysinfo, sys_sysinfo}, {SYS_getrandom, sys_getrandom},
     {SYS_prlimit64, sys_prlimit64}, {SYS_getrlimit, sys_getrlimit}, {SYS_setrlimit, sys_setrlimit},

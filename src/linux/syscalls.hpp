@@ -34,6 +34,7 @@ KVMS_SYSCALL(rename); KVMS_SYSCALL(renameat); KVMS_SYSCALL(renameat2); KVMS_SYSC
 KVMS_SYSCALL(symlinkat); KVMS_SYSCALL(link); KVMS_SYSCALL(linkat); KVMS_SYSCALL(utimensat);
 KVMS_SYSCALL(ftruncate); KVMS_SYSCALL(truncate); KVMS_SYSCALL(fsync); KVMS_SYSCALL(fdatasync);
 KVMS_SYSCALL(fchmod); KVMS_SYSCALL(fchmodat); KVMS_SYSCALL(chmod); KVMS_SYSCALL(statfs); KVMS_SYSCALL(fstatfs);
+KVMS_SYSCALL(chown); KVMS_SYSCALL(fchown); KVMS_SYSCALL(lchown); KVMS_SYSCALL(fchownat);
 // mmap.cpp: memory
 KVMS_SYSCALL(brk); KVMS_SYSCALL(mmap); KVMS_SYSCALL(munmap); KVMS_SYSCALL(mprotect); KVMS_SYSCALL(mremap);
 KVMS_SYSCALL(madvise); KVMS_SYSCALL(mlock); KVMS_SYSCALL(munlock); KVMS_SYSCALL(msync); KVMS_SYSCALL(mincore);
@@ -43,7 +44,7 @@ KVMS_SYSCALL(memfd_create);
 // misc.cpp: identity, limits, system information, randomness
 KVMS_SYSCALL(getpid); KVMS_SYSCALL(gettid); KVMS_SYSCALL(getppid); KVMS_SYSCALL(getuid); KVMS_SYSCALL(geteuid);
 KVMS_SYSCALL(getgid); KVMS_SYSCALL(getegid); KVMS_SYSCALL(getpgrp); KVMS_SYSCALL(getpgid); KVMS_SYSCALL(getsid);
-KVMS_SYSCALL(setsid); KVMS_SYSCALL(getgroups); KVMS_SYSCALL(getresuid); KVMS_SYSCALL(getresgid);
+KVMS_SYSCALL(setpgid); KVMS_SYSCALL(setsid); KVMS_SYSCALL(getgroups); KVMS_SYSCALL(getresuid); KVMS_SYSCALL(getresgid);
 KVMS_SYSCALL(uname); KVMS_SYSCALL(sysinfo); KVMS_SYSCALL(getrandom); KVMS_SYSCALL(prlimit64);
 KVMS_SYSCALL(getrlimit); KVMS_SYSCALL(setrlimit); KVMS_SYSCALL(getrusage); KVMS_SYSCALL(sched_getaffinity);
 KVMS_SYSCALL(sched_setaffinity); KVMS_SYSCALL(sched_yield); KVMS_SYSCALL(getpriority); KVMS_SYSCALL(prctl);

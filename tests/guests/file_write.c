@@ -232,6 +232,18 @@ static void test_truncate_sync_chmod(void) {
   CHECK(fstat(fd, &st) == 0 && (st.st_mode & 07777) == 0600);
   CHECK(fchmod(fd, 0755) == 0);
   CHECK(fstatat(dfd, "tr", &st, 0) == 0 && (st.st_mode & 07777) == 0755);
+  /* chown to what the file already has, or -1 for "leave it": allowed whoever we are. */
+  const uid_t owner = st.st_uid;
+  const gid_t group = st.st_gid;
+  CHECK(fchown(fd, (uid_t)-1, (gid_t)-1) == 0);
+  CHECK(fchown(fd, owner, group) == 0);
+  CHECK(fchownat(dfd, "tr", owner, (gid_t)-1, 0) == 0);
+  CHECK(symlinkat("tr", dfd, "tr-link") == 0);
+  CHECK(fchownat(dfd, "tr-link", (uid_t)-1, group, AT_SYMLINK_NOFOLLOW) == 0);
+  CHECK_ERR(fchownat(dfd, "tr", owner, group, 0x40000), EINVAL);
+  CHECK_ERR(fchownat(dfd, "no-such-file", owner, group, 0), ENOENT);
+  CHECK(unlinkat(dfd, "tr-link", 0) == 0);
+  CHECK(fstat(fd, &st) == 0 && st.st_uid == owner && st.st_gid == group);
   CHECK(close(fd) == 0);
 
   /* ftruncate on a read-only fd is EINVAL (or EBADF on some kernels); on a directory EINVAL/EISDIR. */

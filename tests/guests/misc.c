@@ -11,6 +11,8 @@
 #include <sys/resource.h>
 #include <sys/sysinfo.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
 
 #ifndef ARCH_SET_FS
 #define ARCH_SET_GS 0x1001
@@ -271,6 +273,57 @@ static void test_register_preservation(void) {
   }
 }
 
+
+/* Process groups and sessions (issue 12): setpgid for self and a child, joining a group, setsid
+ * of a process that leads no group, kill(-pgid) reaching the group, and the errors. */
+static void test_process_groups(void) {
+  CHECK(getpgid(0) == getpgrp());
+  CHECK(getsid(0) == getsid(getpid()));
+  CHECK_ERR(setpgid(-1, 0), EINVAL);
+  CHECK_ERR(setpgid(0, -1), EINVAL);
+  CHECK_ERR(getpgid(0x3fffffff), ESRCH);
+  int ready[2];
+  CHECK(pipe(ready) == 0);
+  pid_t leader = fork();
+  CHECK(leader >= 0);
+  if (leader == 0) {
+    if (setpgid(0, 0) != 0 || getpgrp() != getpid()) _exit(2);
+    if (setsid() != -1 || errno != EPERM) _exit(3); /* leads a group */
+    pid_t member = fork();
+    if (member < 0) _exit(4);
+    if (member == 0) {
+      if (getpgrp() != getppid()) _exit(5); /* inherited */
+      struct timespec nap = {0, 10 * 1000 * 1000};
+      for (int i = 0; i < 3000; i++) nanosleep(&nap, NULL); /* until the group is killed */
+      _exit(6);
+    }
+    if (write(ready[1], "r", 1) != 1) _exit(7);
+    struct timespec nap = {0, 10 * 1000 * 1000};
+    for (int i = 0; i < 3000; i++) nanosleep(&nap, NULL);
+    _exit(8);
+  }
+  char c;
+  CHECK(read(ready[0], &c, 1) == 1);
+  CHECK(getpgid(leader) == leader);
+  CHECK(getsid(leader) == getsid(0));
+  CHECK_ERR(setpgid(leader, 0x3ffffff0), EPERM); /* no such group */
+  CHECK(kill(-leader, SIGTERM) == 0);
+  int status = 0;
+  CHECK(waitpid(leader, &status, 0) == leader);
+  CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+  CHECK_ERR(kill(-0x3ffffff0, 0), ESRCH);
+  /* A process that leads no group starts a session (and a group) of its own. */
+  pid_t loner = fork();
+  CHECK(loner >= 0);
+  if (loner == 0) {
+    pid_t sid = setsid();
+    _exit(sid == getpid() && getsid(0) == getpid() && getpgrp() == getpid() ? 0 : 9);
+  }
+  CHECK(waitpid(loner, &status, 0) == loner);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(close(ready[0]) == 0 && close(ready[1]) == 0);
+}
+
 int main(void) {
   test_ids();
   test_uname();
@@ -281,6 +334,7 @@ int main(void) {
   test_arch_prctl();
   test_signals();
   test_unknown_syscalls();
+  test_process_groups();
   test_register_preservation();
   guest_ok("misc");
   return 0;

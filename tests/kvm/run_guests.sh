@@ -104,7 +104,7 @@ setup() {
   ENVS=()
   d=$tmp/$name.$variant.$3
   case $name in
-    file_io | file_write)
+    file_io | file_write | shared_mem)
       mkdir -p "$d"
       ARGS=("$d")
       GRANTS=("--allow-read=$d" "--allow-write=$d")
@@ -133,7 +133,7 @@ setup() {
 
 # Guest programs, and the extra cases built from them (time-env: the same binary, time passed
 # through the environment instead of argv).
-CASES="file_io file_meta file_write mmap misc time time-env fpu tls threads signals"
+CASES="file_io file_meta file_write mmap misc time time-env fpu tls threads signals shared_mem"
 
 for variant in $GUEST_VARIANTS; do
   for case in $CASES; do

@@ -582,7 +582,25 @@ TEST_F(MmapSyscalls, FileMappingSharedAndErrors) {
   EXPECT_GT(mmap(0, kPage, PROT_READ | PROT_EXEC, MAP_SHARED_VALIDATE, rw, 0), 0);
   EXPECT_EQ(mmap(0, kPage, kRW, MAP_SHARED, ro, 0), -EACCES);  // Linux: not open for writing
   EXPECT_EQ(mmap(0, kPage, kRW, MAP_SHARED, ap, 0), -EACCES);  // Linux: append-only
-  EXPECT_EQ(mmap(0, kPage, kRW, MAP_SHARED, rw, 0), -ENODEV);  // supported by Linux, not here
+  // A plain run's process shares the file itself (issue 12): writes through the mapping are the file's.
+  const int64_t shared = mmap(0, kPage, kRW, MAP_SHARED, rw, 0);
+  ASSERT_GT(shared, 0);
+  ASSERT_TRUE(mm().copy_to_user(uint64_t(shared), "SHARED", 6));
+  char back[7] = {};
+  ASSERT_EQ(pread(p().fds.get(rw)->host_fd, back, 6, 0), 6);
+  EXPECT_STREQ(back, "SHARED");
+  EXPECT_EQ(munmap(shared, kPage), 0);
+  ASSERT_EQ(pread(p().fds.get(rw)->host_fd, back, 6, 0), 6);  // the file keeps it
+  EXPECT_STREQ(back, "SHARED");
+  // A template (a server's, whose workers' resets copy pages back) cannot share: ENODEV.
+  struct NoHooks : ServerHooks {
+    bool before_wait(Process&, bool, bool) override { return false; }
+    bool listener_hidden(const Process&) const override { return false; }
+    void on_accept(Process&, int) override {}
+  } hooks;
+  p().server = &hooks;
+  EXPECT_EQ(mmap(0, kPage, kRW, MAP_SHARED, rw, 0), -ENODEV);
+  p().server = nullptr;
   EXPECT_EQ(mmap(0, kPage, PROT_READ, MAP_PRIVATE, wo, 0), -EACCES);
   EXPECT_EQ(mmap(0, kPage, PROT_READ, MAP_SHARED, wo, 0), -EACCES);
   EXPECT_EQ(mmap(0, kPage, PROT_READ, MAP_SHARED_VALIDATE | 0x80000 /* MAP_SYNC */, ro, 0), -EOPNOTSUPP);
