@@ -12,6 +12,7 @@ packages=(
   build-essential cmake pkg-config nasm
   libgtest-dev libcli11-dev libtomlplusplus-dev libfmt-dev libspdlog-dev libseccomp-dev libbenchmark-dev
   libhttp-parser-dev libsystemd-dev libxxhash-dev
+  autoconf automake m4  # tests/compat/build-ltp.sh: LTP's syscall tests (run by hand, issue 12)
   musl-tools busybox-static python3 curl ca-certificates procps
   libpython3.11-testsuite wrk
   nginx systemd  # tests/e2e/isolation.sh: a reverse proxy in front; systemd-socket-activate

@@ -26,14 +26,21 @@ static void wait_child_ok(pid_t pid) {
   CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+/* A new file of 2 pages in dir, mapped shared and writable: the mapping; its fd and path out. */
+static char *map_new_file(const char *dir, const char *name, int *fd, char *path, size_t path_size) {
+  snprintf(path, path_size, "%s/%s", dir, name);
+  *fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  CHECK(*fd >= 0);
+  CHECK(ftruncate(*fd, 2 * PG) == 0);
+  char *m = mmap(NULL, 2 * PG, RW, MAP_SHARED, *fd, 0);
+  CHECK(m != MAP_FAILED);
+  return m;
+}
+
 static void test_file(const char *dir) {
   char path[4096];
-  snprintf(path, sizeof path, "%s/shared.dat", dir);
-  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-  CHECK(fd >= 0);
-  CHECK(ftruncate(fd, 2 * PG) == 0);
-  char *m = mmap(NULL, 2 * PG, RW, MAP_SHARED, fd, 0);
-  CHECK(m != MAP_FAILED);
+  int fd;
+  char *m = map_new_file(dir, "shared.dat", &fd, path, sizeof path);
   /* Through the mapping into the file, and back. */
   memcpy(m + 10, "hello", 5);
   char buf[8] = {0};
@@ -140,12 +147,8 @@ static void test_futex(void) {
  * into it) without dying. Linux answers EFAULT; kvmserver gives the guest a zero page there. */
 static void test_truncated(const char *dir) {
   char path[4096];
-  snprintf(path, sizeof path, "%s/truncated.dat", dir);
-  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-  CHECK(fd >= 0);
-  CHECK(ftruncate(fd, 2 * PG) == 0);
-  char *m = mmap(NULL, 2 * PG, RW, MAP_SHARED, fd, 0);
-  CHECK(m != MAP_FAILED);
+  int fd;
+  char *m = map_new_file(dir, "truncated.dat", &fd, path, sizeof path);
   m[0] = 'a';
   CHECK(ftruncate(fd, 0) == 0);
   int pipes[2];
