@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -52,6 +53,14 @@ AddressSpace::AddressSpace(const AddressSpace& other, std::shared_ptr<GuestMemor
     if (!m.shared) continue;
     if (memory_->map_shared(start, m.end - start, m.shared->fd, m.shared_offset) != 0)
       throw std::runtime_error("cannot map a shared mapping into a forked address space");
+  }
+}
+
+SharedBacking::SharedBacking(int owned_fd) : fd(owned_fd) {
+  struct stat st{};
+  if (fstat(fd, &st) == 0) {
+    dev = st.st_dev;
+    ino = st.st_ino;
   }
 }
 

@@ -28,7 +28,8 @@ enum ForkFlag : uint8_t { kWipeOnFork = 1, kDontFork = 2 };
 // memory. Every guest process that maps it (a fork keeps the mapping) sees the same bytes.
 struct SharedBacking {
   int fd = -1;  // owned
-  explicit SharedBacking(int owned_fd) : fd(owned_fd) {}
+  uint64_t dev = 0, ino = 0;  // the file's identity: futexes in it are keyed by it (futex.cpp)
+  explicit SharedBacking(int owned_fd);
   ~SharedBacking();
   SharedBacking(const SharedBacking&) = delete;
   SharedBacking& operator=(const SharedBacking&) = delete;

@@ -360,9 +360,9 @@ KVMS_SYSCALL(epoll_ctl) {
   epoll_event ev{};
   if (has_event && !p.mm().copy_from_user(&ev, a.a[3], sizeof ev)) return -EFAULT;
   auto ep = p.fds.get(epfd);
-  if (!ep) return -EBADF;
+  if (!ep || (ep->status_flags & O_PATH)) return -EBADF;
   auto target = p.fds.get(fd);
-  if (!target) return -EBADF;
+  if (!target || (target->status_flags & O_PATH)) return -EBADF;  // O_PATH: not a file to use
   // Files that cannot be polled.
   if (target->kind == OpenFile::Kind::Regular || target->kind == OpenFile::Kind::Directory) return -EPERM;
   if (ep == target || ep->kind != OpenFile::Kind::Epoll) return -EINVAL;

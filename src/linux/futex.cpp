@@ -5,6 +5,11 @@
 #include <sys/syscall.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <list>
+#include <mutex>
+#include <optional>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -35,6 +40,47 @@ int64_t check_futex_address(Process& p, uint64_t addr, bool shared) {
   if (addr > kTaskSizeMax - 4) return -EFAULT;
   if (shared && !p.mm().find(addr)) return -EFAULT;
   return 0;
+}
+
+// Futexes in memory shared between guest processes (kvm::SharedBacking: a MAP_SHARED file or
+// shared anonymous memory) are woken by whichever process: their waiters are in one table for the
+// whole kvmserver, keyed by the backing's identity and the word's offset in it (what Linux's
+// get_futex_key does with the inode), not in the process's own queue.
+struct SharedKey {
+  uint64_t dev = 0, ino = 0, offset = 0;
+  bool operator==(const SharedKey&) const = default;
+};
+struct SharedWaiter {
+  SharedKey key;
+  uint32_t bitset = 0;
+  std::atomic<bool> woken{false};
+  std::condition_variable* wake_up = nullptr;  // the waiter's process lock's
+};
+std::mutex shared_waiters_mutex;
+std::list<SharedWaiter*> shared_waiters;
+
+std::optional<SharedKey> shared_key(Process& p, uint64_t addr) {
+  uint64_t start = 0;
+  const kvm::Mapping* m = p.mm().find(addr, &start);
+  if (!m || !m->shared) return std::nullopt;
+  return SharedKey{m->shared->dev, m->shared->ino, m->shared_offset + (addr - start)};
+}
+
+int64_t wake_shared(const SharedKey& key, uint64_t count, uint32_t bitset) {
+  int64_t n = 0;
+  std::lock_guard<std::mutex> lock(shared_waiters_mutex);
+  for (auto it = shared_waiters.begin(); it != shared_waiters.end() && uint64_t(n) < count;) {
+    SharedWaiter* w = *it;
+    if (w->key == key && (w->bitset & bitset)) {
+      w->woken = true;
+      w->wake_up->notify_all();  // without the waiter's lock: it re-checks every kSharedSlice anyway
+      it = shared_waiters.erase(it);
+      ++n;
+    } else {
+      ++it;
+    }
+  }
+  return n;
 }
 
 // A kick (stop, kill, deadline) ends a wait early; the syscall is then restarted (see Guest).
@@ -71,19 +117,25 @@ int64_t futex_wait(Process& p, uint64_t addr, uint32_t expected, uint32_t bitset
   // Handlers run with the process lock held (Process::holds_lock); tests may call without it.
   std::unique_lock<std::mutex> lk = Process::holds_lock ? std::unique_lock<std::mutex>(p.lock.mutex, std::adopt_lock)
                                                          : std::unique_lock<std::mutex>(p.lock.mutex);
-  // A futex in memory shared with other guest processes (kvm::SharedBacking) may be woken from one
-  // of them, which holds another wait queue: such a waiter also re-reads its word every
-  // kSharedSlice and returns (a spurious wake-up, which futex(2) allows) once it changed.
-  const kvm::Mapping* mapping = p.mm().find(addr);
-  const bool shared_memory = mapping && mapping->shared;
+  // A futex in memory shared with other guest processes waits in the shared table (see
+  // SharedKey), and re-checks every kSharedSlice: its waker notifies without this process's lock.
+  const std::optional<SharedKey> key = shared_key(p, addr);
   constexpr auto kSharedSlice = std::chrono::milliseconds(5);
-  const std::chrono::milliseconds slice = shared_memory ? kSharedSlice : kWaitSlice;
+  const std::chrono::milliseconds slice = key ? kSharedSlice : kWaitSlice;
   FutexWaiter self{addr, bitset, p.thread().tid, false};
-  p.futex_waiters.push_back(&self);
+  SharedWaiter shared_self;
+  if (key) {
+    shared_self.key = *key;
+    shared_self.bitset = bitset;
+    shared_self.wake_up = &p.lock.changed;
+    std::lock_guard<std::mutex> lock(shared_waiters_mutex);
+    shared_waiters.push_back(&shared_self);
+  } else {
+    p.futex_waiters.push_back(&self);
+  }
   int64_t result = 0;
   for (;;) {
-    if (self.woken) break;
-    if (shared_memory && __atomic_load_n(word, __ATOMIC_SEQ_CST) != expected) break;
+    if (self.woken || shared_self.woken) break;
     if (interrupted(p)) {
       result = -EINTR;
       break;
@@ -95,7 +147,13 @@ int64_t futex_wait(Process& p, uint64_t addr, uint32_t expected, uint32_t bitset
     }
     p.lock.changed.wait_until(lk, std::min(deadline, now + slice));
   }
-  if (!self.woken) p.futex_waiters.remove(&self);
+  if (key) {
+    std::lock_guard<std::mutex> lock(shared_waiters_mutex);
+    if (!shared_self.woken) shared_waiters.remove(&shared_self);
+    else result = 0;  // woken as it timed out or was interrupted: the wake counts, as on Linux
+  } else if (!self.woken) {
+    p.futex_waiters.remove(&self);
+  }
   if (Process::holds_lock) lk.release();
   return result;
 }
@@ -209,6 +267,7 @@ void release_robust_futexes(Process& p, uint64_t head_addr, int tid) {
 
 int64_t futex_wake(Process& p, uint64_t addr, uint64_t count, uint32_t bitset) {
   if (bitset == 0) return -EINVAL;
+  if (const auto key = shared_key(p, addr)) return wake_shared(*key, count, bitset);
   int64_t n = 0;
   for (auto it = p.futex_waiters.begin(); it != p.futex_waiters.end() && uint64_t(n) < count;) {
     FutexWaiter* w = *it;

@@ -171,7 +171,7 @@ int check_inet_addr(const SockAddr& a) {
 
 std::shared_ptr<OpenFile> socket_file(Process& p, uint64_t fd, int& err) {
   auto f = p.fds.get(static_cast<int>(fd));
-  if (!f) {
+  if (!f || (f->status_flags & O_PATH)) {  // an O_PATH fd names a file, it cannot be used as one
     err = -EBADF;
     return nullptr;
   }

@@ -103,10 +103,11 @@ fi
 
 # ---- `run` without server flags runs the program as natively: a program that waits for a
 # connection is not paused into a server ("ready:"), it takes the connection itself and kvmserver
-# exits with its status (issue 12). busybox nc -l blocks in accept; a client sends one line.
+# exits with its status (issue 12). busybox nc -l blocks in accept (on [::], dual-stack); a client
+# sends one line to 127.0.0.1.
 port=$(free_port)
-"$KVMSERVER" --allow-listen=127.0.0.1:"$port" run /bin/busybox sh -c "busybox nc -l -p $port; exit 7" \
-  >"$work/listen.out" 2>"$work/listen.err" &
+"$KVMSERVER" --allow-listen="[::]:$port" run /bin/busybox sh -c "busybox nc -l -p $port; exit 7" \
+  >"$work/listen.out" 2>"$work/listen.err" </dev/null &
 listener=$!
 sent=0
 for _ in $(seq 100); do

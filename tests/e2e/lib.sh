@@ -44,7 +44,7 @@ e2e_summary() {
 check() {
   local name=$1 want=$2 pattern=$3 status why=""
   shift 4
-  LAST_OUT=$(timeout 60 "$@" 2>"$tmp/check.err")
+  LAST_OUT=$(timeout -k 10 60 "$@" 2>"$tmp/check.err")  # -k: a process that ignores SIGTERM must not hang the suite
   status=$?
   LAST_ERR=$(cat "$tmp/check.err")
   [ "$status" = "$want" ] || why="status $status, expected $want"
