@@ -293,23 +293,6 @@ KVMS_SYSCALL(capset) {
 
 // Interval timers: none is ever armed, since kvmserver does not deliver SIGALRM/SIGVTALRM/SIGPROF
 // yet; arming one is ENOSYS rather than a timer that silently never fires.
-KVMS_SYSCALL(getitimer) {
-  if (a.a[0] > 2) return -EINVAL;  // ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF
-  const uint64_t zeros[4] = {};
-  return p.mm().copy_to_user(a.a[1], zeros, sizeof zeros) ? 0 : -EFAULT;
-}
-
-KVMS_SYSCALL(setitimer) {
-  if (a.a[0] > 2) return -EINVAL;
-  int64_t value[4] = {};  // it_interval {sec, usec}, it_value {sec, usec}
-  if (a.a[1] && !p.mm().copy_from_user(value, a.a[1], sizeof value)) return -EFAULT;
-  for (int i = 0; i < 4; i += 2)
-    if (value[i] < 0 || value[i + 1] < 0 || value[i + 1] >= 1000000) return -EINVAL;
-  const uint64_t zeros[4] = {};
-  if (a.a[2] && !p.mm().copy_to_user(a.a[2], zeros, sizeof zeros)) return -EFAULT;
-  return value[2] || value[3] ? -ENOSYS : 0;
-}
-
 KVMS_SYSCALL(prctl) {
   switch (a.a[0]) {
     case PR_SET_NAME: {

@@ -27,6 +27,7 @@
 #include "kvm/address_space.hpp"
 #include "kvm/clock_page.h"
 #include "linux/fd_table.hpp"
+#include "linux/itimer.hpp"
 #include "linux/limits.hpp"
 
 namespace kvms::kvm {
@@ -256,6 +257,7 @@ class Process {
   uint32_t uid = 1000, gid = 1000;
   int nice = 0;  // setpriority
   std::array<KernelSigaction, 65> sigactions{};
+  RealTimerSlot real_timer;  // ITIMER_REAL (itimer.cpp): none in a copy
   std::array<std::pair<uint64_t, uint64_t>, 16> rlimits{};  // RLIMIT_* -> {soft, hard}
 
   std::optional<int> exit_status;  // set by exit/exit_group

@@ -112,6 +112,20 @@ int64_t send_signal_to_thread(Process& p, ThreadContext& t, int sig, int code, i
   return queue_signal(p, t, info);
 }
 
+void post_signal_locked(Process& p, int sig, int code) {
+  ThreadContext* target = &p.main_thread();
+  if (target->sigmask & bit(sig))
+    for (auto& [tid, t] : p.threads)
+      if (!(t.sigmask & bit(sig))) {
+        target = &t;
+        break;
+      }
+  siginfo_t info{};
+  info.si_signo = sig;
+  info.si_code = code;
+  if (queue_signal(p, *target, info) == 0 && target->vcpu) target->vcpu->kick();
+}
+
 std::optional<siginfo_t> dequeue_signal(ThreadContext& t, int sig) {
   auto it = t.pending_queue.find(sig);
   if (it == t.pending_queue.end() || it->second.empty()) {

@@ -29,6 +29,10 @@ struct FaultDetail {
 int64_t send_signal_to_thread(Process& p, ThreadContext& t, int sig, int code, int sender_pid);
 // The same with a whole siginfo (sigqueue: si_value and the sender's si_code).
 int64_t queue_signal(Process& p, ThreadContext& t, const siginfo_t& info);
+// From a host thread that is none of the process's (a timer): queues sig for the thread that
+// would take it and kicks that thread's vCPU so that it is delivered at once. The caller holds
+// p.lock.mutex.
+void post_signal_locked(Process& p, int sig, int code);
 // Takes the oldest pending instance of sig off t (nullopt when none is).
 std::optional<siginfo_t> dequeue_signal(ThreadContext& t, int sig);
 // Drops every pending instance of sig in the process (its disposition became "ignore").

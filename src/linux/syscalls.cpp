@@ -57,8 +57,9 @@ constexpr std::pair<int, SyscallHandler> kHandlers[] = {
     {SYS_sched_get_priority_min, sys_sched_get_priority_min}, {SYS_setpriority, sys_setpriority},
     {SYS_setuid, sys_setuid}, {SYS_setgid, sys_setgid}, {SYS_setreuid, sys_setreuid}, {SYS_setregid, sys_setregid},
     {SYS_setresuid, sys_setresuid}, {SYS_setresgid, sys_setresgid}, {SYS_setgroups, sys_setgroups},
-    {SYS_capget, sys_capget}, {SYS_capset, sys_capset}, {SYS_getitimer, sys_getitimer},
-    {SYS_setitimer, sys_setitimer},
+    {SYS_capget, sys_capget}, {SYS_capset, sys_capset},
+    // itimer.cpp
+    {SYS_getitimer, sys_getitimer}, {SYS_setitimer, sys_setitimer}, {SYS_alarm, sys_alarm}, {SYS_pause, sys_pause},
     // thread.cpp
     {SYS_exit, sys_exit}, {SYS_exit_group, sys_exit_group}, {SYS_arch_prctl, sys_arch_prctl},
     {SYS_set_tid_address, sys_set_tid_address}, {SYS_set_robust_list, sys_set_robust_list},

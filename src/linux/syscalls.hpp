@@ -52,7 +52,7 @@ KVMS_SYSCALL(getcpu); KVMS_SYSCALL(sched_getparam); KVMS_SYSCALL(sched_getschedu
 KVMS_SYSCALL(sched_setscheduler); KVMS_SYSCALL(sched_get_priority_max); KVMS_SYSCALL(sched_get_priority_min);
 KVMS_SYSCALL(setpriority); KVMS_SYSCALL(setuid); KVMS_SYSCALL(setgid); KVMS_SYSCALL(setreuid);
 KVMS_SYSCALL(setregid); KVMS_SYSCALL(setresuid); KVMS_SYSCALL(setresgid); KVMS_SYSCALL(setgroups);
-KVMS_SYSCALL(capget); KVMS_SYSCALL(capset); KVMS_SYSCALL(getitimer); KVMS_SYSCALL(setitimer);
+KVMS_SYSCALL(capget); KVMS_SYSCALL(capset); KVMS_SYSCALL(getitimer); KVMS_SYSCALL(alarm); KVMS_SYSCALL(pause); KVMS_SYSCALL(setitimer);
 // thread.cpp: process and thread lifetime
 KVMS_SYSCALL(exit); KVMS_SYSCALL(exit_group); KVMS_SYSCALL(arch_prctl); KVMS_SYSCALL(set_tid_address);
 KVMS_SYSCALL(set_robust_list); KVMS_SYSCALL(get_robust_list); KVMS_SYSCALL(rseq);

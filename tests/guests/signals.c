@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -49,6 +50,66 @@ static void *sleeper(void *arg) {
   int rc = nanosleep(&ts, 0);
   *(int *)arg = (rc == -1 && errno == EINTR) ? 1 : 2;
   return 0;
+}
+
+/* ITIMER_REAL (issue 12): alarm's remaining seconds, SIGALRM ending a pause(), a periodic timer
+ * interrupting code that makes no system call, getitimer, disarming, and the errors. */
+static volatile sig_atomic_t alarms;
+static void on_alarm(int sig) {
+  (void)sig;
+  alarms++;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void test_itimer_real(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm;
+  CHECK(sigaction(SIGALRM, &sa, 0) == 0);
+  CHECK(alarm(0) == 0);
+  CHECK(alarm(100) == 0);
+  unsigned left = alarm(0);
+  CHECK(left >= 99 && left <= 100);
+  CHECK(alarm(0) == 0);
+
+  struct itimerval t, old;
+  memset(&t, 0, sizeof t);
+  t.it_value.tv_usec = 50 * 1000;
+  CHECK(setitimer(ITIMER_REAL, &t, &old) == 0);
+  CHECK(old.it_value.tv_sec == 0 && old.it_value.tv_usec == 0);
+  CHECK(getitimer(ITIMER_REAL, &old) == 0 && (old.it_value.tv_sec > 0 || old.it_value.tv_usec > 0));
+  alarms = 0;
+  CHECK(pause() == -1 && errno == EINTR);
+  CHECK(alarms == 1);
+  CHECK(getitimer(ITIMER_REAL, &old) == 0 && old.it_value.tv_sec == 0 && old.it_value.tv_usec == 0);
+
+  /* Periodic, while this thread only computes. */
+  t.it_interval.tv_usec = 20 * 1000;
+  t.it_value.tv_usec = 20 * 1000;
+  alarms = 0;
+  CHECK(setitimer(ITIMER_REAL, &t, 0) == 0);
+  const double give_up = now_s() + 20;
+  volatile unsigned long spins = 0;
+  while (alarms < 4 && now_s() < give_up) spins++;
+  CHECK(alarms >= 4);
+  memset(&t, 0, sizeof t);
+  CHECK(setitimer(ITIMER_REAL, &t, &old) == 0);
+  CHECK(old.it_interval.tv_usec == 20 * 1000);
+  const int seen = alarms;
+  struct timespec nap = {0, 100 * 1000 * 1000};
+  nanosleep(&nap, 0);
+  CHECK(alarms == seen); /* disarmed */
+
+  t.it_value.tv_usec = 1000000;
+  CHECK_ERR(setitimer(ITIMER_REAL, &t, 0), EINVAL);
+  CHECK_ERR(setitimer(3, &t, 0), EINVAL);
+  sa.sa_handler = SIG_DFL;
+  CHECK(sigaction(SIGALRM, &sa, 0) == 0);
 }
 
 int main(void) {
@@ -132,6 +193,7 @@ int main(void) {
   int status;
   CHECK(waitpid(child, &status, 0) == child);
   CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGPIPE);
+  test_itimer_real();
   guest_ok("signals");
   return 0;
 }

@@ -240,8 +240,15 @@ TEST_F(MiscSyscalls, IntervalTimers) {
   EXPECT_EQ(call(sys_getitimer, {0, val}), 0);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(get<int64_t>(val + 8 * i), 0);
   EXPECT_EQ(call(sys_setitimer, {0, val, old}), 0);  // disarming what is not armed
-  ASSERT_TRUE(as_->write<int64_t>(val + 16, 1));
-  EXPECT_EQ(call(sys_setitimer, {0, val, old}), -ENOSYS);  // no SIGALRM delivery yet
+  ASSERT_TRUE(as_->write<int64_t>(val + 16, 5));  // ITIMER_REAL in 5 s (itimer.cpp)
+  EXPECT_EQ(call(sys_setitimer, {0, val, old}), 0);
+  EXPECT_EQ(call(sys_getitimer, {0, old}), 0);
+  const int64_t left_us = get<int64_t>(old + 16) * 1000000 + get<int64_t>(old + 24);
+  EXPECT_GT(left_us, 4000000);
+  EXPECT_LE(left_us, 5000000);
+  EXPECT_EQ(call(sys_alarm, {0}), 5);  // disarms, says what was left (rounded)
+  EXPECT_EQ(call(sys_alarm, {0}), 0);
+  EXPECT_EQ(call(sys_setitimer, {1, val, 0}), -ENOSYS);  // CPU-time timers cannot be armed
   ASSERT_TRUE(as_->write<int64_t>(val + 24, 1000000));
   EXPECT_EQ(call(sys_setitimer, {0, val, 0}), -EINVAL);
   EXPECT_EQ(call(sys_getitimer, {3, val}), -EINVAL);

@@ -22,6 +22,7 @@
  *     program (SIG_DFL of a terminating signal, SA_RESETHAND) are put back after each call; no
  *     SIGKILL/SIGSTOP to itself; the alternate stack is always valid or disabled afterwards;
  *   - fork/vfork/clone/clone3 children exit at once (in assembly, without touching memory);
+ *   - an ITIMER_REAL armed by setitimer or alarm is disarmed right after the call;
  *   - sleeps and waits get short timeouts; a watchdog thread interrupts any call blocked for more
  *     than 100 ms with a signal whose handler does not restart it;
  *   - fds 0-2 are /dev/null, stdout is kept at fd 999, which no call may close or replace;
@@ -1581,6 +1582,12 @@ static void one_call(void) {
     }
   }
   in_call = 0;
+  if (nr == SYS_setitimer || nr == SYS_alarm) {
+    /* A real-time timer left armed would send SIGALRM at any later moment, perhaps while a call
+     * has just made its disposition SIG_DFL (before make_safe puts it back): disarmed at once. */
+    static const long kDisarm[4];
+    raw3(SYS_setitimer, 0 /* ITIMER_REAL */, (long)kDisarm, 0);
+  }
   progress++;
   calls_made++;
   if (tracing) {
