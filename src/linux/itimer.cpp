@@ -145,14 +145,8 @@ KVMS_SYSCALL(alarm) {
 
 // Until a signal is delivered to this thread (then -EINTR, its handler runs as the call returns).
 KVMS_SYSCALL(pause) {
-  std::unique_lock<std::mutex> lk = Process::holds_lock ? std::unique_lock<std::mutex>(p.lock.mutex, std::adopt_lock)
-                                                         : std::unique_lock<std::mutex>(p.lock.mutex);
-  struct KeepLockOwned {  // a handler's lock stays held when it returns
-    std::unique_lock<std::mutex>& lk;
-    ~KeepLockOwned() {
-      if (Process::holds_lock) lk.release();
-    }
-  } keep{lk};
+  Process::HandlerWait wait(p);
+  std::unique_lock<std::mutex>& lk = wait.lock();
   for (;;) {
     ThreadContext& t = p.thread();
     if (t.pending_signals & ~t.sigmask) return -EINTR;

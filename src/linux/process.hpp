@@ -206,6 +206,24 @@ class Process {
   // Held while a syscall handler runs: handlers of different guest threads never overlap, except
   // around the host calls that block (BlockingSection) and in futex waits.
   ProcessLock lock;
+  // The process lock for a handler that waits on lock.changed (pause, sigtimedwait): adopted
+  // when the handler holds it already (holds_lock; tests call without it), and still held when
+  // the handler returns.
+  class HandlerWait {
+   public:
+    explicit HandlerWait(Process& p)
+        : lock_(holds_lock ? std::unique_lock<std::mutex>(p.lock.mutex, std::adopt_lock)
+                           : std::unique_lock<std::mutex>(p.lock.mutex)) {}
+    ~HandlerWait() {
+      if (holds_lock) lock_.release();
+    }
+    HandlerWait(const HandlerWait&) = delete;
+    HandlerWait& operator=(const HandlerWait&) = delete;
+    std::unique_lock<std::mutex>& lock() { return lock_; }
+
+   private:
+    std::unique_lock<std::mutex> lock_;
+  };
   // Releases the process lock around a blocking host call; only from inside a handler.
   class BlockingSection {
    public:

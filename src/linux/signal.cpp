@@ -406,14 +406,8 @@ KVMS_SYSCALL(rt_sigtimedwait) {
     deadline = std::chrono::steady_clock::now() + std::chrono::seconds(std::min<int64_t>(ts.tv_sec, 1ll << 32)) +
                std::chrono::nanoseconds(ts.tv_nsec);
   }
-  std::unique_lock<std::mutex> lk = Process::holds_lock ? std::unique_lock<std::mutex>(p.lock.mutex, std::adopt_lock)
-                                                         : std::unique_lock<std::mutex>(p.lock.mutex);
-  struct KeepLockOwned {  // a handler's lock stays held when it returns
-    std::unique_lock<std::mutex>& lk;
-    ~KeepLockOwned() {
-      if (Process::holds_lock) lk.release();
-    }
-  } keep{lk};
+  Process::HandlerWait wait(p);
+  std::unique_lock<std::mutex>& lk = wait.lock();
   for (;;) {
     ThreadContext& t = p.thread();
     if (const uint64_t ready = t.pending_signals & set) {
