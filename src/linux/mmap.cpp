@@ -344,6 +344,13 @@ KVMS_SYSCALL(mprotect) {
 
 namespace {
 
+// A shared anonymous mapping that grows (mremap) grows its memfd to cover `bytes`.
+bool cover_memfd(const kvm::SharedBacking& memfd, uint64_t bytes) {
+  struct stat st{};
+  if (fstat(memfd.fd, &st) != 0) return false;
+  return uint64_t(st.st_size) >= bytes || ftruncate(memfd.fd, off_t(bytes)) == 0;
+}
+
 // The moving part of mremap: [addr, addr+old_len) -> dst (0: anywhere) of new_len bytes.
 int64_t remap_move(Process& p, uint64_t addr, uint64_t old_len, uint64_t new_len, uint64_t dst, bool dont_unmap) {
   auto& mm = p.mm();
@@ -367,12 +374,7 @@ int64_t remap_move(Process& p, uint64_t addr, uint64_t old_len, uint64_t new_len
     dst = *found;
   }
   if (backing) {  // the same file at the new place: nothing to copy
-    if (name == kSharedAnonName) {
-      struct stat st{};
-      if (fstat(backing->fd, &st) == 0 && uint64_t(st.st_size) < backing_offset + new_len &&
-          ftruncate(backing->fd, off_t(backing_offset + new_len)) != 0)
-        return -ENOMEM;
-    }
+    if (name == kSharedAnonName && !cover_memfd(*backing, backing_offset + new_len)) return -ENOMEM;
     if (int rc = mm.map_shared(dst, new_len, prot, name, backing, backing_offset); rc != 0) return rc;
   } else {
     if (int rc = mm.map(dst, new_len, prot, name); rc != 0) return rc;
@@ -438,12 +440,7 @@ KVMS_SYSCALL(mremap) {
   if (prot != kProtNone && !fits_memory_limit(p, grow, 0)) return -ENOMEM;
   if (grow <= mm.limit() && tail <= mm.limit() - grow && mapped_in(mm, tail, tail + grow) == 0) {
     if (backing) {  // the file (or memfd) goes on past the old end
-      if (name == kSharedAnonName) {
-        struct stat st{};
-        if (fstat(backing->fd, &st) == 0 && uint64_t(st.st_size) < backing_offset + new_len &&
-            ftruncate(backing->fd, off_t(backing_offset + new_len)) != 0)
-          return -ENOMEM;
-      }
+      if (name == kSharedAnonName && !cover_memfd(*backing, backing_offset + new_len)) return -ENOMEM;
       if (int rc = mm.map_shared(tail, grow, prot, name, backing, backing_offset + old_len); rc != 0) return rc;
       return static_cast<int64_t>(addr);
     }
