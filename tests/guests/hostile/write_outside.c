@@ -65,6 +65,10 @@ int main(int argc, char **argv) {
   errno = 0; expect(utimensat(AT_FDCWD, file, ts, 0), "utimensat");
   errno = 0; expect(futimens(fd, ts), "futimens on a read-only fd");
   errno = 0; expect(fchmod(fd, 0777), "fchmod");
+  errno = 0; expect(chown(file, (uid_t)-1, (gid_t)-1), "chown");
+  errno = 0; expect(lchown(file, (uid_t)-1, (gid_t)-1), "lchown");
+  errno = 0; expect(fchownat(AT_FDCWD, file, (uid_t)-1, (gid_t)-1, AT_SYMLINK_NOFOLLOW), "fchownat");
+  errno = 0; expect(fchown(fd, (uid_t)-1, (gid_t)-1), "fchown on a read-only fd");
   close(fd);
   if (dfd >= 0) close(dfd);
   if (leaks) return 2;
