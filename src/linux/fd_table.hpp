@@ -17,7 +17,7 @@
 namespace kvms::linux {
 
 struct OpenFile {
-  enum class Kind { Regular, Directory, Pipe, Tty, CharDevice, Socket, Epoll, EventFd, TimerFd, Other };
+  enum class Kind { Regular, Directory, Pipe, Tty, CharDevice, Socket, Epoll, EventFd, TimerFd, SignalFd, Other };
   OpenFile(int host_fd, Kind kind, std::string path, int status_flags);
   ~OpenFile();  // closes the host fd
   OpenFile(const OpenFile&) = delete;
@@ -30,6 +30,7 @@ struct OpenFile {
   bool writable_grant = false;  // opened under a grant that allows writing (fchmod, futimens...)
   bool listening = false;  // a socket after a successful listen(): what the server layer watches
   uint64_t socketpair_id = 0;  // both ends of one socketpair() share it (a snapshot re-pairs them)
+  uint64_t signal_mask = 0;    // a signalfd's signals (bit sig-1; signalfd.cpp)
 
   // Addresses a socket shows the guest in place of its host socket's own (--isolate=request: a
   // worker's private copy of a listener shows the address the guest bound; a connection from the

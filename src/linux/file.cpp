@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "linux/file_quota.hpp"
+#include "linux/signal.hpp"
 #include "linux/host_fs.hpp"
 #include "linux/policy.hpp"
 #include "linux/procfs.hpp"
@@ -334,12 +335,14 @@ int64_t tty_query(Process& p, const OpenFile& f, unsigned long cmd, uint64_t arg
 KVMS_SYSCALL(read) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
+  if (f->kind == OpenFile::Kind::SignalFd) return signalfd_read(p, *f, a.a[1], a.a[2]);
   return read_into(p, a.a[1], a.a[2], [&](void* buf, size_t n) { return ::read(f->host_fd, buf, n); });
 }
 
 KVMS_SYSCALL(write) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
+  if (f->kind == OpenFile::Kind::SignalFd) return -EINVAL;  // (its host eventfd would take it)
   if (!user_range(a.a[1], a.a[2])) return -EFAULT;
   uint64_t len = std::min(a.a[2], kMaxRw);
   WriteQuota quota(p, *f, len);

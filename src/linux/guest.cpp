@@ -316,7 +316,7 @@ int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t ch
     return -ENOMEM;
   }
   Guest* raw = child.get();
-  const int pid = p.table->add_child(p.pid, [raw](int sig) { raw->kill(sig); });
+  const int pid = p.table->add_child(p.pid, [raw](const siginfo_t& info) { raw->receive_signal(info); });
   if (pid < 0) return pid;  // the tree is being ended
   auto cp = std::make_unique<Process>(p, child->mm_);
   cp->memory_charge = std::move(memory);
@@ -351,9 +351,10 @@ int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t ch
       if (!r.message.empty() && r.reason == RunResult::Faulted)
         std::fprintf(stderr, "kvmserver: %s (pid %d): %s\n", child->program_path().c_str(), pid, r.message.c_str());
     const int status = r.status > 128 ? signal_wait_status(r.status - 128) : exit_wait_status(r.status);
+    const uint32_t uid = child->has_process() ? child->process().uid : 0;
     table->detach(pid);  // no kill reaches the child from here on: it is about to be destroyed
     child.reset();       // closes the child's fds before the parent can see it gone (pipe EOF)
-    table->exited(pid, status);
+    table->exited(pid, status, uid);
   }).detach();
   if (flags & CLONE_VFORK) {
     Process::BlockingSection unlocked(p);
@@ -434,6 +435,31 @@ void Guest::kill(int sig) {
   std::lock_guard<std::mutex> lk(threads_mutex_);
   for (auto& t : threads_)
     if (t->state != GuestThread::Done && t->vcpu) t->vcpu->kick();
+}
+
+void Guest::receive_signal(const siginfo_t& info) {
+  if (info.si_signo == SIGKILL) return kill(SIGKILL);
+  {
+    std::lock_guard<std::mutex> lk(incoming_mutex_);
+    if (incoming_.size() >= 4096) return;  // a flood: the rest is lost, as past RLIMIT_SIGPENDING
+    incoming_.push_back(info);
+    has_incoming_ = true;
+  }
+  if (process_) process_->lock.changed.notify_all();
+  std::lock_guard<std::mutex> lk(threads_mutex_);
+  for (auto& t : threads_)
+    if (t->state == GuestThread::Running && t->vcpu) t->vcpu->kick();
+}
+
+void Guest::take_incoming_locked() {
+  if (!has_incoming_.load()) return;
+  std::vector<siginfo_t> taken;
+  {
+    std::lock_guard<std::mutex> lk(incoming_mutex_);
+    taken.swap(incoming_);
+    has_incoming_ = false;
+  }
+  for (const siginfo_t& info : taken) post_signal_locked(*process_, info, 0);
 }
 
 Guest::~Guest() {
@@ -600,14 +626,20 @@ RunResult Guest::run(uint64_t deadline_ns, bool syscall_pending, bool stop_on_ki
   GuestThread& main = *threads_.front();
   deadline_ns_ = deadline_ns;
   if (deadline_ns) main.vcpu->set_deadline(deadline_ns);
+  // The first process of its table is reachable by its children's kill(2) and SIGCHLD while it runs.
+  std::shared_ptr<ProcessTable> table = process_ && process_->table && process_->table->root_pid() == process_->pid
+                                            ? process_->table : nullptr;
+  if (table) table->attach_root([this](const siginfo_t& info) { receive_signal(info); });
   struct DisarmOnReturn {
     Guest& g;
     GuestThread& main;
+    std::shared_ptr<ProcessTable> table;
     ~DisarmOnReturn() {
+      if (table) table->detach_root();
       if (g.deadline_ns_) main.vcpu->set_deadline(0);
       g.deadline_ns_ = 0;
     }
-  } disarm{*this, main};
+  } disarm{*this, main, table};
   if (syscall_pending) main.pending = true;
   {
     std::lock_guard<std::mutex> lk(threads_mutex_);
@@ -773,6 +805,7 @@ std::optional<RunResult> Guest::complete_syscall(GuestThread& t) {
     p.fds.close_on_exec();
     for (auto& act : p.sigactions)
       if (act.handler != uint64_t(SIG_IGN)) act = {};
+    p.posix_timers.by_id.clear();  // POSIX timers end at exec; ITIMER_REAL goes on
     ThreadContext& self = p.thread();
     self.altstack_sp = self.altstack_size = 0;
     self.altstack_flags = 2;
@@ -810,6 +843,10 @@ std::optional<RunResult> Guest::complete_syscall(GuestThread& t) {
       end_process(*end);
       return end;
     }
+  }
+  if (auto self = p.threads.find(t.tid); self != p.threads.end() && self->second.saved_sigmask) {
+    self->second.sigmask = *self->second.saved_sigmask;  // no handler's frame took it
+    self->second.saved_sigmask.reset();
   }
   maybe_refresh_clock_page(p);
   if (t.flush_generation != mm_->flush_generation()) flush_tlb_before_resume(t);
@@ -948,6 +985,7 @@ std::optional<RunResult> Guest::handle_exception(GuestThread& t, int vector) {
 
 bool Guest::has_deliverable_signal(GuestThread& t) {
   std::lock_guard<std::mutex> lk(process_->lock.mutex);
+  take_incoming_locked();
   auto ctx = process_->threads.find(t.tid);
   return ctx != process_->threads.end() && (ctx->second.pending_signals & ~ctx->second.sigmask);
 }

@@ -100,6 +100,10 @@ class Guest : private ProcessHost {
   const std::string& program_path() const { return program_path_; }
   // Ends the program as if killed by `sig` (from another thread; the run returns Signaled).
   void kill(int sig);
+  // A signal from another of the guest's processes (or a child's SIGCHLD): queued for the process
+  // as kill(2) would, its handler run or its default action taken at the next chance (the threads
+  // are kicked out of what they wait in). SIGKILL ends it (kill()).
+  void receive_signal(const siginfo_t& info);
 
  private:
   // A loaded program image, before it becomes a guest's current one (create, execve).
@@ -181,6 +185,12 @@ class Guest : private ProcessHost {
     std::string execfn;
   } exec_args_;
   std::atomic<int> kill_signal_{0};
+  // Signals from other processes, until a thread of this one takes them into its pending queues
+  // under the process lock (take_incoming_locked).
+  std::mutex incoming_mutex_;
+  std::vector<siginfo_t> incoming_;
+  std::atomic<bool> has_incoming_{false};
+  void take_incoming_locked();
 };
 
 // Finds PROGRAM like execvp: as given when it contains '/', else the first executable in PATH.

@@ -105,6 +105,9 @@ struct ThreadContext {
   uint64_t clear_child_tid = 0, robust_list = 0, robust_list_len = 0;
   uint64_t rseq = 0, rseq_len = 0;
   uint64_t sigmask = 0;
+  // rt_sigsuspend's caller's mask while the call has its own: the frame of the signal that ends
+  // the call saves this one, so the handler's return restores it.
+  std::optional<uint64_t> saved_sigmask;
   uint64_t pending_signals = 0;  // bit sig-1, sent to this thread and not delivered yet
   // The pending instances of each signal: at most one of a standard signal, every one of a
   // real-time signal (they queue, up to --max-pending-signals per process; signal.cpp).
@@ -276,6 +279,7 @@ class Process {
   int nice = 0;  // setpriority
   std::array<KernelSigaction, 65> sigactions{};
   RealTimerSlot real_timer;  // ITIMER_REAL (itimer.cpp): none in a copy
+  PosixTimers posix_timers;  // timer_create's (posix_timer.cpp): none in a copy
   std::array<std::pair<uint64_t, uint64_t>, 16> rlimits{};  // RLIMIT_* -> {soft, hard}
 
   std::optional<int> exit_status;  // set by exit/exit_group
@@ -300,6 +304,7 @@ class Process {
   // The guest's /tmp is a private host directory (ephemeral servers): what it holds is charged to
   // the tree (file_quota.hpp).
   bool has_private_tmp = false;
+  bool has_signalfd = false;  // made one: queued and taken signals update signalfds' readiness
 
  private:
   // Only through the constructor above, which gives the copy its own address space.

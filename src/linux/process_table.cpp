@@ -24,7 +24,7 @@ int ProcessTable::allocate_id() {
   return next_id();
 }
 
-int ProcessTable::add_child(int ppid, std::function<void(int)> kill) {
+int ProcessTable::add_child(int ppid, Deliver kill) {
   auto s = std::make_shared<KillSwitch>();
   s->kill = std::move(kill);
   std::lock_guard lock(mutex_);
@@ -33,6 +33,22 @@ int ProcessTable::add_child(int ppid, std::function<void(int)> kill) {
   entries_[pid] = Entry{ppid, false, 0, false, std::move(s)};
   groups_[pid] = group_locked(ppid);
   return pid;
+}
+
+void ProcessTable::attach_root(Deliver deliver) {
+  std::lock_guard lock(root_switch_->mutex);
+  root_switch_->kill = std::move(deliver);
+}
+
+void ProcessTable::detach_root() {
+  std::lock_guard lock(root_switch_->mutex);
+  root_switch_->kill = nullptr;
+}
+
+std::shared_ptr<ProcessTable::KillSwitch> ProcessTable::switch_locked(int pid) const {
+  if (pid == root_pid_) return root_switch_;
+  auto it = entries_.find(pid);
+  return it == entries_.end() || it->second.ended ? nullptr : it->second.kill;
 }
 
 ProcessTable::Group ProcessTable::group_locked(int pid) const {
@@ -86,25 +102,25 @@ int ProcessTable::set_sid(int caller) {
   return caller;
 }
 
-int ProcessTable::kill_group(int pgid, int sig, int caller, bool& caller_in_group) {
+int ProcessTable::kill_group(int pgid, const siginfo_t& info, int caller, bool& caller_in_group) {
   std::vector<std::shared_ptr<KillSwitch>> targets;
   {
     std::lock_guard lock(mutex_);
     caller_in_group = group_locked(caller).pgid == pgid;
     for (const auto& [pid, e] : entries_)
       if (!e.ended && pid != caller && group_locked(pid).pgid == pgid) targets.push_back(e.kill);
-    // (The first process has no kill switch here: kill(2) cannot reach it from another process.)
+    if (root_pid_ != caller && group_locked(root_pid_).pgid == pgid) targets.push_back(root_switch_);
   }
   if (targets.empty() && !caller_in_group) return -ESRCH;
-  if (sig)
-    for (const auto& s : targets) fire(s, sig);
+  if (info.si_signo)
+    for (const auto& s : targets) fire(s, info);
   return 0;
 }
 
-void ProcessTable::fire(const std::shared_ptr<KillSwitch>& s, int sig) {
+void ProcessTable::fire(const std::shared_ptr<KillSwitch>& s, const siginfo_t& info) {
   if (!s) return;
   std::lock_guard lock(s->mutex);
-  if (s->kill) s->kill(sig);
+  if (s->kill) s->kill(info);
 }
 
 void ProcessTable::detach(int pid) {
@@ -120,15 +136,27 @@ void ProcessTable::detach(int pid) {
   s->kill = nullptr;
 }
 
-void ProcessTable::exited(int pid, int wait_status) {
-  std::lock_guard lock(mutex_);
-  auto it = entries_.find(pid);
-  if (it == entries_.end()) return;
-  it->second.ended = true;
-  it->second.status = wait_status;
-  it->second.vfork_released = true;
-  it->second.kill = nullptr;
-  changed_.notify_all();
+void ProcessTable::exited(int pid, int wait_status, uint32_t uid) {
+  std::shared_ptr<KillSwitch> parent;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(pid);
+    if (it == entries_.end()) return;
+    it->second.ended = true;
+    it->second.status = wait_status;
+    it->second.vfork_released = true;
+    it->second.kill = nullptr;
+    parent = switch_locked(it->second.ppid);
+    changed_.notify_all();
+  }
+  siginfo_t info{};
+  info.si_signo = SIGCHLD;
+  info.si_pid = pid;
+  info.si_uid = uid;
+  const bool exited = (wait_status & 0x7f) == 0;
+  info.si_code = exited ? CLD_EXITED : (wait_status & 0x80) ? CLD_DUMPED : CLD_KILLED;
+  info.si_status = exited ? (wait_status >> 8) & 0xff : wait_status & 0x7f;
+  fire(parent, info);
 }
 
 void ProcessTable::release_vfork(int pid) {
@@ -165,15 +193,14 @@ std::pair<int, int> ProcessTable::wait(int ppid, int pid, bool nohang, const std
   }
 }
 
-int ProcessTable::kill(int pid, int sig) {
+int ProcessTable::kill(int pid, const siginfo_t& info) {
   std::shared_ptr<KillSwitch> s;
   {
     std::lock_guard lock(mutex_);
-    auto it = entries_.find(pid);
-    if (it == entries_.end() || it->second.ended) return -ESRCH;
-    s = it->second.kill;
+    if (!alive_locked(pid)) return -ESRCH;
+    s = switch_locked(pid);
   }
-  if (sig) fire(s, sig);
+  if (info.si_signo) fire(s, info);
   return 0;
 }
 
@@ -191,7 +218,10 @@ bool ProcessTable::kill_all_and_wait(int sig, int timeout_ms) {
         if (!e.ended) running.push_back(e.kill);
     }
     if (running.empty()) return true;
-    for (auto& s : running) fire(s, sig);  // again each round: a kill can land before the run starts
+    siginfo_t info{};
+    info.si_signo = sig;
+    info.si_code = SI_KERNEL;
+    for (auto& s : running) fire(s, info);  // again each round: a kill can land before the run starts
     std::unique_lock lock(mutex_);
     if (std::chrono::steady_clock::now() >= give_up) return false;
     changed_.wait_for(lock, std::chrono::milliseconds(20));

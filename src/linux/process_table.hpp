@@ -2,6 +2,8 @@
 // The guest's processes: pids, parents, exit statuses for wait, and the vfork hand-back. One table is
 // shared by every process of one kvmserver run; each guest process runs on its own host thread.
 #include <atomic>
+#include <signal.h>
+
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -30,16 +32,22 @@ class ProcessTable {
   explicit ProcessTable(int first_pid, std::shared_ptr<IdSource> ids = nullptr)
       : next_pid_(first_pid + 1), root_pid_(first_pid), ids_(std::move(ids)) {}
 
-  // A new child of ppid, running; kill is how to stop it (sets its pending signal and kicks its vCPU).
-  // -EAGAIN once kill_all_and_wait() has begun.
-  int add_child(int ppid, std::function<void(int)> kill);
+  // How a signal from another process reaches one (queued for it, its vCPUs kicked; SIGKILL ends it).
+  using Deliver = std::function<void(const siginfo_t&)>;
+  // A new child of ppid, running, reached through `deliver`. -EAGAIN once kill_all_and_wait() has begun.
+  int add_child(int ppid, Deliver deliver);
+  // The first process (not a child of any here), while it runs: attached, kill() and SIGCHLD reach it.
+  void attach_root(Deliver deliver);
+  void detach_root();
+  int root_pid() const { return root_pid_; }
   // The child's process is about to be destroyed: from now on kill() no longer reaches it (waits
   // for a kill() that is reaching it right now). Called before exited().
   void detach(int pid);
   // A new thread id (threads share the pid space with processes, as on Linux).
   int allocate_id();
-  // The child ended; status is encoded as wait(2) reports it. Also releases a vfork parent.
-  void exited(int pid, int wait_status);
+  // The child ended; status is encoded as wait(2) reports it. Also releases a vfork parent and
+  // sends its parent SIGCHLD (uid: the child's, for the siginfo).
+  void exited(int pid, int wait_status, uint32_t uid = 0);
   // After vfork, the parent may run again once the child has exec'd or exited.
   void release_vfork(int pid);
   void wait_vfork_release(int pid);
@@ -48,8 +56,9 @@ class ProcessTable {
   // and none ended yet; {-ECHILD, 0} when there is no such child.
   // interrupted: polled while waiting; true ends the wait with {-EINTR, 0}.
   std::pair<int, int> wait(int ppid, int pid, bool nohang, const std::function<bool()>& interrupted = nullptr);
-  // kill(2) of one of the guest's other processes: -ESRCH if there is none.
-  int kill(int pid, int sig);
+  // kill(2) of one of the guest's other processes (info.si_signo 0: only whether it exists):
+  // -ESRCH if there is none.
+  int kill(int pid, const siginfo_t& info);
   int parent_of(int pid);
 
   // Process groups and sessions (setpgid, setsid, getpgid, getsid, kill(-pgid)). A process not in
@@ -62,7 +71,7 @@ class ProcessTable {
   // kill(-pgid): signals every other running process of the group (not `caller`, whom the caller
   // signals itself); -ESRCH when the group has no process at all (caller_in_group says whether
   // the caller is one).
-  int kill_group(int pgid, int sig, int caller, bool& caller_in_group);
+  int kill_group(int pgid, const siginfo_t& info, int caller, bool& caller_in_group);
   // Ends every process of the table (a worker's request is over) and waits until all have ended,
   // at most `timeout_ms`; false if some are still running then.
   bool kill_all_and_wait(int sig, int timeout_ms);
@@ -74,7 +83,7 @@ class ProcessTable {
   // so a kill never reaches a destroyed process.
   struct KillSwitch {
     std::mutex mutex;
-    std::function<void(int)> kill;
+    Deliver kill;
   };
   struct Entry {
     int ppid = 0;
@@ -88,13 +97,15 @@ class ProcessTable {
   };
   Group group_locked(int pid) const;  // the group of a pid, its own when unknown
   bool alive_locked(int pid) const;
-  static void fire(const std::shared_ptr<KillSwitch>& s, int sig);
+  static void fire(const std::shared_ptr<KillSwitch>& s, const siginfo_t& info);
+  std::shared_ptr<KillSwitch> switch_locked(int pid) const;  // a running process's, or null
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::map<int, Entry> entries_;
   std::map<int, Group> groups_;  // pid -> group and session, where set or inherited
   int next_pid_;
   int root_pid_;  // the process the table was made for (not in entries_)
+  std::shared_ptr<KillSwitch> root_switch_ = std::make_shared<KillSwitch>();
   std::shared_ptr<IdSource> ids_;
   bool closing_ = false;
   int next_id();  // under mutex_

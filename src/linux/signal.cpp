@@ -86,9 +86,12 @@ int64_t queue_signal(Process& p, ThreadContext& t, const siginfo_t& info) {
   const int sig = info.si_signo;
   if (sig == 0) return 0;
   if (sig < 1 || sig > kMaxSignal) return -EINVAL;
+  // An ignored signal is dropped, unless the thread blocks it: then it stays pending (sigwait and
+  // signalfd take blocked signals, and the disposition may change before it is unblocked).
   const KernelSigaction& act = p.sigactions[sig];
-  if (act.handler == uint64_t(SIG_IGN)) return 0;
-  if (act.handler == uint64_t(SIG_DFL) && ignored_by_default(sig)) return 0;
+  const bool blocked = t.sigmask & bit(sig);
+  if (!blocked && act.handler == uint64_t(SIG_IGN)) return 0;
+  if (!blocked && act.handler == uint64_t(SIG_DFL) && ignored_by_default(sig)) return 0;
   auto& queue = t.pending_queue[sig];
   if (sig < kFirstRealtime) {
     if (!queue.empty()) return 0;  // a standard signal is pending once, whatever is sent meanwhile
@@ -98,6 +101,7 @@ int64_t queue_signal(Process& p, ThreadContext& t, const siginfo_t& info) {
   }
   queue.push_back(PendingSignal{info});
   t.pending_signals |= bit(sig);
+  update_signalfds(p);
   if (&t != &p.thread() && t.vcpu) t.vcpu->kick();  // delivered at its next exit
   p.lock.changed.notify_all();  // a sigtimedwait may be waiting for it
   return 0;
@@ -112,21 +116,33 @@ int64_t send_signal_to_thread(Process& p, ThreadContext& t, int sig, int code, i
   return queue_signal(p, t, info);
 }
 
-void post_signal_locked(Process& p, int sig, int code) {
-  ThreadContext* target = &p.main_thread();
-  if (target->sigmask & bit(sig))
-    for (auto& [tid, t] : p.threads)
-      if (!(t.sigmask & bit(sig))) {
-        target = &t;
-        break;
-      }
-  siginfo_t info{};
-  info.si_signo = sig;
-  info.si_code = code;
-  if (queue_signal(p, *target, info) == 0 && target->vcpu) target->vcpu->kick();
+bool post_signal_locked(Process& p, const siginfo_t& info, int tid) {
+  const int sig = info.si_signo;
+  ThreadContext* target = nullptr;
+  if (tid) {  // SIGEV_THREAD_ID: that thread while it lives, else the process
+    auto it = p.threads.find(tid);
+    if (it != p.threads.end()) target = &it->second;
+  }
+  if (!target) {
+    target = &p.main_thread();
+    if (target->sigmask & bit(sig))
+      for (auto& [id, t] : p.threads)
+        if (!(t.sigmask & bit(sig))) {
+          target = &t;
+          break;
+        }
+  }
+  const auto pending = [&] {
+    auto it = target->pending_queue.find(sig);
+    return it == target->pending_queue.end() ? size_t(0) : it->second.size();
+  };
+  const size_t before = pending();
+  if (queue_signal(p, *target, info) != 0) return false;
+  if (target->vcpu) target->vcpu->kick();
+  return pending() > before;
 }
 
-std::optional<siginfo_t> dequeue_signal(ThreadContext& t, int sig) {
+std::optional<siginfo_t> dequeue_signal(Process& p, ThreadContext& t, int sig) {
   auto it = t.pending_queue.find(sig);
   if (it == t.pending_queue.end() || it->second.empty()) {
     t.pending_signals &= ~bit(sig);
@@ -134,18 +150,23 @@ std::optional<siginfo_t> dequeue_signal(ThreadContext& t, int sig) {
   }
   siginfo_t info = it->second.front().info;
   it->second.pop_front();
+  timer_signal_taken(p, info);
   if (it->second.empty()) {
     t.pending_queue.erase(it);
     t.pending_signals &= ~bit(sig);
   }
+  update_signalfds(p);
   return info;
 }
 
 void discard_pending(Process& p, int sig) {
   for (auto& [tid, t] : p.threads) {
+    if (auto it = t.pending_queue.find(sig); it != t.pending_queue.end())
+      for (PendingSignal& pending : it->second) timer_signal_taken(p, pending.info);
     t.pending_queue.erase(sig);
     t.pending_signals &= ~bit(sig);
   }
+  update_signalfds(p);
 }
 
 std::optional<SignalToDeliver> take_signal(Process& p, ThreadContext& t) {
@@ -157,7 +178,7 @@ std::optional<SignalToDeliver> take_signal(Process& p, ThreadContext& t) {
   d.act = p.sigactions[sig];
   std::memset(&d.info, 0, sizeof d.info);
   d.info.si_signo = sig;
-  if (auto info = dequeue_signal(t, sig)) d.info = *info;
+  if (auto info = dequeue_signal(p, t, sig)) d.info = *info;
   if (d.act.handler == uint64_t(SIG_IGN)) return take_signal(p, t);
   if (d.act.handler == uint64_t(SIG_DFL)) {
     if (ignored_by_default(sig)) return take_signal(p, t);
@@ -196,15 +217,17 @@ uint64_t push_signal_frame(Process& p, ThreadContext& t, const SignalToDeliver& 
   c.err = fault.error;
   c.trapno = fault.trapno;
   c.cr2 = fault.address;
-  c.oldmask = t.sigmask;
+  const uint64_t restored_mask = t.saved_sigmask.value_or(t.sigmask);  // what sigreturn puts back
+  c.oldmask = restored_mask;
   c.fpstate = fpstate;
-  f.uc.sigmask = t.sigmask;
+  f.uc.sigmask = restored_mask;
   f.info = d.info;
   if (fault.trapno >= 0 && d.info.si_code > 0) f.info.si_addr = reinterpret_cast<void*>(fault.address);
   if (!p.mm().copy_to_user(fpstate, xsave.data(), kXsaveBytes) || !p.mm().copy_to_user(frame, &f, sizeof f)) return 0;
 
   t.sigmask |= d.act.mask | ((d.act.flags & SA_NODEFER) ? 0 : bit(d.sig));
   t.sigmask &= ~kUnblockable;
+  t.saved_sigmask.reset();
   if (d.act.flags & SA_RESETHAND) p.sigactions[d.sig] = {};
   if (use_altstack && (t.altstack_flags & kSsAutodisarm)) t.altstack_flags = SS_DISABLE;
   return frame;
@@ -337,6 +360,16 @@ int64_t read_queued_info(Process& p, uint64_t uinfo, int sig, bool to_self, sigi
   return 0;
 }
 
+// What kill(2) sends: SI_USER from the caller.
+siginfo_t user_signal(const Process& p, int sig) {
+  siginfo_t info{};
+  info.si_signo = sig;
+  info.si_code = SI_USER;
+  info.si_pid = p.pid;
+  info.si_uid = p.uid;
+  return info;
+}
+
 // A process-directed signal goes to a thread that does not block it, the caller first.
 ThreadContext& receiver(Process& p, int sig) {
   ThreadContext* target = &p.thread();
@@ -359,12 +392,12 @@ KVMS_SYSCALL(kill) {
     if (!p.table) return (pid == 0 || p.is_self(-pid)) ? send_signal_to_thread(p, receiver(p, sig), sig, SI_USER, p.pid) : -ESRCH;
     const int pgid = pid == 0 ? p.table->pgid_of(p.pid) : int(-pid);
     bool self = false;
-    const int rc = p.table->kill_group(pgid, sig, p.pid, self);
+    const int rc = p.table->kill_group(pgid, user_signal(p, sig), p.pid, self);
     if (rc != 0) return rc;
     return self ? send_signal_to_thread(p, receiver(p, sig), sig, SI_USER, p.pid) : 0;
   }
   if (!p.table) return -ESRCH;
-  return p.table->kill(int(pid), sig);  // another of the guest's processes
+  return p.table->kill(int(pid), user_signal(p, sig));  // another of the guest's processes
 }
 
 KVMS_SYSCALL(rt_sigqueueinfo) {
@@ -375,7 +408,7 @@ KVMS_SYSCALL(rt_sigqueueinfo) {
   if (int64_t rc = read_queued_info(p, a.a[2], sig, p.is_self(pid), info)) return rc;
   if (p.is_self(pid)) return queue_signal(p, receiver(p, sig), info);
   if (pid <= 0 || !p.table) return -ESRCH;
-  return p.table->kill(int(pid), sig);  // another guest process: what kill(2) does to it
+  return p.table->kill(int(pid), info);  // another guest process, with its si_value
 }
 
 KVMS_SYSCALL(rt_tgsigqueueinfo) {
@@ -414,7 +447,7 @@ KVMS_SYSCALL(rt_sigtimedwait) {
       const int sig = __builtin_ctzll(ready) + 1;
       siginfo_t info{};
       info.si_signo = sig;
-      if (auto queued = dequeue_signal(t, sig)) info = *queued;
+      if (auto queued = dequeue_signal(p, t, sig)) info = *queued;
       if (uinfo && !p.mm().write(uinfo, info)) return -EFAULT;
       return sig;
     }
@@ -423,6 +456,26 @@ KVMS_SYSCALL(rt_sigtimedwait) {
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) return -EAGAIN;
     p.lock.changed.wait_until(lk, std::min(deadline, now + std::chrono::milliseconds(100)));
+  }
+}
+
+// Replaces the thread's mask until a signal is delivered: -EINTR, with the handler's frame saving
+// the caller's mask (ThreadContext::saved_sigmask). A kick (stop, kill) restarts the call, which
+// then keeps the mask it saved the first time.
+KVMS_SYSCALL(rt_sigsuspend) {
+  if (a.a[1] != sizeof(uint64_t)) return -EINVAL;
+  uint64_t mask = 0;
+  if (!p.mm().read(a.a[0], mask)) return -EFAULT;
+  ThreadContext& t = p.thread();
+  if (!t.saved_sigmask) t.saved_sigmask = t.sigmask;
+  t.sigmask = mask & ~kUnblockable;
+  Process::HandlerWait wait(p);
+  std::unique_lock<std::mutex>& lk = wait.lock();
+  for (;;) {
+    ThreadContext& self = p.thread();
+    if (self.pending_signals & ~self.sigmask) return -EINTR;
+    if (p.lock.stop || (self.vcpu && self.vcpu->run_area()->immediate_exit)) return -EINTR;
+    p.lock.changed.wait_for(lk, std::chrono::milliseconds(100));
   }
 }
 

@@ -29,12 +29,18 @@ struct FaultDetail {
 int64_t send_signal_to_thread(Process& p, ThreadContext& t, int sig, int code, int sender_pid);
 // The same with a whole siginfo (sigqueue: si_value and the sender's si_code).
 int64_t queue_signal(Process& p, ThreadContext& t, const siginfo_t& info);
-// From a host thread that is none of the process's (a timer): queues sig for the thread that
-// would take it and kicks that thread's vCPU so that it is delivered at once. The caller holds
-// p.lock.mutex.
-void post_signal_locked(Process& p, int sig, int code);
+// From a host thread that is none of the process's (a timer): queues info for thread `tid` (0: the
+// thread that would take a process-directed signal) and kicks that thread's vCPU so that it is
+// delivered at once. Whether a new instance was queued (not merged, ignored or refused). The
+// caller holds p.lock.mutex.
+bool post_signal_locked(Process& p, const siginfo_t& info, int tid);
+// signalfd.cpp: after a signal is queued or taken, every signalfd of p is readable exactly while
+// one of its signals is pending; a signalfd's read (count bytes at buf); a worker's own copy.
+void update_signalfds(Process& p);
+int64_t signalfd_read(Process& p, OpenFile& f, uint64_t buf, uint64_t count);
+std::shared_ptr<OpenFile> clone_signalfd(const OpenFile& signalfd);
 // Takes the oldest pending instance of sig off t (nullopt when none is).
-std::optional<siginfo_t> dequeue_signal(ThreadContext& t, int sig);
+std::optional<siginfo_t> dequeue_signal(Process& p, ThreadContext& t, int sig);
 // Drops every pending instance of sig in the process (its disposition became "ignore").
 void discard_pending(Process& p, int sig);
 // The next unblocked pending signal of t with a handler to run. A signal whose default action ends

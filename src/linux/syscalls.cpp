@@ -77,7 +77,13 @@ constexpr std::pair<int, SyscallHandler> kHandlers[] = {
     {SYS_sigaltstack, sys_sigaltstack}, {SYS_kill, sys_kill}, {SYS_tgkill, sys_tgkill}, {SYS_tkill, sys_tkill},
     {SYS_rt_sigpending, sys_rt_sigpending}, {SYS_rt_sigreturn, sys_rt_sigreturn},
     {SYS_rt_sigqueueinfo, sys_rt_sigqueueinfo}, {SYS_rt_tgsigqueueinfo, sys_rt_tgsigqueueinfo},
-    {SYS_rt_sigtimedwait, sys_rt_sigtimedwait},
+    {SYS_rt_sigtimedwait, sys_rt_sigtimedwait}, {SYS_rt_sigsuspend, sys_rt_sigsuspend},
+    // signalfd.cpp
+    {SYS_signalfd, sys_signalfd}, {SYS_signalfd4, sys_signalfd4},
+    // posix_timer.cpp
+    {SYS_timer_create, sys_timer_create}, {SYS_timer_settime, sys_timer_settime},
+    {SYS_timer_gettime, sys_timer_gettime}, {SYS_timer_getoverrun, sys_timer_getoverrun},
+    {SYS_timer_delete, sys_timer_delete},
     // socket.cpp
     {SYS_socket, sys_socket}, {SYS_socketpair, sys_socketpair}, {SYS_bind, sys_bind}, {SYS_listen, sys_listen},
     {SYS_accept, sys_accept}, {SYS_accept4, sys_accept4}, {SYS_connect, sys_connect},

@@ -67,6 +67,12 @@ KVMS_SYSCALL(nanosleep); KVMS_SYSCALL(clock_nanosleep); KVMS_SYSCALL(times);
 KVMS_SYSCALL(rt_sigaction); KVMS_SYSCALL(rt_sigprocmask); KVMS_SYSCALL(sigaltstack); KVMS_SYSCALL(kill);
 KVMS_SYSCALL(tgkill); KVMS_SYSCALL(tkill); KVMS_SYSCALL(rt_sigpending); KVMS_SYSCALL(rt_sigreturn);
 KVMS_SYSCALL(rt_sigqueueinfo); KVMS_SYSCALL(rt_tgsigqueueinfo); KVMS_SYSCALL(rt_sigtimedwait);
+KVMS_SYSCALL(rt_sigsuspend);
+// signalfd.cpp
+KVMS_SYSCALL(signalfd); KVMS_SYSCALL(signalfd4);
+// posix_timer.cpp
+KVMS_SYSCALL(timer_create); KVMS_SYSCALL(timer_settime); KVMS_SYSCALL(timer_gettime);
+KVMS_SYSCALL(timer_getoverrun); KVMS_SYSCALL(timer_delete);
 
 // socket.cpp: sockets (TCP/UDP over IPv4/IPv6, Unix), checked against the network policy
 KVMS_SYSCALL(socket); KVMS_SYSCALL(socketpair); KVMS_SYSCALL(bind); KVMS_SYSCALL(listen); KVMS_SYSCALL(accept);

@@ -21,6 +21,7 @@
 #include "linux/epoll.hpp"
 #include "linux/policy.hpp"
 #include "linux/process_table.hpp"
+#include "linux/signal.hpp"
 
 namespace kvms::server {
 namespace {
@@ -81,6 +82,8 @@ std::shared_ptr<OpenFile> private_copy(const OpenFile& f, std::map<ino_t, std::a
       return linux::clone_eventfd(f);
     case OpenFile::Kind::TimerFd:
       return linux::clone_timerfd(f);
+    case OpenFile::Kind::SignalFd:
+      return linux::clone_signalfd(f);
     case OpenFile::Kind::Pipe:
       if (f.path.rfind("pipe:", 0) == 0) return fresh_pipe_end(f, pipes);
       return shared;  // inherited stdio

@@ -133,7 +133,7 @@ setup() {
 
 # Guest programs, and the extra cases built from them (time-env: the same binary, time passed
 # through the environment instead of argv).
-CASES="file_io file_meta file_write mmap misc time time-env fpu tls threads signals shared_mem"
+CASES="file_io file_meta file_write mmap misc time time-env fpu tls threads signals signal_waits shared_mem"
 
 for variant in $GUEST_VARIANTS; do
   for case in $CASES; do

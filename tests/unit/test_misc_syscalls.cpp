@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/futex.h>
+#include <poll.h>
 #include <sched.h>
+#include <sys/signalfd.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/resource.h>
@@ -18,6 +20,7 @@
 #include <ctime>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +29,8 @@
 #include "kvm/guest_memory.hpp"
 #include "linux/policy.hpp"
 #include "linux/process.hpp"
+#include "linux/process_table.hpp"
+#include "linux/signal.hpp"
 #include "linux/syscalls.hpp"
 
 namespace kvms::linux {
@@ -296,6 +301,109 @@ TEST_F(MiscSyscalls, FutexTimeoutsOfCenturiesWait) {
     }
   }
   proc_->lock.stop = false;
+}
+
+}  // namespace
+}  // namespace kvms::linux
+
+namespace kvms::linux {
+namespace {
+
+// A periodic POSIX timer whose signal is blocked queues it once and counts the other expiries as
+// overruns, which the signal carries when taken (and timer_getoverrun tells afterwards).
+TEST_F(MiscSyscalls, PosixTimerQueuesOnceAndCountsOverruns) {
+  const uint64_t ev = next_, id = next_ + 64, spec = next_ + 128;
+  proc_->thread().sigmask = 1ull << (SIGUSR1 - 1);
+  const struct { uint64_t value; int32_t signo, notify, tid, pad[11]; } sigev{0x77, SIGUSR1, 0 /* SIGEV_SIGNAL */, 0, {}};
+  ASSERT_TRUE(as_->copy_to_user(ev, &sigev, sizeof sigev));
+  ASSERT_EQ(call(sys_timer_create, {CLOCK_MONOTONIC, ev, id}), 0);
+  const int32_t timer = get<int32_t>(id);
+  const int64_t every_2ms[4] = {0, 2000000, 0, 2000000};
+  ASSERT_TRUE(as_->copy_to_user(spec, every_2ms, sizeof every_2ms));
+  ASSERT_EQ(call(sys_timer_settime, {uint64_t(timer), 0, spec, 0}), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  const int64_t off[4] = {};
+  ASSERT_TRUE(as_->copy_to_user(spec, off, sizeof off));
+  ASSERT_EQ(call(sys_timer_settime, {uint64_t(timer), 0, spec, 0}), 0);
+  std::optional<siginfo_t> info;
+  {
+    std::lock_guard<std::mutex> lk(proc_->lock.mutex);
+    EXPECT_EQ(proc_->thread().pending_queue[SIGUSR1].size(), 1u);
+    info = dequeue_signal(*proc_, proc_->thread(), SIGUSR1);
+  }
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->si_code, SI_TIMER);
+  EXPECT_EQ(info->si_timerid, timer);
+  EXPECT_EQ(uint64_t(info->si_value.sival_ptr), 0x77u);
+  EXPECT_GE(info->si_overrun, 3);
+  EXPECT_EQ(call(sys_timer_getoverrun, {uint64_t(timer)}), info->si_overrun);
+  EXPECT_EQ(call(sys_timer_delete, {uint64_t(timer)}), 0);
+  EXPECT_EQ(call(sys_timer_delete, {uint64_t(timer)}), -EINVAL);
+  EXPECT_EQ(call(sys_timer_create, {CLOCK_PROCESS_CPUTIME_ID, 0, id}), -EINVAL);
+  EXPECT_EQ(call(sys_timer_create, {CLOCK_REALTIME_ALARM, 0, id}), -EPERM);
+}
+
+// A signalfd's host fd is readable exactly while one of its signals is pending; reading takes it.
+TEST_F(MiscSyscalls, SignalfdReadableWhileItsSignalIsPending) {
+  const uint64_t mask = next_, buf = next_ + 64;
+  ASSERT_TRUE(as_->write<uint64_t>(mask, 1ull << (SIGUSR2 - 1)));
+  const int64_t fd = call(sys_signalfd4, {uint64_t(-1), mask, 8, SFD_NONBLOCK});
+  ASSERT_GE(fd, 0);
+  const int host = proc_->fds.get(int(fd))->host_fd;
+  auto readable = [&] {
+    pollfd pfd{host, POLLIN, 0};
+    return ::poll(&pfd, 1, 0) == 1;
+  };
+  EXPECT_FALSE(readable());
+  EXPECT_EQ(call(sys_read, {uint64_t(fd), buf, 128}), -EAGAIN);
+  EXPECT_EQ(send_signal_to_thread(*proc_, proc_->thread(), SIGUSR1, SI_USER, 9), 0);
+  EXPECT_FALSE(readable());  // not one of its signals
+  EXPECT_EQ(send_signal_to_thread(*proc_, proc_->thread(), SIGUSR2, SI_USER, 9), 0);
+  EXPECT_TRUE(readable());
+  EXPECT_EQ(call(sys_read, {uint64_t(fd), buf, 64}), -EINVAL);  // smaller than one record
+  EXPECT_EQ(call(sys_read, {uint64_t(fd), buf, 256}), 128);
+  EXPECT_EQ(get<uint32_t>(buf), uint32_t(SIGUSR2));
+  EXPECT_EQ(get<uint32_t>(buf + 12), 9u);  // ssi_pid
+  EXPECT_FALSE(readable());
+  EXPECT_EQ(call(sys_write, {uint64_t(fd), buf, 8}), -EINVAL);
+  EXPECT_EQ(call(sys_signalfd4, {uint64_t(fd), mask, 8, 0x1234}), -EINVAL);
+  EXPECT_EQ(call(sys_signalfd4, {uint64_t(fd), mask, 4, 0}), -EINVAL);
+  EXPECT_EQ(call(sys_signalfd4, {77, mask, 8, 0}), -EBADF);
+}
+
+// Another process's kill(2) and a child's exit reach the first process once it is attached.
+TEST(ProcessTableSignals, KillAndSigchldReachTheRoot) {
+  ProcessTable table(2);
+  std::vector<siginfo_t> root_got, child_got;
+  const siginfo_t usr1 = [] {
+    siginfo_t i{};
+    i.si_signo = SIGUSR1;
+    i.si_code = SI_USER;
+    return i;
+  }();
+  EXPECT_EQ(table.kill(2, usr1), 0);  // not attached: exists, nothing is delivered
+  table.attach_root([&](const siginfo_t& i) { root_got.push_back(i); });
+  const int child = table.add_child(2, [&](const siginfo_t& i) { child_got.push_back(i); });
+  ASSERT_GT(child, 2);
+  EXPECT_EQ(table.kill(2, usr1), 0);
+  EXPECT_EQ(table.kill(child, usr1), 0);
+  EXPECT_EQ(table.kill(999, usr1), -ESRCH);
+  bool caller_in_group = false;
+  EXPECT_EQ(table.kill_group(2, usr1, child, caller_in_group), 0);  // the child's group is the root's
+  EXPECT_TRUE(caller_in_group);
+  table.detach(child);
+  table.exited(child, 3 << 8, 1000);  // exit(3)
+  ASSERT_EQ(root_got.size(), 3u);
+  EXPECT_EQ(root_got[2].si_signo, SIGCHLD);
+  EXPECT_EQ(root_got[2].si_code, CLD_EXITED);
+  EXPECT_EQ(root_got[2].si_pid, child);
+  EXPECT_EQ(root_got[2].si_status, 3);
+  EXPECT_EQ(root_got[2].si_uid, 1000u);
+  ASSERT_EQ(child_got.size(), 1u);
+  EXPECT_EQ(table.kill(child, usr1), -ESRCH);
+  table.detach_root();
+  EXPECT_EQ(table.kill(2, usr1), 0);
+  EXPECT_EQ(root_got.size(), 3u);
 }
 
 }  // namespace
