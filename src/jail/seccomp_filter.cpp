@@ -164,7 +164,7 @@ std::vector<Rule> process_rules() {
                 "statx", "statfs", "fstatfs", "dup", "dup2", "dup3", "pipe2", "getdents64", "readlink", "readlinkat",
                 "access", "faccessat", "faccessat2", "mkdir", "mkdirat", "unlink", "unlinkat", "rmdir", "rename",
                 "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "fchownat", "fchown",
-                "utimensat", "ftruncate", "fallocate", "fsync", "fdatasync", "sendfile", "copy_file_range", "getcwd",
+                "utimensat", "ftruncate", "fallocate", "fsync", "fdatasync", "sendfile", "copy_file_range", "getcwd", "flock", "mknodat",
                 "memfd_create", "eventfd2", "timerfd_create", "timerfd_settime", "timerfd_gettime", "epoll_create1",
                 "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "ppoll", "mincore",
                 "tee"});  // tee: a snapshot copies the bytes waiting in a pipe without taking them

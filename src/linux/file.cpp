@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
@@ -21,6 +22,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "kvm/vm.hpp"
 #include "linux/file_quota.hpp"
 #include "linux/signal.hpp"
 #include "linux/host_fs.hpp"
@@ -257,7 +259,15 @@ int64_t do_open(Process& p, int dirfd, uint64_t user_path, int flags, mode_t mod
     quota.emplace(p, r.guest_path);
     if (quota->error()) return quota->error();
   }
-  int fd = fileops::open_host(r.host_path, flags, mode & ~p.umask);
+  int fd;
+  if (!(flags & (O_NONBLOCK | O_PATH)) && acc != O_RDWR) {
+    // Opening a FIFO waits for its other end, which another thread or process of the guest may
+    // open: without the process lock (a kick interrupts the host's wait: EINTR, restarted).
+    Process::BlockingSection unlocked(p);
+    fd = fileops::open_host(r.host_path, flags, mode & ~p.umask);
+  } else {
+    fd = fileops::open_host(r.host_path, flags, mode & ~p.umask);
+  }
   if (fd < 0) return fd;
   if (quota) quota->created(fd);
   return install_host_fd(p, fd, r.guest_path, status_flags_of(flags), flags & O_CLOEXEC, r.writable);
@@ -273,11 +283,77 @@ int64_t set_status_flags(OpenFile& f, int flags) {
   return 0;
 }
 
+std::optional<FileKey> file_key(const OpenFile& f) {
+  struct stat st{};
+  if (::fstat(f.host_fd, &st) != 0) return std::nullopt;
+  return FileKey{st.st_dev, st.st_ino};
+}
+
+// POSIX locks (F_GETLK, F_SETLK, F_SETLKW) are kvmserver's own, between guest processes
+// (record_locks.hpp); the range is resolved here as Linux's flock_to_posix_lock does.
+int64_t record_lock(Process& p, const OpenFile& f, int cmd, uint64_t uflock, struct flock& lock) {
+  if (lock.l_type != F_RDLCK && lock.l_type != F_WRLCK && lock.l_type != F_UNLCK) return -EINVAL;
+  int64_t base = 0;
+  switch (lock.l_whence) {
+    case SEEK_SET: break;
+    case SEEK_CUR: base = ::lseek(f.host_fd, 0, SEEK_CUR); break;
+    case SEEK_END: {
+      struct stat st{};
+      if (::fstat(f.host_fd, &st) != 0) return -errno;
+      base = st.st_size;
+      break;
+    }
+    default: return -EINVAL;
+  }
+  if (base < 0) return -EINVAL;
+  int64_t start;
+  if (__builtin_add_overflow(base, int64_t(lock.l_start), &start)) return -EOVERFLOW;
+  if (start < 0) return -EINVAL;
+  RecordLock wanted{lock.l_type, uint64_t(start), UINT64_MAX, p.pid};
+  if (lock.l_len > 0) {
+    int64_t end;
+    if (__builtin_add_overflow(start, int64_t(lock.l_len), &end)) return -EOVERFLOW;
+    wanted.end = uint64_t(end);
+  } else if (lock.l_len < 0) {
+    if (start + lock.l_len < 0) return -EINVAL;
+    wanted.end = uint64_t(start);
+    wanted.start = uint64_t(start + lock.l_len);
+  }
+  auto key = file_key(f);
+  if (!key) return -EBADF;
+  if (cmd == F_GETLK) {
+    const RecordLock got = test_record_lock(*key, p.lock_owner.id(), wanted);
+    lock.l_type = got.type;
+    if (got.type != F_UNLCK) {
+      lock.l_whence = SEEK_SET;
+      lock.l_start = off_t(got.start);
+      lock.l_len = got.end == UINT64_MAX ? 0 : off_t(got.end - got.start);
+      lock.l_pid = got.pid;
+    }
+    return p.mm().write(uflock, lock) ? 0 : -EFAULT;
+  }
+  const int mode = f.status_flags & O_ACCMODE;
+  if (lock.l_type == F_RDLCK && mode == O_WRONLY) return -EBADF;
+  if (lock.l_type == F_WRLCK && mode == O_RDONLY) return -EBADF;
+  if (cmd == F_SETLK) return set_record_lock(*key, p.lock_owner.id(), wanted, false, nullptr);
+  kvm::Vcpu* vcpu = p.thread().vcpu;
+  auto kicked = [&p, vcpu] { return p.lock.stop.load() || (vcpu && vcpu->run_area()->immediate_exit); };
+  Process::BlockingSection unlocked(p);  // other threads of the guest run while it waits
+  return set_record_lock(*key, p.lock_owner.id(), wanted, true, kicked);
+}
+
+// The fd is going: a POSIX lock of the process on its file goes too, whichever fd set it.
+void release_locks_of(Process& p, const std::shared_ptr<OpenFile>& f) {
+  if (!f || !any_record_locks() || f->kind != Kind::Regular) return;
+  if (auto key = file_key(*f)) release_record_locks(p.lock_owner.id(), &*key);
+}
+
 // F_SETLKW/F_OFD_SETLKW wait for a conflicting lock, which only another thread or process (or a
 // kick) may end: without the process lock, or no other thread of the guest could run meanwhile.
 int64_t do_lock(Process& p, const OpenFile& f, int cmd, uint64_t uflock) {
   struct flock lock{};
   if (!p.mm().read(uflock, lock)) return -EFAULT;
+  if (cmd == F_GETLK || cmd == F_SETLK || cmd == F_SETLKW) return record_lock(p, f, cmd, uflock, lock);
   int rc;
   if (cmd == F_SETLKW || cmd == F_OFD_SETLKW) {
     Process::BlockingSection unlocked(p);
@@ -384,7 +460,11 @@ KVMS_SYSCALL(creat) {
   return do_open(p, AT_FDCWD, a.a[0], O_CREAT | O_WRONLY | O_TRUNC, static_cast<mode_t>(a.a[1]));
 }
 
-KVMS_SYSCALL(close) { return p.fds.close(static_cast<int>(a.a[0])); }
+KVMS_SYSCALL(close) {
+  const int fd = static_cast<int>(a.a[0]);
+  release_locks_of(p, p.fds.get(fd));
+  return p.fds.close(fd);
+}
 
 KVMS_SYSCALL(close_range) {
   const auto first = static_cast<unsigned>(a.a[0]), last = static_cast<unsigned>(a.a[1]);
@@ -422,6 +502,7 @@ KVMS_SYSCALL(dup2) {
   auto f = p.fds.get(oldfd);
   if (!f) return -EBADF;
   if (oldfd == newfd) return newfd;
+  release_locks_of(p, p.fds.get(newfd));
   return p.fds.install_at(newfd, std::move(f), false);
 }
 
@@ -432,6 +513,7 @@ KVMS_SYSCALL(dup3) {
   if (newfd < 0 || newfd >= p.fds.limit()) return -EBADF;
   auto f = p.fds.get(oldfd);
   if (!f) return -EBADF;
+  release_locks_of(p, p.fds.get(newfd));
   return p.fds.install_at(newfd, std::move(f), a.a[2] & O_CLOEXEC);
 }
 
@@ -475,6 +557,20 @@ KVMS_SYSCALL(fcntl) {
     }
     default: return -EINVAL;
   }
+}
+
+// flock(2) locks belong to open file descriptions, which guest processes share exactly as on Linux
+// (a fork's fds are the same OpenFile, hence the same host fd): the host's flock is the right one.
+KVMS_SYSCALL(flock) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  const int op = static_cast<int>(a.a[1]);
+  const int kind = op & ~LOCK_NB;
+  if (kind != LOCK_SH && kind != LOCK_EX && kind != LOCK_UN) return -EINVAL;
+  if (f->status_flags & O_PATH) return -EBADF;
+  if (op & LOCK_NB || kind == LOCK_UN) return errno_result(::flock(f->host_fd, op));
+  Process::BlockingSection unlocked(p);  // a kick interrupts the host's wait (EINTR: restarted)
+  return errno_result(::flock(f->host_fd, op));
 }
 
 KVMS_SYSCALL(pipe) { return make_pipe(p, a.a[0], 0); }

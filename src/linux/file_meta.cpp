@@ -294,6 +294,28 @@ int64_t do_mkdir(Process& p, int dirfd, uint64_t upath, uint64_t mode) {
   return rc;
 }
 
+// mknod: FIFOs, sockets and regular files, as for an unprivileged process on Linux; device nodes
+// need CAP_MKNOD (EPERM).
+int64_t do_mknod(Process& p, int dirfd, uint64_t upath, uint64_t mode) {
+  const mode_t type = static_cast<mode_t>(mode) & S_IFMT;
+  switch (type) {
+    case 0: case S_IFREG: case S_IFIFO: case S_IFSOCK: break;
+    case S_IFCHR: case S_IFBLK: return -EPERM;
+    case S_IFDIR: return -EPERM;  // (mkdir makes directories)
+    default: return -EINVAL;
+  }
+  auto gp = p.guest_path(dirfd, upath);
+  if (auto* err = std::get_if<int>(&gp)) return *err;
+  Target t;
+  if (int rc = modify_target(p, std::get<std::string>(gp), Op::Create, t)) return rc;
+  WriteQuota quota(p, t.r.guest_path);
+  if (quota.error()) return quota.error();
+  const mode_t perms = static_cast<mode_t>(mode) & 07777 & ~p.umask;
+  const int64_t rc = errno_result(::mknodat(t.dir.get(), t.name.c_str(), (type ? type : S_IFREG) | perms, 0));
+  if (rc == 0) quota.created_at(t.dir.get(), t.name);
+  return rc;
+}
+
 int64_t do_unlink(Process& p, int dirfd, uint64_t upath, uint64_t flags) {
   if (flags & ~uint64_t(AT_REMOVEDIR)) return -EINVAL;
   const bool rmdir = flags & AT_REMOVEDIR;
@@ -588,6 +610,8 @@ KVMS_SYSCALL(umask) {
 
 KVMS_SYSCALL(mkdir) { return do_mkdir(p, AT_FDCWD, a.a[0], a.a[1]); }
 KVMS_SYSCALL(mkdirat) { return do_mkdir(p, static_cast<int>(a.a[0]), a.a[1], a.a[2]); }
+KVMS_SYSCALL(mknod) { return do_mknod(p, AT_FDCWD, a.a[0], a.a[1]); }
+KVMS_SYSCALL(mknodat) { return do_mknod(p, static_cast<int>(a.a[0]), a.a[1], a.a[2]); }
 KVMS_SYSCALL(unlink) { return do_unlink(p, AT_FDCWD, a.a[0], 0); }
 KVMS_SYSCALL(unlinkat) { return do_unlink(p, static_cast<int>(a.a[0]), a.a[1], a.a[2]); }
 KVMS_SYSCALL(rmdir) { return do_unlink(p, AT_FDCWD, a.a[0], AT_REMOVEDIR); }

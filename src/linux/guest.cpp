@@ -292,13 +292,16 @@ std::unique_ptr<Guest> Guest::from_parts(std::string program_path, std::shared_p
 
 std::shared_ptr<kvm::GuestMemory> Guest::snapshot_memory() const { return mm_->snapshot_memory(); }
 
-int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) {
+int64_t Guest::fork(Process& p, const CloneRequest& req) {
+  const uint64_t flags = req.flags, parent_tid = req.parent_tid, child_tid = req.child_tid;
   Charge slot, memory;
   if (int error = p.charge_fork(slot, memory)) return error;
   std::unique_ptr<Guest> child(new Guest);
   kvm::VcpuState state = p.vcpu().save();  // only the calling thread goes on in the child
   state.regs.rax = 0;
   state.regs.rip += kSyscallOutLength;  // the child returns from the syscall the parent is in
+  if (req.stack) state.regs.rsp = req.stack;
+  if (flags & CLONE_SETTLS) state.fs_base = req.tls;
   try {
     child->program_path_ = program_path_;
     child->memory_ = snapshot_memory();
@@ -316,7 +319,9 @@ int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t ch
     return -ENOMEM;
   }
   Guest* raw = child.get();
-  const int pid = p.table->add_child(p.pid, [raw](const siginfo_t& info) { raw->receive_signal(info); });
+  // CLONE_PARENT: a sibling of the caller, whose parent is told when it ends.
+  const int ppid = (flags & CLONE_PARENT) ? p.ppid : p.pid;
+  const int pid = p.table->add_child(ppid, [raw](const siginfo_t& info) { raw->receive_signal(info); }, int(flags & 0xff));
   if (pid < 0) return pid;  // the tree is being ended
   auto cp = std::make_unique<Process>(p, child->mm_);
   cp->memory_charge = std::move(memory);
@@ -329,7 +334,7 @@ int64_t Guest::fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t ch
     t.pending_queue.clear();
   }
   child->threads_.front()->tid = pid;
-  cp->ppid = p.pid;
+  cp->ppid = ppid;
   cp->server = nullptr;
   cp->host = raw;
   cp->exit_status.reset();

@@ -132,7 +132,7 @@ class Guest : private ProcessHost {
     uint64_t last_spurious_fault = 0; // a stale-TLB fault retried; the same one again is real
   };
 
-  int64_t fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) override;
+  int64_t fork(Process& p, const CloneRequest& req) override;
   int64_t clone_thread(Process& p, const CloneRequest& req) override;
   int64_t execve(Process& p, const std::string& guest_path, std::vector<std::string> argv,
                  std::vector<std::string> envp) override;

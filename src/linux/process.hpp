@@ -28,6 +28,7 @@
 #include "kvm/clock_page.h"
 #include "linux/fd_table.hpp"
 #include "linux/itimer.hpp"
+#include "linux/record_locks.hpp"
 #include "linux/limits.hpp"
 
 namespace kvms::kvm {
@@ -51,8 +52,9 @@ struct CloneRequest {
 class ProcessHost {
  public:
   virtual ~ProcessHost() = default;
-  // fork/vfork/clone without CLONE_THREAD: a copy of p as a new guest process; the child's pid.
-  virtual int64_t fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) = 0;
+  // fork/vfork/clone without CLONE_THREAD: a copy of p as a new guest process (on req.stack when
+  // given, with req.tls under CLONE_SETTLS); the child's pid.
+  virtual int64_t fork(Process& p, const CloneRequest& req) = 0;
   // clone with CLONE_THREAD: a new thread of p; its tid or -errno.
   virtual int64_t clone_thread(Process& p, const CloneRequest& req) = 0;
   // Replaces p's program (the switch happens when the syscall returns); 0 or -errno.
@@ -304,7 +306,8 @@ class Process {
   // The guest's /tmp is a private host directory (ephemeral servers): what it holds is charged to
   // the tree (file_quota.hpp).
   bool has_private_tmp = false;
-  bool has_signalfd = false;  // made one: queued and taken signals update signalfds' readiness
+  bool has_signalfd = false;
+  LockOwner lock_owner;  // its POSIX record locks (record_locks.hpp): a copy is a new owner  // made one: queued and taken signals update signalfds' readiness
 
  private:
   // Only through the constructor above, which gives the copy its own address space.

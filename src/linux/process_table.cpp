@@ -24,13 +24,13 @@ int ProcessTable::allocate_id() {
   return next_id();
 }
 
-int ProcessTable::add_child(int ppid, Deliver kill) {
+int ProcessTable::add_child(int ppid, Deliver kill, int exit_signal) {
   auto s = std::make_shared<KillSwitch>();
   s->kill = std::move(kill);
   std::lock_guard lock(mutex_);
   if (closing_) return -EAGAIN;
   const int pid = next_id();
-  entries_[pid] = Entry{ppid, false, 0, false, std::move(s)};
+  entries_[pid] = Entry{ppid, false, 0, false, std::move(s), exit_signal};
   groups_[pid] = group_locked(ppid);
   return pid;
 }
@@ -138,6 +138,7 @@ void ProcessTable::detach(int pid) {
 
 void ProcessTable::exited(int pid, int wait_status, uint32_t uid) {
   std::shared_ptr<KillSwitch> parent;
+  int exit_signal = 0;
   {
     std::lock_guard lock(mutex_);
     auto it = entries_.find(pid);
@@ -147,10 +148,12 @@ void ProcessTable::exited(int pid, int wait_status, uint32_t uid) {
     it->second.vfork_released = true;
     it->second.kill = nullptr;
     parent = switch_locked(it->second.ppid);
+    exit_signal = it->second.exit_signal;
     changed_.notify_all();
   }
+  if (exit_signal <= 0 || exit_signal > 64) return;
   siginfo_t info{};
-  info.si_signo = SIGCHLD;
+  info.si_signo = exit_signal;
   info.si_pid = pid;
   info.si_uid = uid;
   const bool exited = (wait_status & 0x7f) == 0;

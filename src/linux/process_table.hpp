@@ -35,7 +35,8 @@ class ProcessTable {
   // How a signal from another process reaches one (queued for it, its vCPUs kicked; SIGKILL ends it).
   using Deliver = std::function<void(const siginfo_t&)>;
   // A new child of ppid, running, reached through `deliver`. -EAGAIN once kill_all_and_wait() has begun.
-  int add_child(int ppid, Deliver deliver);
+  // exit_signal: what its parent gets when it ends (SIGCHLD, or 0 for nothing: clone's choice).
+  int add_child(int ppid, Deliver deliver, int exit_signal = SIGCHLD);
   // The first process (not a child of any here), while it runs: attached, kill() and SIGCHLD reach it.
   void attach_root(Deliver deliver);
   void detach_root();
@@ -91,6 +92,7 @@ class ProcessTable {
     int status = 0;
     bool vfork_released = false;
     std::shared_ptr<KillSwitch> kill;
+    int exit_signal = SIGCHLD;
   };
   struct Group {
     int pgid = 0, sid = 0;

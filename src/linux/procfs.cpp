@@ -46,6 +46,41 @@ const std::vector<std::string> kCpuLists = {"online", "possible", "present"};
 const std::vector<std::string> kDevEntries = {"null", "zero", "full", "random", "urandom", "tty",
                                               "stdin", "stdout", "stderr", "fd"};
 
+bool listed(const std::vector<std::string>& list, std::string_view name);
+
+// /proc/sys: the settings programs (and test suites) read, with a default Linux's values and
+// kvmserver's own limits; read-only. pipe-max-size is what F_SETPIPE_SZ allows (file.cpp).
+const std::vector<std::pair<std::string, std::string>> kSysctls = {
+    {"/proc/sys/fs/nr_open", "1048576\n"},
+    {"/proc/sys/fs/pipe-max-size", "1048576\n"},
+    {"/proc/sys/fs/pipe-user-pages-soft", "16384\n"},
+    {"/proc/sys/kernel/ngroups_max", "65536\n"},
+    {"/proc/sys/kernel/ostype", "Linux\n"},
+    {"/proc/sys/kernel/pid_max", "4194304\n"},
+    {"/proc/sys/kernel/tainted", "0\n"},
+    {"/proc/sys/net/core/somaxconn", "4096\n"},
+    {"/proc/sys/vm/max_map_count", "65530\n"},
+    {"/proc/sys/vm/overcommit_memory", "0\n"},
+};
+
+const std::string* sysctl_text(const std::string& path) {
+  for (const auto& [name, text] : kSysctls)
+    if (name == path) return &text;
+  return nullptr;
+}
+
+// The entries of a /proc/sys directory (none: not one).
+std::vector<std::string> sysctl_children(const std::string& dir) {
+  std::vector<std::string> names;
+  const std::string prefix = dir + "/";
+  for (const auto& [name, text] : kSysctls) {
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string child = name.substr(prefix.size(), name.find('/', prefix.size()) - prefix.size());
+    if (!listed(names, child)) names.push_back(child);
+  }
+  return names;
+}
+
 std::string join(const std::vector<std::string>& comps) {
   std::string s;
   for (const auto& c : comps) s += "/" + c;
@@ -94,6 +129,10 @@ std::optional<Node> classify(Process& p, const std::vector<std::string>& c) {
   if (c[0] != "proc") return std::nullopt;
   if (c.size() == 1) return node(Kind::Dir);
   const std::string pid = std::to_string(p.pid);
+  if (c[1] == "sys") {
+    if (sysctl_text(path)) return node(Kind::File);
+    return sysctl_children(path).empty() ? std::nullopt : std::optional(node(Kind::Dir));
+  }
   if (c.size() == 2) {
     if (c[1] == "self") return node(Kind::Link, 0, pid);
     if (c[1] == "thread-self") return node(Kind::Link, 0, pid + "/task/" + std::to_string(p.thread().tid));
@@ -129,7 +168,8 @@ std::optional<Node> classify(Process& p, const std::vector<std::string>& c) {
 std::vector<std::string> candidates(Process& p, const std::vector<std::string>& c) {
   if (c[0] == "dev") return kDevEntries;
   if (c[0] == "sys") return c.size() < kCpuDir.size() ? std::vector<std::string>{kCpuDir[c.size()]} : kCpuLists;
-  if (c.size() == 1) return {"self", "thread-self", std::to_string(p.pid), "cpuinfo", "meminfo"};
+  if (c.size() == 1) return {"self", "thread-self", std::to_string(p.pid), "cpuinfo", "meminfo", "sys"};
+  if (c[1] == "sys") return sysctl_children(join(c));
   std::vector<std::string> names;
   if (c.back() == "fd") {
     for (int fd : p.fds.fds()) names.push_back(std::to_string(fd));
@@ -379,6 +419,7 @@ mode_t mode_of(const Node& n) {
 std::string text_of(Process& p, const Node& n) {
   if (is_host_passthrough(n.path)) return host_file(n.path);
   if (n.path == "/proc/meminfo") return meminfo(p);
+  if (const std::string* text = sysctl_text(n.path)) return *text;
   const std::string name = n.path.substr(n.path.rfind('/') + 1);
   if (name == "maps") return maps(p);
   if (name == "status") return status(p);

@@ -67,7 +67,7 @@ KVMS_SYSCALL(nanosleep); KVMS_SYSCALL(clock_nanosleep); KVMS_SYSCALL(times);
 KVMS_SYSCALL(rt_sigaction); KVMS_SYSCALL(rt_sigprocmask); KVMS_SYSCALL(sigaltstack); KVMS_SYSCALL(kill);
 KVMS_SYSCALL(tgkill); KVMS_SYSCALL(tkill); KVMS_SYSCALL(rt_sigpending); KVMS_SYSCALL(rt_sigreturn);
 KVMS_SYSCALL(rt_sigqueueinfo); KVMS_SYSCALL(rt_tgsigqueueinfo); KVMS_SYSCALL(rt_sigtimedwait);
-KVMS_SYSCALL(rt_sigsuspend);
+KVMS_SYSCALL(rt_sigsuspend); KVMS_SYSCALL(flock); KVMS_SYSCALL(mknod); KVMS_SYSCALL(mknodat);
 // signalfd.cpp
 KVMS_SYSCALL(signalfd); KVMS_SYSCALL(signalfd4);
 // posix_timer.cpp

@@ -146,9 +146,9 @@ std::function<bool()> kicked(Process& p) {
   return [&p, vcpu] { return p.lock.stop.load() || (vcpu && vcpu->run_area()->immediate_exit); };
 }
 
-int64_t do_fork(Process& p, uint64_t flags, uint64_t parent_tid, uint64_t child_tid) {
+int64_t do_fork(Process& p, const CloneRequest& req) {
   if (!p.host || !p.table) return -ENOSYS;
-  return p.host->fork(p, flags, parent_tid, child_tid);
+  return p.host->fork(p, req);
 }
 
 int64_t do_execve(Process& p, int dirfd, uint64_t upath, uint64_t uargv, uint64_t uenvp, int flags) {
@@ -166,8 +166,8 @@ int64_t do_execve(Process& p, int dirfd, uint64_t upath, uint64_t uargv, uint64_
 
 }  // namespace
 
-KVMS_SYSCALL(fork) { return do_fork(p, SIGCHLD, 0, 0); }
-KVMS_SYSCALL(vfork) { return do_fork(p, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, 0); }
+KVMS_SYSCALL(fork) { return do_fork(p, CloneRequest{SIGCHLD}); }
+KVMS_SYSCALL(vfork) { return do_fork(p, CloneRequest{CLONE_VM | CLONE_VFORK | SIGCHLD}); }
 
 namespace {
 
@@ -186,8 +186,8 @@ int64_t do_clone(Process& p, uint64_t flags, uint64_t stack, uint64_t parent_tid
     return p.host->clone_thread(p, CloneRequest{flags, stack, parent_tid, child_tid, tls});
   }
   if ((flags & CLONE_VM) && !(flags & CLONE_VFORK)) return -ENOSYS;  // a process sharing our memory
-  if (stack && !(flags & CLONE_VFORK)) return -EINVAL;
-  return do_fork(p, flags, parent_tid, child_tid);
+  if ((flags & CLONE_SIGHAND) && !(flags & CLONE_VM)) return -EINVAL;  // as Linux
+  return do_fork(p, CloneRequest{flags, stack, parent_tid, child_tid, tls});
 }
 
 }  // namespace

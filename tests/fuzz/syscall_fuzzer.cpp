@@ -169,11 +169,12 @@ class FakeHost : public ProcessHost {
  public:
   // Charged as Guest::fork charges (Process::charge_fork: a slot and a copy's memory, or EAGAIN/ENOMEM); the
   // child ends at once and gives them back.
-  int64_t fork(Process& p, uint64_t flags, uint64_t, uint64_t) override {
+  int64_t fork(Process& p, const CloneRequest& req) override {
+    const uint64_t flags = req.flags;
     Charge slot, memory;
     if (int error = p.charge_fork(slot, memory)) return error;
     if (children_ >= 16) return -EAGAIN;
-    const int pid = p.table->add_child(p.pid, [](int) {});
+    const int pid = p.table->add_child(p.pid, [](const siginfo_t&) {});
     p.table->exited(pid, (flags & 0x80) ? signal_wait_status(int(flags & 0x7f)) : exit_wait_status(int(children_)));
     ++children_;
     return pid;

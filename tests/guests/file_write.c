@@ -9,6 +9,9 @@
 #include <limits.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/file.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #ifndef RENAME_NOREPLACE
@@ -282,6 +285,127 @@ static void test_o_tmpfile_like(void) {
   CHECK(close(fd) == 0);
 }
 
+/* POSIX record locks between processes: a child sees the parent's lock (F_GETLK with its pid),
+ * cannot take a conflicting one, waits for it with F_SETLKW; a process's adjacent locks merge; the
+ * locks go when the process closes any fd of the file and when it exits. flock(2) too. */
+static int lock_range(int fd, int cmd, short type, off_t start, off_t len) {
+  struct flock fl = {0};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = start;
+  fl.l_len = len;
+  return fcntl(fd, cmd, &fl);
+}
+
+static struct flock query(int fd, short type, off_t start, off_t len) {
+  struct flock fl = {0};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = start;
+  fl.l_len = len;
+  CHECK(fcntl(fd, F_GETLK, &fl) == 0);
+  return fl;
+}
+
+static void test_record_locks(void) {
+  int fd = openat(dfd, "locked", O_RDWR | O_CREAT | O_EXCL, 0644);
+  CHECK(fd >= 0);
+  CHECK(lock_range(fd, F_SETLK, F_RDLCK, 0, 10) == 0);
+  CHECK(lock_range(fd, F_SETLK, F_RDLCK, 10, 10) == 0); /* merges with the first */
+  CHECK(lock_range(fd, F_SETLK, F_WRLCK, 100, 0) == 0); /* to the end of the file */
+  CHECK(query(fd, F_WRLCK, 0, 0).l_type == F_UNLCK);    /* one's own locks never conflict */
+  pid_t parent = getpid();
+  int go[2];
+  CHECK(pipe(go) == 0);
+  pid_t child = fork();
+  CHECK(child >= 0);
+  if (child == 0) {
+    int cfd = openat(dfd, "locked", O_RDWR);
+    CHECK(cfd >= 0);
+    struct flock fl = query(cfd, F_WRLCK, 15, 1);
+    CHECK(fl.l_type == F_RDLCK && fl.l_start == 0 && fl.l_len == 20 && fl.l_pid == parent);
+    fl = query(cfd, F_RDLCK, 5000, 1);
+    CHECK(fl.l_type == F_WRLCK && fl.l_start == 100 && fl.l_len == 0 && fl.l_pid == parent);
+    CHECK(query(cfd, F_RDLCK, 0, 20).l_type == F_UNLCK); /* readers share */
+    CHECK(query(cfd, F_WRLCK, 20, 80).l_type == F_UNLCK);
+    CHECK_ERR(lock_range(cfd, F_SETLK, F_WRLCK, 5, 1), EAGAIN);
+    CHECK(lock_range(cfd, F_SETLK, F_WRLCK, 30, 10) == 0);
+    CHECK(write(go[1], "1", 1) == 1);
+    CHECK(lock_range(cfd, F_SETLKW, F_WRLCK, 0, 10) == 0); /* after the parent lets go */
+    _exit(0);
+  }
+  char c;
+  CHECK(read(go[0], &c, 1) == 1);
+  struct flock fl = query(fd, F_WRLCK, 35, 1);
+  CHECK(fl.l_type == F_WRLCK && fl.l_pid == child);
+  CHECK(lock_range(fd, F_SETLK, F_UNLCK, 0, 20) == 0);
+  int status;
+  CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(query(fd, F_WRLCK, 0, 0).l_type == F_UNLCK); /* the child's locks went with it */
+
+  /* Closing any fd of the file drops the process's locks on it. */
+  CHECK(lock_range(fd, F_SETLK, F_WRLCK, 0, 1) == 0);
+  int other = openat(dfd, "locked", O_RDONLY);
+  CHECK(other >= 0);
+  CHECK(close(other) == 0);
+  child = fork();
+  CHECK(child >= 0);
+  if (child == 0) {
+    int cfd = openat(dfd, "locked", O_RDWR);
+    _exit(cfd >= 0 && lock_range(cfd, F_SETLK, F_WRLCK, 0, 0) == 0 ? 0 : 1);
+  }
+  CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+  /* Errors. */
+  CHECK_ERR(lock_range(fd, F_SETLK, 77, 0, 1), EINVAL);
+  CHECK_ERR(lock_range(fd, F_SETLK, F_RDLCK, -5, 1), EINVAL);
+  int ro = openat(dfd, "locked", O_RDONLY);
+  CHECK(ro >= 0);
+  CHECK_ERR(lock_range(ro, F_SETLK, F_WRLCK, 0, 1), EBADF);
+
+  /* flock: another open file description conflicts, the same one (a fork's) does not. */
+  CHECK(flock(fd, LOCK_EX | LOCK_NB) == 0);
+  CHECK_ERR(flock(ro, LOCK_EX | LOCK_NB), EWOULDBLOCK);
+  CHECK(flock(fd, LOCK_UN) == 0);
+  CHECK(flock(ro, LOCK_SH | LOCK_NB) == 0);
+  CHECK_ERR(flock(fd, 0), EINVAL);
+  CHECK(close(ro) == 0);
+  CHECK(close(fd) == 0);
+  close(go[0]);
+  close(go[1]);
+  CHECK(unlinkat(dfd, "locked", 0) == 0);
+}
+
+/* FIFOs (mkfifo, mknod): a blocking open waits for the other end, which another process opens;
+ * regular files through mknod; device nodes need a privilege the guest lacks. */
+static void test_fifos(void) {
+  CHECK(mkfifoat(dfd, "fifo", 0600) == 0);
+  struct stat st;
+  CHECK(fstatat(dfd, "fifo", &st, 0) == 0 && S_ISFIFO(st.st_mode) && (st.st_mode & 0777) == 0600);
+  CHECK_ERR(openat(dfd, "fifo", O_WRONLY | O_NONBLOCK), ENXIO); /* no reader */
+  pid_t child = fork();
+  CHECK(child >= 0);
+  if (child == 0) {
+    int w = openat(dfd, "fifo", O_WRONLY); /* waits for the parent's open */
+    _exit(w >= 0 && write(w, "fifo!", 5) == 5 ? 0 : 1);
+  }
+  int r = openat(dfd, "fifo", O_RDONLY);
+  CHECK(r >= 0);
+  char buf[8] = {0};
+  CHECK(read(r, buf, sizeof buf) == 5 && memcmp(buf, "fifo!", 5) == 0);
+  CHECK(read(r, buf, sizeof buf) == 0); /* the writer is gone */
+  int status;
+  CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(close(r) == 0);
+  CHECK_ERR(mkfifoat(dfd, "fifo", 0600), EEXIST);
+  CHECK(unlinkat(dfd, "fifo", 0) == 0);
+  CHECK(mknodat(dfd, "plain", S_IFREG | 0640, 0) == 0);
+  CHECK(fstatat(dfd, "plain", &st, 0) == 0 && S_ISREG(st.st_mode) && st.st_size == 0);
+  CHECK(unlinkat(dfd, "plain", 0) == 0);
+  if (geteuid() != 0) CHECK_ERR(mknodat(dfd, "dev", S_IFCHR | 0600, makedev(1, 3)), EPERM); /* (root may) */
+  CHECK_ERR(mknodat(dfd, "bad", 0170000 | 0600, 0), EINVAL);
+}
+
 int main(int argc, char **argv) {
   CHECK(argc >= 2);
   CHECK(strlen(argv[1]) < PATH_MAX / 2);
@@ -294,6 +418,8 @@ int main(int argc, char **argv) {
   test_times();
   test_truncate_sync_chmod();
   test_o_tmpfile_like();
+  test_record_locks();
+  test_fifos();
   CHECK(entries() == before);
   CHECK(close(dfd) == 0);
   guest_ok("file_write");

@@ -324,6 +324,46 @@ static void test_process_groups(void) {
   CHECK(close(ready[0]) == 0 && close(ready[1]) == 0);
 }
 
+/* clone(2) making processes: on a stack of the caller's choosing (the child runs there, in a copy of
+ * memory), with CLONE_PARENT (a sibling: its parent is the caller's), with no exit signal. */
+static int clone_value = 1;
+static int clone_child(void *arg) {
+  clone_value = 99; /* the child's copy only */
+  return *(int *)arg;
+}
+
+static int clone_sibling(void *arg) {
+  (void)arg;
+  return 5;
+}
+
+static void test_clone_processes(void) {
+  static char stack[64 * 1024] __attribute__((aligned(16)));
+  int code = 7;
+  pid_t child = clone(clone_child, stack + sizeof stack, SIGCHLD, &code);
+  CHECK(child > 0);
+  int status;
+  CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 7);
+  CHECK(clone_value == 1);
+
+  int fds[2];
+  CHECK(pipe(fds) == 0);
+  child = fork();
+  CHECK(child >= 0);
+  if (child == 0) {
+    static char stack2[64 * 1024] __attribute__((aligned(16)));
+    pid_t sibling = clone(clone_sibling, stack2 + sizeof stack2, CLONE_PARENT | SIGCHLD, 0);
+    _exit(sibling > 0 && write(fds[1], &sibling, sizeof sibling) == sizeof sibling ? 0 : 1);
+  }
+  pid_t sibling = 0;
+  CHECK(read(fds[0], &sibling, sizeof sibling) == sizeof sibling && sibling > 0);
+  CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(waitpid(sibling, &status, 0) == sibling && WIFEXITED(status) && WEXITSTATUS(status) == 5);
+  close(fds[0]);
+  close(fds[1]);
+  CHECK_ERR(clone(clone_sibling, stack + sizeof stack, CLONE_SIGHAND | SIGCHLD, 0), EINVAL);
+}
+
 int main(void) {
   test_ids();
   test_uname();
@@ -335,6 +375,7 @@ int main(void) {
   test_signals();
   test_unknown_syscalls();
   test_process_groups();
+  test_clone_processes();
   test_register_preservation();
   guest_ok("misc");
   return 0;

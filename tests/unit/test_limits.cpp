@@ -309,7 +309,7 @@ TEST_F(Caps, ExecArgumentsAreBounded) {
   argv.push_back(0);
   ASSERT_TRUE(as_->copy_to_user(kBuf + 512 * 1024, argv.data(), argv.size() * 8));
   class NoExec : public ProcessHost {
-    int64_t fork(Process&, uint64_t, uint64_t, uint64_t) override { return -ENOSYS; }
+    int64_t fork(Process&, const CloneRequest&) override { return -ENOSYS; }
     int64_t clone_thread(Process&, const CloneRequest&) override { return -ENOSYS; }
     int64_t execve(Process&, const std::string&, std::vector<std::string>, std::vector<std::string>) override { return 0; }
   } host;

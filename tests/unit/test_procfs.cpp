@@ -300,6 +300,9 @@ TEST_F(Procfs, SystemFiles) {
   const std::string online = slurp("/sys/devices/system/cpu/online");
   EXPECT_TRUE(std::regex_match(online, std::regex("[0-9,-]+\n"))) << online;
   EXPECT_EQ(open("/sys/devices/system/cpu/cpu0/online"), -ENOENT);  // not made up: does not exist
+  EXPECT_EQ(slurp("/proc/sys/kernel/pid_max"), "4194304\n");
+  EXPECT_EQ(slurp("/proc/sys/fs/pipe-max-size"), "1048576\n");  // what F_SETPIPE_SZ allows
+  EXPECT_EQ(open("/proc/sys/kernel/core_pattern"), -ENOENT);
 }
 
 TEST_F(Procfs, EnvironAndLimits) {
@@ -326,7 +329,9 @@ TEST_F(Procfs, EnvironAndLimits) {
 
 TEST_F(Procfs, DirectoriesListWhatExists) {
   const std::string pid = std::to_string(proc_->pid), tid = std::to_string(proc_->thread().tid);
-  EXPECT_EQ(list("/proc"), (std::set<std::string>{".", "..", "self", "thread-self", pid, "cpuinfo", "meminfo"}));
+  EXPECT_EQ(list("/proc"), (std::set<std::string>{".", "..", "self", "thread-self", pid, "cpuinfo", "meminfo", "sys"}));
+  EXPECT_EQ(list("/proc/sys"), (std::set<std::string>{".", "..", "fs", "kernel", "net", "vm"}));
+  EXPECT_EQ(list("/proc/sys/net/core"), (std::set<std::string>{".", "..", "somaxconn"}));
   const std::set<std::string> process = {".", "..", "exe", "cwd", "root", "fd", "task", "maps", "status", "stat",
                                          "statm", "cmdline", "comm", "environ", "limits"};
   EXPECT_EQ(list("/proc/self"), process);
@@ -340,7 +345,7 @@ TEST_F(Procfs, DirectoriesListWhatExists) {
   EXPECT_EQ(list("/dev"), (std::set<std::string>{".", "..", "null", "zero", "full", "random", "urandom", "stdin",
                                                  "stdout", "stderr", "fd"}));
   // Everything listed exists for lstat, with the type the listing gave.
-  for (const std::string dir : {"/proc", "/proc/self", "/dev", "/sys/devices/system/cpu"}) {
+  for (const std::string dir : {"/proc", "/proc/self", "/dev", "/sys/devices/system/cpu", "/proc/sys/kernel"}) {
     for (const std::string& name : list(dir)) {
       if (name == "." || name == "..") continue;
       struct stat st;
