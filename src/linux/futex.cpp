@@ -134,6 +134,7 @@ int64_t futex_wait(Process& p, uint64_t addr, uint32_t expected, uint32_t bitset
     p.futex_waiters.push_back(&self);
   }
   int64_t result = 0;
+  Process::Asleep asleep(p);
   for (;;) {
     if (self.woken || shared_self.woken) break;
     if (interrupted(p)) {

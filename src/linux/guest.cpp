@@ -265,6 +265,7 @@ std::unique_ptr<Guest> Guest::create(const GuestConfig& config) {
   p.cwd = config.cwd;
   p.host = g.get();
   p.table = std::make_shared<ProcessTable>(p.pid);
+  p.view = p.table->view(p.pid);
   const char* stdio_names[] = {"/dev/stdin", "/dev/stdout", "/dev/stderr"};
   for (int fd = 0; fd < 3; ++fd)
     if (auto f = inherit_host_fd(fd, stdio_names[fd])) p.fds.install_at(fd, std::move(f), false);
@@ -335,6 +336,11 @@ int64_t Guest::fork(Process& p, const CloneRequest& req) {
   }
   child->threads_.front()->tid = pid;
   cp->ppid = ppid;
+  cp->view = p.table->view(pid);
+  if (cp->view) {
+    std::lock_guard<std::mutex> lk(cp->view->mutex);
+    cp->view->comm = p.thread().comm;
+  }
   cp->server = nullptr;
   cp->host = raw;
   cp->exit_status.reset();

@@ -195,6 +195,7 @@ KVMS_SYSCALL(alarm) {
 
 // Until a signal is delivered to this thread (then -EINTR, its handler runs as the call returns).
 KVMS_SYSCALL(pause) {
+  Process::Asleep asleep(p);
   Process::HandlerWait wait(p);
   std::unique_lock<std::mutex>& lk = wait.lock();
   for (;;) {

@@ -300,6 +300,10 @@ KVMS_SYSCALL(prctl) {
       if (!name) return -EFAULT;
       std::memset(p.thread().comm, 0, sizeof p.thread().comm);
       std::strncpy(p.thread().comm, name->c_str(), sizeof p.thread().comm - 1);
+      if (p.view && p.thread().tid == p.main_tid) {
+        std::lock_guard<std::mutex> lk(p.view->mutex);
+        p.view->comm = p.thread().comm;
+      }
       return 0;
     }
     case PR_GET_NAME:

@@ -1,5 +1,7 @@
 #include "linux/process.hpp"
 
+#include "linux/process_table.hpp"
+
 #include <fcntl.h>
 #include <sys/resource.h>
 
@@ -71,7 +73,18 @@ void Process::keep_only_thread(int keep, int tid) {
   make_current(nullptr);
 }
 
-Process::BlockingSection::BlockingSection(Process& p) : p_(p) {
+Process::Asleep::Asleep(Process& p) {
+  if (p.view && p.thread().tid == p.main_tid) {
+    view_ = p.view.get();
+    view_->state = 'S';
+  }
+}
+
+Process::Asleep::~Asleep() {
+  if (view_) view_->state = 'R';
+}
+
+Process::BlockingSection::BlockingSection(Process& p) : asleep_(p), p_(p) {
   if (holds_lock) {
     p_.lock.mutex.unlock();
     holds_lock = false;

@@ -42,6 +42,7 @@ class NetPolicy;
 class Process;
 
 class ProcessTable;
+struct ProcessView;
 
 // clone(2)/clone3(2) of a thread.
 struct CloneRequest {
@@ -229,6 +230,16 @@ class Process {
    private:
     std::unique_lock<std::mutex> lock_;
   };
+  // While it lives, a main thread waiting for something shows state S in /proc/<pid>/stat.
+  class Asleep {
+   public:
+    explicit Asleep(Process& p);
+    ~Asleep();
+    Asleep(const Asleep&) = delete;
+    Asleep& operator=(const Asleep&) = delete;
+   private:
+    ProcessView* view_ = nullptr;
+  };
   // Releases the process lock around a blocking host call; only from inside a handler.
   class BlockingSection {
    public:
@@ -237,6 +248,7 @@ class Process {
     BlockingSection(const BlockingSection&) = delete;
     BlockingSection& operator=(const BlockingSection&) = delete;
    private:
+    Asleep asleep_;
     Process& p_;
     bool unlocked_ = false;
   };
@@ -289,6 +301,7 @@ class Process {
   ServerHooks* server = nullptr;
   ProcessHost* host = nullptr;
   std::shared_ptr<ProcessTable> table;  // every guest process of this run
+  std::shared_ptr<ProcessView> view;    // what others see of it in /proc/<pid>/stat (its table's)
   std::string exe_path;                 // host path of the running program (/proc/self/exe)
   std::shared_ptr<const NetPolicy> net_policy;  // --allow-listen/--allow-connect; null = deny all
 

@@ -1,5 +1,6 @@
 #include "linux/process_table.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <vector>
 
@@ -33,6 +34,22 @@ int ProcessTable::add_child(int ppid, Deliver kill, int exit_signal) {
   entries_[pid] = Entry{ppid, false, 0, false, std::move(s), exit_signal};
   groups_[pid] = group_locked(ppid);
   return pid;
+}
+
+std::shared_ptr<ProcessView> ProcessTable::view(int pid) const {
+  std::lock_guard lock(mutex_);
+  if (pid == root_pid_) return root_view_;
+  auto it = entries_.find(pid);
+  return it == entries_.end() || it->second.ended ? nullptr : it->second.view;
+}
+
+std::vector<int> ProcessTable::pids() const {
+  std::lock_guard lock(mutex_);
+  std::vector<int> out{root_pid_};
+  for (const auto& [pid, e] : entries_)
+    if (!e.ended) out.push_back(pid);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 void ProcessTable::attach_root(Deliver deliver) {

@@ -9,7 +9,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <utility>
+#include <vector>
 
 namespace kvms::linux {
 
@@ -26,6 +28,14 @@ class IdSource {
   int first_ = next_;
 };
 
+// What other processes may see of one through /proc/<pid>/stat: whether its main thread is
+// sleeping in a blocking call (state S) or running (R), and its name. Written by the process.
+struct ProcessView {
+  std::atomic<char> state{'R'};
+  std::mutex mutex;
+  std::string comm = "main";  // under mutex
+};
+
 class ProcessTable {
  public:
   // Ids after first_pid (a `kvmserver run`), or from `ids` (a server's requests).
@@ -37,6 +47,10 @@ class ProcessTable {
   // A new child of ppid, running, reached through `deliver`. -EAGAIN once kill_all_and_wait() has begun.
   // exit_signal: what its parent gets when it ends (SIGCHLD, or 0 for nothing: clone's choice).
   int add_child(int ppid, Deliver deliver, int exit_signal = SIGCHLD);
+  // The view of a running process (the first one's too), or null.
+  std::shared_ptr<ProcessView> view(int pid) const;
+  // Running processes, ascending (the first one included).
+  std::vector<int> pids() const;
   // The first process (not a child of any here), while it runs: attached, kill() and SIGCHLD reach it.
   void attach_root(Deliver deliver);
   void detach_root();
@@ -93,6 +107,7 @@ class ProcessTable {
     bool vfork_released = false;
     std::shared_ptr<KillSwitch> kill;
     int exit_signal = SIGCHLD;
+    std::shared_ptr<ProcessView> view = std::make_shared<ProcessView>();
   };
   struct Group {
     int pgid = 0, sid = 0;
@@ -108,6 +123,7 @@ class ProcessTable {
   int next_pid_;
   int root_pid_;  // the process the table was made for (not in entries_)
   std::shared_ptr<KillSwitch> root_switch_ = std::make_shared<KillSwitch>();
+  std::shared_ptr<ProcessView> root_view_ = std::make_shared<ProcessView>();
   std::shared_ptr<IdSource> ids_;
   bool closing_ = false;
   int next_id();  // under mutex_

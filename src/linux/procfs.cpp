@@ -25,6 +25,7 @@
 #include "kvm/layout.hpp"
 #include "linux/host_fs.hpp"
 #include "linux/policy.hpp"
+#include "linux/process_table.hpp"
 
 namespace kvms::linux {
 
@@ -99,6 +100,15 @@ bool listed(const std::vector<std::string>& list, std::string_view name) {
 }
 
 // Host files whose text the guest sees as is.
+// The pid of another guest process whose /proc directory `path` is in (0: none, or this one's).
+int other_pid(const Process& p, const std::string& path) {
+  if (path.compare(0, 6, "/proc/") != 0) return 0;
+  const size_t end = path.find('/', 6);
+  int pid = 0;
+  if (!parse_number(path.substr(6, end == std::string::npos ? std::string::npos : end - 6), pid)) return 0;
+  return pid == p.pid || pid == p.main_tid ? 0 : pid;
+}
+
 bool is_host_passthrough(const std::string& path) {
   return path == "/proc/cpuinfo" || path == "/sys/devices/system/cpu/online" ||
          path == "/sys/devices/system/cpu/possible" || path == "/sys/devices/system/cpu/present";
@@ -140,7 +150,14 @@ std::optional<Node> classify(Process& p, const std::vector<std::string>& c) {
   }
   // The process's first pid stays its alias after a worker gives it a new one (Process::main_tid),
   // as /proc/<tid> does for a thread on Linux.
-  if (c[1] != pid && c[1] != std::to_string(p.main_tid)) return std::nullopt;
+  if (c[1] != pid && c[1] != std::to_string(p.main_tid)) {
+    // Another of the guest's processes: its directory holds its stat (state, parent, group).
+    int other = 0;
+    if (!parse_number(c[1], other) || !p.table || !p.table->view(other)) return std::nullopt;
+    if (c.size() == 2) return node(Kind::Dir, other);
+    if (c.size() == 3 && c[2] == "stat") return node(Kind::File, other);
+    return std::nullopt;
+  }
   if (c.size() == 2) return node(Kind::Dir);
   size_t i = 2;  // first component below the process (or task) directory
   int tid = 0;
@@ -168,8 +185,15 @@ std::optional<Node> classify(Process& p, const std::vector<std::string>& c) {
 std::vector<std::string> candidates(Process& p, const std::vector<std::string>& c) {
   if (c[0] == "dev") return kDevEntries;
   if (c[0] == "sys") return c.size() < kCpuDir.size() ? std::vector<std::string>{kCpuDir[c.size()]} : kCpuLists;
-  if (c.size() == 1) return {"self", "thread-self", std::to_string(p.pid), "cpuinfo", "meminfo", "sys"};
+  if (c.size() == 1) {
+    std::vector<std::string> names = {"self", "thread-self", std::to_string(p.pid), "cpuinfo", "meminfo", "sys"};
+    if (p.table)
+      for (int other : p.table->pids())
+        if (other != p.pid) names.push_back(std::to_string(other));
+    return names;
+  }
   if (c[1] == "sys") return sysctl_children(join(c));
+  if (other_pid(p, join(c))) return {"stat"};
   std::vector<std::string> names;
   if (c.back() == "fd") {
     for (int fd : p.fds.fds()) names.push_back(std::to_string(fd));
@@ -292,6 +316,21 @@ std::string stat_line(Process& p) {
               ull(p.rlimits[RLIMIT_RSS].first), ull(p.stack_top), ull(p.thread().sigmask), ull(ign), ull(cgt),
               ull(p.brk_start), ull(p.arg_start), ull(p.arg_end), ull(p.arg_end), ull(p.arg_end));
   return s;
+}
+
+// /proc/<pid>/stat of another guest process: what the table knows (the rest reads as zero).
+std::string other_stat_line(Process& p, int pid) {
+  auto view = p.table ? p.table->view(pid) : nullptr;
+  if (!view) return "";
+  std::string comm;
+  {
+    std::lock_guard<std::mutex> lk(view->mutex);
+    comm = view->comm;
+  }
+  std::string s = format("%d (%s) %c %d %d %d 0 -1 4194304", pid, comm.c_str(), view->state.load(),
+                         p.table->parent_of(pid), p.table->pgid_of(pid), p.table->sid_of(pid));
+  for (int field = 10; field <= 52; ++field) s += field == 18 ? " 20" : field == 20 ? " 1" : " 0";
+  return s + "\n";
 }
 
 std::string statm(Process& p) {
@@ -417,6 +456,7 @@ mode_t mode_of(const Node& n) {
 }
 
 std::string text_of(Process& p, const Node& n) {
+  if (int other = other_pid(p, n.path)) return other_stat_line(p, other);
   if (is_host_passthrough(n.path)) return host_file(n.path);
   if (n.path == "/proc/meminfo") return meminfo(p);
   if (const std::string* text = sysctl_text(n.path)) return *text;

@@ -439,6 +439,7 @@ KVMS_SYSCALL(rt_sigtimedwait) {
     deadline = std::chrono::steady_clock::now() + std::chrono::seconds(std::min<int64_t>(ts.tv_sec, 1ll << 32)) +
                std::chrono::nanoseconds(ts.tv_nsec);
   }
+  Process::Asleep asleep(p);
   Process::HandlerWait wait(p);
   std::unique_lock<std::mutex>& lk = wait.lock();
   for (;;) {
@@ -469,6 +470,7 @@ KVMS_SYSCALL(rt_sigsuspend) {
   ThreadContext& t = p.thread();
   if (!t.saved_sigmask) t.saved_sigmask = t.sigmask;
   t.sigmask = mask & ~kUnblockable;
+  Process::Asleep asleep(p);
   Process::HandlerWait wait(p);
   std::unique_lock<std::mutex>& lk = wait.lock();
   for (;;) {

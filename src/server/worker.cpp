@@ -249,6 +249,7 @@ void Worker::reset(bool full) {
   // guest's memory holds them). The template's pid stays an alias (Process::main_tid).
   if (config_.ids) p.pid = config_.ids->take();
   p.table = std::make_shared<linux::ProcessTable>(p.pid, config_.ids);
+  p.view = p.table->view(p.pid);
   auto account = std::make_shared<linux::ResourceAccount>(p.limits());
   p.join_account(account);
   if (config_.max_request_memory)

@@ -377,6 +377,7 @@ Loaded load(int fd, const Header& h, const Description& d, const LoadOptions& o)
   restore_process_state(p, d, o);
   p.net_policy = o.net;
   p.table = std::make_shared<linux::ProcessTable>(p.pid);
+  p.view = p.table->view(p.pid);
   p.fds = linux::FdTable();
   p.fds.set_limit(std::min(d.fd_limit, int(std::min<uint64_t>(o.process.limits.fds, linux::FdTable::kMaxLimit))));
   restore_files(p, d, o);

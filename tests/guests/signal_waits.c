@@ -308,6 +308,21 @@ static void test_signal_between_processes(void) {
   if (child == 0) {
     for (;;) pause();
   }
+  /* Another process's /proc/<pid>/stat: sleeping (S) in pause, its parent is us. */
+  char path[64], line[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)child);
+  char state = 0;
+  int ppid = 0;
+  for (int i = 0; i < 500 && state != 'S'; i++) {
+    FILE *f = fopen(path, "r");
+    CHECK(f != 0);
+    CHECK(fgets(line, sizeof line, f) != 0);
+    fclose(f);
+    char *after = strrchr(line, ')');
+    CHECK(after && sscanf(after + 1, " %c %d", &state, &ppid) == 2);
+    if (state != 'S') sleep_ms(10);
+  }
+  CHECK(state == 'S' && ppid == getpid());
   CHECK(kill(child, SIGTERM) == 0);
   while (waitpid(child, &status, 0) != child) CHECK(errno == EINTR);
   CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
