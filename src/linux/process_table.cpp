@@ -193,12 +193,14 @@ void ProcessTable::wait_vfork_release(int pid) {
   });
 }
 
-std::pair<int, int> ProcessTable::wait(int ppid, int pid, bool nohang, const std::function<bool()>& interrupted) {
+std::pair<int, int> ProcessTable::wait(int ppid, int pid, bool nohang, const std::function<bool()>& interrupted,
+                                       int pgid) {
   std::unique_lock lock(mutex_);
   for (;;) {
     bool any = false;
     for (auto it = entries_.begin(); it != entries_.end(); ++it) {
       if (it->second.ppid != ppid || (pid > 0 && it->first != pid)) continue;
+      if (pgid > 0 && group_locked(it->first).pgid != pgid) continue;
       any = true;
       if (it->second.ended) {
         std::pair<int, int> result{it->first, it->second.status};

@@ -70,7 +70,9 @@ class ProcessTable {
   // wait4: a child of ppid that has ended (pid -1: any) as {pid, wait status}; {0, 0} with nohang
   // and none ended yet; {-ECHILD, 0} when there is no such child.
   // interrupted: polled while waiting; true ends the wait with {-EINTR, 0}.
-  std::pair<int, int> wait(int ppid, int pid, bool nohang, const std::function<bool()>& interrupted = nullptr);
+  // pgid > 0: only children in that process group (pid -1).
+  std::pair<int, int> wait(int ppid, int pid, bool nohang, const std::function<bool()>& interrupted = nullptr,
+                           int pgid = 0);
   // kill(2) of one of the guest's other processes (info.si_signo 0: only whether it exists):
   // -ESRCH if there is none.
   int kill(int pid, const siginfo_t& info);

@@ -24,6 +24,7 @@ constexpr int kSsAutodisarm = 1 << 31;
 constexpr uint64_t kUnblockable = (1ull << (SIGKILL - 1)) | (1ull << (SIGSTOP - 1));
 constexpr uint64_t kSaRestorer = 0x04000000;
 constexpr uint64_t kRedZone = 128;
+constexpr uint64_t kMinSigStackSize = 2048;  // the kernel's MINSIGSTKSZ (the C library's may be bigger)
 constexpr uint64_t kXsaveBytes = 4096;
 constexpr uint64_t kUserAddressEnd = 1ull << 47;  // canonical user addresses are below
 // rflags bits a signal frame may change (Linux's FIX_EFLAGS): AC OF DF TF SF ZF AF PF CF RF.
@@ -228,7 +229,7 @@ uint64_t push_signal_frame(Process& p, ThreadContext& t, const SignalToDeliver& 
   t.sigmask |= d.act.mask | ((d.act.flags & SA_NODEFER) ? 0 : bit(d.sig));
   t.sigmask &= ~kUnblockable;
   t.saved_sigmask.reset();
-  if (d.act.flags & SA_RESETHAND) p.sigactions[d.sig] = {};
+  if (d.act.flags & SA_RESETHAND) p.sigactions[d.sig].handler = uint64_t(SIG_DFL);  // (flags stay, as on Linux)
   if (use_altstack && (t.altstack_flags & kSsAutodisarm)) t.altstack_flags = SS_DISABLE;
   return frame;
 }
@@ -338,7 +339,7 @@ KVMS_SYSCALL(sigaltstack) {
     if (!p.mm().read(a.a[0], next)) return -EFAULT;
     if (next.flags & ~(SS_DISABLE | kSsAutodisarm)) return -EINVAL;
     if (current.flags == SS_ONSTACK) return -EPERM;
-    if (!(next.flags & SS_DISABLE) && next.size < uint64_t(MINSIGSTKSZ)) return -ENOMEM;
+    if (!(next.flags & SS_DISABLE) && next.size < kMinSigStackSize) return -ENOMEM;
   }
   if (a.a[1] && !p.mm().write(a.a[1], current)) return -EFAULT;
   if (a.a[0]) {
@@ -482,6 +483,7 @@ KVMS_SYSCALL(rt_sigsuspend) {
 }
 
 KVMS_SYSCALL(tgkill) {
+  if (int32_t(a.a[0]) <= 0 || int32_t(a.a[1]) <= 0) return -EINVAL;
   if (!p.is_self(int64_t(a.a[0]))) return -ESRCH;
   auto t = p.threads.find(int(a.a[1]));
   if (t == p.threads.end()) return -ESRCH;
@@ -489,6 +491,7 @@ KVMS_SYSCALL(tgkill) {
 }
 
 KVMS_SYSCALL(tkill) {
+  if (int32_t(a.a[0]) <= 0) return -EINVAL;
   auto t = p.threads.find(int(a.a[0]));
   if (t == p.threads.end()) return -ESRCH;
   return send_signal_to_thread(p, t->second, int(a.a[1]), SI_TKILL, p.pid);

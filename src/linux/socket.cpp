@@ -630,6 +630,24 @@ bool setsockopt_denied(int level, int name) {
 
 // ---------------------------------------------------------------------------------------------
 
+namespace {
+
+// What Linux answers an unprivileged socket() of an internet domain that kvmserver does not make:
+// 0 for TCP and UDP.
+int inet_socket_error(int base, int protocol) {
+  // Raw sockets need CAP_NET_RAW (EPERM), once the protocol is known to exist (0 is none).
+  if (base == SOCK_RAW) return protocol == 0 ? -EPROTONOSUPPORT : -EPERM;
+  if (base == SOCK_PACKET) return -EPERM;
+  if (base == SOCK_STREAM) return protocol != 0 && protocol != IPPROTO_TCP ? -EPROTONOSUPPORT : 0;
+  if (base == SOCK_DGRAM) {
+    if (protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6) return -EACCES;  // ping sockets: not in ping_group_range
+    return protocol != 0 && protocol != IPPROTO_UDP ? -EPROTONOSUPPORT : 0;
+  }
+  return -ESOCKTNOSUPPORT;
+}
+
+}  // namespace
+
 KVMS_SYSCALL(socket) {
   const int domain = static_cast<int>(a.a[0]), protocol = static_cast<int>(a.a[2]);
   int base, flags;
@@ -639,18 +657,10 @@ KVMS_SYSCALL(socket) {
       break;
     case AF_INET:
     case AF_INET6:
-      if (base == SOCK_RAW || base == SOCK_PACKET) return -EACCES;
-      if (base == SOCK_STREAM) {
-        if (protocol != 0 && protocol != IPPROTO_TCP) return -EPROTONOSUPPORT;
-      } else if (base == SOCK_DGRAM) {
-        if (protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6) return -EACCES;  // ping sockets
-        if (protocol != 0 && protocol != IPPROTO_UDP) return -EPROTONOSUPPORT;
-      } else {
-        return -ESOCKTNOSUPPORT;
-      }
+      if (int rc = inet_socket_error(base, protocol)) return rc;
       break;
     case AF_PACKET:
-      return -EACCES;
+      return -EPERM;  // CAP_NET_RAW
     default:  // AF_NETLINK and everything else
       return -EAFNOSUPPORT;
   }
@@ -665,7 +675,10 @@ KVMS_SYSCALL(socketpair) {
   const int domain = static_cast<int>(a.a[0]), protocol = static_cast<int>(a.a[2]);
   int base, flags;
   if (int rc = split_type(a.a[1], base, flags); rc < 0) return rc;
-  if (domain == AF_INET || domain == AF_INET6) return -EOPNOTSUPP;
+  if (domain == AF_INET || domain == AF_INET6) {  // the socket's own errors first, as Linux makes it first
+    if (int rc = inet_socket_error(base, protocol)) return rc;
+    return -EOPNOTSUPP;
+  }
   if (domain != AF_UNIX) return -EAFNOSUPPORT;
   if (!p.mm().writable(a.a[3], 2 * sizeof(int))) return -EFAULT;
   int h[2];

@@ -224,11 +224,13 @@ KVMS_SYSCALL(wait4) {
   const uint64_t status_addr = a.a[1], options = a.a[2], rusage_addr = a.a[3];
   if (options & ~uint64_t(WNOHANG | WUNTRACED | WCONTINUED | __WALL | __WCLONE | __WNOTHREAD)) return -EINVAL;
   if (!p.table) return -ECHILD;
-  // Process groups are single-member here: 0 and -pgid mean "any child" in practice.
+  if (int32_t(pid) == INT32_MIN) return -ESRCH;  // -INT_MIN is no group
+  // 0: a child in the caller's process group; below -1: in group -pid.
+  const int pgid = int32_t(pid) == 0 ? p.table->pgid_of(p.pid) : int32_t(pid) < -1 ? -int32_t(pid) : 0;
   std::pair<int, int> waited;
   {
     Process::BlockingSection unlocked(p);
-    waited = p.table->wait(p.pid, pid > 0 ? int(pid) : -1, options & WNOHANG, kicked(p));
+    waited = p.table->wait(p.pid, int32_t(pid) > 0 ? int32_t(pid) : -1, options & WNOHANG, kicked(p), pgid);
   }
   auto [child, status] = waited;
   if (child <= 0) return child;
@@ -247,10 +249,13 @@ KVMS_SYSCALL(waitid) {
   if (idtype != P_ALL && idtype != P_PID && idtype != P_PGID) return -EINVAL;
   if (!(options & (WEXITED | WSTOPPED | WCONTINUED))) return -EINVAL;
   if (!p.table) return -ECHILD;
+  if (idtype == P_PID && int32_t(id) <= 0) return -EINVAL;
+  if (idtype == P_PGID && int32_t(id) < 0) return -EINVAL;
+  const int pgid = idtype != P_PGID ? 0 : int32_t(id) == 0 ? p.table->pgid_of(p.pid) : int32_t(id);
   std::pair<int, int> waited;
   {
     Process::BlockingSection unlocked(p);
-    waited = p.table->wait(p.pid, idtype == P_PID ? int(id) : -1, options & WNOHANG, kicked(p));
+    waited = p.table->wait(p.pid, idtype == P_PID ? int(id) : -1, options & WNOHANG, kicked(p), pgid);
   }
   auto [child, status] = waited;
   if (child < 0) return child;

@@ -362,6 +362,30 @@ static void test_clone_processes(void) {
   close(fds[0]);
   close(fds[1]);
   CHECK_ERR(clone(clone_sibling, stack + sizeof stack, CLONE_SIGHAND | SIGCHLD, 0), EINVAL);
+
+  /* wait by process group: -pgid, 0 (ours), P_PGID; a group without children is ECHILD. */
+  int ready[2];
+  CHECK(pipe(ready) == 0);
+  pid_t own_group = fork();
+  CHECK(own_group >= 0);
+  if (own_group == 0) {
+    setpgid(0, 0);
+    CHECK(write(ready[1], "g", 1) == 1);
+    _exit(11);
+  }
+  char c;
+  CHECK(read(ready[0], &c, 1) == 1);
+  pid_t same_group = fork();
+  CHECK(same_group >= 0);
+  if (same_group == 0) _exit(12);
+  CHECK(waitpid(-own_group, &status, 0) == own_group && WEXITSTATUS(status) == 11);
+  CHECK(waitpid(0, &status, 0) == same_group && WEXITSTATUS(status) == 12);
+  CHECK_ERR(waitpid(-own_group, &status, WNOHANG), ECHILD);
+  CHECK_ERR(waitpid(INT32_MIN, &status, 0), ESRCH);
+  siginfo_t info;
+  CHECK_ERR(waitid(P_PGID, own_group + 1000, &info, WEXITED), ECHILD);
+  close(ready[0]);
+  close(ready[1]);
 }
 
 int main(void) {

@@ -332,12 +332,27 @@ static void test_signal_between_processes(void) {
   close(ready[1]);
 }
 
+/* SA_RESETHAND resets the handler to SIG_DFL when it runs, and nothing else (SA_SIGINFO stays). */
+static void test_resethand(void) {
+  struct sigaction sa = {0}, now;
+  sa.sa_sigaction = on_signal;
+  sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+  CHECK(sigaction(SIGUSR2, &sa, 0) == 0);
+  last_sig = 0;
+  CHECK(raise(SIGUSR2) == 0);
+  CHECK(last_sig == SIGUSR2);
+  CHECK(sigaction(SIGUSR2, 0, &now) == 0);
+  CHECK(now.sa_handler == SIG_DFL && (now.sa_flags & SA_SIGINFO));
+  CHECK_ERR(syscall(SYS_tgkill, 0, 1, SIGUSR2), EINVAL);
+}
+
 int main(void) {
   test_sigsuspend();
   test_posix_timers();
   test_signalfd();
   test_blocked_ignored_signal();
   test_signal_between_processes();
+  test_resethand();
   guest_ok("signal_waits");
   return 0;
 }

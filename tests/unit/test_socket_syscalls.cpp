@@ -191,8 +191,10 @@ TEST_F(SocketSyscalls, SocketCreation) {
   EXPECT_GE(sc(sys_socket, AF_UNIX, SOCK_SEQPACKET, 0), 0);
 
   EXPECT_EQ(sc(sys_socket, AF_NETLINK, SOCK_RAW, 0), -EAFNOSUPPORT);
-  EXPECT_EQ(sc(sys_socket, AF_INET, SOCK_RAW, IPPROTO_ICMP), -EACCES);
-  EXPECT_EQ(sc(sys_socket, AF_PACKET, SOCK_RAW, 0), -EACCES);
+  EXPECT_EQ(sc(sys_socket, AF_INET, SOCK_RAW, IPPROTO_ICMP), -EPERM);  // no CAP_NET_RAW
+  EXPECT_EQ(sc(sys_socket, AF_INET, SOCK_RAW, 0), -EPROTONOSUPPORT);
+  EXPECT_EQ(sc(sys_socket, AF_INET, SOCK_DGRAM, IPPROTO_ICMP), -EACCES);  // ping sockets
+  EXPECT_EQ(sc(sys_socket, AF_PACKET, SOCK_RAW, 0), -EPERM);
   EXPECT_EQ(sc(sys_socket, AF_INET, SOCK_DGRAM, IPPROTO_ICMP), -EACCES);
   EXPECT_EQ(sc(sys_socket, AF_INET, SOCK_STREAM, IPPROTO_UDP), -EPROTONOSUPPORT);
   EXPECT_EQ(sc(sys_socket, AF_INET, SOCK_STREAM | 0x100, 0), -EINVAL);
