@@ -15,6 +15,7 @@ packages=(
   autoconf automake m4  # tests/compat/build-ltp.sh: LTP's syscall tests (run by hand, issue 12)
   musl-tools busybox-static python3 curl ca-certificates procps
   libpython3.11-testsuite wrk
+  golang-go  # tests/e2e/runtimes.sh: Go servers (static and cgo) under kvmserver
   nginx systemd  # tests/e2e/isolation.sh: a reverse proxy in front; systemd-socket-activate
   clang libclang-rt-14-dev llvm-14  # tests/fuzz/: libFuzzer, ASan/UBSan, source-based coverage
 )

@@ -107,10 +107,12 @@ bool epoll_watches_listener(const Process& p, const OpenFile& ep) {
 }
 
 // True when the server layer takes the wait over: the syscall must return at once (its result is
-// discarded, the syscall stays pending). Only the main thread's waits count: a runtime's helper
-// threads wait on their own event loops all the time, idle or not.
+// discarded, the syscall stays pending). The main thread's waits count, and another thread's wait
+// that includes a listener (Go's netpoller runs on whichever thread is free); a runtime's helper
+// threads wait on their own event loops all the time, idle or not, without one.
 bool server_takes_over(Process& p, bool includes_listener, bool would_block) {
-  return p.server && &p.thread() == &p.main_thread() && p.server->before_wait(p, includes_listener, would_block);
+  return p.server && (includes_listener || &p.thread() == &p.main_thread()) &&
+         p.server->before_wait(p, includes_listener, would_block);
 }
 
 std::shared_ptr<OpenFile> get_epoll(Process& p, int epfd, int64_t& err) {

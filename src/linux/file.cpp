@@ -462,8 +462,13 @@ KVMS_SYSCALL(creat) {
 
 KVMS_SYSCALL(close) {
   const int fd = static_cast<int>(a.a[0]);
-  release_locks_of(p, p.fds.get(fd));
-  return p.fds.close(fd);
+  auto f = p.fds.get(fd);
+  release_locks_of(p, f);
+  const bool socket = f && f->kind == Kind::Socket;
+  f.reset();  // (the last reference to a connection goes with the fd)
+  const int rc = p.fds.close(fd);
+  if (rc == 0 && socket && p.server) p.server->after_socket_close(p);
+  return rc;
 }
 
 KVMS_SYSCALL(close_range) {

@@ -457,6 +457,10 @@ void Guest::receive_signal(const siginfo_t& info) {
     has_incoming_ = true;
   }
   if (process_) process_->lock.changed.notify_all();
+  kick_threads();
+}
+
+void Guest::kick_threads() {
   std::lock_guard<std::mutex> lk(threads_mutex_);
   for (auto& t : threads_)
     if (t->state == GuestThread::Running && t->vcpu) t->vcpu->kick();
@@ -651,7 +655,10 @@ RunResult Guest::run(uint64_t deadline_ns, bool syscall_pending, bool stop_on_ki
       g.deadline_ns_ = 0;
     }
   } disarm{*this, main, table};
-  if (syscall_pending) main.pending = true;
+  // (Only if it stands in the entry stub: a pause that another thread made may have stopped the
+  // main thread in user code.)
+  if (syscall_pending && (main.vcpu->sregs().cs.selector & 3) == 0) main.pending = true;
+  pause_requested_ = false;  // (one left from a run that returned otherwise is obsolete)
   {
     std::lock_guard<std::mutex> lk(threads_mutex_);
     if (main.state == GuestThread::Parked) main.state = GuestThread::Running;
@@ -678,6 +685,7 @@ std::optional<RunResult> Guest::check_stop(GuestThread& t, bool is_main, uint64_
     if (process_->lock.stop) return RunResult{RunResult::Paused, 0, ""};
     return std::nullopt;
   }
+  if (pause_requested_.exchange(false)) return RunResult{RunResult::Paused, 0, ""};
   if (deadline_ns && monotonic_now() >= deadline_ns) {
     end_process({RunResult::TimedOut, 124, "timed out"});
     return RunResult{RunResult::TimedOut, 124, "timed out"};
@@ -833,6 +841,15 @@ std::optional<RunResult> Guest::complete_syscall(GuestThread& t) {
   if (p.pause) {  // left pending: registers untouched, the vCPU still at the syscall's `out`
     p.pause = false;
     t.pending = true;
+    paused_syscall_ = args.nr;
+    if (&t != threads_.front().get()) {
+      // Another thread waits on the listener (Go's netpoller, any thread's epoll loop): the main
+      // thread must return from run() too; it stops at its next chance (a wait is kicked and
+      // restarts later).
+      pause_requested_ = true;
+      threads_.front()->vcpu->kick();
+      p.lock.changed.notify_all();
+    }
     return RunResult{RunResult::Paused, 0, ""};
   }
   t.pending = false;

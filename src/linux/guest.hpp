@@ -100,6 +100,10 @@ class Guest : private ProcessHost {
   const std::string& program_path() const { return program_path_; }
   // Ends the program as if killed by `sig` (from another thread; the run returns Signaled).
   void kill(int sig);
+  // Kicks every running thread out of KVM_RUN or its wait (a wait restarts).
+  void kick_threads();
+  // The syscall the last pause left pending (whichever thread it was in): the template's wait.
+  uint64_t paused_syscall() const { return paused_syscall_; }
   // A signal from another of the guest's processes (or a child's SIGCHLD): queued for the process
   // as kill(2) would, its handler run or its default action taken at the next chance (the threads
   // are kicked out of what they wait in). SIGKILL ends it (kill()).
@@ -185,6 +189,8 @@ class Guest : private ProcessHost {
     std::string execfn;
   } exec_args_;
   std::atomic<int> kill_signal_{0};
+  std::atomic<bool> pause_requested_{false};  // a thread other than the main one paused at a wait
+  uint64_t paused_syscall_ = 0;               // the syscall a pause left pending
   // Signals from other processes, until a thread of this one takes them into its pending queues
   // under the process lock (take_incoming_locked).
   std::mutex incoming_mutex_;

@@ -78,6 +78,9 @@ class ServerHooks {
   virtual bool listener_hidden(const Process& p) const = 0;
   // accept/accept4 returned guest_fd, a new connection.
   virtual void on_accept(Process& p, int guest_fd) = 0;
+  // The guest closed a socket: a request may have ended while another of its threads already
+  // waits on the listener (a threaded server's event loop), which must look again.
+  virtual void after_socket_close(Process&) {}
   // The guest is about to listen() on a stream socket of `domain`: a host socket to listen on
   // instead (socket activation: what systemd passed to kvmserver), ours to close, or -1.
   virtual int take_inherited_listener(Process&, int /*domain*/) { return -1; }

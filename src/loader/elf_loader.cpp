@@ -306,8 +306,11 @@ constexpr uint64_t kMaxTlsSize = 1ull << 30;
 TlsSegment read_tls(const Elf64_Phdr& ph, const Placement& p) {
   if (ph.p_filesz > ph.p_memsz) fail("PT_TLS: file size exceeds memory size");
   if (!valid_alignment(ph.p_align)) fail("PT_TLS: alignment " + hex(ph.p_align) + " is not a power of two");
-  if (!p.contains(ph.p_vaddr, ph.p_filesz)) fail("PT_TLS lies outside the loaded segments");
   if (ph.p_memsz > kMaxTlsSize) fail("PT_TLS: memory size " + hex(ph.p_memsz) + " is absurd");
+  // Only .tbss (no initialization image): nothing is read from its address, which may be anything
+  // (Go's cgo binaries have 0).
+  if (ph.p_filesz == 0) return {0, 0, ph.p_memsz, ph.p_align};
+  if (!p.contains(ph.p_vaddr, ph.p_filesz)) fail("PT_TLS lies outside the loaded segments");
   return {p.to_guest(ph.p_vaddr), ph.p_filesz, ph.p_memsz, ph.p_align};
 }
 

@@ -214,7 +214,7 @@ int run_program(const cli::Options& opts) {
   }
   if (result.reason == linux::RunResult::Paused) {
     try {
-      const uint64_t wait_syscall = guest->vcpu().regs().rax;
+      const uint64_t wait_syscall = guest->paused_syscall();
       std::vector<linux::ThreadSnapshot> threads = guest->save_threads();
       if (snapshot_out) {
         std::vector<std::string> argv{opts.program};

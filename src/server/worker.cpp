@@ -451,6 +451,12 @@ bool Worker::before_blocking_accept(linux::Process& p) {
 
 bool Worker::listener_hidden(const linux::Process&) const { return config_.ephemeral && busy_; }
 
+// The connection is over: a thread blocked on the listener since before (Go's netpoller, a
+// threaded event loop) is kicked out of its wait, which restarts and pauses the worker.
+void Worker::after_socket_close(linux::Process& p) {
+  if (busy_ && config_.ephemeral && p.threads.size() > 1 && connection_done()) guest_->kick_threads();
+}
+
 void Worker::on_accept(linux::Process& p, int guest_fd) {
   if (busy_ && !config_.ephemeral) end_request(false);  // persistent: the previous connection's cost
   if (!busy_) begin_request();

@@ -91,6 +91,7 @@ class Worker : private linux::ServerHooks {
   bool before_blocking_accept(linux::Process& p) override;
   bool listener_hidden(const linux::Process& p) const override;
   void on_accept(linux::Process& p, int guest_fd) override;
+  void after_socket_close(linux::Process& p) override;
 
   int id_;
   Template tmpl_;

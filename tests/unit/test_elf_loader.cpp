@@ -518,6 +518,14 @@ TEST(TinyElf, Tls) {
   t.ph.back().p_align = 16;
   t.ph.back().p_vaddr = 0x900000;
   EXPECT_LOAD_ERROR(t, "PT_TLS lies outside the loaded segments");
+  // Only .tbss, at address 0 (Go's cgo binaries): nothing to read from it, so it loads.
+  t.ph.back().p_vaddr = t.ph.back().p_paddr = t.ph.back().p_offset = 0;
+  t.ph.back().p_filesz = 0;
+  t.ph.back().p_memsz = 8;
+  Guest fresh;
+  const LoadedElf tbss_only = load_elf(fresh.as, t.build(), kDynBase);
+  EXPECT_EQ(tbss_only.tls.filesz, 0u);
+  EXPECT_EQ(tbss_only.tls.memsz, 8u);
 }
 
 TEST(TinyElf, NeighboursSharingAPageGetBothPermissions) {
