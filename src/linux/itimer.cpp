@@ -194,16 +194,6 @@ KVMS_SYSCALL(alarm) {
 }
 
 // Until a signal is delivered to this thread (then -EINTR, its handler runs as the call returns).
-KVMS_SYSCALL(pause) {
-  Process::Asleep asleep(p);
-  Process::HandlerWait wait(p);
-  std::unique_lock<std::mutex>& lk = wait.lock();
-  for (;;) {
-    ThreadContext& t = p.thread();
-    if (t.pending_signals & ~t.sigmask) return -EINTR;
-    if (p.lock.stop || (t.vcpu && t.vcpu->run_area()->immediate_exit)) return -EINTR;
-    p.lock.changed.wait_for(lk, std::chrono::milliseconds(100));
-  }
-}
+KVMS_SYSCALL(pause) { return wait_for_signal(p); }
 
 }  // namespace kvms::linux

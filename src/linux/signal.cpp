@@ -471,13 +471,17 @@ KVMS_SYSCALL(rt_sigsuspend) {
   ThreadContext& t = p.thread();
   if (!t.saved_sigmask) t.saved_sigmask = t.sigmask;
   t.sigmask = mask & ~kUnblockable;
+  return wait_for_signal(p);
+}
+
+int64_t wait_for_signal(Process& p) {
   Process::Asleep asleep(p);
   Process::HandlerWait wait(p);
   std::unique_lock<std::mutex>& lk = wait.lock();
   for (;;) {
-    ThreadContext& self = p.thread();
-    if (self.pending_signals & ~self.sigmask) return -EINTR;
-    if (p.lock.stop || (self.vcpu && self.vcpu->run_area()->immediate_exit)) return -EINTR;
+    ThreadContext& t = p.thread();
+    if (t.pending_signals & ~t.sigmask) return -EINTR;
+    if (p.lock.stop || (t.vcpu && t.vcpu->run_area()->immediate_exit)) return -EINTR;
     p.lock.changed.wait_for(lk, std::chrono::milliseconds(100));
   }
 }

@@ -39,6 +39,9 @@ bool post_signal_locked(Process& p, const siginfo_t& info, int tid);
 void update_signalfds(Process& p);
 int64_t signalfd_read(Process& p, OpenFile& f, uint64_t buf, uint64_t count);
 std::shared_ptr<OpenFile> clone_signalfd(const OpenFile& signalfd);
+// pause and rt_sigsuspend: until a signal is pending for the calling thread that its mask lets
+// through (-EINTR: its handler runs as the call returns), or a kick (-EINTR: restarted).
+int64_t wait_for_signal(Process& p);
 // Takes the oldest pending instance of sig off t (nullopt when none is).
 std::optional<siginfo_t> dequeue_signal(Process& p, ThreadContext& t, int sig);
 // Drops every pending instance of sig in the process (its disposition became "ignore").
