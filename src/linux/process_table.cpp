@@ -194,7 +194,7 @@ void ProcessTable::wait_vfork_release(int pid) {
 }
 
 std::pair<int, int> ProcessTable::wait(int ppid, int pid, bool nohang, const std::function<bool()>& interrupted,
-                                       int pgid) {
+                                       int pgid, bool reap) {
   std::unique_lock lock(mutex_);
   for (;;) {
     bool any = false;
@@ -204,7 +204,7 @@ std::pair<int, int> ProcessTable::wait(int ppid, int pid, bool nohang, const std
       any = true;
       if (it->second.ended) {
         std::pair<int, int> result{it->first, it->second.status};
-        entries_.erase(it);
+        if (reap) entries_.erase(it);
         return result;
       }
     }

@@ -70,9 +70,10 @@ class ProcessTable {
   // wait4: a child of ppid that has ended (pid -1: any) as {pid, wait status}; {0, 0} with nohang
   // and none ended yet; {-ECHILD, 0} when there is no such child.
   // interrupted: polled while waiting; true ends the wait with {-EINTR, 0}.
-  // pgid > 0: only children in that process group (pid -1).
+  // pgid > 0: only children in that process group (pid -1). reap false (WNOWAIT): the child stays
+  // to be waited for again.
   std::pair<int, int> wait(int ppid, int pid, bool nohang, const std::function<bool()>& interrupted = nullptr,
-                           int pgid = 0);
+                           int pgid = 0, bool reap = true);
   // kill(2) of one of the guest's other processes (info.si_signo 0: only whether it exists):
   // -ESRCH if there is none.
   int kill(int pid, const siginfo_t& info);

@@ -255,7 +255,7 @@ KVMS_SYSCALL(waitid) {
   std::pair<int, int> waited;
   {
     Process::BlockingSection unlocked(p);
-    waited = p.table->wait(p.pid, idtype == P_PID ? int(id) : -1, options & WNOHANG, kicked(p), pgid);
+    waited = p.table->wait(p.pid, idtype == P_PID ? int(id) : -1, options & WNOHANG, kicked(p), pgid, !(options & WNOWAIT));
   }
   auto [child, status] = waited;
   if (child < 0) return child;

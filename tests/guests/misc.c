@@ -363,7 +363,14 @@ static void test_clone_processes(void) {
   close(fds[1]);
   CHECK_ERR(clone(clone_sibling, stack + sizeof stack, CLONE_SIGHAND | SIGCHLD, 0), EINVAL);
 
-  /* wait by process group: -pgid, 0 (ours), P_PGID; a group without children is ECHILD. */
+  /* wait by process group: -pgid, 0 (ours), P_PGID; a group without children is ECHILD. One
+   * child at a time is alive (each holds a copy of our memory): the first, in our group, has
+   * ended (WNOWAIT leaves it to reap) when the second, in a group of its own, starts. */
+  siginfo_t info;
+  pid_t same_group = fork();
+  CHECK(same_group >= 0);
+  if (same_group == 0) _exit(12);
+  CHECK(waitid(P_PID, same_group, &info, WEXITED | WNOWAIT) == 0 && info.si_pid == same_group);
   int ready[2];
   CHECK(pipe(ready) == 0);
   pid_t own_group = fork();
@@ -375,14 +382,10 @@ static void test_clone_processes(void) {
   }
   char c;
   CHECK(read(ready[0], &c, 1) == 1);
-  pid_t same_group = fork();
-  CHECK(same_group >= 0);
-  if (same_group == 0) _exit(12);
   CHECK(waitpid(-own_group, &status, 0) == own_group && WEXITSTATUS(status) == 11);
   CHECK(waitpid(0, &status, 0) == same_group && WEXITSTATUS(status) == 12);
   CHECK_ERR(waitpid(-own_group, &status, WNOHANG), ECHILD);
   CHECK_ERR(waitpid(INT32_MIN, &status, 0), ESRCH);
-  siginfo_t info;
   CHECK_ERR(waitid(P_PGID, own_group + 1000, &info, WEXITED), ECHILD);
   close(ready[0]);
   close(ready[1]);
