@@ -655,9 +655,10 @@ RunResult Guest::run(uint64_t deadline_ns, bool syscall_pending, bool stop_on_ki
       g.deadline_ns_ = 0;
     }
   } disarm{*this, main, table};
-  // (Only if it stands in the entry stub: a pause that another thread made may have stopped the
-  // main thread in user code.)
-  if (syscall_pending && (main.vcpu->sregs().cs.selector & 3) == 0) main.pending = true;
+  // Whether the main thread stands at a syscall not handled yet is its own state (set by the pause,
+  // kept by save_threads/restore_threads and snapshots): a pause another thread made may have
+  // stopped it in user code, or in the entry stub right after a syscall it completed.
+  (void)syscall_pending;
   pause_requested_ = false;  // (one left from a run that returned otherwise is obsolete)
   {
     std::lock_guard<std::mutex> lk(threads_mutex_);

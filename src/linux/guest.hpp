@@ -67,8 +67,8 @@ class Guest : private ProcessHost {
                                            std::shared_ptr<kvm::AddressSpace> mm, std::unique_ptr<Process> process);
 
   // Runs until the program exits, faults, pauses, or deadline_ns (CLOCK_MONOTONIC, 0 = none) passes.
-  // syscall_pending: the vCPU stands at a syscall that has not been handled yet (the state a pause
-  // leaves, and what a worker restores): handle it first.
+  // syscall_pending: documents that the run resumes a pause (each thread's own state says whether it
+  // stands at a syscall not handled yet, which then runs first).
   // stop_on_kick: return Interrupted when kicked before the deadline instead of carrying on.
   // The guest's other threads run while the main thread runs here, and are stopped (parked) whenever
   // run returns.

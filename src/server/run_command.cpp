@@ -194,9 +194,10 @@ int run_program(const cli::Options& opts) {
         failure = warm_up(guest->process(), opts.warmup, opts.warmup_path);
         hooks.end_warmup();
         // The server may already be blocked again on its listener (warming up, it was let through):
-        // kick it until it re-checks and pauses. A kicked wait restarts, so nothing is lost.
+        // kick it until it re-checks and pauses; every thread, as any may wait on the listener
+        // (Go's netpoller). A kicked wait restarts, so nothing is lost.
         while (!paused_again) {
-          guest->vcpu().kick();
+          guest->kick_threads();
           std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
       });
