@@ -637,7 +637,7 @@ int64_t Guest::clone_thread(Process& p, const CloneRequest& req) {
   return tid;
 }
 
-RunResult Guest::run(uint64_t deadline_ns, bool syscall_pending, bool stop_on_kick) {
+RunResult Guest::run(uint64_t deadline_ns, bool stop_on_kick) {
   GuestThread& main = *threads_.front();
   deadline_ns_ = deadline_ns;
   if (deadline_ns) main.vcpu->set_deadline(deadline_ns);
@@ -655,10 +655,6 @@ RunResult Guest::run(uint64_t deadline_ns, bool syscall_pending, bool stop_on_ki
       g.deadline_ns_ = 0;
     }
   } disarm{*this, main, table};
-  // Whether the main thread stands at a syscall not handled yet is its own state (set by the pause,
-  // kept by save_threads/restore_threads and snapshots): a pause another thread made may have
-  // stopped it in user code, or in the entry stub right after a syscall it completed.
-  (void)syscall_pending;
   pause_requested_ = false;  // (one left from a run that returned otherwise is obsolete)
   {
     std::lock_guard<std::mutex> lk(threads_mutex_);

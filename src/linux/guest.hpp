@@ -67,12 +67,13 @@ class Guest : private ProcessHost {
                                            std::shared_ptr<kvm::AddressSpace> mm, std::unique_ptr<Process> process);
 
   // Runs until the program exits, faults, pauses, or deadline_ns (CLOCK_MONOTONIC, 0 = none) passes.
-  // syscall_pending: documents that the run resumes a pause (each thread's own state says whether it
-  // stands at a syscall not handled yet, which then runs first).
+  // A run that resumes a pause goes on from each thread's own state: a thread that stands at a
+  // syscall not handled yet (set by the pause, kept by save_threads/restore_threads and snapshots)
+  // handles it first.
   // stop_on_kick: return Interrupted when kicked before the deadline instead of carrying on.
   // The guest's other threads run while the main thread runs here, and are stopped (parked) whenever
   // run returns.
-  RunResult run(uint64_t deadline_ns = 0, bool syscall_pending = false, bool stop_on_kick = false);
+  RunResult run(uint64_t deadline_ns = 0, bool stop_on_kick = false);
   ~Guest() override;
 
   // Every live thread of this guest (stopped: after run returned), the main thread first.

@@ -68,9 +68,8 @@ signalfd_siginfo to_signalfd_info(const siginfo_t& info) {
 
 // Takes one pending signal of `mask`: the calling thread's first, then the process's.
 std::optional<siginfo_t> take_one(Process& p, uint64_t mask) {
-  for (ThreadContext* t : {&p.thread()}) {
-    if (const uint64_t ready = t->pending_signals & mask) return dequeue_signal(p, *t, __builtin_ctzll(ready) + 1);
-  }
+  ThreadContext& self = p.thread();
+  if (const uint64_t ready = self.pending_signals & mask) return dequeue_signal(p, self, __builtin_ctzll(ready) + 1);
   for (auto& [tid, t] : p.threads)
     if (const uint64_t ready = t.pending_signals & mask) return dequeue_signal(p, t, __builtin_ctzll(ready) + 1);
   return std::nullopt;

@@ -201,7 +201,7 @@ int run_program(const cli::Options& opts) {
           std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
       });
-      result = guest->run(deadline_after(opts.max_boot_time + 60.0 * opts.warmup), true);
+      result = guest->run(deadline_after(opts.max_boot_time + 60.0 * opts.warmup));
       paused_again = true;
       client.join();
       if (!failure.empty()) {

@@ -170,26 +170,21 @@ void Worker::main() {
 }
 
 void Worker::serve() {
-  bool pending = true;  // the template's wait syscall, not yet handled
   while (!(stopping_ && !busy_)) {
-    const linux::RunResult r = guest_->run(0, pending, true);
-    pending = false;
+    const linux::RunResult r = guest_->run(0, true);
     switch (r.reason) {
       case linux::RunResult::Paused:
         end_request(false);
-        pending = true;
         break;
       case linux::RunResult::Interrupted:
       case linux::RunResult::TimedOut:
         if (abort_.exchange(false)) {  // the front gave the request up
           end_request(true);
-          pending = true;
         } else if (busy_ && request_deadline_ns_ && monotonic_ns() >= request_deadline_ns_) {
           std::fprintf(stderr, "kvmserver: worker %d: request took longer than %g s: connection closed, worker reset\n",
                        id_, config_.max_request_time);
           stats_.add_timeout();
           end_request(true);
-          pending = true;
         }
         break;
       default:
@@ -198,7 +193,6 @@ void Worker::serve() {
                      r.message.empty() ? ("exited with status " + std::to_string(r.status)).c_str() : r.message.c_str());
         stats_.add_fault();
         end_request(true);
-        pending = true;
         break;
     }
   }
