@@ -26,7 +26,18 @@ struct Table {
   std::condition_variable changed;
   std::map<FileKey, std::vector<HeldLock>> files;
   std::map<uint64_t, uint64_t> waits_for;  // owner blocked in F_SETLKW -> the owner in its way
+  std::map<uint64_t, size_t> held;         // owner -> how many locks it holds in all files
 };
+
+// Locks are host memory the guest does not pay for: a process holding this many (ranges that do
+// not merge) gets ENOLCK, as Linux answers when it has no memory for another.
+constexpr size_t kMaxLocksPerOwner = 8192;
+
+size_t owned_by(const std::vector<HeldLock>& locks, uint64_t owner) {
+  size_t n = 0;
+  for (const HeldLock& h : locks) n += h.owner == owner;
+  return n;
+}
 
 Table& table() {
   static Table* t = new Table;  // never destroyed: process teardown may still release locks
@@ -49,7 +60,7 @@ const HeldLock* blocker(const std::vector<HeldLock>& locks, uint64_t owner, cons
 
 // Takes [start, end) out of owner's locks (splitting those that stick out), then adds `lock`
 // unless it is an unlock, merging it with the owner's touching locks of the same type.
-void replace_range(std::vector<HeldLock>& locks, uint64_t owner, const RecordLock& lock) {
+std::vector<HeldLock> replace_range(const std::vector<HeldLock>& locks, uint64_t owner, const RecordLock& lock) {
   std::vector<HeldLock> next;
   next.reserve(locks.size() + 2);
   RecordLock merged = lock;
@@ -74,7 +85,7 @@ void replace_range(std::vector<HeldLock>& locks, uint64_t owner, const RecordLoc
   }
   if (lock.type != F_UNLCK) next.push_back({owner, merged});
   std::sort(next.begin(), next.end(), [](const HeldLock& a, const HeldLock& b) { return a.lock.start < b.lock.start; });
-  locks.swap(next);
+  return next;
 }
 
 // Whether owner waiting for `holder` closes a cycle of waits.
@@ -119,7 +130,17 @@ int set_record_lock(FileKey file, uint64_t owner, const RecordLock& lock, bool w
     const HeldLock* h = lock.type == F_UNLCK ? nullptr : blocker(locks, owner, lock);
     if (!h) {
       t.waits_for.erase(owner);
-      replace_range(locks, owner, lock);
+      std::vector<HeldLock> next = replace_range(locks, owner, lock);
+      size_t& held = t.held[owner];
+      const size_t after = held - owned_by(locks, owner) + owned_by(next, owner);
+      if (after > kMaxLocksPerOwner) {
+        if (locks.empty()) t.files.erase(file);
+        if (held == 0) t.held.erase(owner);
+        return -ENOLCK;
+      }
+      held = after;
+      if (held == 0) t.held.erase(owner);
+      locks.swap(next);
       if (locks.empty()) t.files.erase(file);
       locked_files = t.files.size();
       t.changed.notify_all();
@@ -144,6 +165,7 @@ void release_record_locks(uint64_t owner, const FileKey* file) {
   Table& t = table();
   std::lock_guard<std::mutex> lk(t.mutex);
   bool changed = false;
+  size_t removed = 0;
   for (auto it = t.files.begin(); it != t.files.end();) {
     if (file && (it->first < *file || *file < it->first)) {
       ++it;
@@ -153,9 +175,13 @@ void release_record_locks(uint64_t owner, const FileKey* file) {
     const size_t before = locks.size();
     std::erase_if(locks, [&](const HeldLock& h) { return h.owner == owner; });
     changed |= locks.size() != before;
+    removed += before - locks.size();
     it = locks.empty() ? t.files.erase(it) : std::next(it);
   }
   t.waits_for.erase(owner);
+  if (!file) t.held.erase(owner);
+  else if (auto it = t.held.find(owner); it != t.held.end())
+    if ((it->second -= std::min(it->second, removed)) == 0) t.held.erase(it);
   locked_files = t.files.size();
   if (changed) t.changed.notify_all();
 }

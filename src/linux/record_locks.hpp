@@ -43,8 +43,8 @@ struct FileKey {
 // F_GETLK: the first lock of another owner that would block `wanted` (type F_UNLCK when none).
 RecordLock test_record_lock(FileKey file, uint64_t owner, const RecordLock& wanted);
 // F_SETLK/F_SETLKW: sets (or with F_UNLCK removes) owner's lock on the range. 0, -EAGAIN when
-// another owner's lock is in the way and !wait, -EDEADLK, or -EINTR when `interrupted` says so
-// while waiting (polled at least every 100 ms).
+// another owner's lock is in the way and !wait, -EDEADLK, -ENOLCK past 8192 locks of one owner,
+// or -EINTR when `interrupted` says so while waiting (polled at least every 100 ms).
 int set_record_lock(FileKey file, uint64_t owner, const RecordLock& lock, bool wait,
                     const std::function<bool()>& interrupted);
 // Whether any process holds a record lock at all (a close need not look for its locks otherwise).
