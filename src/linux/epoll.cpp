@@ -10,6 +10,7 @@
 // it hides listening sockets, poll and select leave them out of the host's set (epoll: the server
 // layer removes them from the host epoll itself).
 #include "linux/epoll.hpp"
+#include "linux/signal.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -44,7 +45,6 @@ static_assert(sizeof(epoll_event) == kEpollEventSize);
 static_assert(sizeof(pollfd) == 8);
 constexpr int kMaxEpollEvents = INT_MAX / int(kEpollEventSize);
 constexpr int kMaxEpollNesting = 4;  // EP_MAX_NESTS
-constexpr uint64_t kSigsetSize = 8;
 
 struct GuestTimespec {
   int64_t sec, nsec;
@@ -69,16 +69,6 @@ void write_back_timeval(Process& p, uint64_t addr, const Deadline& d) {
   const timespec r = d.remaining();
   const GuestTimeval tv{r.tv_sec, r.tv_nsec / 1000};
   p.mm().write(addr, tv);
-}
-
-// The sigmask argument of epoll_pwait/epoll_pwait2/ppoll/pselect6. Checked like Linux, then
-// ignored: no signal is delivered to the guest while it waits (there is no delivery yet).
-int64_t check_sigmask(Process& p, uint64_t mask_addr, uint64_t size) {
-  if (!mask_addr) return 0;
-  if (size != kSigsetSize) return -EINVAL;
-  uint64_t mask = 0;
-  if (!p.mm().read(mask_addr, mask)) return -EFAULT;
-  return 0;
 }
 
 // ---- Listening sockets and the server layer ----------------------------------------------------
@@ -434,14 +424,14 @@ KVMS_SYSCALL(epoll_ctl) {
 KVMS_SYSCALL(epoll_wait) { return epoll_wait_common(p, a, Deadline::from_ms(int(a.a[3]))); }
 
 KVMS_SYSCALL(epoll_pwait) {
-  if (int64_t rc = check_sigmask(p, a.a[4], a.a[5])) return rc;
+  if (int64_t rc = set_wait_sigmask(p, a.a[4], a.a[5])) return rc;
   return epoll_wait_common(p, a, Deadline::from_ms(int(a.a[3])));
 }
 
 KVMS_SYSCALL(epoll_pwait2) {
   Deadline deadline = Deadline::infinite();
   if (int64_t rc = read_timeout(p, a.a[3], deadline)) return rc;
-  if (int64_t rc = check_sigmask(p, a.a[4], a.a[5])) return rc;
+  if (int64_t rc = set_wait_sigmask(p, a.a[4], a.a[5])) return rc;
   return epoll_wait_common(p, a, deadline);
 }
 
@@ -455,7 +445,7 @@ KVMS_SYSCALL(poll) {
 KVMS_SYSCALL(ppoll) {
   Deadline deadline = Deadline::infinite();
   if (int64_t rc = read_timeout(p, a.a[2], deadline)) return rc;
-  if (int64_t rc = check_sigmask(p, a.a[3], a.a[4])) return rc;
+  if (int64_t rc = set_wait_sigmask(p, a.a[3], a.a[4])) return rc;
   bool taken_over = false;
   const int64_t rc = poll_common(p, a.a[0], a.a[1], deadline, taken_over);
   if (!taken_over) write_back_timespec(p, a.a[2], deadline);
@@ -489,7 +479,7 @@ KVMS_SYSCALL(pselect6) {
   if (a.a[5] && !p.mm().read(a.a[5], sig)) return -EFAULT;
   Deadline deadline = Deadline::infinite();
   if (int64_t rc = read_timeout(p, a.a[4], deadline)) return rc;
-  if (int64_t rc = check_sigmask(p, sig.ss, sig.ss_len)) return rc;
+  if (int64_t rc = set_wait_sigmask(p, sig.ss, sig.ss_len)) return rc;
   const uint64_t sets[3] = {a.a[1], a.a[2], a.a[3]};
   bool taken_over = false;
   const int64_t rc = select_common(p, a.a[0], sets, deadline, taken_over);

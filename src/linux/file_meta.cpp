@@ -127,6 +127,30 @@ template <typename T> int64_t put(Process& p, uint64_t addr, const T& value) {
   return p.mm().write(addr, value) ? 0 : -EFAULT;
 }
 
+// Owners as the guest sees them: kvmserver's own user and group are the guest's (as a user
+// namespace maps one id), so what the guest creates is its own; other owners show as they are.
+uid_t guest_owner(const Process& p, uid_t host) { return host == ::geteuid() ? p.uid : host; }
+gid_t guest_group(const Process& p, gid_t host) { return host == ::getegid() ? p.gid : host; }
+// And back, for chown: the guest's own ids are kvmserver's; -1 (unchanged) and others go as given.
+uid_t host_owner(const Process& p, uint64_t guest) {
+  return static_cast<uid_t>(guest) == p.uid ? ::geteuid() : static_cast<uid_t>(guest);
+}
+gid_t host_group(const Process& p, uint64_t guest) {
+  return static_cast<gid_t>(guest) == p.gid ? ::getegid() : static_cast<gid_t>(guest);
+}
+
+int64_t put(Process& p, uint64_t addr, struct stat st) {
+  st.st_uid = guest_owner(p, st.st_uid);
+  st.st_gid = guest_group(p, st.st_gid);
+  return p.mm().write(addr, st) ? 0 : -EFAULT;
+}
+
+int64_t put(Process& p, uint64_t addr, struct statx sx) {
+  sx.stx_uid = guest_owner(p, sx.stx_uid);
+  sx.stx_gid = guest_group(p, sx.stx_gid);
+  return p.mm().write(addr, sx) ? 0 : -EFAULT;
+}
+
 int64_t stat_target(Process& p, const Target& t, uint64_t ubuf) {
   struct stat st;
   if (::fstatat(t.dir.get(), t.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
@@ -435,7 +459,8 @@ int64_t do_chmod(Process& p, int dirfd, uint64_t upath, uint64_t mode) {
 int64_t do_chown(Process& p, int dirfd, uint64_t upath, uint64_t owner, uint64_t group, int flags) {
   if (flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)) return -EINVAL;
   const bool follow = !(flags & AT_SYMLINK_NOFOLLOW);
-  const auto uid = static_cast<uid_t>(owner), gid = static_cast<gid_t>(group);
+  const uid_t uid = host_owner(p, owner);
+  const gid_t gid = host_group(p, group);
   if ((flags & AT_EMPTY_PATH) && dirfd != AT_FDCWD) {
     const auto path = p.mm().read_string(upath);
     if (!path) return -EFAULT;
@@ -712,7 +737,7 @@ KVMS_SYSCALL(fchown) {
   if (!f) return -EBADF;
   if (f->status_flags & O_PATH) return -EBADF;
   if (int rc = deny_unless_writable(p, *f)) return rc;
-  return errno_result(::fchown(f->host_fd, static_cast<uid_t>(a.a[1]), static_cast<gid_t>(a.a[2])));
+  return errno_result(::fchown(f->host_fd, host_owner(p, a.a[1]), host_group(p, a.a[2])));
 }
 KVMS_SYSCALL(chown) { return do_chown(p, AT_FDCWD, a.a[0], a.a[1], a.a[2], 0); }
 KVMS_SYSCALL(lchown) { return do_chown(p, AT_FDCWD, a.a[0], a.a[1], a.a[2], AT_SYMLINK_NOFOLLOW); }

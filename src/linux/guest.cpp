@@ -838,6 +838,12 @@ std::optional<RunResult> Guest::complete_syscall(GuestThread& t) {
   if (p.pause) {  // left pending: registers untouched, the vCPU still at the syscall's `out`
     p.pause = false;
     t.pending = true;
+    // A wait's own signal mask (ppoll, epoll_pwait...) is set again when the syscall runs again:
+    // paused, the thread has its own mask (what a worker or a snapshot copies).
+    if (ThreadContext& self = p.threads.at(t.tid); self.saved_sigmask) {
+      self.sigmask = *self.saved_sigmask;
+      self.saved_sigmask.reset();
+    }
     paused_syscall_ = args.nr;
     if (&t != threads_.front().get()) {
       // Another thread waits on the listener (Go's netpoller, any thread's epoll loop): the main

@@ -141,6 +141,7 @@ class Guest : private ProcessHost {
   int64_t clone_thread(Process& p, const CloneRequest& req) override;
   int64_t execve(Process& p, const std::string& guest_path, std::vector<std::string> argv,
                  std::vector<std::string> envp) override;
+  void take_incoming_signals(Process&) override { take_incoming_locked(); }
   std::shared_ptr<kvm::GuestMemory> snapshot_memory() const;
 
   Guest() = default;

@@ -61,6 +61,10 @@ class ProcessHost {
   // Replaces p's program (the switch happens when the syscall returns); 0 or -errno.
   virtual int64_t execve(Process& p, const std::string& guest_path, std::vector<std::string> argv,
                          std::vector<std::string> envp) = 0;
+  // Queues for p the signals other guest processes sent it and that wait in its inbox (they are
+  // taken between syscalls; a handler that waits for signals takes them itself). The caller holds
+  // the process lock.
+  virtual void take_incoming_signals(Process&) {}
 };
 
 // What the server layer learns from the syscalls that wait and accept. Null for `kvmserver run`.

@@ -444,6 +444,7 @@ KVMS_SYSCALL(rt_sigtimedwait) {
   Process::HandlerWait wait(p);
   std::unique_lock<std::mutex>& lk = wait.lock();
   for (;;) {
+    if (p.host) p.host->take_incoming_signals(p);  // another process's signal may be the one awaited
     ThreadContext& t = p.thread();
     if (const uint64_t ready = t.pending_signals & set) {
       const int sig = __builtin_ctzll(ready) + 1;
@@ -474,11 +475,24 @@ KVMS_SYSCALL(rt_sigsuspend) {
   return wait_for_signal(p);
 }
 
+int64_t set_wait_sigmask(Process& p, uint64_t mask_addr, uint64_t size) {
+  if (!mask_addr) return 0;
+  if (size != sizeof(uint64_t)) return -EINVAL;
+  uint64_t mask = 0;
+  if (!p.mm().read(mask_addr, mask)) return -EFAULT;
+  ThreadContext& t = p.thread();
+  if (!t.saved_sigmask) t.saved_sigmask = t.sigmask;  // a restarted call keeps the first one
+  t.sigmask = mask & ~kUnblockable;
+  if (p.host) p.host->take_incoming_signals(p);
+  return (t.pending_signals & ~t.sigmask) ? -EINTR : 0;
+}
+
 int64_t wait_for_signal(Process& p) {
   Process::Asleep asleep(p);
   Process::HandlerWait wait(p);
   std::unique_lock<std::mutex>& lk = wait.lock();
   for (;;) {
+    if (p.host) p.host->take_incoming_signals(p);
     ThreadContext& t = p.thread();
     if (t.pending_signals & ~t.sigmask) return -EINTR;
     if (p.lock.stop || (t.vcpu && t.vcpu->run_area()->immediate_exit)) return -EINTR;

@@ -42,6 +42,11 @@ std::shared_ptr<OpenFile> clone_signalfd(const OpenFile& signalfd);
 // pause and rt_sigsuspend: until a signal is pending for the calling thread that its mask lets
 // through (-EINTR: its handler runs as the call returns), or a kick (-EINTR: restarted).
 int64_t wait_for_signal(Process& p);
+// The sigmask argument of ppoll/pselect6/epoll_pwait/epoll_pwait2 (mask_addr 0: none): the calling
+// thread's mask while it waits. The caller's mask comes back as the call returns, or through the
+// frame of the handler the new mask lets run (as for rt_sigsuspend). -EINTR when a signal it
+// unblocks is pending already (the wait does not start); -EINVAL/-EFAULT as Linux.
+int64_t set_wait_sigmask(Process& p, uint64_t mask_addr, uint64_t size);
 // Takes the oldest pending instance of sig off t (nullopt when none is).
 std::optional<siginfo_t> dequeue_signal(Process& p, ThreadContext& t, int sig);
 // Drops every pending instance of sig in the process (its disposition became "ignore").

@@ -543,6 +543,18 @@ int64_t do_recvmsg(Process& p, OpenFile& f, uint64_t umsg, int flags) {
   return n;
 }
 
+// The error accept(2) gives on a socket that cannot accept (not connection-based: EOPNOTSUPP; not
+// listening: EINVAL), or 0.
+int accept_refusal(int host_fd) {
+  int value = 0;
+  socklen_t len = sizeof value;
+  if (getsockopt(host_fd, SOL_SOCKET, SO_TYPE, &value, &len) == 0 && value != SOCK_STREAM && value != SOCK_SEQPACKET)
+    return -EOPNOTSUPP;
+  len = sizeof value;
+  if (getsockopt(host_fd, SOL_SOCKET, SO_ACCEPTCONN, &value, &len) == 0 && value == 0) return -EINVAL;
+  return 0;
+}
+
 int64_t do_accept(Process& p, uint64_t fd, uint64_t addr, uint64_t lenp, int flags) {
   if (flags & ~kFlagMask) return -EINVAL;
   int err = 0;
@@ -550,7 +562,12 @@ int64_t do_accept(Process& p, uint64_t fd, uint64_t addr, uint64_t lenp, int fla
   if (!f) return err;
   AddrOut out;
   if (addr) {
-    if (int rc = prepare_addr_out(p, addr, lenp, out); rc < 0) return rc;
+    // Linux looks at the address buffer only once it has a connection: a socket that cannot accept
+    // says so first, whatever the buffer.
+    if (int rc = prepare_addr_out(p, addr, lenp, out); rc < 0) {
+      const int refusal = accept_refusal(f->host_fd);
+      return refusal ? refusal : rc;
+    }
   }
   if (p.fds.open_count() >= size_t(p.fds.limit())) return -EMFILE;
   int host_flags = fcntl(f->host_fd, F_GETFL);

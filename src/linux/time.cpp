@@ -186,7 +186,8 @@ KVMS_SYSCALL(nanosleep) {
 KVMS_SYSCALL(clock_nanosleep) {
   const int64_t id = int64_t(a.a[0]);
   const int flags = int(a.a[1]);
-  if (!valid_clock(id) || id == CLOCK_THREAD_CPUTIME_ID) return -EINVAL;
+  if (!valid_clock(id)) return -EINVAL;
+  if (id == CLOCK_THREAD_CPUTIME_ID) return -EOPNOTSUPP;  // Linux's own answer (libc turns it into EINVAL)
   if (flags & ~TIMER_ABSTIME) return -EINVAL;
   timespec req{}, rem{};
   if (int64_t rc = read_timespec(p, a.a[2], req)) return rc;

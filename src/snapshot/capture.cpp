@@ -315,7 +315,9 @@ SaveResult save(const SaveRequest& req, const OutputFile& out) {
     r.robust_list_len = c.robust_list_len;
     r.rseq = c.rseq;
     r.rseq_len = c.rseq_len;
-    r.sigmask = c.sigmask;
+    // A thread inside rt_sigsuspend or a ppoll-like wait has that call's mask for now: the call runs
+    // again after a load (it is pending) and sets it again; the thread's own mask is the one kept.
+    r.sigmask = c.saved_sigmask.value_or(c.sigmask);
     r.altstack_sp = c.altstack_sp;
     r.altstack_size = c.altstack_size;
     r.altstack_flags = c.altstack_flags;

@@ -238,6 +238,7 @@ static void test_truncate_sync_chmod(void) {
   /* chown to what the file already has, or -1 for "leave it": allowed whoever we are. */
   const uid_t owner = st.st_uid;
   const gid_t group = st.st_gid;
+  CHECK(owner == getuid()); /* what a process creates is its own (kvmserver's user shows as the guest's) */
   CHECK(fchown(fd, (uid_t)-1, (gid_t)-1) == 0);
   CHECK(fchown(fd, owner, group) == 0);
   CHECK(fchownat(dfd, "tr", owner, (gid_t)-1, 0) == 0);

@@ -2,7 +2,8 @@
  * friends: SIGEV_SIGNAL with overruns, SIGEV_THREAD_ID, SIGEV_NONE, absolute times, deletion),
  * signalfd (reads, readiness in poll, nonblocking reads, a new mask, SIGCHLD of a child), and
  * blocked signals whose disposition is "ignore" staying pending for sigwait, signals between
- * processes reaching handlers, SIGCHLD at a child's exit. Passes natively;
+ * processes reaching handlers, SIGCHLD at a child's exit, the signal masks of ppoll/pselect/
+ * epoll_pwait, sigwaitinfo of a signal that has a handler. Passes natively;
  * kvmserver must give the same answers. */
 #include "check.h"
 
@@ -11,6 +12,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -332,6 +335,74 @@ static void test_signal_between_processes(void) {
   close(ready[1]);
 }
 
+/* ppoll/pselect/epoll_pwait's signal mask: the thread's mask while it waits, the caller's again
+ * after; a signal it unblocks that is pending already ends the wait at once (EINTR, its handler
+ * runs); one it keeps blocked stays pending through the wait. */
+static void test_wait_sigmask(void) {
+  handle(SIGUSR1);
+  handle(SIGUSR2);
+  block(SIGUSR1, SIG_BLOCK);
+  block(SIGUSR2, SIG_BLOCK);
+  usr1_count = 0;
+  last_sig = 0;
+  CHECK(kill(getpid(), SIGUSR1) == 0);
+  sigset_t only_usr2;
+  sigemptyset(&only_usr2);
+  sigaddset(&only_usr2, SIGUSR2);
+  struct timespec long_wait = {5, 0}, short_wait = {0, 20000000};
+  CHECK(ppoll(NULL, 0, &long_wait, &only_usr2) == -1 && errno == EINTR); /* USR1 let through */
+  CHECK(usr1_count == 1 && last_sig == SIGUSR1);
+  sigset_t now;
+  CHECK(sigprocmask(SIG_SETMASK, 0, &now) == 0);
+  CHECK(sigismember(&now, SIGUSR1) && sigismember(&now, SIGUSR2)); /* the caller's mask is back */
+  CHECK(kill(getpid(), SIGUSR2) == 0);
+  sigset_t all_blocked;
+  sigfillset(&all_blocked);
+  CHECK(ppoll(NULL, 0, &short_wait, &all_blocked) == 0); /* a timeout: USR2 stays pending */
+  CHECK(pselect(0, NULL, NULL, NULL, &short_wait, &all_blocked) == 0);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  CHECK(ep >= 0);
+  struct epoll_event ev;
+  CHECK(epoll_pwait(ep, &ev, 1, 20, &all_blocked) == 0);
+  sigset_t pending;
+  CHECK(sigpending(&pending) == 0 && sigismember(&pending, SIGUSR2));
+  sigset_t none;
+  sigemptyset(&none);
+  CHECK(epoll_pwait(ep, &ev, 1, 5000, &none) == -1 && errno == EINTR);
+  CHECK(last_sig == SIGUSR2);
+  CHECK(sigprocmask(SIG_SETMASK, 0, &now) == 0 && sigismember(&now, SIGUSR2));
+  CHECK_ERR(syscall(SYS_ppoll, NULL, 0, &short_wait, &none, 4), EINVAL);
+  close(ep);
+  block(SIGUSR1, SIG_UNBLOCK);
+  block(SIGUSR2, SIG_UNBLOCK);
+}
+
+/* sigwaitinfo takes a signal of its set even when the signal is not blocked (it has a handler):
+ * here one another process sends while we wait. */
+static void test_sigwait_unblocked(void) {
+  handle(SIGUSR1);
+  usr1_count = 0;
+  pid_t parent = getpid(), child = fork();
+  CHECK(child >= 0);
+  if (child == 0) {
+    for (int i = 0; i < 500; i++) {
+      sleep_ms(20);
+      if (kill(parent, SIGUSR1) != 0) break;
+    }
+    _exit(0);
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR1);
+  siginfo_t si;
+  CHECK(sigwaitinfo(&set, &si) == SIGUSR1);
+  CHECK(si.si_pid == child && si.si_code == SI_USER);
+  CHECK(kill(child, SIGKILL) == 0);
+  int status;
+  while (waitpid(child, &status, 0) != child) CHECK(errno == EINTR);
+  /* a SIGUSR1 of the child may have reached the handler after the wait: that is fine */
+}
+
 /* SA_RESETHAND resets the handler to SIG_DFL when it runs, and nothing else (SA_SIGINFO stays). */
 static void test_resethand(void) {
   struct sigaction sa = {0}, now;
@@ -353,6 +424,8 @@ int main(void) {
   test_blocked_ignored_signal();
   test_signal_between_processes();
   test_resethand();
+  test_wait_sigmask();
+  test_sigwait_unblocked();
   guest_ok("signal_waits");
   return 0;
 }
