@@ -23,19 +23,12 @@ FAMILIES=${FAMILIES:-"read write pread pwrite readv writev open openat creat clo
 
 command -v autoconf >/dev/null && command -v automake >/dev/null ||
   { echo "build-ltp.sh: needs autoconf and automake (scripts/setup.sh installs them)" >&2; exit 1; }
-tarball=$(ls "$third_party"/ltp-*.tar.xz 2>/dev/null | head -n 1)
-[ -n "$tarball" ] || { echo "build-ltp.sh: no ltp-*.tar.xz in $third_party (set KVMS_THIRD_PARTY)" >&2; exit 1; }
+. "$root/tests/compat/lib.sh"
+tarball=$(snapshot_tarball 'ltp-*.tar.xz') || exit 1
 t0=$(date +%s)
 mkdir -p "$out"
 src=$out/ltp
-if [ ! -f "$src/.extracted" ]; then
-  rm -rf "$src" "$out/ltp.tmp"
-  mkdir -p "$out/ltp.tmp"
-  tar -xJf "$tarball" -C "$out/ltp.tmp"
-  mv "$out/ltp.tmp/ltp" "$src"
-  rmdir "$out/ltp.tmp"
-  touch "$src/.extracted"
-fi
+extract_snapshot "$tarball" ltp "$src"
 cd "$src"
 if [ ! -f include/config.h ]; then
   make autotools >"$out/ltp-autotools.log" 2>&1 || { echo "build-ltp.sh: make autotools failed: $out/ltp-autotools.log" >&2; exit 1; }
