@@ -14,6 +14,7 @@
 # and KVMS_FUZZ_CALLS change the budgets (0: leave that part out; both 0: no fuzzing build either).
 # Then the runtime acceptance tests (tests/e2e/runtimes.sh, ctest label "runtimes": python3, node,
 # deno, pthreads and their servers); KVMS_RUNTIMES=0 leaves them out, a list of cases/groups picks.
+# Before them, the peer suites' CI subset (tests/compat/ci.sh; KVMS_COMPAT=0 leaves it out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 fuzz_seconds=${KVMS_FUZZ_SECONDS:-45}
@@ -67,6 +68,15 @@ if [ "$fuzz_calls" != 0 ] && [ "$fuzzbuild" = 0 ]; then
     timed "coverage report" "$t"
   fi
 fi
+# The peer suites' CI subset (issue 12): gVisor's tests of the calls every server makes, built here
+# and run in the nested machine, against the recorded list of passing cases (tests/compat/ci.sh).
+tc=$(date +%s)
+compat=0 compat_time=""
+if [ "${KVMS_COMPAT:-1}" != 0 ]; then
+  tests/compat/ci.sh build/kvmserver
+  compat=$?
+  compat_time=", peer suites (gVisor subset) $(($(date +%s) - tc)) s"
+fi
 t6=$(date +%s)
 runtimes=0 runtimes_time=""
 if [ "${KVMS_RUNTIMES:-1}" != 0 ]; then
@@ -75,5 +85,5 @@ if [ "${KVMS_RUNTIMES:-1}" != 0 ]; then
   runtimes_time=", runtimes $(($(date +%s) - t6)) s"
 fi
 [ -n "$fuzz_times" ] && fuzz_times+=" (fuzzing in all $fuzz_total s)"
-echo "test: setup+build $((t1 - t0)) s, nested machine set-up $((t2 - t1)) s, unit tests $((t3 - t2)) s, KVM suite $((t5 - t4)) s$runtimes_time$fuzz_times"
-[ "$unit" = 0 ] && [ "$fuzzbuild" = 0 ] && [ "$libfuzzer" = 0 ] && [ "$snapshotfuzz" = 0 ] && [ "$kvm" = 0 ] && [ "$guestfuzz" = 0 ] && [ "$runtimes" = 0 ]
+echo "test: setup+build $((t1 - t0)) s, nested machine set-up $((t2 - t1)) s, unit tests $((t3 - t2)) s, KVM suite $((t5 - t4)) s$compat_time$runtimes_time$fuzz_times"
+[ "$unit" = 0 ] && [ "$compat" = 0 ] && [ "$fuzzbuild" = 0 ] && [ "$libfuzzer" = 0 ] && [ "$snapshotfuzz" = 0 ] && [ "$kvm" = 0 ] && [ "$guestfuzz" = 0 ] && [ "$runtimes" = 0 ]

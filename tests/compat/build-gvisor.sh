@@ -15,7 +15,7 @@
 # Out: $KVMS_COMPAT_DIR/gvisor/bin/NAME_test and helpers, build logs per binary in
 # $KVMS_COMPAT_DIR/gvisor-build-logs/NAME.log.
 # Needs g++, python3, libgtest-dev, libgmock-dev, libabsl-dev, libcap-dev (scripts/setup.sh installs
-# libgtest-dev only: the other three are apt-get install away).
+# them: CI builds a subset, tests/compat/ci.sh).
 #
 # Stand-ins for the Bazel-only pieces (our code, written into gvisor/kvms/, never into src/):
 # - test_util_impl.cc: TestInit/RunAllTests without google-benchmark (Debian ships no static

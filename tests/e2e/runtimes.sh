@@ -20,9 +20,9 @@
 #                              denort from Deno's release site otherwise, unreachable here): SKIP
 #                              without it
 #   group pthread  pthread     build/guests/pthread_stress.{gcc-dynamic,gcc-static,musl}: gcc-dynamic
-#                              PTHREAD_RUNS (20 in CI's budget; 100 by hand) times in a row under kvmserver, the others
-#                              PTHREAD_OTHER_RUNS (10; ~3.5 s a run nested): the exact totals
-#                              every time (natively PTHREAD_NATIVE_RUNS, 5, for the reference:
+#                              PTHREAD_RUNS (8 in CI's budget; 100 by hand) times in a row under kvmserver, the others
+#                              PTHREAD_OTHER_RUNS (4; ~6 s a run nested): the exact totals
+#                              every time (natively PTHREAD_NATIVE_RUNS, 2, for the reference:
 #                              inside the nested machine 100 native runs take minutes)
 #   group servers  server_c       build/guests/servers/routes_server: the static C twin of the three
 #                                 below (same routes): the harness's own check, passes today
@@ -32,10 +32,10 @@
 #                  server_go      build/guests/servers/go_server (runtimes/go_server.go, net/http,
 #                                 CGO_ENABLED=0); server_go_cgo: the same with cgo (dynamic)
 #     each natively (the control: a global set by one request IS seen by the next), then under
-#     `kvmserver -t 2 -e --stats`: 2 x SERVER_REQUESTS (200) GET / over 2 concurrent connections (a
+#     `kvmserver -t 2 -e --stats`: 2 x SERVER_REQUESTS (100) GET / over 2 concurrent connections (a
 #     new connection per request, tests/e2e/http_client.py many --threads 2) with zero errors;
 #     /set/leak then /get must answer global=unset and /hits hits=1 (isolation); python, node, deno, go:
-#     2 x IDENTITY_REQUESTS (200) GET /identity give as many different pids, random bytes and UUIDs
+#     2 x IDENTITY_REQUESTS (100) GET /identity give as many different pids, random bytes and UUIDs
 #     (every request is a new process; issue 10); SIGINT: exit 0; the --stats
 #     request count is exact, and the counters (VM exits, syscalls, pages reset per request) are
 #     printed; then `-w 5 --warmup-path=/hits --snapshot-on-ready FILE`: ready within
@@ -44,7 +44,7 @@
 #     --snapshot-on-ready and the serve phase is SKIPped), every request answers hits=6 and
 #     isolation holds; then `kvmserver serve FILE -t 2 -e --stats
 #     --listen=127.0.0.1:NEWPORT` (same environment and HOME path; the grants recorded in the file):
-#     ready (its "loaded in" line printed), SNAPSHOT_REQUESTS (200, over 2 threads) GET /hits all
+#     ready (its "loaded in" line printed), SNAPSHOT_REQUESTS (100, over 2 threads) GET /hits all
 #     answer hits=6 (the warm-up's state, and every request starts from it), /set/leak then /get
 #     global=unset, python, node, deno, go: 20 distinct pids (a loaded template resets pids too); the exact request
 #     count, and the per request counters (vm_exits, syscalls) of those /hits within 10 % of the
@@ -64,8 +64,9 @@
 # Environment: KVMSERVER (default build/kvmserver; "native": only the native halves), GUESTS
 #   (default build/guests), PYTHON (default /usr/bin/python3: the runtime under test and the test
 #   client; never a pyenv shim), NODE (/usr/bin/node), DENO (default .cache/deno/node_modules/
-#   @deno/linux-x64-glibc/deno, from scripts/fetch-deno.sh), DENORT_BIN, PTHREAD_RUNS (20),
-#   PTHREAD_NATIVE_RUNS (5), SERVER_REQUESTS (100), IDENTITY_REQUESTS (100), SNAPSHOT_REQUESTS (200),
+#   @deno/linux-x64-glibc/deno, from scripts/fetch-deno.sh), DENORT_BIN, PTHREAD_RUNS (8),
+#   PTHREAD_OTHER_RUNS (4), PTHREAD_NATIVE_RUNS (2), SERVER_REQUESTS (50), IDENTITY_REQUESTS (50),
+#   SNAPSHOT_REQUESTS (100), SERVER_NATIVE_REQUESTS (100),
 #   PYREGR_TESTS, CASE_TIMEOUT (s per native run, 120), KVM_TIMEOUT (s per kvmserver run, 900;
 #   pyregr: 4x both), READY_TIMEOUT (s until a server is ready, 300), MAX_BOOT_TIME (kvmserver
 #   --max-boot-time, 240), WARMUP_READY_LIMIT (s from start to ready with -w 5, 120), REQ_TIMEOUT
@@ -86,12 +87,14 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 NODE=${NODE:-/usr/bin/node}
 DENO=${DENO:-$root/.cache/deno/node_modules/@deno/linux-x64-glibc/deno}
 DENORT_BIN=${DENORT_BIN:-}
-PTHREAD_RUNS=${PTHREAD_RUNS:-20}               # the gcc-dynamic build (what runtimes link like)
-SERVER_REQUESTS=${SERVER_REQUESTS:-100}         # per client thread (2) in the kvm server cases
-IDENTITY_REQUESTS=${IDENTITY_REQUESTS:-100}     # per client thread (2): 200 /identity answers
-SNAPSHOT_REQUESTS=${SNAPSHOT_REQUESTS:-200}     # /hits served from the snapshot file, in all (2 threads)
-PTHREAD_OTHER_RUNS=${PTHREAD_OTHER_RUNS:-10}   # the static glibc and musl builds
-PTHREAD_NATIVE_RUNS=${PTHREAD_NATIVE_RUNS:-5}
+# The counts below fit CI's 45 minutes (servers: ~12 minutes in the nested machine at these): raise them by hand.
+PTHREAD_RUNS=${PTHREAD_RUNS:-8}                # the gcc-dynamic build (what runtimes link like)
+SERVER_REQUESTS=${SERVER_REQUESTS:-50}          # per client thread (2) in the kvm server cases
+SERVER_NATIVE_REQUESTS=${SERVER_NATIVE_REQUESTS:-100}  # per client thread (2), natively (the control)
+IDENTITY_REQUESTS=${IDENTITY_REQUESTS:-50}      # per client thread (2): 100 /identity answers
+SNAPSHOT_REQUESTS=${SNAPSHOT_REQUESTS:-100}     # /hits served from the snapshot file, in all (2 threads)
+PTHREAD_OTHER_RUNS=${PTHREAD_OTHER_RUNS:-4}    # the static glibc and musl builds
+PTHREAD_NATIVE_RUNS=${PTHREAD_NATIVE_RUNS:-2}
 # test_threading (~40 % of the time) is left to PYREGR_TESTS by hand: CI's budget; threads are the
 # pthread group's and node_workers' subject.
 PYREGR_TESTS=${PYREGR_TESTS:-test_json test_re test_math test_struct test_hashlib test_bisect test_heapq test_string}
@@ -465,7 +468,7 @@ server_case() {
   fresh_home
   start "$c.native" env -i "${ENVS[@]}" "${SERVER_CMD[@]}"
   if wait_ready "$ready_re"; then
-    many "native:$c.requests" --port "$port" --count 250 --threads 2 --path / --expect 'hello\n'
+    many "native:$c.requests" --port "$port" --count "$SERVER_NATIVE_REQUESTS" --threads 2 --path / --expect 'hello\n'
     expect_fetch "native:$c.set" "$port" /set/leak 'set leak\n'
     expect_fetch "native:$c.shared_global" "$port" /get 'global=leak\n'
   else
