@@ -34,12 +34,18 @@ class Deadline {
     }
     return d;
   }
+  static Deadline at(const timespec& end) {
+    Deadline d(Mode::At);
+    d.end_ = end;
+    return d;
+  }
   static Deadline from_ms(int ms) {
     if (ms < 0) return infinite();
     return after(ms / 1000, int64_t(ms % 1000) * 1000000);
   }
 
   bool would_block() const { return mode_ != Mode::Zero; }
+  const timespec& end() const { return end_; }  // when timed()
   bool timed() const { return mode_ == Mode::At; }
   // Time left, never negative.
   timespec remaining() const {
@@ -92,6 +98,18 @@ inline int64_t read_timeout(Process& p, uint64_t addr, Deadline& out) {
   if (ts.sec < 0 || ts.nsec < 0 || ts.nsec >= Deadline::kNsPerSec) return -EINVAL;
   out = Deadline::after(ts.sec, ts.nsec);
   return 0;
+}
+
+// A kick (a stop, the server's pause, another process's signal) ends a wait with EINTR and the
+// Guest runs the call again from the start: the end time its first run computed holds for the runs
+// after it (as Linux's restart_block keeps it), or a stream of kicks (an ignored signal another
+// process sends every 100 ms) would keep a timed wait from ever ending.
+inline Deadline kept_across_restart(Process& p, const Deadline& fresh) {
+  ThreadContext& t = p.thread();
+  if (t.restarting && t.restart_end) return Deadline::at(*t.restart_end);
+  if (fresh.timed()) t.restart_end = fresh.end();
+  else t.restart_end.reset();
+  return fresh;
 }
 
 }  // namespace kvms::linux

@@ -421,31 +421,32 @@ KVMS_SYSCALL(epoll_ctl) {
   return 0;
 }
 
-KVMS_SYSCALL(epoll_wait) { return epoll_wait_common(p, a, Deadline::from_ms(int(a.a[3]))); }
+KVMS_SYSCALL(epoll_wait) { return epoll_wait_common(p, a, kept_across_restart(p, Deadline::from_ms(int(a.a[3])))); }
 
 KVMS_SYSCALL(epoll_pwait) {
   if (int64_t rc = set_wait_sigmask(p, a.a[4], a.a[5])) return rc;
-  return epoll_wait_common(p, a, Deadline::from_ms(int(a.a[3])));
+  return epoll_wait_common(p, a, kept_across_restart(p, Deadline::from_ms(int(a.a[3]))));
 }
 
 KVMS_SYSCALL(epoll_pwait2) {
   Deadline deadline = Deadline::infinite();
   if (int64_t rc = read_timeout(p, a.a[3], deadline)) return rc;
   if (int64_t rc = set_wait_sigmask(p, a.a[4], a.a[5])) return rc;
-  return epoll_wait_common(p, a, deadline);
+  return epoll_wait_common(p, a, kept_across_restart(p, deadline));
 }
 
 // ---- Syscalls: poll and select -----------------------------------------------------------------
 
 KVMS_SYSCALL(poll) {
   bool taken_over = false;
-  return poll_common(p, a.a[0], a.a[1], Deadline::from_ms(int(a.a[2])), taken_over);
+  return poll_common(p, a.a[0], a.a[1], kept_across_restart(p, Deadline::from_ms(int(a.a[2]))), taken_over);
 }
 
 KVMS_SYSCALL(ppoll) {
   Deadline deadline = Deadline::infinite();
   if (int64_t rc = read_timeout(p, a.a[2], deadline)) return rc;
   if (int64_t rc = set_wait_sigmask(p, a.a[3], a.a[4])) return rc;
+  deadline = kept_across_restart(p, deadline);
   bool taken_over = false;
   const int64_t rc = poll_common(p, a.a[0], a.a[1], deadline, taken_over);
   if (!taken_over) write_back_timespec(p, a.a[2], deadline);
@@ -464,6 +465,7 @@ KVMS_SYSCALL(select) {
     if (sec < 0 || nsec < 0) return -EINVAL;
     deadline = Deadline::after(sec, nsec);
   }
+  deadline = kept_across_restart(p, deadline);
   const uint64_t sets[3] = {a.a[1], a.a[2], a.a[3]};
   bool taken_over = false;
   const int64_t rc = select_common(p, a.a[0], sets, deadline, taken_over);
@@ -480,6 +482,7 @@ KVMS_SYSCALL(pselect6) {
   Deadline deadline = Deadline::infinite();
   if (int64_t rc = read_timeout(p, a.a[4], deadline)) return rc;
   if (int64_t rc = set_wait_sigmask(p, sig.ss, sig.ss_len)) return rc;
+  deadline = kept_across_restart(p, deadline);
   const uint64_t sets[3] = {a.a[1], a.a[2], a.a[3]};
   bool taken_over = false;
   const int64_t rc = select_common(p, a.a[0], sets, deadline, taken_over);

@@ -306,7 +306,8 @@ KVMS_SYSCALL(futex) {
       return futex_wake(p, addr, count, uint32_t(a.a[5]));
     case FUTEX_REQUEUE:
     case FUTEX_CMP_REQUEUE: {
-      if (int64_t(a.a[3]) < 0) return -EINVAL;
+      // Linux takes both counts as ints: nr_wake from val, nr_requeue from the low half of val2.
+      if (int32_t(val) < 0 || int32_t(a.a[3]) < 0) return -EINVAL;
       if (int64_t rc = check_futex_address(p, addr, shared)) return rc;
       if (int64_t rc = check_futex_address(p, a.a[4], shared)) return rc;
       if (cmd == FUTEX_CMP_REQUEUE) {
@@ -314,7 +315,7 @@ KVMS_SYSCALL(futex) {
         if (!word) return -EFAULT;
         if (__atomic_load_n(word, __ATOMIC_SEQ_CST) != uint32_t(a.a[5])) return -EAGAIN;
       }
-      return requeue(p, addr, a.a[4], count, a.a[3] > INT_MAX ? INT_MAX : a.a[3]);
+      return requeue(p, addr, a.a[4], count, uint32_t(a.a[3]));
     }
     case FUTEX_WAKE_OP:
       if (int64_t rc = check_futex_address(p, addr, shared)) return rc;

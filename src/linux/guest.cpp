@@ -344,6 +344,7 @@ int64_t Guest::fork(Process& p, const CloneRequest& req) {
   cp->server = nullptr;
   cp->host = raw;
   cp->exit_status.reset();
+  cp->parent_death_signal = 0;
   cp->thread().clear_child_tid = (flags & CLONE_CHILD_CLEARTID) ? child_tid : 0;
   if (flags & CLONE_CHILD_SETTID) cp->mm().write<int32_t>(child_tid, pid);
   if (flags & CLONE_PARENT_SETTID) p.mm().write<int32_t>(parent_tid, pid);
@@ -773,8 +774,10 @@ std::optional<RunResult> Guest::complete_syscall(GuestThread& t) {
   auto ctx = p.threads.find(t.tid);
   if (ctx == p.threads.end()) throw std::logic_error("guest thread without a thread context");
   p.make_current(&ctx->second);
+  ctx->second.restarting = t.pending;  // run again after a kick (kept_across_restart)
   const int64_t result = dispatch_syscall(p, args);
   Process::holds_lock = false;
+  if (auto self = p.threads.find(t.tid); self != p.threads.end()) self->second.restarting = false;
 
   // Interrupted by a kick (a stop, a kill, a deadline): the syscall starts again from the beginning
   // once the thread goes on, as Linux restarts a syscall after a signal handled in the kernel.
@@ -840,10 +843,12 @@ std::optional<RunResult> Guest::complete_syscall(GuestThread& t) {
     t.pending = true;
     // A wait's own signal mask (ppoll, epoll_pwait...) is set again when the syscall runs again:
     // paused, the thread has its own mask (what a worker or a snapshot copies).
-    if (ThreadContext& self = p.threads.at(t.tid); self.saved_sigmask) {
+    ThreadContext& self = p.threads.at(t.tid);
+    if (self.saved_sigmask) {
       self.sigmask = *self.saved_sigmask;
       self.saved_sigmask.reset();
     }
+    self.restart_end.reset();  // its timeout starts again too: the pause is not the guest's time
     paused_syscall_ = args.nr;
     if (&t != threads_.front().get()) {
       // Another thread waits on the listener (Go's netpoller, any thread's epoll loop): the main

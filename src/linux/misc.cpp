@@ -308,10 +308,17 @@ KVMS_SYSCALL(prctl) {
     }
     case PR_GET_NAME:
       return p.mm().copy_to_user(a.a[1], p.thread().comm, sizeof p.thread().comm) ? 0 : -EFAULT;
-    case PR_GET_DUMPABLE: return 1;
-    case PR_SET_DUMPABLE: return a.a[1] <= 1 ? 0 : -EINVAL;
-    case PR_SET_PDEATHSIG: return a.a[1] <= 64 ? 0 : -EINVAL;
-    case PR_GET_PDEATHSIG: return p.mm().write<int>(a.a[1], 0) ? 0 : -EFAULT;
+    case PR_GET_DUMPABLE: return p.dumpable ? 1 : 0;
+    case PR_SET_DUMPABLE:
+      if (a.a[1] > 1) return -EINVAL;
+      p.dumpable = a.a[1] == 1;
+      return 0;
+    case PR_SET_PDEATHSIG:
+      if (a.a[1] > 64) return -EINVAL;
+      p.parent_death_signal = int(a.a[1]);
+      if (p.table) p.table->set_parent_death_signal(p.pid, p.parent_death_signal);
+      return 0;
+    case PR_GET_PDEATHSIG: return p.mm().write<int>(a.a[1], p.parent_death_signal) ? 0 : -EFAULT;
     case PR_SET_NO_NEW_PRIVS: return 0;
     case PR_GET_NO_NEW_PRIVS: return 1;
     case PR_SET_VMA: return 0;  // naming anonymous memory is cosmetic

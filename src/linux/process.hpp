@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <signal.h>
+#include <time.h>
 
 #include <array>
 #include <deque>
@@ -118,6 +119,10 @@ struct ThreadContext {
   // rt_sigsuspend's caller's mask while the call has its own: the frame of the signal that ends
   // the call saves this one, so the handler's return restores it.
   std::optional<uint64_t> saved_sigmask;
+  // The end time (CLOCK_MONOTONIC) of the timed wait this thread last began, and whether the call
+  // being handled is that wait run again after a kick (kept_across_restart in deadline.hpp).
+  std::optional<timespec> restart_end;
+  bool restarting = false;
   uint64_t pending_signals = 0;  // bit sig-1, sent to this thread and not delivered yet
   // The pending instances of each signal: at most one of a standard signal, every one of a
   // real-time signal (they queue, up to --max-pending-signals per process; signal.cpp).
@@ -291,6 +296,10 @@ class Process {
   } clock;
 
   int pid = 2, ppid = 1;
+  // prctl: the signal this process gets when its parent ends (0: none; a fork's child starts
+  // without one), and whether it is "dumpable".
+  int parent_death_signal = 0;
+  bool dumpable = true;
   // The main thread's tid: the pid the program started with. A worker's request gets a new pid
   // (every request is a new process to the guest's libraries) while its threads keep the tids the
   // guest's memory already holds (glibc caches them); the first pid stays an alias of the process.

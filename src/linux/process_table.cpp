@@ -156,10 +156,13 @@ void ProcessTable::detach(int pid) {
 void ProcessTable::exited(int pid, int wait_status, uint32_t uid) {
   std::shared_ptr<KillSwitch> parent;
   int exit_signal = 0;
+  std::vector<std::pair<std::shared_ptr<KillSwitch>, int>> orphans;  // children asking for a signal
   {
     std::lock_guard lock(mutex_);
     auto it = entries_.find(pid);
     if (it == entries_.end()) return;
+    for (const auto& [child, e] : entries_)
+      if (e.ppid == pid && !e.ended && e.parent_death_signal) orphans.emplace_back(e.kill, e.parent_death_signal);
     it->second.ended = true;
     it->second.status = wait_status;
     it->second.vfork_released = true;
@@ -167,6 +170,14 @@ void ProcessTable::exited(int pid, int wait_status, uint32_t uid) {
     parent = switch_locked(it->second.ppid);
     exit_signal = it->second.exit_signal;
     changed_.notify_all();
+  }
+  for (const auto& [child, sig] : orphans) {
+    siginfo_t death{};
+    death.si_signo = sig;
+    death.si_code = SI_USER;
+    death.si_pid = pid;
+    death.si_uid = uid;
+    fire(child, death);
   }
   if (exit_signal <= 0 || exit_signal > 64) return;
   siginfo_t info{};
@@ -255,6 +266,11 @@ size_t ProcessTable::running() const {
   size_t n = 0;
   for (auto& [pid, e] : entries_) n += !e.ended;
   return n;
+}
+
+void ProcessTable::set_parent_death_signal(int pid, int sig) {
+  std::lock_guard lock(mutex_);
+  if (auto it = entries_.find(pid); it != entries_.end()) it->second.parent_death_signal = sig;
 }
 
 int ProcessTable::parent_of(int pid) {

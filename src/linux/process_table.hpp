@@ -78,6 +78,9 @@ class ProcessTable {
   // -ESRCH if there is none.
   int kill(int pid, const siginfo_t& info);
   int parent_of(int pid);
+  // PR_SET_PDEATHSIG: the signal pid gets when its parent ends (0: none). The first process's
+  // parent is outside the guest and never ends.
+  void set_parent_death_signal(int pid, int sig);
 
   // Process groups and sessions (setpgid, setsid, getpgid, getsid, kill(-pgid)). A process not in
   // the table (the first one) leads its own group and session until it changes them; a child
@@ -110,6 +113,7 @@ class ProcessTable {
     bool vfork_released = false;
     std::shared_ptr<KillSwitch> kill;
     int exit_signal = SIGCHLD;
+    int parent_death_signal = 0;
     std::shared_ptr<ProcessView> view = std::make_shared<ProcessView>();
   };
   struct Group {

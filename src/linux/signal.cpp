@@ -12,6 +12,7 @@
 #include <chrono>
 
 #include "kvm/vm.hpp"
+#include "linux/deadline.hpp"
 #include "linux/process_table.hpp"
 #include "linux/syscalls.hpp"
 
@@ -432,13 +433,12 @@ KVMS_SYSCALL(rt_sigtimedwait) {
   uint64_t set = 0;
   if (!p.mm().read(uset, set)) return -EFAULT;
   set &= ~kUnblockable;
-  auto deadline = std::chrono::steady_clock::time_point::max();
+  Deadline deadline = Deadline::infinite();
   if (utimeout) {
     timespec ts{};
     if (!p.mm().read(utimeout, ts)) return -EFAULT;
     if (ts.tv_sec < 0 || ts.tv_nsec < 0 || ts.tv_nsec >= 1000000000) return -EINVAL;
-    deadline = std::chrono::steady_clock::now() + std::chrono::seconds(std::min<int64_t>(ts.tv_sec, 1ll << 32)) +
-               std::chrono::nanoseconds(ts.tv_nsec);
+    deadline = kept_across_restart(p, Deadline::after(ts.tv_sec, ts.tv_nsec));
   }
   Process::Asleep asleep(p);
   Process::HandlerWait wait(p);
@@ -456,9 +456,11 @@ KVMS_SYSCALL(rt_sigtimedwait) {
     }
     if (t.pending_signals & ~t.sigmask) return -EINTR;  // one to deliver instead
     if (p.lock.stop || (t.vcpu && t.vcpu->run_area()->immediate_exit)) return -EINTR;
-    const auto now = std::chrono::steady_clock::now();
-    if (now >= deadline) return -EAGAIN;
-    p.lock.changed.wait_until(lk, std::min(deadline, now + std::chrono::milliseconds(100)));
+    if (deadline.expired()) return -EAGAIN;
+    auto step = std::chrono::milliseconds(100);
+    if (const timespec left = deadline.remaining(); deadline.timed() && left.tv_sec == 0)
+      step = std::min(step, std::chrono::milliseconds(left.tv_nsec / 1000000 + 1));
+    p.lock.changed.wait_for(lk, step);
   }
 }
 

@@ -77,6 +77,10 @@ chmod 0700 "$D/sub/deeper"
 printf 'secret\n' >"$OUTSIDE/secret"
 # Fixed times on everything, including the fixture root (shown as ".." by ls -la data).
 find "$T" -exec touch -h -d '2020-01-02 03:04:05' {} +
+# Owned by a third user where the test may choose (root, as in the nested machine): kvmserver shows
+# its own user's files as the guest's (uid 1000, as a user namespace maps one id), which a native
+# run would not; a third owner looks the same to both sides.
+[ "$(id -u)" = 0 ] && chown -R -h 4321:4321 "$T"
 if [ "$(wc -c <"$D/sub/deeper/bytes.bin")" != 256 ]; then
   fail fixture "bytes.bin is not 256 bytes"
 fi

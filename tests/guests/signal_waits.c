@@ -3,7 +3,7 @@
  * signalfd (reads, readiness in poll, nonblocking reads, a new mask, SIGCHLD of a child), and
  * blocked signals whose disposition is "ignore" staying pending for sigwait, signals between
  * processes reaching handlers, SIGCHLD at a child's exit, the signal masks of ppoll/pselect/
- * epoll_pwait, sigwaitinfo of a signal that has a handler. Passes natively;
+ * epoll_pwait, sigwaitinfo of a signal that has a handler, PR_SET_PDEATHSIG. Passes natively;
  * kvmserver must give the same answers. */
 #include "check.h"
 
@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/select.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
@@ -403,6 +404,59 @@ static void test_sigwait_unblocked(void) {
   /* a SIGUSR1 of the child may have reached the handler after the wait: that is fine */
 }
 
+/* PR_SET_PDEATHSIG: the signal a process gets when its parent ends; a fork's child starts without
+ * one. Here a grandchild asks for SIGUSR2 and tells us through a pipe that it came. */
+static int death_pipe = -1;
+static void on_parent_death(int sig) {
+  char c = sig == SIGUSR2 ? 'd' : '?';
+  (void)!write(death_pipe, &c, 1);
+  _exit(0);
+}
+static void test_parent_death_signal(void) {
+  int sig = -1;
+  CHECK(prctl(PR_SET_PDEATHSIG, SIGUSR1) == 0);
+  CHECK(prctl(PR_GET_PDEATHSIG, &sig) == 0 && sig == SIGUSR1);
+  CHECK(prctl(PR_SET_PDEATHSIG, 0) == 0);
+  CHECK_ERR(prctl(PR_SET_PDEATHSIG, 65), EINVAL);
+  CHECK(prctl(PR_GET_DUMPABLE) == 1);
+  CHECK(prctl(PR_SET_DUMPABLE, 0) == 0 && prctl(PR_GET_DUMPABLE) == 0);
+  CHECK(prctl(PR_SET_DUMPABLE, 1) == 0 && prctl(PR_GET_DUMPABLE) == 1);
+  int fds[2], ready[2];
+  CHECK(pipe(fds) == 0 && pipe(ready) == 0);
+  CHECK(prctl(PR_SET_PDEATHSIG, SIGUSR1) == 0);
+  pid_t child = fork();
+  CHECK(child >= 0);
+  if (child == 0) {
+    int inherited = -1;
+    if (prctl(PR_GET_PDEATHSIG, &inherited) != 0 || inherited != 0) _exit(3);
+    pid_t grandchild = fork();
+    if (grandchild < 0) _exit(4);
+    if (grandchild == 0) {
+      death_pipe = fds[1];
+      signal(SIGUSR2, on_parent_death);
+      if (prctl(PR_SET_PDEATHSIG, SIGUSR2) != 0) _exit(5);
+      (void)!write(ready[1], "r", 1);
+      for (int i = 0; i < 1000; i++) sleep_ms(10);
+      _exit(6);  /* no signal came */
+    }
+    char c;
+    if (read(ready[0], &c, 1) != 1) _exit(7);
+    _exit(0);  /* the grandchild's parent ends here */
+  }
+  CHECK(prctl(PR_SET_PDEATHSIG, 0) == 0);
+  int status;
+  while (waitpid(child, &status, 0) != child) CHECK(errno == EINTR);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  struct pollfd pfd = {fds[0], POLLIN, 0};
+  CHECK(poll(&pfd, 1, 10000) == 1);
+  char got = 0;
+  CHECK(read(fds[0], &got, 1) == 1 && got == 'd');
+  close(fds[0]);
+  close(fds[1]);
+  close(ready[0]);
+  close(ready[1]);
+}
+
 /* SA_RESETHAND resets the handler to SIG_DFL when it runs, and nothing else (SA_SIGINFO stays). */
 static void test_resethand(void) {
   struct sigaction sa = {0}, now;
@@ -426,6 +480,7 @@ int main(void) {
   test_resethand();
   test_wait_sigmask();
   test_sigwait_unblocked();
+  test_parent_death_signal();
   guest_ok("signal_waits");
   return 0;
 }

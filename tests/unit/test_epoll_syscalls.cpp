@@ -336,6 +336,27 @@ TEST_F(EpollSyscalls, PollPipes) {
   EXPECT_EQ(set[0].revents, POLLIN);
 }
 
+// A wait the Guest runs again after a kick (a stop, another process's signal) keeps the end time of
+// its first run: a stream of kicks cannot keep it from timing out (kept_across_restart).
+TEST_F(EpollSyscalls, KickedWaitKeepsItsEndTime) {
+  auto [r, w] = pipe();
+  const uint64_t fds = kBase + 0x2000;
+  pollfd set[1] = {{r, POLLIN, 0}};
+  ASSERT_TRUE(as_->copy_to_user(fds, set, sizeof set));
+  int64_t t0 = now_ms();
+  EXPECT_EQ(call(sys_poll, fds, 1, 50), 0);  // the first run; its end passes
+  EXPECT_GE(now_ms() - t0, 45);
+  p().thread().restarting = true;  // as the Guest runs it again
+  t0 = now_ms();
+  EXPECT_EQ(call(sys_poll, fds, 1, 50), 0);
+  EXPECT_LT(now_ms() - t0, 40);  // not another 50 ms
+  p().thread().restarting = false;
+  t0 = now_ms();
+  EXPECT_EQ(call(sys_poll, fds, 1, 50), 0);  // a new call, a new end
+  EXPECT_GE(now_ms() - t0, 45);
+  (void)w;
+}
+
 TEST_F(EpollSyscalls, PollErrorsAndTimeout) {
   auto [r, w] = pipe();
   const uint64_t fds = kBase + 0x2000;
