@@ -774,10 +774,12 @@ std::optional<RunResult> Guest::complete_syscall(GuestThread& t) {
   auto ctx = p.threads.find(t.tid);
   if (ctx == p.threads.end()) throw std::logic_error("guest thread without a thread context");
   p.make_current(&ctx->second);
-  ctx->second.restarting = t.pending;  // run again after a kick (kept_across_restart)
+  const bool rerun = t.pending;  // run again after a kick (kept_across_restart)
+  ctx->second.restarting = rerun;
   const int64_t result = dispatch_syscall(p, args);
   Process::holds_lock = false;
-  if (auto self = p.threads.find(t.tid); self != p.threads.end()) self->second.restarting = false;
+  if (rerun)  // looked up again: the call may have changed the thread table (execve)
+    if (auto self = p.threads.find(t.tid); self != p.threads.end()) self->second.restarting = false;
 
   // Interrupted by a kick (a stop, a kill, a deadline): the syscall starts again from the beginning
   // once the thread goes on, as Linux restarts a syscall after a signal handled in the kernel.
