@@ -316,7 +316,7 @@ int64_t Guest::fork(Process& p, const CloneRequest& req) {
     main->state = GuestThread::Running;
     child->threads_.push_back(std::move(main));
   } catch (const std::exception& e) {
-    p.log(std::string("fork failed: ") + e.what());
+    p.log_host_failure(std::string("fork failed on the host, the guest sees ENOMEM: ") + e.what());
     return -ENOMEM;
   }
   Guest* raw = child.get();
@@ -423,7 +423,7 @@ int64_t Guest::execve(Process& p, const std::string& guest_path, std::vector<std
     p.log(std::string("execve: ") + e.what());
     return e.exit_status == 127 ? -ENOENT : -ENOEXEC;
   } catch (const std::exception& e) {
-    p.log(std::string("execve: ") + e.what());
+    p.log_host_failure(std::string("execve failed on the host, the guest sees ENOMEM: ") + e.what());
     return -ENOMEM;
   }
   // Until the old image is gone, both are held: the new one is reserved now and the reservation
@@ -605,7 +605,7 @@ int64_t Guest::clone_thread(Process& p, const CloneRequest& req) {
     if (!t) return -ENOMEM;
     t->vcpu->restore(state);
   } catch (const std::exception& e) {
-    p.log(std::string("clone: cannot add a thread: ") + e.what());
+    p.log_host_failure(std::string("clone: cannot add a thread on the host: ") + e.what());
     if (t) {  // the slot is free again for the next clone
       std::lock_guard<std::mutex> lk(threads_mutex_);
       t->state = GuestThread::Done;

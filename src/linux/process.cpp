@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 
 #include "kvm/vm.hpp"
@@ -103,6 +104,11 @@ Process::BlockingSection::~BlockingSection() {
 
 void Process::log(const std::string& line) const {
   if (config_.verbose) std::fprintf(stderr, "kvmserver: %s\n", line.c_str());
+}
+
+void Process::log_host_failure(const std::string& line) const {
+  static std::atomic<bool> said{false};
+  if (config_.verbose || !said.exchange(true)) std::fprintf(stderr, "kvmserver: %s\n", line.c_str());
 }
 
 void Process::log_denied(const std::string& guest_path, const std::string& flag) const {

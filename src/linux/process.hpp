@@ -325,6 +325,9 @@ class Process {
 
   // --verbose diagnostics: one line each, and each unsupported syscall only once.
   void log(const std::string& line) const;
+  // A host resource failed under the guest (it sees an errno): said even without -v, but only the
+  // first time in this kvmserver, as a guest can make it happen in a loop.
+  void log_host_failure(const std::string& line) const;
   void log_denied(const std::string& guest_path, const std::string& flag) const;
   void log_unsupported(uint64_t nr);
 
