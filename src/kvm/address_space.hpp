@@ -160,6 +160,8 @@ class AddressSpace {
   // The frame an exception stub finds at its kernel rsp for `vector` (error code or not, then rip,
   // cs, rflags, rsp, ss), when rsp points into the exception stacks; nullopt otherwise.
   std::optional<ExceptionFrame> exception_frame(uint64_t rsp, int vector) const;
+  // The iretq frame push_iret_frame() left at rsp (rip, cs, rflags, rsp, ss; no error code).
+  std::optional<ExceptionFrame> iret_frame(uint64_t rsp) const { return exception_frame(rsp, 0); }
 
   // Makes this fresh address space (kernel area installed, no user mapping yet) hold `mappings`,
   // with page tables built for them (loading a snapshot: its page tables are never taken from the

@@ -718,6 +718,8 @@ RunResult Guest::run_thread(GuestThread& t, bool is_main, uint64_t deadline_ns, 
         end = deliver_signal(t, ResumePath::Sysret, user);
       } else if ((t.vcpu->sregs().cs.selector & 3) == 3) {  // stopped in user code
         end = deliver_signal(t, ResumePath::Direct, r);
+      } else {
+        end = deliver_signal_in_entry(t);
       }
       lk.unlock();
       if (end) {
@@ -871,6 +873,7 @@ std::optional<RunResult> Guest::complete_syscall(GuestThread& t) {
   r.rip += kSyscallOutLength;
   vcpu.regs_changed();
   if (result == -EPIPE && raises_sigpipe(args)) send_signal_to_thread(p, ctx->second, SIGPIPE, SI_USER, p.pid);
+  take_incoming_locked();  // another process's signal that came during the call: delivered on return
   if (ctx->second.pending_signals & ~ctx->second.sigmask) {
     kvm_regs user = r;
     user.rip = r.rcx;
@@ -1076,6 +1079,37 @@ std::optional<RunResult> Guest::deliver_signal(GuestThread& t, ResumePath where,
   return std::nullopt;
 }
 
+// Stopped in the entry code on its way back to user mode (a kick that landed after a syscall
+// completed, or after a sigreturn): the signal is delivered from there, as Linux delivers on return
+// to user mode. Left for the thread's next syscall only where the entry code has already started
+// work of its own (mid TLB flush) or has not reached the host yet (the syscall's own `out`).
+// Caller holds the process lock.
+std::optional<RunResult> Guest::deliver_signal_in_entry(GuestThread& t) {
+  kvm::Vcpu& vcpu = *t.vcpu;
+  const kvm_regs& r = vcpu.regs();
+  const uint64_t entry = kvm::kKernelVirt + kvm::kEntryOffset;
+  if (r.rip == entry + kvm::kEntrySyscall + kSyscallOutLength) {  // at sysretq: rcx, r11 are the user's
+    kvm_regs user = r;
+    user.rip = r.rcx;
+    user.rflags = r.r11;
+    return deliver_signal(t, ResumePath::Sysret, user);
+  }
+  const bool flush = r.rip == entry + kvm::kEntryFlushIret;
+  if (r.rip != entry + kvm::kEntryIret && !flush) return std::nullopt;
+  auto frame = mm_->iret_frame(r.rsp);
+  if (!frame || !frame->from_user()) return std::nullopt;
+  kvm_regs user = r;
+  user.rip = frame->rip;
+  user.rflags = frame->rflags;
+  user.rsp = frame->rsp;
+  auto end = deliver_signal(t, ResumePath::Iret, user);
+  if (flush && !end) {  // the mappings changed: still flush the TLB on the way out
+    vcpu.regs().rip = entry + kvm::kEntryFlushIret;
+    vcpu.regs_changed();
+  }
+  return end;
+}
+
 void Guest::resume_user_via_iret(GuestThread& t, const kvm_regs& user) {
   kvm::Vcpu& vcpu = *t.vcpu;
   const uint64_t frame[5] = {user.rip, kvm::kUserCs, user.rflags, user.rsp, kvm::kUserDs};
@@ -1111,6 +1145,17 @@ std::optional<RunResult> Guest::sigreturn(GuestThread& t) {
   }
   t.pending = false;
   resume_user_via_iret(t, user);
+  // As Linux on the way back to user mode: a signal the restored mask unblocks (one that came
+  // while the handler held it back) is delivered now, not after the interrupted code's next
+  // syscall, which may be the one that sets its disposition to SIG_DFL.
+  take_incoming_locked();
+  if (ctx.pending_signals & ~ctx.sigmask) {
+    if (auto end = deliver_signal(t, ResumePath::Iret, user)) {
+      lk.unlock();
+      end_process(*end);
+      return end;
+    }
+  }
   return std::nullopt;
 }
 

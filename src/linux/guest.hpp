@@ -160,6 +160,7 @@ class Guest : private ProcessHost {
   std::optional<RunResult> deliver_signal(GuestThread& t, ResumePath where, const kvm_regs& user,
                                           const FaultDetail& fault = {});
   bool has_deliverable_signal(GuestThread& t);
+  std::optional<RunResult> deliver_signal_in_entry(GuestThread& t);
   void resume_user_via_iret(GuestThread& t, const kvm_regs& user);
   std::optional<RunResult> sigreturn(GuestThread& t);
   // The whole process ends with r (exit_group, a fatal fault, a kill): every thread stops.

@@ -4,6 +4,7 @@
 #include "check.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -112,6 +113,49 @@ static void test_itimer_real(void) {
   CHECK(sigaction(SIGALRM, &sa, 0) == 0);
 }
 
+/* Signals landing while the process forks: the host's fork makes a new VM, and a signal kicking
+ * the forking thread must not make that fail (it did: KVM_CREATE_VM returned EINTR, fork ENOMEM). */
+static volatile sig_atomic_t usr1_count;
+static void count_usr1(int sig) {
+  (void)sig;
+  usr1_count++;
+}
+
+static void test_fork_under_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = count_usr1;
+  sa.sa_flags = SA_RESTART;
+  CHECK(sigaction(SIGUSR1, &sa, 0) == 0);
+  usr1_count = 0;
+  fflush(stdout);
+  pid_t parent = getpid();
+  pid_t signaller = fork();
+  CHECK(signaller >= 0);
+  if (signaller == 0) {
+    for (;;) {
+      if (kill(parent, SIGUSR1) != 0) _exit(1);
+      struct timespec pause_ts = {0, 200 * 1000};
+      nanosleep(&pause_ts, 0);
+    }
+  }
+  while (usr1_count == 0) sched_yield();
+  for (int i = 0; i < 24; i++) {
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) _exit(7);
+    int status;
+    CHECK(waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 7);
+  }
+  CHECK(kill(signaller, SIGKILL) == 0);
+  int status;
+  CHECK(waitpid(signaller, &status, 0) == signaller);
+  CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  CHECK(usr1_count > 0);
+  signal(SIGUSR1, SIG_DFL);
+}
+
 int main(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -194,6 +238,7 @@ int main(void) {
   CHECK(waitpid(child, &status, 0) == child);
   CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGPIPE);
   test_itimer_real();
+  test_fork_under_signals();
   guest_ok("signals");
   return 0;
 }
