@@ -79,12 +79,14 @@ row() {  # NAME close|keepalive then the command that serves on $port
     avg="$avg µs" p50="$p50 µs" p90="$p90 µs" p99="$p99 µs"
   fi
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-  local exits syscalls pages
+  local exits syscalls pages calls create
   [ -n "${BENCH_DEBUG:-}" ] && cat "$work/err" >&2
   exits=$(grep -o 'vm_exits=[0-9.]*' "$work/err" | head -1 | cut -d= -f2)
   syscalls=$(grep -o ' syscalls=[0-9.]*' "$work/err" | head -1 | cut -d= -f2)
   pages=$(grep -o 'pages_reset=[0-9.]*' "$work/err" | head -1 | cut -d= -f2)
-  echo "| $name | $how | $rps | $avg | $p50 | $p90 | $p99 | ${exits:--} | ${syscalls:--} | ${pages:--} |"
+  calls=$(grep -o 'kvm_calls=[0-9.]*' "$work/err" | head -1 | cut -d= -f2)
+  create=$(grep -o 'worker_create_kvm_calls=[0-9.]*' "$work/err" | head -1 | cut -d= -f2)
+  echo "| $name | $how | $rps | $avg | $p50 | $p90 | $p99 | ${exits:--} | ${syscalls:--} | ${pages:--} | ${calls:--} | ${create:--} |"
 }
 
 native() { exec "$SERVER" "$1"; }
@@ -92,8 +94,8 @@ kvm() { local port=${*: -1}; exec "$KVMSERVER" --stats "${@:1:$#-1}" --allow-lis
 
 echo "Machine: $(uname -r), ${WITH_KVM_MACHINE:-host} KVM ($( [ "${WITH_KVM_MACHINE:-}" = nested ] && echo 'nested QEMU TCG: timings are not performance figures' || echo 'real /dev/kvm')), $(nproc) CPUs; $REQUESTS sequential requests per row"
 echo
-echo "| name | connection | requests/s | average | p50 | p90 | p99 | VM exits/request | syscalls/request | pages reset/request |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| name | connection | requests/s | average | p50 | p90 | p99 | VM exits/request | syscalls/request | pages reset/request | KVM ioctls/request | KVM ioctls/worker created |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 row "native" close native
 row "kvmserver threads=1" close kvm -t 1
 row "kvmserver ephemeral threads=1" close kvm -t 1 -e

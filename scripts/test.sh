@@ -15,6 +15,7 @@
 # Then the runtime acceptance tests (tests/e2e/runtimes.sh, ctest label "runtimes": python3, node,
 # deno, pthreads and their servers); KVMS_RUNTIMES=0 leaves them out, a list of cases/groups picks.
 # Before them, the peer suites' CI subset (tests/compat/ci.sh; KVMS_COMPAT=0 leaves it out).
+# After the unit tests, the native host-side benchmarks in quick mode (bench/host_costs.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 fuzz_seconds=${KVMS_FUZZ_SECONDS:-45}
@@ -26,6 +27,14 @@ tools/with-kvm --setup >/dev/null || { echo "test: cannot prepare the nested KVM
 t2=$(date +%s)
 ctest --test-dir build --output-on-failure -j2 -LE 'kvm|runtimes'
 unit=$?
+# The host-side benchmarks (bench/host_costs.sh, issue 13) in quick mode: a few seconds, so that
+# they keep building and running; their figures come from a full run by hand.
+tb=$(date +%s)
+hostbench=0
+QUICK=1 bench/host_costs.sh build >/dev/null
+hostbench=$?
+[ "$hostbench" = 0 ] || echo "test: bench/host_costs.sh (quick) failed" >&2
+hostbench_time=", host benchmarks (quick) $(($(date +%s) - tb)) s"
 t3=$(date +%s)
 
 # Each fuzzing part's time, and their sum (CI's budget for them: 8 minutes).
@@ -85,5 +94,5 @@ if [ "${KVMS_RUNTIMES:-1}" != 0 ]; then
   runtimes_time=", runtimes $(($(date +%s) - t6)) s"
 fi
 [ -n "$fuzz_times" ] && fuzz_times+=" (fuzzing in all $fuzz_total s)"
-echo "test: setup+build $((t1 - t0)) s, nested machine set-up $((t2 - t1)) s, unit tests $((t3 - t2)) s, KVM suite $((t5 - t4)) s$compat_time$runtimes_time$fuzz_times"
-[ "$unit" = 0 ] && [ "$compat" = 0 ] && [ "$fuzzbuild" = 0 ] && [ "$libfuzzer" = 0 ] && [ "$snapshotfuzz" = 0 ] && [ "$kvm" = 0 ] && [ "$guestfuzz" = 0 ] && [ "$runtimes" = 0 ]
+echo "test: setup+build $((t1 - t0)) s, nested machine set-up $((t2 - t1)) s, unit tests $((tb - t2)) s$hostbench_time, KVM suite $((t5 - t4)) s$compat_time$runtimes_time$fuzz_times"
+[ "$unit" = 0 ] && [ "$hostbench" = 0 ] && [ "$compat" = 0 ] && [ "$fuzzbuild" = 0 ] && [ "$libfuzzer" = 0 ] && [ "$snapshotfuzz" = 0 ] && [ "$kvm" = 0 ] && [ "$guestfuzz" = 0 ] && [ "$runtimes" = 0 ]

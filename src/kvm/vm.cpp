@@ -87,6 +87,12 @@ int kvm_call(int fd, unsigned long request, Arg arg) {
   return rc;
 }
 
+template <class Arg>
+int counted(Vm* vm, int fd, unsigned long request, Arg arg) {  // vm: null for a vCPU without KVM (tests)
+  if (vm) vm->count_kvm_call();
+  return kvm_call(fd, request, arg);
+}
+
 uint64_t host_xcr0() {
   uint32_t lo, hi;
   __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
@@ -162,23 +168,23 @@ Kvm::Kvm() {
 
 Vm::Vm(std::shared_ptr<GuestMemory> memory, bool track_dirty) : memory_(std::move(memory)), track_dirty_(track_dirty) {
   Kvm& kvm = Kvm::instance();
-  fd_ = kvm_call(kvm.fd(), KVM_CREATE_VM, 0);
+  fd_ = counted(this, kvm.fd(), KVM_CREATE_VM, 0);
   if (fd_ < 0) fail("KVM_CREATE_VM");
   fcntl(fd_, F_SETFD, FD_CLOEXEC);
-  kvm_call(fd_, KVM_SET_TSS_ADDR, 0xfffbd000ul);  // only Intel without unrestricted guest needs it
+  counted(this, fd_, KVM_SET_TSS_ADDR, 0xfffbd000ul);  // only Intel without unrestricted guest needs it
   if (track_dirty_) {
     if (!kvm.has_dirty_ring()) throw std::runtime_error("KVM has no dirty-page ring (KVM_CAP_DIRTY_LOG_RING)");
     kvm_enable_cap cap{};
     cap.cap = KVM_CAP_DIRTY_LOG_RING;
     cap.args[0] = kvm.dirty_ring_bytes();
-    if (kvm_call(fd_, KVM_ENABLE_CAP, &cap) != 0) fail("enable KVM dirty ring");
+    if (counted(this, fd_, KVM_ENABLE_CAP, &cap) != 0) fail("enable KVM dirty ring");
   }
   const uint32_t flags = track_dirty_ ? KVM_MEM_LOG_DIRTY_PAGES : 0;
   kvm_userspace_memory_region user{0, flags, 0, memory_->user_size(), reinterpret_cast<uint64_t>(memory_->user_base())};
   kvm_userspace_memory_region kernel{1, flags, kKernelPhys, memory_->kernel_size(),
                                      reinterpret_cast<uint64_t>(memory_->kernel_base())};
-  if (kvm_call(fd_, KVM_SET_USER_MEMORY_REGION, &user) != 0) fail("KVM_SET_USER_MEMORY_REGION (user)");
-  if (kvm_call(fd_, KVM_SET_USER_MEMORY_REGION, &kernel) != 0) fail("KVM_SET_USER_MEMORY_REGION (kernel)");
+  if (counted(this, fd_, KVM_SET_USER_MEMORY_REGION, &user) != 0) fail("KVM_SET_USER_MEMORY_REGION (user)");
+  if (counted(this, fd_, KVM_SET_USER_MEMORY_REGION, &kernel) != 0) fail("KVM_SET_USER_MEMORY_REGION (kernel)");
 }
 
 Vm::~Vm() {
@@ -187,7 +193,7 @@ Vm::~Vm() {
 
 Vcpu::Vcpu(Vm& vm, int id) : vm_(&vm), id_(id) {
   if (id < 0 || id >= kMaxVcpus) throw std::runtime_error("too many vCPUs (at most " + std::to_string(kMaxVcpus) + ")");
-  fd_ = kvm_call(vm.fd(), KVM_CREATE_VCPU, id);
+  fd_ = counted(&vm, vm.fd(), KVM_CREATE_VCPU, id);
   if (fd_ < 0) fail("KVM_CREATE_VCPU");
   fcntl(fd_, F_SETFD, FD_CLOEXEC);
   Kvm& kvm = Kvm::instance();
@@ -244,7 +250,7 @@ void Vcpu::load_syscall_msrs() {
   MsrList<5> msrs;
   msrs.count = 5;
   std::memcpy(msrs.entries, entries, sizeof entries);
-  if (kvm_call(fd_, kSetMsrs, &msrs) != 5) fail("KVM_SET_MSRS");
+  if (counted(vm_, fd_, kSetMsrs, &msrs) != 5) fail("KVM_SET_MSRS");
 }
 
 void Vcpu::load_cpuid() {
@@ -260,7 +266,7 @@ void Vcpu::load_cpuid() {
       e.edx &= uint32_t(Kvm::instance().xcr0() >> 32);
     }
   }
-  if (kvm_call(fd_, kSetCpuid2, c.get()) != 0) fail("KVM_SET_CPUID2");
+  if (counted(vm_, fd_, kSetCpuid2, c.get()) != 0) fail("KVM_SET_CPUID2");
 }
 
 namespace {
@@ -382,7 +388,7 @@ void Vcpu::enter_user_mode(uint64_t cr3, uint64_t rip, uint64_t rsp) {
   require_kvm("enter_user_mode");
   Kvm& kvm = Kvm::instance();
   kvm_sregs s{};
-  if (kvm_call(fd_, KVM_GET_SREGS, &s) != 0) fail("KVM_GET_SREGS");
+  if (counted(vm_, fd_, KVM_GET_SREGS, &s) != 0) fail("KVM_GET_SREGS");
   s.cr0 = kCr0Pe | kCr0Mp | kCr0Et | kCr0Ne | kCr0Wp | kCr0Pg;
   s.cr3 = cr3;
   s.cr4 = kCr4Pae | kCr4Pge | kCr4Osfxsr | kCr4Osxmmexcpt | kCr4Osxsave | kvm.cr4_extra();
@@ -400,7 +406,7 @@ void Vcpu::enter_user_mode(uint64_t cr3, uint64_t rip, uint64_t rsp) {
   s.gdt.limit = kGdtLimit;
   s.idt.base = kKernelVirt + kIdtOffset;
   s.idt.limit = 32 * 16 - 1;
-  if (kvm_call(fd_, KVM_SET_SREGS, &s) != 0) fail("KVM_SET_SREGS");
+  if (counted(vm_, fd_, KVM_SET_SREGS, &s) != 0) fail("KVM_SET_SREGS");
   sregs_ = s;
   sregs_valid_ = true;
 
@@ -408,14 +414,14 @@ void Vcpu::enter_user_mode(uint64_t cr3, uint64_t rip, uint64_t rsp) {
   xcrs.nr_xcrs = 1;
   xcrs.xcrs[0].xcr = 0;
   xcrs.xcrs[0].value = kvm.xcr0();
-  if (kvm_call(fd_, KVM_SET_XCRS, &xcrs) != 0) fail("KVM_SET_XCRS");
+  if (counted(vm_, fd_, KVM_SET_XCRS, &xcrs) != 0) fail("KVM_SET_XCRS");
 
 
   kvm_regs r{};
   r.rip = rip;
   r.rsp = rsp;
   r.rflags = 0x202;
-  if (kvm_call(fd_, KVM_SET_REGS, &r) != 0) fail("KVM_SET_REGS");
+  if (counted(vm_, fd_, KVM_SET_REGS, &r) != 0) fail("KVM_SET_REGS");
   run_->s.regs.regs = r;
 }
 
@@ -424,7 +430,7 @@ void Vcpu::regs_changed() { run_->kvm_dirty_regs |= KVM_SYNC_X86_REGS; }
 
 kvm_sregs& Vcpu::sregs() {
   if (!sregs_valid_) {
-    if (kvm_call(fd_, KVM_GET_SREGS, &sregs_) != 0) fail("KVM_GET_SREGS");
+    if (counted(vm_, fd_, KVM_GET_SREGS, &sregs_) != 0) fail("KVM_GET_SREGS");
     sregs_valid_ = true;
   }
   return sregs_;
@@ -443,11 +449,12 @@ Exit Vcpu::run() {
   require_kvm("run");
   for (;;) {
     if (sregs_dirty_) {
-      if (kvm_call(fd_, KVM_SET_SREGS, &sregs_) != 0) fail("KVM_SET_SREGS");
+      if (counted(vm_, fd_, KVM_SET_SREGS, &sregs_) != 0) fail("KVM_SET_SREGS");
       sregs_dirty_ = false;
     }
     running_area = run_;
     thread_ = pthread_self();
+    vm_->count_kvm_call();
     int rc = ioctl(fd_, KVM_RUN, 0);
     int err = errno;
     run_->kvm_dirty_regs = 0;
@@ -456,7 +463,7 @@ Exit Vcpu::run() {
       if (err == EINTR || err == EAGAIN) {
         run_->immediate_exit = 0;
         // KVM_RUN that returns EINTR leaves the sync area stale: refresh it so callers see real registers.
-        if (kvm_call(fd_, KVM_GET_REGS, &run_->s.regs.regs) != 0) fail("KVM_GET_REGS");
+        if (counted(vm_, fd_, KVM_GET_REGS, &run_->s.regs.regs) != 0) fail("KVM_GET_REGS");
         return {Exit::Interrupted};
       }
       if (err == EFAULT) return {Exit::Bus, -1, "memory past the end of a shared file mapping"};
@@ -510,7 +517,7 @@ void Vcpu::harvest_dirty(std::vector<uint64_t>& pages) {
     __atomic_store_n(&e.flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
     any = true;
   }
-  if (any && kvm_call(vm_->fd(), KVM_RESET_DIRTY_RINGS, 0) < 0) fail("KVM_RESET_DIRTY_RINGS");
+  if (any && counted(vm_, vm_->fd(), KVM_RESET_DIRTY_RINGS, 0) < 0) fail("KVM_RESET_DIRTY_RINGS");
 }
 
 uint64_t Vcpu::guest_tsc() {
@@ -518,7 +525,7 @@ uint64_t Vcpu::guest_tsc() {
   MsrList<1> msrs;
   msrs.count = 1;
   msrs.entries[0] = {0x10, 0, 0};  // IA32_TIME_STAMP_COUNTER
-  if (kvm_call(fd_, kGetMsrs, &msrs) != 1) fail("KVM_GET_MSRS(TSC)");
+  if (counted(vm_, fd_, kGetMsrs, &msrs) != 1) fail("KVM_GET_MSRS(TSC)");
   return msrs.entries[0].data;
 }
 
@@ -526,24 +533,24 @@ void Vcpu::set_guest_tsc(uint64_t value) {
   MsrList<1> msrs;
   msrs.count = 1;
   msrs.entries[0] = {0x10, 0, value};  // IA32_TIME_STAMP_COUNTER: KVM keeps the offset to the host's
-  if (kvm_call(fd_, kSetMsrs, &msrs) != 1) fail("KVM_SET_MSRS(TSC)");
+  if (counted(vm_, fd_, kSetMsrs, &msrs) != 1) fail("KVM_SET_MSRS(TSC)");
 }
 
 uint64_t Vcpu::tsc_khz() const {
   require_kvm("tsc_khz");
-  int khz = kvm_call(fd_, KVM_GET_TSC_KHZ, 0);
+  int khz = counted(vm_, fd_, KVM_GET_TSC_KHZ, 0);
   if (khz <= 0) fail("KVM_GET_TSC_KHZ");
   return uint64_t(khz);
 }
 
 void Vcpu::get_xsave(std::array<uint32_t, 1024>& area) {
   require_kvm("get_xsave");
-  if (kvm_call(fd_, kGetXsave, area.data()) != 0) fail("KVM_GET_XSAVE");
+  if (counted(vm_, fd_, kGetXsave, area.data()) != 0) fail("KVM_GET_XSAVE");
 }
 
 void Vcpu::set_xsave(const std::array<uint32_t, 1024>& area) {
   require_kvm("set_xsave");
-  if (kvm_call(fd_, kSetXsave, area.data()) != 0) fail("KVM_SET_XSAVE");
+  if (counted(vm_, fd_, kSetXsave, area.data()) != 0) fail("KVM_SET_XSAVE");
 }
 
 VcpuState Vcpu::save() {
@@ -551,8 +558,8 @@ VcpuState Vcpu::save() {
   VcpuState st;
   st.regs = run_->s.regs.regs;
   st.sregs = sregs();
-  if (kvm_call(fd_, kGetXsave, st.xsave.data()) != 0) fail("KVM_GET_XSAVE");
-  if (kvm_call(fd_, KVM_GET_XCRS, &st.xcrs) != 0) fail("KVM_GET_XCRS");
+  if (counted(vm_, fd_, kGetXsave, st.xsave.data()) != 0) fail("KVM_GET_XSAVE");
+  if (counted(vm_, fd_, KVM_GET_XCRS, &st.xcrs) != 0) fail("KVM_GET_XCRS");
   st.fs_base = st.sregs.fs.base;
   st.gs_base = st.sregs.gs.base;
   return st;
@@ -567,8 +574,8 @@ void Vcpu::restore(const VcpuState& st) {
   sregs_.tr.selector = tss_selector(id_);
   sregs_valid_ = true;
   sregs_dirty_ = true;
-  if (kvm_call(fd_, kSetXsave, st.xsave.data()) != 0) fail("KVM_SET_XSAVE");
-  if (kvm_call(fd_, KVM_SET_XCRS, &st.xcrs) != 0) fail("KVM_SET_XCRS");
+  if (counted(vm_, fd_, kSetXsave, st.xsave.data()) != 0) fail("KVM_SET_XSAVE");
+  if (counted(vm_, fd_, KVM_SET_XCRS, &st.xcrs) != 0) fail("KVM_SET_XCRS");
 }
 
 void Vcpu::bind_to_this_thread() {

@@ -4,6 +4,7 @@
 // Each worker is its own Vm (one VM per host thread, so workers never contend in KVM). The vCPU
 // state that a fork or a reset must carry is VcpuState: registers, segment state, the whole XSAVE
 // area, XCR0 and the MSRs the guest can change.
+#include <atomic>
 #include <linux/kvm.h>
 
 #include <array>
@@ -78,9 +79,14 @@ class Vm {
   // (times far in the future or negative; Rust's clock_gettime unwrap panics on tv_nsec < 0).
   void set_tsc_offset(int64_t offset) { tsc_offset_ = offset; }
   std::optional<int64_t> tsc_offset() const { return tsc_offset_; }
+  // KVM ioctls made on this VM and its vCPUs so far (KVM_RUN included): a counter that means the
+  // same on every machine, for the per-request costs (bench/).
+  uint64_t kvm_calls() const { return calls_.load(std::memory_order_relaxed); }
+  void count_kvm_call() { calls_.fetch_add(1, std::memory_order_relaxed); }
 
  private:
   int fd_ = -1;
+  std::atomic<uint64_t> calls_{0};
   std::shared_ptr<GuestMemory> memory_;
   bool track_dirty_;
   std::optional<int64_t> tsc_offset_;

@@ -96,6 +96,8 @@ class Guest : private ProcessHost {
   bool has_process() const { return process_ != nullptr; }
   kvm::Vcpu& vcpu() { return *threads_.front()->vcpu; }  // the main thread's
   const ExitCounters& exits() const { return exits_; }
+  // KVM ioctls on this guest's VM and vCPUs so far (KVM_RUN included).
+  uint64_t kvm_calls() const { return vm_ ? vm_->kvm_calls() : 0; }
   kvm::GuestMemory& memory() { return *memory_; }
   // The resolved host path of the program.
   const std::string& program_path() const { return program_path_; }

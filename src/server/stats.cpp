@@ -21,6 +21,7 @@ void ServerStats::add_request(const RequestCost& c) {
   pages_reset_.fetch_add(c.pages_reset);
   full_resets_.fetch_add(c.full_reset ? 1 : 0);
   reset_ns_.fetch_add(c.reset_ns);
+  kvm_calls_.fetch_add(c.kvm_calls);
 }
 
 std::string ServerStats::text() const {
@@ -31,11 +32,12 @@ std::string ServerStats::text() const {
                      faults_.load(), timeouts_.load());
   out += fmt::format(
       "kvmserver: stats: per request: vm_exits={:.1f} (syscall={:.1f} exception={:.2f} interrupted={:.2f} other={:.2f}) "
-      "syscalls={:.1f} pages_reset={:.1f} bytes_copied={:.0f}\n",
+      "syscalls={:.1f} pages_reset={:.1f} bytes_copied={:.0f} kvm_calls={:.1f}\n",
       per(exits, n), per(exits_syscall_, n), per(exits_exception_, n), per(exits_interrupted_, n), per(exits_other_, n),
-      per(syscalls_, n), per(pages_reset_, n), per(pages_reset_ * kPageSize, n));
-  out += fmt::format("kvmserver: stats: workers={} avg_worker_create_us={:.1f} avg_reset_us={:.1f}\n", workers_.load(),
-                     per(create_ns_, workers_) / 1000.0, per(reset_ns_, n) / 1000.0);
+      per(syscalls_, n), per(pages_reset_, n), per(pages_reset_ * kPageSize, n), per(kvm_calls_, n));
+  out += fmt::format("kvmserver: stats: workers={} avg_worker_create_us={:.1f} worker_create_kvm_calls={:.1f} avg_reset_us={:.1f}\n",
+                     workers_.load(), per(create_ns_, workers_) / 1000.0, per(create_kvm_calls_, workers_),
+                     per(reset_ns_, n) / 1000.0);
   if (has_front)
     out += fmt::format("kvmserver: stats: front: client_connections={} client_requests={} rejected={} bad_gateway={} upgrades={}\n",
                        front.connections.load(), front.requests.load(), front.rejected.load(), front.bad_gateway.load(),
@@ -58,6 +60,7 @@ std::string ServerStats::prometheus() const {
   counter("pages_reset_total", "Guest pages restored from the template by resets.", pages_reset_);
   counter("bytes_copied_total", "Bytes copied back from the template by resets.", pages_reset_ * kPageSize);
   counter("full_resets_total", "Resets that dropped every private page.", full_resets_);
+  counter("kvm_calls_total", "KVM ioctls (KVM_RUN included) of the workers while serving and resetting.", kvm_calls_);
   counter("request_faults_total", "Requests that ended in a guest fault or exit.", faults_);
   counter("request_timeouts_total", "Requests stopped by --max-request-time.", timeouts_);
   counter("reset_seconds_total_ns", "Nanoseconds spent resetting workers.", reset_ns_);

@@ -15,12 +15,17 @@ struct RequestCost {
   uint64_t pages_reset = 0;
   bool full_reset = false;
   uint64_t reset_ns = 0;
+  uint64_t kvm_calls = 0;  // KVM ioctls, KVM_RUN included, from the end of the last reset to the end of this one
 };
 
 class ServerStats {
  public:
   void add_request(const RequestCost& cost);
-  void add_worker_created(uint64_t ns) { workers_.fetch_add(1); create_ns_.fetch_add(ns); }
+  void add_worker_created(uint64_t ns, uint64_t kvm_calls) {
+    workers_.fetch_add(1);
+    create_ns_.fetch_add(ns);
+    create_kvm_calls_.fetch_add(kvm_calls);
+  }
   void add_fault() { faults_.fetch_add(1); }
   void add_timeout() { timeouts_.fetch_add(1); }
   void add_worker_failed() { workers_failed_.fetch_add(1); }
@@ -41,7 +46,8 @@ class ServerStats {
  private:
   std::atomic<uint64_t> requests_{0}, exits_syscall_{0}, exits_exception_{0}, exits_interrupted_{0}, exits_other_{0};
   std::atomic<uint64_t> syscalls_{0}, pages_reset_{0}, full_resets_{0}, reset_ns_{0};
-  std::atomic<uint64_t> workers_{0}, workers_failed_{0}, create_ns_{0}, faults_{0}, timeouts_{0};
+  std::atomic<uint64_t> workers_{0}, workers_failed_{0}, create_ns_{0}, create_kvm_calls_{0}, faults_{0}, timeouts_{0};
+  std::atomic<uint64_t> kvm_calls_{0};
 };
 
 }  // namespace kvms::server

@@ -159,7 +159,8 @@ void Worker::main() {
     if (config_.request_mode) make_private_listeners();
     guest_ = tmpl_.guest->fork_paused(tmpl_.threads);
     reset(false);
-    stats_.add_worker_created(monotonic_ns() - t0);
+    kvm_calls_mark_ = guest_->kvm_calls();
+    stats_.add_worker_created(monotonic_ns() - t0, kvm_calls_mark_);
     created = true;
     if (config_.on_ready) config_.on_ready(id_);
     serve();
@@ -283,6 +284,8 @@ void Worker::end_request(bool full_reset) {
     cost.full_reset = last_reset_full_;
   }
   exits_at_start_ = guest_->exits();
+  cost.kvm_calls = guest_->kvm_calls() - kvm_calls_mark_;
+  kvm_calls_mark_ = guest_->kvm_calls();
   if (counted) stats_.add_request(cost);
   {
     // An abort meant for this request is spent (the reset has happened: the front's release can

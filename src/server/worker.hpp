@@ -117,6 +117,7 @@ class Worker : private linux::ServerHooks {
   uint64_t request_deadline_ns_ = 0;
   linux::ExitCounters exits_at_start_;
   uint64_t syscalls_at_start_ = 0;
+  uint64_t kvm_calls_mark_ = 0;  // the guest's KVM calls at the end of the last reset
   uint64_t last_reset_pages_ = 0;
   bool last_reset_full_ = false;
 };

@@ -346,6 +346,17 @@ stats_case() {
   else
     fail stats.pages_reset_small "pages_reset per request is '${pr:-?}', want < 64"
   fi
+  # Every VM exit is one KVM_RUN; a reset adds a few calls (dirty-ring reset, vCPU state): the KVM
+  # calls per request lie between the exits and the exits plus a small constant.
+  local kc ex
+  kc=$(stat_field kvm_calls "$SLOG.err")
+  ex=$(stat_field vm_exits "$SLOG.err")
+  info "  stats: kvm_calls per request ${kc:-?}, vm_exits ${ex:-?}"
+  if [ -n "$kc" ] && [ -n "$ex" ] && awk -v k="$kc" -v e="$ex" 'BEGIN { exit !(k >= e && k < e + 32) }'; then
+    pass stats.kvm_calls
+  else
+    fail stats.kvm_calls "kvm_calls per request '${kc:-?}' with vm_exits '${ex:-?}': want vm_exits <= kvm_calls < vm_exits + 32"
+  fi
 
   # Calibration: /touch/N writes one byte in each of N template pages; a reset should restore
   # about N pages more than for /touch/0.
