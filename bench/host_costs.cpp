@@ -142,48 +142,35 @@ void BM_syscall_read_file(benchmark::State& state) {
   }
 }
 
-void BM_syscall_read_pipe(benchmark::State& state) {
+// 64-byte reads from (or writes to) a host pipe in the guest's fd table; every 512 calls the host's
+// end refills (or drains) it, outside the timing.
+void BM_syscall_pipe(benchmark::State& state, bool reading) {
   GrantedDir dir;
   GuestProcess g(dir.path);
   int fds[2];
   check(pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0, state, "pipe2");
-  const int rfd = g.install(fds[0], OpenFile::Kind::Pipe, "pipe:[r]", O_RDONLY | O_NONBLOCK);
+  const int guest_end = reading ? 0 : 1, host_end = fds[1 - guest_end];
+  const int gfd = g.install(fds[guest_end], OpenFile::Kind::Pipe, reading ? "pipe:[r]" : "pipe:[w]",
+                            (reading ? O_RDONLY : O_WRONLY) | O_NONBLOCK);
   char buf[64 * 512];
   std::memset(buf, 'x', sizeof buf);
-  uint64_t left = 0;
+  int calls = 512;
   for (auto _ : state) {
-    if (left == 0) {  // refill 512 reads' worth outside the timing
+    if (calls == 512) {
       state.PauseTiming();
-      if (::write(fds[1], buf, sizeof buf) != ssize_t(sizeof buf)) state.SkipWithError("refill");
-      left = 512;
-      state.ResumeTiming();
-    }
-    benchmark::DoNotOptimize(g.call(SYS_read, rfd, kScratch + 4096, 64));
-    --left;
-  }
-  ::close(fds[1]);
-}
-
-void BM_syscall_write_pipe(benchmark::State& state) {
-  GrantedDir dir;
-  GuestProcess g(dir.path);
-  int fds[2];
-  check(pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0, state, "pipe2");
-  const int wfd = g.install(fds[1], OpenFile::Kind::Pipe, "pipe:[w]", O_WRONLY | O_NONBLOCK);
-  char buf[64 * 512];
-  uint64_t written = 0;
-  for (auto _ : state) {
-    if (written == 512) {  // drain outside the timing
-      state.PauseTiming();
-      while (::read(fds[0], buf, sizeof buf) > 0) {
+      if (!reading) {
+        while (::read(host_end, buf, sizeof buf) > 0) {
+        }
+      } else if (::write(host_end, buf, sizeof buf) != ssize_t(sizeof buf)) {
+        state.SkipWithError("refill");
       }
-      written = 0;
+      calls = 0;
       state.ResumeTiming();
     }
-    benchmark::DoNotOptimize(g.call(SYS_write, wfd, kScratch + 4096, 64));
-    ++written;
+    benchmark::DoNotOptimize(g.call(reading ? SYS_read : SYS_write, gfd, kScratch + 4096, 64));
+    ++calls;
   }
-  ::close(fds[0]);
+  ::close(host_end);
 }
 
 void BM_syscall_epoll_wait_ready(benchmark::State& state) {
@@ -261,8 +248,8 @@ void BM_host_null_syscall(benchmark::State& state) {
 
 BENCHMARK(BM_host_null_syscall);
 BENCHMARK(BM_syscall_read_file)->Name("BM_syscall/read_file_64B");
-BENCHMARK(BM_syscall_read_pipe)->Name("BM_syscall/read_pipe_64B");
-BENCHMARK(BM_syscall_write_pipe)->Name("BM_syscall/write_pipe_64B");
+BENCHMARK_CAPTURE(BM_syscall_pipe, read, true)->Name("BM_syscall/read_pipe_64B");
+BENCHMARK_CAPTURE(BM_syscall_pipe, write, false)->Name("BM_syscall/write_pipe_64B");
 BENCHMARK(BM_syscall_epoll_wait_ready)->Name("BM_syscall/epoll_wait_ready");
 BENCHMARK(BM_syscall_accept4_close)->Name("BM_syscall/accept4_close");
 BENCHMARK(BM_syscall_clock_gettime)->Name("BM_syscall/clock_gettime");
@@ -296,26 +283,18 @@ struct TemplateAndWorker {
   }
 };
 
-void BM_reset_copy_back(benchmark::State& state) {
+// A reset after the guest dirtied N pages: each page copied back (Worker::reset's fast path), or
+// with `full` every private page dropped at once (the next request faults its pages in again).
+void BM_reset(benchmark::State& state, bool full) {
   const uint64_t n = uint64_t(state.range(0));
   TemplateAndWorker t(std::max<uint64_t>(n, 16) * kvm::kPageSize);
   for (auto _ : state) {
     t.dirty(n);
     const auto t0 = std::chrono::steady_clock::now();
-    for (uint64_t i = 0; i < n; ++i) t.memory->restore_page(t.gpas[i]);
-    state.SetIterationTime(seconds_since(t0));
-  }
-  state.counters["pages"] = double(n);
-  state.counters["bytes_copied"] = double(n * kvm::kPageSize);
-}
-
-void BM_reset_full(benchmark::State& state) {
-  const uint64_t n = uint64_t(state.range(0));
-  TemplateAndWorker t(std::max<uint64_t>(n, 16) * kvm::kPageSize);
-  for (auto _ : state) {
-    t.dirty(n);
-    const auto t0 = std::chrono::steady_clock::now();
-    t.memory->discard_private();
+    if (full)
+      t.memory->discard_private();
+    else
+      for (uint64_t i = 0; i < n; ++i) t.memory->restore_page(t.gpas[i]);
     state.SetIterationTime(seconds_since(t0));
   }
   state.counters["pages"] = double(n);
@@ -395,8 +374,8 @@ void BM_worker_create(benchmark::State& state) {
   state.counters["resident_MiB"] = double(state.range(0));
 }
 
-BENCHMARK(BM_reset_copy_back)->Arg(1)->Arg(16)->Arg(256)->Arg(4096)->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_reset_full)->Arg(1)->Arg(16)->Arg(256)->Arg(4096)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_reset, copy_back, false)->Name("BM_reset_copy_back")->Arg(1)->Arg(16)->Arg(256)->Arg(4096)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_reset, full, true)->Name("BM_reset_full")->Arg(1)->Arg(16)->Arg(256)->Arg(4096)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_reset_address_space)->Arg(16)->Arg(165)->Arg(1024)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_reset_fds)->Arg(4)->Arg(64)->Arg(1024)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_worker_create)->Arg(16)->Arg(64)->Arg(256)->Arg(1024)->Unit(benchmark::kMicrosecond);

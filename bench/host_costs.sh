@@ -8,6 +8,8 @@
 #   bench/host_costs.sh [BUILD_DIR]        QUICK=1: a few seconds (CI: so the benchmarks cannot rot)
 #                                          KVM_COUNTS=1: also count KVM ioctls (bench/server.sh in
 #                                          tools/with-kvm, ~3 min)
+#                                          CHART=FILE.png: reset time vs dirty pages and worker
+#                                          creation vs template size, drawn with gnuplot (gnuplot-nox)
 set -u
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -15,7 +17,8 @@ bin=$build/bench/host_costs_bench
 PY=/usr/bin/python3
 [ -x "$bin" ] || { echo "host_costs.sh: no $bin (cmake needs libbenchmark-dev)" >&2; exit 1; }
 json=$(mktemp)
-trap 'rm -f "$json"' EXIT
+data=$(mktemp -d)
+trap 'rm -rf "$json" "$data"' EXIT
 
 args=(--benchmark_format=json "--benchmark_out=$json" --benchmark_out_format=json)
 if [ "${QUICK:-0}" = 1 ]; then
@@ -24,7 +27,7 @@ if [ "${QUICK:-0}" = 1 ]; then
 fi
 "$bin" "${args[@]}" >/dev/null || { echo "host_costs.sh: $bin failed" >&2; exit 1; }
 
-BUILD_DIR=$build $PY - "$json" <<'PYEOF'
+CHART_DATA=$data BUILD_DIR=$build $PY - "$json" <<'PYEOF'
 import json, sys, platform, os
 data = json.load(open(sys.argv[1]))
 ctx = data["context"]
@@ -83,6 +86,12 @@ full = series("BM_reset_full", "reset: drop all private pages (full)", "N")
 series("BM_reset_address_space", "reset: address space from a template of M mappings", "M")
 series("BM_reset_fds", "reset: fd table and epoll rebuilt for N fds", "N")
 create = series("BM_worker_create", "worker creation (memory, address space, Process; no KVM) from a template of MiB resident", "MiB")
+with open(os.path.join(os.environ["CHART_DATA"], "reset.dat"), "w") as f:
+    for n in sorted(copy):
+        f.write(f"{n} {copy[n]/1000:.3f} {full.get(n, float('nan'))/1000:.3f}\n")
+with open(os.path.join(os.environ["CHART_DATA"], "create.dat"), "w") as f:
+    for mib in sorted(create):
+        f.write(f"{mib} {create[mib]/1000:.3f}\n")
 print("Goals (issue 13):")
 if 256 in copy:
     per = copy[256] / 256
@@ -95,6 +104,31 @@ for e in errors:
 sys.exit(1 if errors else 0)
 PYEOF
 status=$?
+
+if [ -n "${CHART:-}" ]; then
+  if command -v gnuplot >/dev/null; then
+    gnuplot <<GPEOF && echo "chart: $CHART"
+set terminal pngcairo size 1200,500 font ",10"
+set output "$CHART"
+set multiplot layout 1,2 title "kvmserver host-side costs, natively on $(hostname) ($(uname -r))"
+set logscale xy
+set xlabel "dirty pages"
+set ylabel "host time per reset (µs)"
+set key top left
+set grid
+plot "$data/reset.dat" using 1:2 with linespoints title "copy back dirty pages", \
+     "$data/reset.dat" using 1:3 with linespoints title "drop all private pages"
+unset logscale y
+set xlabel "template resident (MiB)"
+set ylabel "host time per worker (µs), KVM ioctls excluded"
+set yrange [0:*]
+plot "$data/create.dat" using 1:2 with linespoints title "worker creation"
+unset multiplot
+GPEOF
+  else
+    echo "host_costs.sh: CHART needs gnuplot (apt-get install gnuplot-nox)" >&2
+  fi
+fi
 
 if [ "${KVM_COUNTS:-0}" = 1 ]; then
   # The KVM side of the same operations, counted (not timed) in the nested machine: a C epoll

@@ -309,23 +309,28 @@ bool host_nonblocking(const OpenFile& f) {
 
 // ---- fdinfo ------------------------------------------------------------------------------------
 
-// The value after "key:" in /proc/self/fdinfo/<fd>, or nullopt.
-std::optional<std::string> fdinfo_field(int host_fd, const char* key) {
+FdInfo::FdInfo(int host_fd) {
   const std::string path = "/proc/self/fdinfo/" + std::to_string(host_fd);
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
-  std::string text;
-  char buf[1024];
-  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) text.append(buf, size_t(n));
+  if (fd < 0) return;
+  char buf[4096];
+  // A seq_file read returns all it has up to the buffer's size: a short read is the end.
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) {
+    text_.append(buf, size_t(n));
+    if (size_t(n) < sizeof buf) break;
+  }
   ::close(fd);
+}
+
+std::optional<std::string> FdInfo::field(const char* key) const {
   const std::string needle = std::string(key) + ":";
-  for (size_t pos = 0; pos < text.size();) {
-    size_t eol = text.find('\n', pos);
-    if (eol == std::string::npos) eol = text.size();
-    if (text.compare(pos, needle.size(), needle) == 0) {
+  for (size_t pos = 0; pos < text_.size();) {
+    size_t eol = text_.find('\n', pos);
+    if (eol == std::string::npos) eol = text_.size();
+    if (text_.compare(pos, needle.size(), needle) == 0) {
       size_t v = pos + needle.size();
-      while (v < eol && (text[v] == ' ' || text[v] == '\t')) ++v;
-      return text.substr(v, eol - v);
+      while (v < eol && (text_[v] == ' ' || text_[v] == '\t')) ++v;
+      return text_.substr(v, eol - v);
     }
     pos = eol + 1;
   }
@@ -571,10 +576,11 @@ std::shared_ptr<OpenFile> clone_epoll(Process& p, const OpenFile& epoll) {
 }
 
 std::shared_ptr<OpenFile> clone_eventfd(const OpenFile& eventfd) {
+  const FdInfo info(eventfd.host_fd);
   uint64_t count = 0;
-  if (auto v = fdinfo_field(eventfd.host_fd, "eventfd-count")) count = std::strtoull(v->c_str(), nullptr, 16);
+  if (auto v = info.field("eventfd-count")) count = std::strtoull(v->c_str(), nullptr, 16);
   bool semaphore = false;
-  if (auto v = fdinfo_field(eventfd.host_fd, "eventfd-semaphore")) semaphore = std::atoi(v->c_str()) != 0;
+  if (auto v = info.field("eventfd-semaphore")) semaphore = std::atoi(v->c_str()) != 0;
   const bool nonblock = host_nonblocking(eventfd);
   const int h = ::eventfd(0, EFD_CLOEXEC | (nonblock ? EFD_NONBLOCK : 0) | (semaphore ? EFD_SEMAPHORE : 0));
   if (h < 0) return nullptr;
@@ -585,10 +591,11 @@ std::shared_ptr<OpenFile> clone_eventfd(const OpenFile& eventfd) {
 }
 
 std::shared_ptr<OpenFile> clone_timerfd(const OpenFile& timerfd) {
+  const FdInfo info(timerfd.host_fd);
   int clock = CLOCK_MONOTONIC;
-  if (auto v = fdinfo_field(timerfd.host_fd, "clockid")) clock = std::atoi(v->c_str());
+  if (auto v = info.field("clockid")) clock = std::atoi(v->c_str());
   uint64_t ticks = 0;
-  if (auto v = fdinfo_field(timerfd.host_fd, "ticks")) ticks = std::strtoull(v->c_str(), nullptr, 10);
+  if (auto v = info.field("ticks")) ticks = std::strtoull(v->c_str(), nullptr, 10);
   itimerspec cur{};
   if (::timerfd_gettime(timerfd.host_fd, &cur) < 0) return nullptr;
   const bool nonblock = host_nonblocking(timerfd);

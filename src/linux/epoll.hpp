@@ -20,8 +20,17 @@ namespace kvms::linux {
 // other fd: hiding them is the caller's business.
 std::shared_ptr<OpenFile> clone_epoll(Process& p, const OpenFile& epoll);
 
-// The value after "key:" in /proc/self/fdinfo/<host_fd>, or nullopt (eventfd-count, clockid, ticks...).
-std::optional<std::string> fdinfo_field(int host_fd, const char* key);
+// /proc/self/fdinfo/<host_fd>, read once: every reset clones the template's eventfds and timerfds
+// by what it says, so one open and read serves all the fields asked.
+class FdInfo {
+ public:
+  explicit FdInfo(int host_fd);
+  // The value after "key:", or nullopt (eventfd-count, clockid, ticks...).
+  std::optional<std::string> field(const char* key) const;
+
+ private:
+  std::string text_;
+};
 
 // A new eventfd with the same counter (read without consuming it, from /proc/self/fdinfo), the same
 // EFD_SEMAPHORE mode and the same O_NONBLOCK.

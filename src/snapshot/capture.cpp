@@ -92,15 +92,17 @@ FileRecord describe_file(const OpenFile& f, int fd) {
     }
     case OpenFile::Kind::EventFd: {
       r.kind = FileRecord::Kind::EventFd;
-      if (auto v = linux::fdinfo_field(f.host_fd, "eventfd-count")) r.count = std::strtoull(v->c_str(), nullptr, 16);
-      if (auto v = linux::fdinfo_field(f.host_fd, "eventfd-semaphore")) r.semaphore = std::atoi(v->c_str()) != 0;
+      const linux::FdInfo info(f.host_fd);
+      if (auto v = info.field("eventfd-count")) r.count = std::strtoull(v->c_str(), nullptr, 16);
+      if (auto v = info.field("eventfd-semaphore")) r.semaphore = std::atoi(v->c_str()) != 0;
       return r;
     }
     case OpenFile::Kind::TimerFd: {
       r.kind = FileRecord::Kind::TimerFd;
       r.clock = CLOCK_MONOTONIC;
-      if (auto v = linux::fdinfo_field(f.host_fd, "clockid")) r.clock = std::atoi(v->c_str());
-      if (auto v = linux::fdinfo_field(f.host_fd, "ticks")) r.count = std::strtoull(v->c_str(), nullptr, 10);
+      const linux::FdInfo info(f.host_fd);
+      if (auto v = info.field("clockid")) r.clock = std::atoi(v->c_str());
+      if (auto v = info.field("ticks")) r.count = std::strtoull(v->c_str(), nullptr, 10);
       itimerspec cur{};
       if (timerfd_gettime(f.host_fd, &cur) != 0) cannot(which + ": " + strerror(errno));
       r.interval_ns = timespec_ns(cur.it_interval);
