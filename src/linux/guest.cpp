@@ -47,6 +47,14 @@ constexpr uint64_t kVdsoRoom = 1ull << 20;     // kept free below the stack for 
 constexpr uint64_t kHwcap2Fsgsbase = 1 << 1;
 constexpr uint64_t kSyscallOutLength = 2;  // `out imm8, al` in entry.asm
 
+// The user context of a thread in the syscall entry code: sysretq resumes at rcx with rflags from r11.
+kvm_regs user_at_sysret(const kvm_regs& r) {
+  kvm_regs user = r;
+  user.rip = r.rcx;
+  user.rflags = r.r11;
+  return user;
+}
+
 uint64_t monotonic_now() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -704,9 +712,7 @@ RunResult Guest::run_thread(GuestThread& t, bool is_main, uint64_t deadline_ns, 
       kvm_regs& r = t.vcpu->regs();
       std::optional<RunResult> end;
       if (t.pending) {  // a syscall the signal interrupted: it restarts after the handler, or fails
-        kvm_regs user = r;
-        user.rip = r.rcx;
-        user.rflags = r.r11;
+        kvm_regs user = user_at_sysret(r);
         const int sig = __builtin_ctzll(process_->threads.at(t.tid).pending_signals & ~process_->threads.at(t.tid).sigmask) + 1;
         if ((process_->sigactions[sig].flags & SA_RESTART) && restarts_after_handler(r)) {
           user.rip -= 2;  // the syscall instruction, with rax still the syscall number
@@ -875,10 +881,7 @@ std::optional<RunResult> Guest::complete_syscall(GuestThread& t) {
   if (result == -EPIPE && raises_sigpipe(args)) send_signal_to_thread(p, ctx->second, SIGPIPE, SI_USER, p.pid);
   take_incoming_locked();  // another process's signal that came during the call: delivered on return
   if (ctx->second.pending_signals & ~ctx->second.sigmask) {
-    kvm_regs user = r;
-    user.rip = r.rcx;
-    user.rflags = r.r11;
-    auto end = deliver_signal(t, ResumePath::Sysret, user);
+    auto end = deliver_signal(t, ResumePath::Sysret, user_at_sysret(r));
     if (end) {
       lk.unlock();
       end_process(*end);
@@ -1089,10 +1092,7 @@ std::optional<RunResult> Guest::deliver_signal_in_entry(GuestThread& t) {
   const kvm_regs& r = vcpu.regs();
   const uint64_t entry = kvm::kKernelVirt + kvm::kEntryOffset;
   if (r.rip == entry + kvm::kEntrySyscall + kSyscallOutLength) {  // at sysretq: rcx, r11 are the user's
-    kvm_regs user = r;
-    user.rip = r.rcx;
-    user.rflags = r.r11;
-    return deliver_signal(t, ResumePath::Sysret, user);
+    return deliver_signal(t, ResumePath::Sysret, user_at_sysret(r));
   }
   const bool flush = r.rip == entry + kvm::kEntryFlushIret;
   if (r.rip != entry + kvm::kEntryIret && !flush) return std::nullopt;
