@@ -593,17 +593,22 @@ static uint64_t itimerspec_arg(void) {
   return (uint64_t)t;
 }
 
+enum { WATCHDOG_SIG = 42 }; /* SIGRTMIN+8 with glibc */
+
+/* A signal set for a call to install as the mask (rt_sigprocmask, rt_sigsuspend, ppoll, pselect6,
+ * epoll_pwait): never one that blocks the watchdog's signal, which would leave rt_sigsuspend or pause
+ * waiting for ever (natively too), so it is cleared from the set, and an unreadable pointer stands
+ * for "any pointer" (fuzzed memory could hold any set). */
 static uint64_t sigset_arg(void) {
   if (percent(20)) return 0;
-  if (percent(10)) return any_pointer(PTR_SMALL);
+  if (percent(10)) return percent(50) ? (uint64_t)(none + below(NONE_SIZE)) : bad_addr();
   uint64_t* s = build_alloc(8);
-  *s = flags();
+  *s = flags() & ~(1ull << (WATCHDOG_SIG - 1));
   return (uint64_t)s;
 }
 
 /* ---- signals ---- */
 
-enum { WATCHDOG_SIG = 42 }; /* SIGRTMIN+8 with glibc */
 
 static volatile uint64_t delivered_mask;
 static volatile uint64_t signals_seen;
@@ -1530,7 +1535,9 @@ static const struct call* find_call(int nr) {
   return NULL;
 }
 
-static int tracing; /* SYSCALL_FUZZ_TRACE=1: a line per call and its result (a debugging aid) */
+/* SYSCALL_FUZZ_TRACE=1: a line per call and its result; 2: also a line before each generic call
+ * (what a hang is stuck in). A debugging aid. */
+static int tracing;
 
 static int spawns(int nr) { return nr == SYS_fork || nr == SYS_vfork || nr == SYS_clone || nr == SYS_clone3; }
 
@@ -1578,6 +1585,13 @@ static void one_call(void) {
     if (nr == SYS_exit || nr == SYS_exit_group || nr == SYS_rt_sigreturn) {
       ret = -ENOSYS;
     } else {
+      if (tracing > 1) {
+        char line[256];
+        snprintf(line, sizeof line, "syscall_fuzz: call %llu starts: %d(%#llx, %#llx, %#llx, %#llx, %#llx, %#llx)\n",
+                 (unsigned long long)calls_made + 1, nr, (unsigned long long)a[0], (unsigned long long)a[1],
+                 (unsigned long long)a[2], (unsigned long long)a[3], (unsigned long long)a[4], (unsigned long long)a[5]);
+        out(line);
+      }
       ret = raw6(nr, (long)a[0], (long)a[1], (long)a[2], (long)a[3], (long)a[4], (long)a[5]);
     }
   }
@@ -1726,7 +1740,7 @@ int main(int argc, char** argv) {
   rng_state = seed * 0x9E3779B97F4A7C15ull + 0x1234567;
   if (!rng_state) rng_state = 1;
   deliberate_end = seed % 16 == 15;
-  tracing = getenv("SYSCALL_FUZZ_TRACE") != NULL;
+  tracing = getenv("SYSCALL_FUZZ_TRACE") ? atoi(getenv("SYSCALL_FUZZ_TRACE")) : 0;
 
   /* Output goes to fd 999; 0-2 become /dev/null so that fuzzed writes to them stay quiet. */
   if (dup2(1, REPORT_FD) != REPORT_FD || fstat(REPORT_FD, &report_st) != 0) return 2;
