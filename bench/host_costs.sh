@@ -10,6 +10,8 @@
 #                                          tools/with-kvm, ~3 min)
 #                                          CHART=FILE.png: reset time vs dirty pages and worker
 #                                          creation vs template size, drawn with gnuplot (gnuplot-nox)
+#                                          JSON_OUT=FILE: keep Google Benchmark's JSON (bench/run.sh's
+#                                          estimate reads it)
 set -u
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -26,6 +28,7 @@ if [ "${QUICK:-0}" = 1 ]; then
   args+=(--benchmark_min_time=0.01 '--benchmark_filter=BM_host|BM_syscall|/(1|4|16|64)(/|$)')
 fi
 "$bin" "${args[@]}" >/dev/null || { echo "host_costs.sh: $bin failed" >&2; exit 1; }
+[ -n "${JSON_OUT:-}" ] && cp "$json" "$JSON_OUT"
 
 CHART_DATA=$data BUILD_DIR=$build $PY - "$json" <<'PYEOF'
 import json, sys, platform, os

@@ -35,9 +35,11 @@ std::string ServerStats::text() const {
       "syscalls={:.1f} pages_reset={:.1f} bytes_copied={:.0f} kvm_calls={:.1f}\n",
       per(exits, n), per(exits_syscall_, n), per(exits_exception_, n), per(exits_interrupted_, n), per(exits_other_, n),
       per(syscalls_, n), per(pages_reset_, n), per(pages_reset_ * kPageSize, n), per(kvm_calls_, n));
-  out += fmt::format("kvmserver: stats: workers={} avg_worker_create_us={:.1f} worker_create_kvm_calls={:.1f} avg_reset_us={:.1f}\n",
-                     workers_.load(), per(create_ns_, workers_) / 1000.0, per(create_kvm_calls_, workers_),
-                     per(reset_ns_, n) / 1000.0);
+  out += fmt::format(
+      "kvmserver: stats: workers={} avg_worker_create_us={:.1f} worker_create_kvm_calls={:.1f} avg_reset_us={:.1f} "
+      "template_resident_kib={} template_fds={} template_mappings={}\n",
+      workers_.load(), per(create_ns_, workers_) / 1000.0, per(create_kvm_calls_, workers_), per(reset_ns_, n) / 1000.0,
+      template_resident_pages_.load() * (kPageSize / 1024), template_fds_.load(), template_mappings_.load());
   if (has_front)
     out += fmt::format("kvmserver: stats: front: client_connections={} client_requests={} rejected={} bad_gateway={} upgrades={}\n",
                        front.connections.load(), front.requests.load(), front.rejected.load(), front.bad_gateway.load(),
@@ -65,6 +67,9 @@ std::string ServerStats::prometheus() const {
   counter("request_timeouts_total", "Requests stopped by --max-request-time.", timeouts_);
   counter("reset_seconds_total_ns", "Nanoseconds spent resetting workers.", reset_ns_);
   counter("workers_created_total", "Workers forked from the template.", workers_);
+  out += fmt::format("# HELP kvmserver_template_resident_bytes Guest memory the paused template holds, shared by every worker.\n"
+                     "# TYPE kvmserver_template_resident_bytes gauge\nkvmserver_template_resident_bytes {}\n",
+                     template_resident_pages_.load() * kPageSize);
   if (has_front) {
     counter("client_connections_total", "Client connections the front accepted (--isolate=request).", front.connections);
     counter("client_requests_total", "HTTP requests read from clients (--isolate=request).", front.requests);

@@ -357,6 +357,16 @@ stats_case() {
   else
     fail stats.kvm_calls "kvm_calls per request '${kc:-?}' with vm_exits '${ex:-?}': want vm_exits <= kvm_calls < vm_exits + 32"
   fi
+  # The template's resident memory: the epoll server's code, data, stack and the kernel area are
+  # tens of pages at least, and a static C server stays far below 64 MiB.
+  local rk
+  rk=$(stat_field template_resident_kib "$SLOG.err")
+  info "  stats: template_resident_kib ${rk:-?}"
+  if [ -n "$rk" ] && [ "$rk" -ge 64 ] && [ "$rk" -lt 65536 ]; then
+    pass stats.template_resident
+  else
+    fail stats.template_resident "template_resident_kib '${rk:-?}': want 64 KiB .. 64 MiB for the static epoll server"
+  fi
 
   # Calibration: /touch/N writes one byte in each of N template pages; a reset should restore
   # about N pages more than for /touch/0.
