@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <exception>
 
+#include "cli/doctor.hpp"
 #include "cli/options.hpp"
 #include "jail/host_process.hpp"
 #include "server/run_command.hpp"
@@ -15,6 +16,7 @@ int main(int argc, char** argv) {
   int status = 0;
   auto opts = kvms::cli::parse_command_line(argc, argv, status);
   if (!opts) return status;
+  if (opts->command == kvms::cli::Command::Doctor) return kvms::cli::run_doctor();
   // Reading a snapshot file needs neither KVM nor the sandbox around a guest.
   if (opts->command == kvms::cli::Command::Inspect) return kvms::server::inspect_snapshot(*opts);
   try {

@@ -2,6 +2,7 @@
 
 #include <fmt/core.h>
 #include <arpa/inet.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -63,6 +64,15 @@ struct Spec {
   const char* help;
   Apply apply;
 };
+
+// The CPUs this process may run on (its affinity mask: a container's or taskset's share, not the
+// machine's), for -t 0.
+unsigned usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+  return std::clamp(unsigned(CPU_COUNT(&set)), 1u, 1024u);
+}
 
 constexpr uint64_t kMaxMemoryMb = kvm::kMaxUserSize >> 20;
 constexpr uint64_t kMaxAddressSpaceGb = kvm::kMaxUserSize >> 30;
@@ -285,9 +295,10 @@ const std::vector<Spec>& specs() {
        "Allow kvmserver only the host system calls it needs (default: on in run mode, off when serving)",
        [](Options& o, const Value& v, const Ctx&) { o.seccomp = on_off(v.text); }},
       // --- Server
-      {"-t,--threads", "threads", Kind::Int, "Server", "N", "Worker VMs (default 1)",
+      {"-t,--threads", "threads", Kind::Int, "Server", "N", "Worker VMs (default 1; 0: one per CPU)",
        [](Options& o, const Value& v, const Ctx&) {
-         o.threads = static_cast<unsigned>(parse_int(v.text, 1, 1024));
+         o.threads = static_cast<unsigned>(parse_int(v.text, 0, 1024));
+         if (o.threads == 0) o.threads = usable_cpus();
          o.threads_given = true;
        }},
       {"-e,--ephemeral", "ephemeral", Kind::Flag, "Server", "", "Reset the VM after every request",
@@ -390,6 +401,86 @@ std::vector<std::string> split_commas(const std::string& s) {
   return out;
 }
 
+// ---------------------------------------------------------------------------------------------
+// --print-config: the options in effect, as a config file would give them.
+
+std::string toml_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<unsigned char>(c));
+      continue;
+    }
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string toml_value(const Spec& spec, const Value& v) {
+  auto array = [](const std::vector<std::string>& items) {
+    std::string out = "[";
+    for (size_t i = 0; i < items.size(); ++i) out += (i ? ", " : "") + toml_string(items[i]);
+    return out + "]";
+  };
+  switch (spec.kind) {
+    case Kind::Flag: return v.count ? "true" : "false";
+    case Kind::Count: return std::to_string(v.count);
+    case Kind::Int:
+    case Kind::Float: return v.text;
+    case Kind::String: return toml_string(v.text);
+    case Kind::Switch: return v.text.empty() ? "true" : toml_string(v.text);
+    case Kind::List:
+    case Kind::ListGrant: return array(v.items);
+    case Kind::OptGrant: return v.all && v.items.empty() ? "true" : array(v.items);
+  }
+  return "";
+}
+
+void note_given(Options& o, const Spec& spec, const Value& v, const std::string& source) {
+  const bool scalar = spec.kind != Kind::List && spec.kind != Kind::ListGrant && spec.kind != Kind::OptGrant;
+  o.given.push_back({spec.key, toml_value(spec, v), source, scalar});
+  if (spec.kind == Kind::OptGrant && v.all && !v.items.empty()) o.given.push_back({spec.key, "true", source, false});
+}
+
+// Valid TOML, reusable as a config file: one line per key set, a list's items from every source
+// together (the command line adds to the file's), a scalar's last value (the command line's wins).
+std::string print_config(const Options& o) {
+  std::string out = std::string("# kvmserver ") + kVersion + ": the options in effect (--print-config)\n";
+  out += "# config file: " + (o.config_file.empty() ? std::string("none") : o.config_file) + "\n";
+  std::string unset;
+  for (const auto& spec : specs()) {
+    std::string value, sources;
+    for (const auto& g : o.given) {
+      if (g.key != spec.key) continue;
+      if (sources.find(g.source) == std::string::npos) sources += (sources.empty() ? "" : " + ") + g.source;
+      if (g.scalar || value.empty() || g.toml == "true" || value == "true") {
+        value = g.scalar || g.toml == "true" || value.empty() ? g.toml : value;
+      } else {
+        value = value.substr(0, value.size() - 1) + ", " + g.toml.substr(1);  // [a] + [b] = [a, b]
+      }
+    }
+    if (value.empty()) {
+      unset += std::string(unset.empty() ? "" : ", ") + spec.key;
+      continue;
+    }
+    if (std::string_view(spec.key) == "threads" && value == "0") {
+      value = std::to_string(o.threads);
+      sources += " (0: one per CPU)";
+    }
+    out += fmt::format("{:<48} # {}\n", std::string(spec.key) + " = " + value, sources);
+  }
+  out += "# at their defaults (kvmserver --help): " + unset + "\n";
+  if (o.command == Command::Serve) out += "# serve: " + o.snapshot_file + "\n";
+  if (!o.program.empty()) {
+    std::string run = o.program;
+    for (const auto& a : o.args)
+      run += " " + (a.empty() || a.find_first_of(" \t\"'\\$") != std::string::npos ? toml_string(a) : a);
+    out += "# run: " + run + "\n";
+  }
+  return out;
+}
+
 void apply_config(Options& o, const std::string& path) {
   auto entries = detail::read_config_file(path);
   std::sort(entries.begin(), entries.end(), [](auto& a, auto& b) { return a.line < b.line; });
@@ -469,6 +560,7 @@ void apply_config(Options& o, const std::string& path) {
           break;
       }
       spec->apply(o, v, ctx);
+      note_given(o, *spec, v, path);
     } catch (const BadValue& e) {
       throw UsageError(where + e.what());
     }
@@ -485,6 +577,7 @@ class Formatter : public CLI::Formatter {
            "       kvmserver snapshot --output FILE [OPTIONS] run [--] PROGRAM [ARGS...]\n"
            "       kvmserver serve FILE [OPTIONS]\n"
            "       kvmserver inspect [--verify] FILE\n"
+           "       kvmserver doctor       (what this host offers, and whether kvmserver can run here)\n"
            "       kvmserver --help | --version\n";
   }
   // "--allow-read[=PATH,...]", "--volume HOST:GUEST[:rw]", "--stats": no CLI11 " ..." decorations.
@@ -541,6 +634,12 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
   // `snapshot`, `serve FILE` and `inspect FILE` come first; `run` is found among the options.
   Command command = Command::Run;
   std::string snapshot_file;
+  if (!args.empty() && args[0] == "doctor") {
+    if (args.size() > 1) throw UsageError("doctor takes no arguments");
+    Options o;
+    o.command = Command::Doctor;
+    return o;
+  }
   if (!args.empty() && (args[0] == "snapshot" || args[0] == "serve" || args[0] == "inspect")) {
     command = args[0] == "snapshot" ? Command::Snapshot : args[0] == "serve" ? Command::Serve : Command::Inspect;
     args.erase(args.begin());
@@ -557,9 +656,10 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
       "holds null, zero,\nfull, random, urandom, and tty (kvmserver's terminal) with --allow-read=/dev/tty or "
       "--allow-write=/dev/tty.\n--config FILE takes the long options as TOML keys, e.g. allow-read = [\"/lib\"], "
       "timeout = 2.5.");
-  app.add_option("--config", "TOML file of options (the long names as keys)")
+  app.add_option("--config", "TOML file of options (the long names as keys; default: ./kvmserver.toml if there is one)")
       ->allow_extra_args(false)
       ->type_name("FILE");
+  app.add_flag("--print-config")->description("Print the options in effect (config file and command line) as TOML, and exit");
 
   std::vector<std::pair<const Spec*, CLI::Option*>> opts;
   for (auto& s : specs()) {
@@ -641,6 +741,9 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
   if (auto* c = app.get_option("--config"); c->count() > 0) {
     o.config_file = abs_path(c->results().back(), ctx);
     apply_config(o, o.config_file);
+  } else if (command != Command::Inspect && ::access((cwd + "/kvmserver.toml").c_str(), F_OK) == 0) {
+    o.config_file = linux::normalize_path(cwd + "/kvmserver.toml");  // as the reference kvmserver does
+    apply_config(o, o.config_file);
   }
   for (auto& [spec, opt] : opts) {
     if (opt->count() == 0) continue;
@@ -675,6 +778,7 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
     }
     try {
       spec->apply(o, v, ctx);
+      note_given(o, *spec, v, "command line");
     } catch (const BadValue& e) {
       std::string name = spec->key;
       throw UsageError("--" + name + ": " + e.what());
@@ -688,6 +792,20 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
   }
   o.command = command;
   if (!snapshot_file.empty()) o.snapshot_file = abs_path(snapshot_file, ctx);
+  // `run [--] PROGRAM ARGS...`: false when there is no `run` or no PROGRAM after it.
+  auto take_program = [&] {
+    if (run == std::string::npos) return false;
+    size_t p = run + 1;
+    if (p < args.size() && args[p] == "--") ++p;
+    if (p >= args.size() || args[p].empty()) return false;
+    o.program = args[p];
+    o.args.assign(args.begin() + static_cast<std::ptrdiff_t>(p) + 1, args.end());
+    return true;
+  };
+  if (app.get_option("--print-config")->count() > 0) {
+    take_program();
+    throw InfoExit(print_config(o));
+  }
   if (command == Command::Serve || command == Command::Inspect) {
     const char* name = command == Command::Serve ? "serve" : "inspect";
     if (run != std::string::npos) throw UsageError(std::string(name) + " takes no program: it is in the snapshot");
@@ -706,11 +824,7 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
     throw UsageError("--output is for `kvmserver snapshot` (or use --snapshot-on-ready FILE)");
   if (o.verify || o.reopen_changed_files) throw UsageError("--verify and --reopen-changed-files are for `kvmserver serve`");
   if (run == std::string::npos) throw UsageError("nothing to run: expected `run [--] PROGRAM [ARGS...]`");
-  size_t p = run + 1;
-  if (p < args.size() && args[p] == "--") ++p;
-  if (p >= args.size() || args[p].empty()) throw UsageError("`run` needs a PROGRAM");
-  o.program = args[p];
-  o.args.assign(args.begin() + static_cast<std::ptrdiff_t>(p) + 1, args.end());
+  if (!take_program()) throw UsageError("`run` needs a PROGRAM");
   if (o.isolate_requests) o.ephemeral = true;  // a request's worker is reset after it: that is the point
   if (!o.listen.empty() && !o.isolate_requests)
     throw UsageError("--listen is the front's address: it needs --isolate=request");

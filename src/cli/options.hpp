@@ -69,7 +69,7 @@ struct Grant {
 
 // What kvmserver is asked to do: `run` a program (serving when it turns out to be a server),
 // make a `snapshot` of one, `serve` from a snapshot file, `inspect` one.
-enum class Command { Run, Snapshot, Serve, Inspect };
+enum class Command { Run, Snapshot, Serve, Inspect, Doctor };
 
 struct Options {
   Command command = Command::Run;
@@ -91,7 +91,14 @@ struct Options {
   uint64_t max_pending_signals = 1024;  // --max-pending-signals=N: queued signals of one process
   uint64_t max_epoll_watches = 65536;   // --max-epoll-watches=N: epoll registrations in the tree
   uint64_t max_timers = 1024;           // --max-timers=N: timers in the tree
-  std::string config_file;            // --config FILE (absolute), empty if none
+  std::string config_file;            // --config FILE, or ./kvmserver.toml when there is one (absolute); empty if none
+  // Every option set, in the order applied (the config file's, then the command line's): its TOML
+  // key and value and where it came from. What --print-config prints.
+  struct GivenOption {
+    std::string key, toml, source;
+    bool scalar;  // a later one replaces it (lists and grants add up instead)
+  };
+  std::vector<GivenOption> given;
   bool stats = false;                 // --stats
   int verbose = 0;                    // -v, --verbose (count; TOML: true or a number)
 
@@ -102,7 +109,7 @@ struct Options {
   std::optional<bool> seccomp;
 
   // --- Server (next milestone)
-  unsigned threads = 1;                       // -t, --threads N (1..1024)
+  unsigned threads = 1;                       // -t, --threads N (1..1024; 0: one per CPU this process may use)
   bool threads_given = false;                 // -t given (even -t 1: a persistent server)
   bool ephemeral = false;                     // -e, --ephemeral
   Grant allow_listen;                         // --allow-listen=ADDR:PORT|PATH,...

@@ -46,6 +46,20 @@ ONE_LINE=0 check denied-read 1 "denied: $work/data.txt \(allow with --allow-read
 check config-grants 0 "" -- "$KVMSERVER" --config "$work/config.toml" run /bin/busybox cat "$work/data.txt"
 [ "$LAST_OUT" = secret ] || fail config-grants-output "'$LAST_OUT'"
 check config-unknown-key 2 "bogus-key" -- "$KVMSERVER" --config "$work/bad.toml" run /bin/busybox true
+# kvmserver.toml in the working directory is the config file when --config is not given.
+mkdir -p "$work/cfgdir"
+cp "$work/config.toml" "$work/cfgdir/kvmserver.toml"
+check config-implicit 0 "" -- env -C "$work/cfgdir" "$KVMSERVER" run /bin/busybox cat "$work/data.txt"
+[ "$LAST_OUT" = secret ] || fail config-implicit-output "'$LAST_OUT'"
+check print-config 0 "" -- env -C "$work/cfgdir" "$KVMSERVER" --print-config -t 0 run /bin/busybox true
+out_has_line() { grep -qE "$2" <<<"$LAST_OUT" || fail "$1" "no line matching '$2' in: $(tr '\n' '|' <<<"$LAST_OUT")"; }
+out_has_line print-config-file "^# config file: $work/cfgdir/kvmserver.toml$"
+out_has_line print-config-threads "^threads = $(nproc) +# command line \(0: one per CPU\)$"
+out_has_line print-config-grant "^allow-read = \[\"$work\"\]"
+# doctor: in a machine where KVM works it says so, with the probe guest's figures.
+check doctor 0 "" -- "$KVMSERVER" doctor
+out_has_line doctor-probe "^  KVM +/dev/kvm: API 12, probe guest reached ring 0"
+out_has_line doctor-verdict "^kvmserver can run here\.$"
 check stats 0 "stats: vm exits: syscall=[0-9]+" -- "$KVMSERVER" --stats run /bin/busybox true
 check env-set 0 "" -- "$KVMSERVER" --env=GREETING=hi run /bin/busybox sh -c 'echo $GREETING'
 [ "$LAST_OUT" = hi ] || fail env-set-output "'$LAST_OUT'"

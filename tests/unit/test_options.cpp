@@ -239,7 +239,7 @@ TEST(Options, BadValues) {
   EXPECT_USAGE_ERROR(Args({"--timeout=nan", "run", "p"}), "--timeout");
   EXPECT_USAGE_ERROR(Args({"--timeout=inf", "run", "p"}), "--timeout");
   EXPECT_USAGE_ERROR(Args({"--timeout=1s", "run", "p"}), "not a number");
-  EXPECT_USAGE_ERROR(Args({"--threads=0", "run", "p"}), "--threads");
+  EXPECT_USAGE_ERROR(Args({"--threads=-1", "run", "p"}), "--threads");
   EXPECT_USAGE_ERROR(Args({"-t", "1025", "run", "p"}), "out of range");
   EXPECT_USAGE_ERROR(Args({"-t", "-3", "run", "p"}), "--threads");
   EXPECT_USAGE_ERROR(Args({"-t", "0x10", "run", "p"}), "not an integer");
@@ -322,7 +322,7 @@ TEST(Options, ParseCommandLineExitStatus) {
   EXPECT_EQ(testing::internal::GetCapturedStdout(), "kvmserver 0.1.0\n");
   EXPECT_EQ(status, 0);
   testing::internal::CaptureStderr();
-  EXPECT_FALSE(call({"kvmserver", "--threads=0", "run", "x"}, status));
+  EXPECT_FALSE(call({"kvmserver", "--threads=-1", "run", "x"}, status));
   std::string err = testing::internal::GetCapturedStderr();
   EXPECT_EQ(err.rfind("kvmserver: --threads", 0), 0u) << err;
   EXPECT_EQ(status, 2);
@@ -499,7 +499,7 @@ TEST_F(ConfigTest, BadToml) {
 
 TEST_F(ConfigTest, BadTypesAndValues) {
   EXPECT_USAGE_ERROR(Args({"--config", write("a.toml", "\nthreads = \"4\"\n"), "run", "p"}), ":2: threads: expected an integer");
-  EXPECT_USAGE_ERROR(Args({"--config", write("b.toml", "threads = 0\n"), "run", "p"}), ":1: threads: 0 is out of range");
+  EXPECT_USAGE_ERROR(Args({"--config", write("b.toml", "threads = 2000\n"), "run", "p"}), ":1: threads: 2000 is out of range");
   EXPECT_USAGE_ERROR(Args({"--config", write("c.toml", "timeout = -2.5\n"), "run", "p"}), "timeout");
   EXPECT_USAGE_ERROR(Args({"--config", write("d.toml", "ephemeral = 1\n"), "run", "p"}), "true or false");
   EXPECT_USAGE_ERROR(Args({"--config", write("e.toml", "allow-read = [1, 2]\n"), "run", "p"}), "array of strings");
@@ -548,6 +548,72 @@ TEST(Options, SnapshotCommands) {
   EXPECT_USAGE_ERROR(Args({"--output", "x", "run", "/bin/true"}), "--output is for `kvmserver snapshot`");
   EXPECT_USAGE_ERROR(Args({"--verify", "run", "/bin/true"}), "--verify");
   EXPECT_USAGE_ERROR(Args({"--listen=127.0.0.1:1", "run", "/bin/true"}), "--isolate=request");
+}
+
+}  // namespace
+}  // namespace kvms::cli
+
+namespace kvms::cli {
+namespace {
+
+// kvmserver.toml in the working directory is the config file when --config is not given.
+TEST_F(ConfigTest, KvmserverTomlInTheWorkingDirectory) {
+  write("kvmserver.toml", "threads = 3\nallow-read = [\"/lib\"]\n");
+  Options o = parse_options(Args{"kvmserver", "run", "p"}, dir_);
+  EXPECT_EQ(o.config_file, dir_ + "/kvmserver.toml");
+  EXPECT_EQ(o.threads, 3u);
+  EXPECT_EQ(o.allow_read.items, (std::vector<std::string>{"/lib"}));
+  // The command line still wins; --config names another file instead.
+  EXPECT_EQ(parse_options(Args{"kvmserver", "-t", "5", "run", "p"}, dir_).threads, 5u);
+  auto other = write("other.toml", "threads = 7\n");
+  Options given = parse_options(Args{"kvmserver", "--config", other, "run", "p"}, dir_);
+  EXPECT_EQ(given.threads, 7u);
+  EXPECT_TRUE(given.allow_read.items.empty());
+  // Elsewhere, no config file.
+  EXPECT_EQ(parse_options(Args{"kvmserver", "run", "p"}, "/").config_file, "");
+  // A broken kvmserver.toml is reported like a --config file.
+  write("kvmserver.toml", "threads = \"many\"\n");
+  try {
+    parse_options(Args{"kvmserver", "run", "p"}, dir_);
+    ADD_FAILURE() << "a bad kvmserver.toml was accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("kvmserver.toml:1: threads: expected an integer"), std::string::npos) << e.what();
+  }
+}
+
+// --print-config prints what is in effect as TOML that reads back to the same options.
+TEST_F(ConfigTest, PrintConfigReadsBack) {
+  auto path = write("c.toml", "threads = 2\nallow-read = [\"/usr\"]\ntimeout = 2.5\nseccomp = \"off\"\n");
+  std::string text;
+  try {
+    parse_options(Args{"kvmserver", "--config", path, "--print-config", "-t", "4", "--allow-read=/lib", "-e",
+                       "--env=A=b c", "run", "--", "prog", "x y"},
+                  dir_);
+    ADD_FAILURE() << "--print-config did not stop";
+  } catch (const InfoExit& e) {
+    text = e.text();
+  }
+  EXPECT_NE(text.find("threads = 4"), std::string::npos) << text;
+  EXPECT_EQ(text.find("threads = 2"), std::string::npos) << text;
+  EXPECT_NE(text.find("# run: prog \"x y\""), std::string::npos) << text;
+  EXPECT_NE(text.find("# config file: " + path), std::string::npos) << text;
+  Options again = parse_options(Args{"kvmserver", "--config", write("printed.toml", text), "run", "prog"}, dir_);
+  EXPECT_EQ(again.threads, 4u);
+  EXPECT_TRUE(again.ephemeral);
+  EXPECT_EQ(again.timeout, 2.5);
+  EXPECT_EQ(again.seccomp, std::optional<bool>(false));
+  EXPECT_EQ(again.allow_read.items, (std::vector<std::string>{"/usr", "/lib"}));
+  ASSERT_EQ(again.env.size(), 1u);
+  EXPECT_EQ(again.env[0], "A=b c");
+}
+
+TEST(Options, ThreadsZeroIsOnePerCpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+  Options o = parse_options(Args{"kvmserver", "-t", "0", "run", "p"}, "/");
+  EXPECT_EQ(o.threads, unsigned(CPU_COUNT(&set)));
+  EXPECT_TRUE(o.threads_given);
 }
 
 }  // namespace
