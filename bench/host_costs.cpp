@@ -377,7 +377,7 @@ void BM_worker_create(benchmark::State& state) {
 BENCHMARK_CAPTURE(BM_reset, copy_back, false)->Name("BM_reset_copy_back")->Arg(1)->Arg(16)->Arg(256)->Arg(4096)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_reset, full, true)->Name("BM_reset_full")->Arg(1)->Arg(16)->Arg(256)->Arg(4096)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_reset_address_space)->Arg(16)->Arg(165)->Arg(1024)->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_reset_fds)->Arg(4)->Arg(64)->Arg(1024)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_reset_fds)->Arg(0)->Arg(4)->Arg(64)->Arg(1024)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_worker_create)->Arg(16)->Arg(64)->Arg(256)->Arg(1024)->Unit(benchmark::kMicrosecond);
 
 }  // namespace

@@ -148,16 +148,16 @@ row() {
     avg="$avg µs" p50="$p50 µs" p90="$p90 µs" p99="$p99 µs"
   fi
   field() { grep -E "^kvmserver: stats:.*[ (]$1=" "$err" | tail -n1 | sed -E "s/.*[ (]$1=([0-9.]+).*/\\1/"; }
-  local ex sc exc intr oth sys pr bytes kc tr tf tm
+  local ex sc exc intr oth sys pr bytes kc tr tf trc tm
   ex=$(field vm_exits) sc=$(field syscall) exc=$(field exception) intr=$(field interrupted) oth=$(field other)
   sys=$(field syscalls) pr=$(field pages_reset) bytes=$(field bytes_copied) kc=$(field kvm_calls)
-  tr=$(field template_resident_kib) tf=$(field template_fds) tm=$(field template_mappings)
+  tr=$(field template_resident_kib) tf=$(field template_fds) trc=$(field template_files_recreated) tm=$(field template_mappings)
   if [ "$how" = kvm ]; then
     echo "| $name | $avg | $p50 | $p90 | $p99 | $n | ${ex:--} (${sc:--} / ${exc:--} / ${intr:--} / ${oth:--}) | ${sys:--} | ${pr:--} | ${bytes:--} | ${kc:--} |"
   else
     echo "| $name | $avg | $p50 | $p90 | $p99 | $n | - | - | - | - | - |"
   fi
-  echo "{\"program\": \"$prog\", \"row\": \"$name\", \"how\": \"$how\", \"requests\": ${n:-0}, \"p50_us\": \"${p50% µs}\", \"vm_exits\": ${ex:-null}, \"exits_syscall\": ${sc:-null}, \"exits_exception\": ${exc:-null}, \"exits_interrupted\": ${intr:-null}, \"exits_other\": ${oth:-null}, \"syscalls\": ${sys:-null}, \"pages_reset\": ${pr:-null}, \"bytes_copied\": ${bytes:-null}, \"kvm_calls\": ${kc:-null}, \"template_resident_kib\": ${tr:-null}, \"template_fds\": ${tf:-null}, \"template_mappings\": ${tm:-null}}" >>"$WORK/counters.jsonl"
+  echo "{\"program\": \"$prog\", \"row\": \"$name\", \"how\": \"$how\", \"requests\": ${n:-0}, \"p50_us\": \"${p50% µs}\", \"vm_exits\": ${ex:-null}, \"exits_syscall\": ${sc:-null}, \"exits_exception\": ${exc:-null}, \"exits_interrupted\": ${intr:-null}, \"exits_other\": ${oth:-null}, \"syscalls\": ${sys:-null}, \"pages_reset\": ${pr:-null}, \"bytes_copied\": ${bytes:-null}, \"kvm_calls\": ${kc:-null}, \"template_resident_kib\": ${tr:-null}, \"template_fds\": ${tf:-null}, \"template_files_recreated\": ${trc:-null}, \"template_mappings\": ${tm:-null}}" >>"$WORK/counters.jsonl"
 }
 
 title() {

@@ -177,7 +177,7 @@ int serve(linux::Guest& tmpl, std::vector<linux::ThreadSnapshot> threads, const 
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   ServerStats stats;
-  stats.set_template(tmpl.memory().resident_pages(), tp.fds.open_count(), tp.mm().mappings().size());
+  stats.set_template(tmpl.memory().resident_pages(), tp.fds.open_count(), files_recreated_per_worker(tp), tp.mm().mappings().size());
   std::vector<std::unique_ptr<Worker>> workers;
   for (unsigned i = 0; i < opts.threads; ++i) {
     workers.push_back(std::make_unique<Worker>(int(i), t, wc, stats));

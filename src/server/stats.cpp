@@ -37,9 +37,10 @@ std::string ServerStats::text() const {
       per(syscalls_, n), per(pages_reset_, n), per(pages_reset_ * kPageSize, n), per(kvm_calls_, n));
   out += fmt::format(
       "kvmserver: stats: workers={} avg_worker_create_us={:.1f} worker_create_kvm_calls={:.1f} avg_reset_us={:.1f} "
-      "template_resident_kib={} template_fds={} template_mappings={}\n",
+      "template_resident_kib={} template_fds={} template_files_recreated={} template_mappings={}\n",
       workers_.load(), per(create_ns_, workers_) / 1000.0, per(create_kvm_calls_, workers_), per(reset_ns_, n) / 1000.0,
-      template_resident_pages_.load() * (kPageSize / 1024), template_fds_.load(), template_mappings_.load());
+      template_resident_pages_.load() * (kPageSize / 1024), template_fds_.load(), template_files_recreated_.load(),
+      template_mappings_.load());
   if (has_front)
     out += fmt::format("kvmserver: stats: front: client_connections={} client_requests={} rejected={} bad_gateway={} upgrades={}\n",
                        front.connections.load(), front.requests.load(), front.rejected.load(), front.bad_gateway.load(),

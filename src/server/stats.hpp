@@ -27,10 +27,12 @@ class ServerStats {
     create_kvm_calls_.fetch_add(kvm_calls);
   }
   // What the paused template (after warm-up) holds: pages of guest memory, which every worker
-  // shares, and the open fds and mappings that every reset rebuilds.
-  void set_template(uint64_t resident_pages, uint64_t fds, uint64_t mappings) {
+  // shares; its open fds, of which every reset makes `files_recreated` files again; its mappings,
+  // which every reset copies.
+  void set_template(uint64_t resident_pages, uint64_t fds, uint64_t files_recreated, uint64_t mappings) {
     template_resident_pages_.store(resident_pages);
     template_fds_.store(fds);
+    template_files_recreated_.store(files_recreated);
     template_mappings_.store(mappings);
   }
   void add_fault() { faults_.fetch_add(1); }
@@ -54,7 +56,8 @@ class ServerStats {
   std::atomic<uint64_t> requests_{0}, exits_syscall_{0}, exits_exception_{0}, exits_interrupted_{0}, exits_other_{0};
   std::atomic<uint64_t> syscalls_{0}, pages_reset_{0}, full_resets_{0}, reset_ns_{0};
   std::atomic<uint64_t> workers_{0}, workers_failed_{0}, create_ns_{0}, create_kvm_calls_{0}, faults_{0}, timeouts_{0};
-  std::atomic<uint64_t> kvm_calls_{0}, template_resident_pages_{0}, template_fds_{0}, template_mappings_{0};
+  std::atomic<uint64_t> kvm_calls_{0}, template_resident_pages_{0}, template_fds_{0}, template_files_recreated_{0},
+      template_mappings_{0};
 };
 
 }  // namespace kvms::server

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <ctime>
 #include <map>
+#include <set>
 
 #include "linux/epoll.hpp"
 #include "linux/policy.hpp"
@@ -74,6 +75,7 @@ std::shared_ptr<OpenFile> fresh_pipe_end(const OpenFile& f, std::map<ino_t, std:
 
 std::shared_ptr<OpenFile> private_copy(const OpenFile& f, std::map<ino_t, std::array<int, 2>>& pipes,
                                        const std::shared_ptr<OpenFile>& shared) {
+  if (!recreated_per_worker(f)) return shared;
   switch (f.kind) {
     case OpenFile::Kind::Regular:
     case OpenFile::Kind::Directory:
@@ -85,14 +87,36 @@ std::shared_ptr<OpenFile> private_copy(const OpenFile& f, std::map<ino_t, std::a
     case OpenFile::Kind::SignalFd:
       return linux::clone_signalfd(f);
     case OpenFile::Kind::Pipe:
-      if (f.path.rfind("pipe:", 0) == 0) return fresh_pipe_end(f, pipes);
-      return shared;  // inherited stdio
+      return fresh_pipe_end(f, pipes);
     default:
-      return shared;  // listening and other sockets, ttys, devices
+      return shared;
   }
 }
 
 }  // namespace
+
+bool recreated_per_worker(const OpenFile& f) {
+  switch (f.kind) {
+    case OpenFile::Kind::Regular:
+    case OpenFile::Kind::Directory:
+    case OpenFile::Kind::EventFd:
+    case OpenFile::Kind::TimerFd:
+    case OpenFile::Kind::SignalFd:
+    case OpenFile::Kind::Epoll:
+      return true;
+    case OpenFile::Kind::Pipe:
+      return f.path.rfind("pipe:", 0) == 0;  // not inherited stdio
+    default:
+      return false;  // listening and other sockets, ttys, devices: shared with the template
+  }
+}
+
+size_t files_recreated_per_worker(const linux::Process& tmpl) {
+  std::set<const OpenFile*> files;  // a file open as two fds (dup) is made once
+  for (int fd : tmpl.fds.fds())
+    if (const auto f = tmpl.fds.get(fd); recreated_per_worker(*f)) files.insert(f.get());
+  return files.size();
+}
 
 std::unique_ptr<linux::Process> worker_process(const linux::Process& tmpl, std::shared_ptr<kvm::AddressSpace> mm,
                                                const FileReplacements& replacements) {

@@ -54,6 +54,10 @@ using FileReplacements = std::map<const linux::OpenFile*, std::shared_ptr<linux:
 // a request-mode worker's private listeners); listening sockets and stdio stay shared otherwise.
 std::unique_ptr<linux::Process> worker_process(const linux::Process& tmpl, std::shared_ptr<kvm::AddressSpace> mm,
                                                const FileReplacements& replacements = {});
+// Whether worker_process() makes a private equivalent of f (host calls at every reset) or shares it.
+bool recreated_per_worker(const linux::OpenFile& f);
+// How many of the template's open files every reset makes again: what its fd-table rebuild costs.
+size_t files_recreated_per_worker(const linux::Process& tmpl);
 
 class Worker : private linux::ServerHooks {
  public:
