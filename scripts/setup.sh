@@ -16,9 +16,12 @@ packages=(
   libgmock-dev libabsl-dev libcap-dev  # tests/compat/build-gvisor.sh: gVisor's syscall tests (CI runs a subset)
   musl-tools busybox-static python3 curl ca-certificates procps
   libpython3.11-testsuite wrk
-  golang-go  # tests/e2e/runtimes.sh: Go servers (static and cgo) under kvmserver
+  golang-go  # tests/e2e/runtimes.sh: Go servers (static and cgo) under kvmserver; examples/go
+  rustc  # examples/rust (std only, tests/e2e/examples.sh)
+  gnuplot-nox  # bench/run.sh, bench/host_costs.sh CHART=: the reset and worker-creation chart
   nginx systemd  # tests/e2e/isolation.sh: a reverse proxy in front; systemd-socket-activate
   clang libclang-rt-14-dev llvm-14  # tests/fuzz/: libFuzzer, ASan/UBSan, source-based coverage
+  help2man file lintian man-db  # the Debian package (cmake/Packaging.cmake) and tests/packaging/run.sh
 )
 mapfile -t -O "${#packages[@]}" packages < <(grep -v '^\s*#' tools/with-kvm.packages | grep -v '^\s*$')
 
@@ -40,6 +43,7 @@ fi
 # Deno for tests/e2e/runtimes.sh; without it only the deno cases fail, so this is not fatal.
 if command -v npm >/dev/null; then
   scripts/fetch-deno.sh >/dev/null || echo "setup: WARNING: scripts/fetch-deno.sh failed: the deno cases of tests/e2e/runtimes.sh will fail" >&2
+  tests/packaging/fetch-validators.sh >/dev/null || echo "setup: WARNING: tests/packaging/fetch-validators.sh failed: tests/packaging/run.sh cannot validate the manifests" >&2
 else
   echo "setup: WARNING: no npm: no Deno in .cache/deno, the deno cases of tests/e2e/runtimes.sh will fail" >&2
 fi

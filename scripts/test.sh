@@ -35,6 +35,11 @@ QUICK=1 bench/host_costs.sh build >/dev/null
 hostbench=$?
 [ "$hostbench" = 0 ] || echo "test: bench/host_costs.sh (quick) failed" >&2
 hostbench_time=", host benchmarks (quick) $(($(date +%s) - tb)) s"
+# The Debian package, man page, completion, systemd units and manifests (issue 14; no KVM).
+tp=$(date +%s)
+tests/packaging/run.sh build
+packaging=$?
+packaging_time=", packaging $(($(date +%s) - tp)) s"
 t3=$(date +%s)
 
 # Each fuzzing part's time, and their sum (CI's budget for them: 8 minutes).
@@ -94,5 +99,5 @@ if [ "${KVMS_RUNTIMES:-1}" != 0 ]; then
   runtimes_time=", runtimes $(($(date +%s) - t6)) s"
 fi
 [ -n "$fuzz_times" ] && fuzz_times+=" (fuzzing in all $fuzz_total s)"
-echo "test: setup+build $((t1 - t0)) s, nested machine set-up $((t2 - t1)) s, unit tests $((tb - t2)) s$hostbench_time, KVM suite $((t5 - t4)) s$compat_time$runtimes_time$fuzz_times"
-[ "$unit" = 0 ] && [ "$hostbench" = 0 ] && [ "$compat" = 0 ] && [ "$fuzzbuild" = 0 ] && [ "$libfuzzer" = 0 ] && [ "$snapshotfuzz" = 0 ] && [ "$kvm" = 0 ] && [ "$guestfuzz" = 0 ] && [ "$runtimes" = 0 ]
+echo "test: setup+build $((t1 - t0)) s, nested machine set-up $((t2 - t1)) s, unit tests $((tb - t2)) s$hostbench_time$packaging_time, KVM suite $((t5 - t4)) s$compat_time$runtimes_time$fuzz_times"
+[ "$unit" = 0 ] && [ "$hostbench" = 0 ] && [ "$packaging" = 0 ] && [ "$compat" = 0 ] && [ "$fuzzbuild" = 0 ] && [ "$libfuzzer" = 0 ] && [ "$snapshotfuzz" = 0 ] && [ "$kvm" = 0 ] && [ "$guestfuzz" = 0 ] && [ "$runtimes" = 0 ]
