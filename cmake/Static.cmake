@@ -1,8 +1,8 @@
-# -DKVMS_STATIC=ON: a release kvmserver that carries its C++ runtime and every library Debian ships
-# in static or header-only form, so that the machine it runs on needs only glibc (>= 2.36: the
-# static libstdc++ calls arc4random) and libsystemd0; packaging/README.md shows its ldd. Not fully
-# static: Debian has no libsystemd.a, and a dynamically linked libsystemd needs the dynamic glibc.
-option(KVMS_STATIC "Link libstdc++, libgcc, libseccomp, libhttp_parser statically; fmt and toml++ header-only" OFF)
+# -DKVMS_STATIC=ON: a fully static release kvmserver (-static: glibc, libstdc++, libgcc, libseccomp
+# and libhttp_parser from their archives, fmt and toml++ compiled in from their headers), which runs
+# on any x86-64 Linux whatever its glibc; packaging/README.md says what static glibc changes (host
+# and user names resolve through NSS's built-in sources only).
+option(KVMS_STATIC "Link kvmserver fully static (glibc, libstdc++, libseccomp, libhttp_parser; fmt and toml++ header-only)" OFF)
 if(NOT KVMS_STATIC)
   return()
 endif()
@@ -25,4 +25,4 @@ foreach(property LINK_LIBRARIES INTERFACE_LINK_LIBRARIES)
   set_target_properties(kvms PROPERTIES ${property} "${libraries}")
 endforeach()
 
-target_link_options(kvmserver PRIVATE -static-libstdc++ -static-libgcc)
+target_link_options(kvmserver PRIVATE -static)

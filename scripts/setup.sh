@@ -11,7 +11,7 @@ t0=$(date +%s)
 packages=(
   build-essential cmake pkg-config nasm
   libgtest-dev libcli11-dev libtomlplusplus-dev libfmt-dev libspdlog-dev libseccomp-dev libbenchmark-dev
-  libhttp-parser-dev libsystemd-dev libxxhash-dev
+  libhttp-parser-dev libxxhash-dev
   autoconf automake m4  # tests/compat/build-ltp.sh: LTP's syscall tests (run by hand, issue 12)
   libgmock-dev libabsl-dev libcap-dev  # tests/compat/build-gvisor.sh: gVisor's syscall tests (CI runs a subset)
   musl-tools busybox-static python3 curl ca-certificates procps

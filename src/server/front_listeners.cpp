@@ -6,10 +6,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
@@ -64,16 +65,42 @@ int listen_on(const std::string& spec) {
   return fd;
 }
 
+// systemd's socket-activation protocol (sd_listen_fds(3)): when LISTEN_PID is our pid, LISTEN_FDS
+// fds from 3 up were passed to us. The variables are unset (nothing else is to see them) and every
+// passed fd made close-on-exec, as sd_listen_fds(1) does. Read here rather than through libsystemd,
+// so that a -DKVMS_STATIC=ON build can be fully static: Debian ships no static libsystemd.
+constexpr int kFirstPassedFd = 3;
+
+int passed_fd_count() {
+  const char* pid_text = std::getenv("LISTEN_PID");
+  const char* count_text = std::getenv("LISTEN_FDS");
+  const std::string pid = pid_text ? pid_text : "", count = count_text ? count_text : "";
+  ::unsetenv("LISTEN_PID");
+  ::unsetenv("LISTEN_FDS");
+  ::unsetenv("LISTEN_FDNAMES");
+  char* end = nullptr;
+  const long for_pid = std::strtol(pid.c_str(), &end, 10);
+  if (pid.empty() || *end || for_pid != ::getpid()) return 0;
+  const long n = std::strtol(count.c_str(), &end, 10);
+  if (count.empty() || *end || n <= 0 || n > INT_MAX - kFirstPassedFd) return 0;
+  return int(n);
+}
+
+bool listening_stream_socket(int fd) {
+  int type = 0, listening = 0;
+  socklen_t len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) return false;
+  len = sizeof listening;
+  return ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && listening;
+}
+
 const std::vector<int>& activated_sockets() {
   static const std::vector<int> fds = [] {
     std::vector<int> out;
-    const int n = sd_listen_fds(1);  // and unset LISTEN_*: nothing else is to see them
-    for (int i = 0; i < n; ++i) {
-      const int fd = SD_LISTEN_FDS_START + i;
-      if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) > 0) {
-        ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-        out.push_back(fd);
-      }
+    const int n = passed_fd_count();
+    for (int fd = kFirstPassedFd; fd < kFirstPassedFd + n; ++fd) {
+      if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) continue;  // not open after all
+      if (listening_stream_socket(fd)) out.push_back(fd);
     }
     return out;
   }();
