@@ -13,7 +13,7 @@ set -u
 cd "$(dirname "$0")/.."
 build=${1:-build}
 requests=${REQUESTS:-200}
-PY=/usr/bin/python3
+. bench/lib.sh
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 command -v perf >/dev/null || { echo "host_calls.sh: needs perf (linux-perf)" >&2; exit 1; }
@@ -22,19 +22,6 @@ checked=(ioctl fcntl mmap mprotect socket socketpair clone tgkill prctl prlimit6
 events=raw_syscalls:sys_enter
 for c in "${checked[@]}"; do events+=,syscalls:sys_enter_$c; done
 
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-get() { # PORT COUNT
-  $PY - "$1" "$2" <<'PYEOF'
-import socket, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
-for _ in range(n):
-    s = socket.create_connection(("127.0.0.1", port), 30)
-    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    while s.recv(65536):
-        pass
-    s.close()
-PYEOF
-}
 
 echo "| server | host calls/request | argument-checked/request | of which ioctl | argument-checked calls/request |"
 echo "| --- | --- | --- | --- | --- |"

@@ -40,7 +40,7 @@ DENO=${DENO:-$root/.cache/deno/node_modules/@deno/linux-x64-glibc/deno}
 REACT_DIR=$root/.cache/bench/react
 PROGRAMS=${PROGRAMS:-c deno_hello react}
 WARMUP=${WARMUP:-1000}
-PY=/usr/bin/python3
+. bench/lib.sh
 
 die() { echo "bench/run.sh: $*" >&2; exit 1; }
 
@@ -64,8 +64,6 @@ program_cmd() {
   esac
 }
 
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 # wait_port PORT PID : until PORT accepts (or PID died: 1).
 wait_port() {
   local i
@@ -75,20 +73,6 @@ wait_port() {
     sleep 0.1
   done
   return 1
-}
-
-# warm PORT N : N sequential requests (the native rows' warm-up; kvmserver's is --warmup).
-warm() {
-  $PY - "$1" "$2" <<'PYEOF'
-import socket, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
-for _ in range(n):
-    s = socket.create_connection(("127.0.0.1", port), 30)
-    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    while s.recv(65536):
-        pass
-    s.close()
-PYEOF
 }
 
 # load PORT CONNECTIONS close|reuse : wrk for $DURATION s; prints "avg p50 p90 p99 rps requests" (µs).
@@ -125,7 +109,7 @@ row() {
     (cd "$WORK/home" && exec env -i "${ENVS[@]}" "${CMD[@]}") </dev/null >/dev/null 2>"$err" &
     pid=$!
     wait_port "$port" "$pid" || { echo "| $name | did not start: $(tail -c 200 "$err" | tr '\n' ' ') |"; return; }
-    warm "$port" "$WARMUP"
+    get "$port" "$WARMUP"  # the native rows' warm-up (kvmserver's is --warmup)
   else
     (cd "$WORK/home" && exec env -i "${ENVS[@]}" "$KVMSERVER" --stats --max-boot-time=600 "--warmup=$WARMUP" "$@" \
        "${KVM_FLAGS[@]}" "--allow-listen=127.0.0.1:$port" run -- "${CMD[@]}") </dev/null >/dev/null 2>"$err" &
@@ -240,6 +224,8 @@ t_host=$((SECONDS - t0))
 
 echo "part 1: the programs under load ..." >&2
 t0=$SECONDS
+load_seconds=${NESTED_DURATION:-3}
+case $kvm_kind in kvm_intel | kvm_amd) load_seconds=${DURATION:-10} ;; esac
 case $kvm_kind in
   kvm_intel | kvm_amd) where="this host's /dev/kvm ($kvm_kind): timings are measured"
     BENCH_PART=load BENCH_WORK=$WORK WARMUP=$WARMUP PROGRAMS=$PROGRAMS bench/run.sh "$BUILD" || die "the load part failed" ;;
@@ -262,7 +248,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
   echo "- kvmserver $("$KVMSERVER" --version 2>/dev/null | head -n1) ($(git rev-parse --short HEAD 2>/dev/null)), built $(grep -m1 '^CMAKE_BUILD_TYPE:' "$BUILD/CMakeCache.txt" 2>/dev/null | cut -d= -f2)"
   echo "- deno $("$DENO" --version 2>/dev/null | head -n1 | cut -d' ' -f2), react 18.3.1, $(wrk --version 2>&1 | head -n1 | cut -d' ' -f1,2)"
   echo "- programs under load ran in: $where"
-  echo "- $WARMUP warm-up requests before each row; wrk -t1 for ${NESTED_DURATION:-${DURATION:-10}} s per row (connections: 1, or N for threads=N)"
+  echo "- $WARMUP warm-up requests before each row; wrk -t1 for $load_seconds s per row (connections: 1, or N for threads=N)"
   echo
   echo "## 1. The reference's tables"
   echo
@@ -294,7 +280,7 @@ PYEOF
   echo "## 2. kvmserver's host-side costs, natively"
   echo
   cat "$WORK/host_costs.md"
-  [ -f "$chart" ] && { echo; echo "![reset and worker creation]($(basename "$chart"))"; }
+  [ -f "$chart" ] && { echo; echo "Chart of reset time vs dirty pages and worker creation vs template size: $(basename "$chart"),"; echo "written beside this file by the run (a generated image: not committed)."; }
   echo
   echo "## 3. Estimate for hardware"
   echo

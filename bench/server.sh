@@ -10,11 +10,10 @@ cd "$(dirname "$0")/.."
 KVMSERVER=${KVMSERVER:-build/kvmserver}
 SERVER=${SERVER:-build/guests/servers/epoll_server}
 REQUESTS=${REQUESTS:-300}
-PY=/usr/bin/python3
+. bench/lib.sh
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Sequential GETs of / (a new connection each, or with "keepalive" all over one connection);
 # prints "avg p50 p90 p99" in microseconds and requests per second.
