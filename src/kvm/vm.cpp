@@ -415,6 +415,7 @@ void Vcpu::enter_user_mode(uint64_t cr3, uint64_t rip, uint64_t rsp) {
   xcrs.xcrs[0].xcr = 0;
   xcrs.xcrs[0].value = kvm.xcr0();
   if (counted(vm_, fd_, KVM_SET_XCRS, &xcrs) != 0) fail("KVM_SET_XCRS");
+  xcr0_loaded_ = kvm.xcr0();
 
 
   kvm_regs r{};
@@ -575,7 +576,11 @@ void Vcpu::restore(const VcpuState& st) {
   sregs_valid_ = true;
   sregs_dirty_ = true;
   if (counted(vm_, fd_, kSetXsave, st.xsave.data()) != 0) fail("KVM_SET_XSAVE");
-  if (counted(vm_, fd_, KVM_SET_XCRS, &st.xcrs) != 0) fail("KVM_SET_XCRS");
+  const bool same_xcr0 = st.xcrs.nr_xcrs == 1 && st.xcrs.xcrs[0].xcr == 0 && st.xcrs.xcrs[0].value == xcr0_loaded_;
+  if (!same_xcr0) {
+    if (counted(vm_, fd_, KVM_SET_XCRS, &st.xcrs) != 0) fail("KVM_SET_XCRS");
+    xcr0_loaded_ = st.xcrs.nr_xcrs == 1 && st.xcrs.xcrs[0].xcr == 0 ? st.xcrs.xcrs[0].value : 0;
+  }
 }
 
 void Vcpu::bind_to_this_thread() {

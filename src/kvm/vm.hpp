@@ -153,6 +153,10 @@ class Vcpu {
   kvm_dirty_gfn* ring_ = nullptr;
   uint32_t ring_entries_ = 0, ring_next_ = 0;
   bool sregs_valid_ = false, sregs_dirty_ = false;
+  // XCR0 as last given to KVM. Only the host changes it: xsetbv needs ring 0, where only
+  // kvmserver's entry code runs, and that never executes it. restore() skips KVM_SET_XCRS when
+  // the state to restore has this value (every reset, normally: one KVM call less per thread).
+  uint64_t xcr0_loaded_ = 0;
   kvm_sregs sregs_{};
   void* timer_ = nullptr;
   unsigned long thread_ = 0;  // pthread_t of the thread that runs this vCPU
