@@ -20,7 +20,7 @@
 #                              denort from Deno's release site otherwise, unreachable here): SKIP
 #                              without it
 #   group pthread  pthread     build/guests/pthread_stress.{gcc-dynamic,gcc-static,musl}: gcc-dynamic
-#                              PTHREAD_RUNS (8 in CI's budget; 100 by hand) times in a row under kvmserver, the others
+#                              PTHREAD_RUNS (4 in CI's budget; 100 by hand) times in a row under kvmserver, the others
 #                              PTHREAD_OTHER_RUNS (4; ~6 s a run nested): the exact totals
 #                              every time (natively PTHREAD_NATIVE_RUNS, 2, for the reference:
 #                              inside the nested machine 100 native runs take minutes)
@@ -64,7 +64,7 @@
 # Environment: KVMSERVER (default build/kvmserver; "native": only the native halves), GUESTS
 #   (default build/guests), PYTHON (default /usr/bin/python3: the runtime under test and the test
 #   client; never a pyenv shim), NODE (/usr/bin/node), DENO (default .cache/deno/node_modules/
-#   @deno/linux-x64-glibc/deno, from scripts/fetch-deno.sh), DENORT_BIN, PTHREAD_RUNS (8),
+#   @deno/linux-x64-glibc/deno, from scripts/fetch-deno.sh), DENORT_BIN, PTHREAD_RUNS (4),
 #   PTHREAD_OTHER_RUNS (4), PTHREAD_NATIVE_RUNS (2), SERVER_REQUESTS (50), IDENTITY_REQUESTS (50),
 #   SNAPSHOT_REQUESTS (100), SERVER_NATIVE_REQUESTS (100),
 #   PYREGR_TESTS, CASE_TIMEOUT (s per native run, 120), KVM_TIMEOUT (s per kvmserver run, 900;
@@ -88,7 +88,7 @@ NODE=${NODE:-/usr/bin/node}
 DENO=${DENO:-$root/.cache/deno/node_modules/@deno/linux-x64-glibc/deno}
 DENORT_BIN=${DENORT_BIN:-}
 # The counts below fit CI's 45 minutes (servers: ~12 minutes in the nested machine at these): raise them by hand.
-PTHREAD_RUNS=${PTHREAD_RUNS:-8}                # the gcc-dynamic build (what runtimes link like)
+PTHREAD_RUNS=${PTHREAD_RUNS:-4}                # the gcc-dynamic build (what runtimes link like)
 SERVER_REQUESTS=${SERVER_REQUESTS:-50}          # per client thread (2) in the kvm server cases
 SERVER_NATIVE_REQUESTS=${SERVER_NATIVE_REQUESTS:-100}  # per client thread (2), natively (the control)
 IDENTITY_REQUESTS=${IDENTITY_REQUESTS:-50}      # per client thread (2): 100 /identity answers
