@@ -432,38 +432,44 @@ std::string toml_value(const Spec& spec, const Value& v) {
     case Kind::Switch: return v.text.empty() ? "true" : toml_string(v.text);
     case Kind::List:
     case Kind::ListGrant: return array(v.items);
-    case Kind::OptGrant: return v.all && v.items.empty() ? "true" : array(v.items);
+    case Kind::OptGrant: return v.all ? "true" : array(v.items);  // bare: everything, the items included
   }
   return "";
 }
 
-void note_given(Options& o, const Spec& spec, const Value& v, const std::string& source) {
-  const bool scalar = spec.kind != Kind::List && spec.kind != Kind::ListGrant && spec.kind != Kind::OptGrant;
-  o.given.push_back({spec.key, toml_value(spec, v), source, scalar});
-  if (spec.kind == Kind::OptGrant && v.all && !v.items.empty()) o.given.push_back({spec.key, "true", source, false});
-}
+// An option set by the config file or the command line, in the order applied: --print-config's input.
+struct Given {
+  const Spec* spec;
+  Value value;
+  std::string source;  // the config file's path, or "command line"
+};
+
+bool is_list_kind(Kind k) { return k == Kind::List || k == Kind::ListGrant || k == Kind::OptGrant; }
 
 // Valid TOML, reusable as a config file: one line per key set, a list's items from every source
 // together (the command line adds to the file's), a scalar's last value (the command line's wins).
-std::string print_config(const Options& o) {
+std::string print_config(const Options& o, const std::vector<Given>& given) {
   std::string out = std::string("# kvmserver ") + kVersion + ": the options in effect (--print-config)\n";
   out += "# config file: " + (o.config_file.empty() ? std::string("none") : o.config_file) + "\n";
   std::string unset;
   for (const auto& spec : specs()) {
-    std::string value, sources;
-    for (const auto& g : o.given) {
-      if (g.key != spec.key) continue;
+    std::optional<Value> merged;
+    std::string sources;
+    for (const auto& g : given) {
+      if (g.spec != &spec) continue;
       if (sources.find(g.source) == std::string::npos) sources += (sources.empty() ? "" : " + ") + g.source;
-      if (g.scalar || value.empty() || g.toml == "true" || value == "true") {
-        value = g.scalar || g.toml == "true" || value.empty() ? g.toml : value;
+      if (!merged || !is_list_kind(spec.kind)) {
+        merged = g.value;
       } else {
-        value = value.substr(0, value.size() - 1) + ", " + g.toml.substr(1);  // [a] + [b] = [a, b]
+        merged->all |= g.value.all;
+        merged->items.insert(merged->items.end(), g.value.items.begin(), g.value.items.end());
       }
     }
-    if (value.empty()) {
+    if (!merged) {
       unset += std::string(unset.empty() ? "" : ", ") + spec.key;
       continue;
     }
+    std::string value = toml_value(spec, *merged);
     if (std::string_view(spec.key) == "threads" && value == "0") {
       value = std::to_string(o.threads);
       sources += " (0: one per CPU)";
@@ -481,7 +487,7 @@ std::string print_config(const Options& o) {
   return out;
 }
 
-void apply_config(Options& o, const std::string& path) {
+void apply_config(Options& o, const std::string& path, std::vector<Given>& given) {
   auto entries = detail::read_config_file(path);
   std::sort(entries.begin(), entries.end(), [](auto& a, auto& b) { return a.line < b.line; });
   Ctx ctx{dir_of(path)};
@@ -560,7 +566,7 @@ void apply_config(Options& o, const std::string& path) {
           break;
       }
       spec->apply(o, v, ctx);
-      note_given(o, *spec, v, path);
+      given.push_back({spec, v, path});
     } catch (const BadValue& e) {
       throw UsageError(where + e.what());
     }
@@ -738,12 +744,13 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
   const std::string cwd = caller_cwd.empty() ? get_cwd() : std::string(caller_cwd);
   o.cwd = cwd;
   Ctx ctx{cwd};
+  std::vector<Given> given;  // for --print-config
   if (auto* c = app.get_option("--config"); c->count() > 0) {
     o.config_file = abs_path(c->results().back(), ctx);
-    apply_config(o, o.config_file);
+    apply_config(o, o.config_file, given);
   } else if (command != Command::Inspect && ::access((cwd + "/kvmserver.toml").c_str(), F_OK) == 0) {
     o.config_file = linux::normalize_path(cwd + "/kvmserver.toml");  // as the reference kvmserver does
-    apply_config(o, o.config_file);
+    apply_config(o, o.config_file, given);
   }
   for (auto& [spec, opt] : opts) {
     if (opt->count() == 0) continue;
@@ -778,7 +785,7 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
     }
     try {
       spec->apply(o, v, ctx);
-      note_given(o, *spec, v, "command line");
+      given.push_back({spec, v, "command line"});
     } catch (const BadValue& e) {
       std::string name = spec->key;
       throw UsageError("--" + name + ": " + e.what());
@@ -804,7 +811,7 @@ Options parse_options(const std::vector<std::string>& argv_in, std::string_view 
   };
   if (app.get_option("--print-config")->count() > 0) {
     take_program();
-    throw InfoExit(print_config(o));
+    throw InfoExit(print_config(o, given));
   }
   if (command == Command::Serve || command == Command::Inspect) {
     const char* name = command == Command::Serve ? "serve" : "inspect";

@@ -92,13 +92,6 @@ struct Options {
   uint64_t max_epoll_watches = 65536;   // --max-epoll-watches=N: epoll registrations in the tree
   uint64_t max_timers = 1024;           // --max-timers=N: timers in the tree
   std::string config_file;            // --config FILE, or ./kvmserver.toml when there is one (absolute); empty if none
-  // Every option set, in the order applied (the config file's, then the command line's): its TOML
-  // key and value and where it came from. What --print-config prints.
-  struct GivenOption {
-    std::string key, toml, source;
-    bool scalar;  // a later one replaces it (lists and grants add up instead)
-  };
-  std::vector<GivenOption> given;
   bool stats = false;                 // --stats
   int verbose = 0;                    // -v, --verbose (count; TOML: true or a number)
 
