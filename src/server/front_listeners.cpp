@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -82,8 +83,11 @@ int passed_fd_count() {
   const long for_pid = std::strtol(pid.c_str(), &end, 10);
   if (pid.empty() || *end || for_pid != ::getpid()) return 0;
   const long n = std::strtol(count.c_str(), &end, 10);
-  if (count.empty() || *end || n <= 0 || n > INT_MAX - kFirstPassedFd) return 0;
-  return int(n);
+  if (count.empty() || *end || n <= 0 || n > INT_MAX - kFirstPassedFd) return 0;  // as sd_listen_fds refuses it
+  // No fd lies at or above the open-files limit: a larger count (a hostile environment's
+  // LISTEN_FDS=2000000000) would only make the caller probe fds that cannot exist.
+  const long open_max = ::sysconf(_SC_OPEN_MAX);
+  return int(std::min(n, open_max > kFirstPassedFd ? open_max - kFirstPassedFd : 0L));
 }
 
 bool listening_stream_socket(int fd) {

@@ -67,5 +67,18 @@ TEST(SocketActivation, IgnoresVariablesMeantForAnotherProcessOrMalformed) {
   }
 }
 
+// A count far beyond any fd that can exist (hostile or broken environment): the fds that are there
+// are still taken, and it takes no longer than a small count (no probing of two billion fds).
+TEST(SocketActivation, AHugeCountIsBoundedByTheOpenFilesLimit) {
+  auto r = test::run_in_child([] {
+    pass_fds();
+    ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+    ::setenv("LISTEN_FDS", "2000000000", 1);
+    const auto& fds = activated_sockets();
+    return fds.size() == 1 && fds[0] == 3 ? 0 : 1;
+  });
+  EXPECT_TRUE(r.exited(0)) << r.describe();
+}
+
 }  // namespace
 }  // namespace kvms::server
