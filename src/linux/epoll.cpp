@@ -544,6 +544,10 @@ KVMS_SYSCALL(timerfd_settime) {
   auto f = p.fds.get(fd);
   if (!f) return -EBADF;
   if (f->kind != OpenFile::Kind::TimerFd) return -EINVAL;
+  if ((flags & TFD_TIMER_ABSTIME) && p.clock.ahead_ns) {  // a monotonic end time is the guest clock's
+    const auto clock = FdInfo(f->host_fd).field("clockid");
+    value.it_value = host_time(p, clock ? std::atoi(clock->c_str()) : CLOCK_MONOTONIC, value.it_value);
+  }
   if (::timerfd_settime(f->host_fd, flags, &value, &old) < 0) return -errno;
   if (a.a[3] && !p.mm().write(a.a[3], old)) return -EFAULT;
   return 0;
@@ -590,14 +594,28 @@ std::shared_ptr<OpenFile> clone_eventfd(const OpenFile& eventfd) {
   return copy;
 }
 
-std::shared_ptr<OpenFile> clone_timerfd(const OpenFile& timerfd) {
+namespace {
+
+std::optional<OpenFile::TimerSetting> timerfd_setting(const OpenFile& timerfd) {
   const FdInfo info(timerfd.host_fd);
-  int clock = CLOCK_MONOTONIC;
-  if (auto v = info.field("clockid")) clock = std::atoi(v->c_str());
-  uint64_t ticks = 0;
-  if (auto v = info.field("ticks")) ticks = std::strtoull(v->c_str(), nullptr, 10);
-  itimerspec cur{};
-  if (::timerfd_gettime(timerfd.host_fd, &cur) < 0) return nullptr;
+  OpenFile::TimerSetting t;
+  t.clock = CLOCK_MONOTONIC;
+  if (auto v = info.field("clockid")) t.clock = std::atoi(v->c_str());
+  if (auto v = info.field("ticks")) t.ticks = std::strtoull(v->c_str(), nullptr, 10);
+  if (::timerfd_gettime(timerfd.host_fd, &t.value) < 0) return std::nullopt;
+  return t;
+}
+
+}  // namespace
+
+void record_paused_timerfd(OpenFile& timerfd) { timerfd.paused_timer = timerfd_setting(timerfd); }
+
+std::shared_ptr<OpenFile> clone_timerfd(const OpenFile& timerfd) {
+  const std::optional<OpenFile::TimerSetting> setting = timerfd.paused_timer ? timerfd.paused_timer : timerfd_setting(timerfd);
+  if (!setting) return nullptr;
+  const int clock = setting->clock;
+  const uint64_t ticks = setting->ticks;
+  const itimerspec cur = setting->value;
   const bool nonblock = host_nonblocking(timerfd);
   const int h = ::timerfd_create(clock, TFD_CLOEXEC | (nonblock ? TFD_NONBLOCK : 0));
   if (h < 0) return nullptr;

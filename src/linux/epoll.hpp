@@ -37,8 +37,10 @@ class FdInfo {
 std::shared_ptr<OpenFile> clone_eventfd(const OpenFile& eventfd);
 
 // A new timerfd on the same clock, armed with the same remaining time and interval (relative), with
-// the unread expirations carried over and the same O_NONBLOCK.
+// the unread expirations carried over and the same O_NONBLOCK; for a template's timerfd, from the
+// setting it had when the template paused (record_paused_timerfd).
 std::shared_ptr<OpenFile> clone_timerfd(const OpenFile& timerfd);
+void record_paused_timerfd(OpenFile& timerfd);
 
 // For close/dup2 (file.cpp): guest_fd is about to be closed. When no other guest fd refers to the
 // same OpenFile, the fd leaves every epoll interest list in p.fds and its host epoll, as Linux does

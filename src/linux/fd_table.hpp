@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,16 @@ struct OpenFile {
     size_t pos = 0;
   };
   std::shared_ptr<SyntheticDir> synthetic_dir;
+
+  // A template's timerfd as it stood when the template paused (record_paused_timerfd): a worker's
+  // copy is armed from this, as its clock starts from that instant, not from the template's live
+  // timer, which goes on counting down (and expiring) while the template waits.
+  struct TimerSetting {
+    int clock = 0;
+    itimerspec value{};   // relative, as timerfd_gettime gives it
+    uint64_t ticks = 0;   // expirations not read yet
+  };
+  std::optional<TimerSetting> paused_timer;
 };
 
 class FdTable {

@@ -100,6 +100,7 @@ int64_t futex_wait(Process& p, uint64_t addr, uint32_t expected, uint32_t bitset
     timespec ts{};
     if (!p.mm().read(timeout_addr, ts)) return -EFAULT;
     if (ts.tv_sec < 0 || ts.tv_nsec < 0 || ts.tv_nsec >= 1000000000) return -EINVAL;
+    if (absolute) ts = host_time(p, realtime ? CLOCK_REALTIME : CLOCK_MONOTONIC, ts);
     // In nanoseconds, a guest's tv_sec past 292 years would overflow (and come out negative: an
     // endless wait timing out at once); 2^32 s is forever enough.
     auto span = std::chrono::seconds(std::min<int64_t>(ts.tv_sec, kForeverSec)) + std::chrono::nanoseconds(ts.tv_nsec);

@@ -76,9 +76,7 @@ KVMS_SYSCALL(uname) {
 
 KVMS_SYSCALL(sysinfo) {
   struct sysinfo info{};
-  timespec now{};
-  clock_gettime(CLOCK_BOOTTIME, &now);
-  info.uptime = now.tv_sec;
+  info.uptime = guest_now_ns(p, CLOCK_BOOTTIME) / 1000000000;
   info.totalram = p.memory_limit();
   const uint64_t used = p.tree_memory_used();
   info.freeram = used < info.totalram ? info.totalram - used : 0;

@@ -40,12 +40,6 @@ std::shared_ptr<SignalTimer> find_timer(Process& p, uint64_t id) {
   return it->second;
 }
 
-int64_t host_now_ns(int clock) {
-  timespec ts{};
-  clock_gettime(clock, &ts);
-  return int64_t(ts.tv_sec) * kNsPerSec + ts.tv_nsec;
-}
-
 bool write_setting(Process& p, uint64_t addr, const SignalTimer::Setting& s) {
   const GuestItimerspec v{s.interval.count() / kNsPerSec, s.interval.count() % kNsPerSec,
                           s.value.count() / kNsPerSec, s.value.count() % kNsPerSec};
@@ -116,7 +110,7 @@ KVMS_SYSCALL(timer_settime) {
   SignalTimer::Setting next;
   next.interval = std::chrono::nanoseconds(std::min(v.interval_sec, kMaxSeconds) * kNsPerSec + v.interval_nsec);
   int64_t value = std::min(v.value_sec, kMaxSeconds) * kNsPerSec + v.value_nsec;
-  if (value > 0 && (flags & TIMER_ABSTIME)) value = std::max<int64_t>(value - host_now_ns(timer->clock), 1);  // past: now
+  if (value > 0 && (flags & TIMER_ABSTIME)) value = std::max<int64_t>(value - guest_now_ns(p, timer->clock), 1);  // past: now
   next.value = std::chrono::nanoseconds(value);
   const SignalTimer::Setting old = timer->set(next);
   if (a.a[3] && !write_setting(p, a.a[3], old)) return -EFAULT;

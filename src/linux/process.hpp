@@ -293,6 +293,11 @@ class Process {
     uint32_t seq = 0, shift = 0;
     uint64_t mult = 0, tsc_base = 0, monotonic_base_ns = 0;
     int64_t realtime_offset_ns = 0, boottime_offset_ns = 0;
+    // The guest's CLOCK_MONOTONIC (and BOOTTIME) minus the host's. 0 while a program boots; a
+    // worker's request starts its clock where the template paused (start_clock_at), so this is
+    // negative there, and a snapshot goes on from the time it was saved. Absolute times the guest
+    // gives on those clocks are moved by it before the host waits for them (host_time).
+    int64_t ahead_ns = 0;
   } clock;
 
   int pid = 2, ppid = 1;

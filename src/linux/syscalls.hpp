@@ -2,6 +2,7 @@
 // The system-call table and the handlers of each family (one .cpp per family). A handler validates its
 // arguments, does the work, and returns the result or -errno, exactly like a Linux syscall.
 #include <cstdint>
+#include <ctime>
 
 #include "linux/process.hpp"
 
@@ -100,4 +101,14 @@ namespace kvms::linux {
 // time.cpp: keeps the vDSO's clock page in step with the host's clocks.
 void refresh_clock_page(Process& p);
 void maybe_refresh_clock_page(Process& p);
+// The guest's clock `clock` now, in ns: as its vDSO reads it for the clocks that has, else the
+// host's (plus Process::Clock::ahead_ns for the monotonic ones).
+int64_t guest_now_ns(Process& p, int64_t clock);
+// Restarts the guest's monotonic clocks at `monotonic_ns` (its wall clock stays the host's) and
+// rewrites the clock page: a worker's request starts where its template paused.
+void start_clock_at(Process& p, uint64_t monotonic_ns);
+// How far the guest's clock `clock` is ahead of the host's (0 for the wall clock), and an absolute
+// time the guest gave on it as the host's clock reads it (saturated, never negative).
+int64_t clock_ahead_ns(const Process& p, int64_t clock);
+timespec host_time(const Process& p, int64_t clock, const timespec& guest_time);
 }  // namespace kvms::linux

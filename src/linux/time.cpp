@@ -58,20 +58,23 @@ void refresh_clock_page(Process& p) {
   auto& c = p.clock;
   kvm::Vcpu* vcpu = p.thread().vcpu;
   const uint64_t guest_tsc = vcpu ? vcpu->guest_tsc() : __rdtsc() + uint64_t(c.tsc_offset);
-  const uint64_t mono = now_ns(CLOCK_MONOTONIC);
+  const uint64_t host_mono = now_ns(CLOCK_MONOTONIC);
   uint64_t mult = (uint64_t(1000000) << kShift) / c.tsc_khz;
   if (c.calibration_tsc == 0) {
     c.calibration_tsc = guest_tsc;
-    c.calibration_ns = mono;
-  } else if (mono - c.calibration_ns > kNsPerSec && guest_tsc > c.calibration_tsc) {
-    mult = uint64_t((static_cast<unsigned __int128>(mono - c.calibration_ns) << kShift) / (guest_tsc - c.calibration_tsc));
+    c.calibration_ns = host_mono;
+  } else if (host_mono - c.calibration_ns > kNsPerSec && guest_tsc > c.calibration_tsc) {
+    mult = uint64_t((static_cast<unsigned __int128>(host_mono - c.calibration_ns) << kShift) / (guest_tsc - c.calibration_tsc));
   }
+  // The guest's monotonic time now, and the offsets of its other clocks from it, taken so that its
+  // wall clock is the host's.
+  const uint64_t mono = host_mono + uint64_t(c.ahead_ns);
   uint64_t base = mono;
   int64_t realtime_offset = int64_t(now_ns(CLOCK_REALTIME) - mono);
   // BOOTTIME is MONOTONIC plus the time the host spent suspended (read after mono: never negative),
   // and that only grows. Relative to `base` instead, it went below MONOTONIC whenever the guest's
   // clock had run ahead of the host's (base = previous).
-  int64_t boottime_offset = int64_t(now_ns(CLOCK_BOOTTIME) - mono);
+  int64_t boottime_offset = int64_t(now_ns(CLOCK_BOOTTIME) - host_mono);
   if (c.mult) {
     const uint64_t ticks = guest_tsc > c.tsc_base ? guest_tsc - c.tsc_base : 0;  // never wraps, as in the vDSO
     uint64_t previous = c.monotonic_base_ns + uint64_t((static_cast<unsigned __int128>(ticks) * c.mult) >> c.shift);
@@ -84,6 +87,9 @@ void refresh_clock_page(Process& p) {
   c.mult = mult;
   c.tsc_base = guest_tsc;
   c.monotonic_base_ns = base;
+  // Where the guest's clock ran ahead (the rate was not calibrated yet, or the TSC is noisy), it
+  // stays ahead rather than stepping back: the host's translation of the guest's end times follows.
+  c.ahead_ns = int64_t(base - host_mono);
   c.realtime_offset_ns = realtime_offset;
   c.boottime_offset_ns = boottime_offset;
   c.seq += 2;  // even: the page is consistent (the vCPUs do not run while we write it)
@@ -96,11 +102,47 @@ void refresh_clock_page(Process& p) {
   page.realtime_offset_ns = c.realtime_offset_ns;
   page.boottime_offset_ns = c.boottime_offset_ns;
   p.mm().poke(p.vdso_base - kvm::kPageSize, &page, sizeof page);  // fails harmlessly if the guest unmapped it
-  c.refreshed_ns = mono;
+  c.refreshed_ns = host_mono;
 }
 
 void maybe_refresh_clock_page(Process& p) {
   if (p.vdso_base && now_ns(CLOCK_MONOTONIC) - p.clock.refreshed_ns > kNsPerSec) refresh_clock_page(p);
+}
+
+void start_clock_at(Process& p, uint64_t monotonic_ns) {
+  auto& c = p.clock;
+  c.ahead_ns = int64_t(monotonic_ns - now_ns(CLOCK_MONOTONIC));
+  // Not "never step back" this once: the memory this clock goes on with (the template's) saw no
+  // time after monotonic_ns, so to the guest the clock still only moves forward.
+  c.mult = 0;
+  refresh_clock_page(p);
+}
+
+int64_t clock_ahead_ns(const Process& p, int64_t clock) {
+  switch (clock) {
+    case CLOCK_MONOTONIC: case CLOCK_MONOTONIC_RAW: case CLOCK_MONOTONIC_COARSE: case CLOCK_BOOTTIME:
+      return p.clock.ahead_ns;
+    default:
+      return 0;  // the wall clocks are the host's; CPU-time clocks are the vCPU threads'
+  }
+}
+
+timespec host_time(const Process& p, int64_t clock, const timespec& guest_time) {
+  const int64_t ahead = clock_ahead_ns(p, clock);
+  if (ahead == 0) return guest_time;
+  constexpr int64_t kMaxSec = INT64_MAX / 4;  // far enough (as Deadline saturates); |ahead| < 2^34 s
+  if (guest_time.tv_sec > kMaxSec) return {kMaxSec, 0};
+  int64_t sec = guest_time.tv_sec - ahead / int64_t(kNsPerSec);
+  int64_t nsec = guest_time.tv_nsec - ahead % int64_t(kNsPerSec);
+  if (nsec < 0) {
+    nsec += kNsPerSec;
+    sec -= 1;
+  } else if (nsec >= int64_t(kNsPerSec)) {
+    nsec -= kNsPerSec;
+    sec += 1;
+  }
+  if (sec < 0) return {0, 0};  // long past on the host's clock: as good as now
+  return {sec, nsec};
 }
 
 namespace {
@@ -124,15 +166,18 @@ std::optional<int64_t> clock_page_ns(Process& p, int64_t id) {
   }
 }
 
+}  // namespace
+
+int64_t guest_now_ns(Process& p, int64_t id) {
+  if (auto ns = clock_page_ns(p, id)) return *ns;
+  return int64_t(now_ns(host_clock(id))) + clock_ahead_ns(p, id);
+}
+
+namespace {
+
 timespec guest_time(Process& p, int64_t id) {
-  timespec ts{};
-  if (auto ns = clock_page_ns(p, id)) {
-    ts.tv_sec = *ns / int64_t(kNsPerSec);
-    ts.tv_nsec = *ns % int64_t(kNsPerSec);
-  } else {
-    clock_gettime(host_clock(id), &ts);
-  }
-  return ts;
+  const int64_t ns = guest_now_ns(p, id);
+  return {ns / int64_t(kNsPerSec), ns % int64_t(kNsPerSec)};
 }
 
 }  // namespace
@@ -191,6 +236,7 @@ KVMS_SYSCALL(clock_nanosleep) {
   if (flags & ~TIMER_ABSTIME) return -EINVAL;
   timespec req{}, rem{};
   if (int64_t rc = read_timespec(p, a.a[2], req)) return rc;
+  if (flags & TIMER_ABSTIME) req = host_time(p, id, req);
   int rc;
   {
     Process::BlockingSection unlocked(p);
@@ -209,7 +255,7 @@ KVMS_SYSCALL(times) {
     t.tms_utime = clock_t(cpu.tv_sec * ticks_per_sec + cpu.tv_nsec / (kNsPerSec / ticks_per_sec));
     if (!p.mm().write(a.a[0], t)) return -EFAULT;
   }
-  return int64_t(now_ns(CLOCK_MONOTONIC) / (kNsPerSec / ticks_per_sec));
+  return guest_now_ns(p, CLOCK_MONOTONIC) / int64_t(kNsPerSec / ticks_per_sec);
 }
 
 }  // namespace kvms::linux

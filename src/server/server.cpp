@@ -18,7 +18,9 @@
 #include "http/front.hpp"
 #include "server/front_listeners.hpp"
 #include "server/request_router.hpp"
+#include "linux/epoll.hpp"
 #include "linux/process_table.hpp"
+#include "linux/syscalls.hpp"
 #include "server/worker.hpp"
 
 namespace kvms::server {
@@ -154,6 +156,9 @@ int serve(linux::Guest& tmpl, std::vector<linux::ThreadSnapshot> threads, const 
   linux::Process& tp = tmpl.process();
   tp.server = nullptr;
   Template t{&tmpl, &tp, std::move(threads), listeners(tp)};
+  t.paused_monotonic_ns = uint64_t(linux::guest_now_ns(tp, CLOCK_MONOTONIC));
+  for (int fd : tp.fds.fds())
+    if (auto f = tp.fds.get(fd); f->kind == linux::OpenFile::Kind::TimerFd) linux::record_paused_timerfd(*f);
   WorkerConfig wc;
   wc.ephemeral = opts.ephemeral;
   wc.max_request_time = opts.max_request_time.value_or(0);

@@ -23,6 +23,7 @@
 #include "linux/policy.hpp"
 #include "linux/process_table.hpp"
 #include "linux/signal.hpp"
+#include "linux/syscalls.hpp"
 
 namespace kvms::server {
 namespace {
@@ -275,6 +276,7 @@ void Worker::reset(bool full) {
     account->set_limit(linux::ResourceAccount::kMemory, account->used(linux::ResourceAccount::kMemory) + config_.max_request_memory,
                        "--max-request-memory=" + std::to_string(config_.max_request_memory >> 20));
   guest_->restore_threads(tmpl_.threads);
+  linux::start_clock_at(p, tmpl_.paused_monotonic_ns);
 }
 
 void Worker::begin_request() {

@@ -44,6 +44,10 @@ struct Template {
   const linux::Process* process = nullptr;
   std::vector<linux::ThreadSnapshot> threads;
   std::vector<std::shared_ptr<linux::OpenFile>> listeners;  // its listening sockets, in fd order
+  // The template's CLOCK_MONOTONIC when it paused: every request's clock starts there, so a timer
+  // the template set is as far from due in every request as it was at the pause, however long the
+  // template has waited since (README "Timers of a paused template").
+  uint64_t paused_monotonic_ns = 0;
 };
 
 using FileReplacements = std::map<const linux::OpenFile*, std::shared_ptr<linux::OpenFile>>;

@@ -176,16 +176,15 @@ void restore_process_state(linux::Process& p, const Description& d, const LoadOp
     std::memcpy(c.comm, t.comm.data(), std::min(t.comm.size(), sizeof c.comm - 1));
     p.threads.emplace(t.tid, c);
   }
-  // The clock. The guest's clock page maps its TSC to CLOCK_MONOTONIC; the guest TSC is set so
-  // that the page reads this host's CLOCK_MONOTONIC now, as if the guest had run on since it was
-  // saved: then the page agrees with the host from the start, as a booted template's does (a
-  // guest that saw its clock jump at its first syscall ran every timer and GC task that had
-  // come due, at every request). Where this host's monotonic clock is behind the one saved (a
-  // host booted more recently), the TSC continues from its saved value instead: the guest's
-  // clocks never step back (its clock then runs ahead of the host's, see README "Snapshots").
+  // The clock. The guest's clock page maps its TSC to CLOCK_MONOTONIC. The guest TSC continues
+  // from its saved value, so the guest's monotonic clocks go on from the instant the file was
+  // saved, on any host (never back, never a jump): no timer of the program comes due merely
+  // because the file waited. Its wall clock is this host's (the page is rewritten before the guest
+  // runs: start_clock_at, or the first syscall's refresh). Clock::ahead_ns relates its monotonic
+  // clock to this host's, so that its absolute timeouts are waited for at the right host time.
   auto& c = p.clock;
   c = {};
-  uint64_t guest_tsc = d.guest_tsc;
+  const uint64_t guest_tsc = d.guest_tsc;
   if (d.clock_mult) {
     timespec now{};
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -193,8 +192,7 @@ void restore_process_state(linux::Process& p, const Description& d, const LoadOp
     const uint64_t ticks = d.guest_tsc > d.clock_tsc_base ? d.guest_tsc - d.clock_tsc_base : 0;
     const uint64_t saved_ns =
         d.clock_monotonic_base_ns + uint64_t((static_cast<unsigned __int128>(ticks) * d.clock_mult) >> d.clock_shift);
-    const uint64_t khz = o.tsc_khz ? o.tsc_khz : d.tsc_khz;
-    if (host_ns > saved_ns) guest_tsc += uint64_t(static_cast<unsigned __int128>(host_ns - saved_ns) * khz / 1000000);
+    c.ahead_ns = int64_t(saved_ns - host_ns);
   }
   c.tsc_offset = int64_t(guest_tsc - __rdtsc());
   c.tsc_khz = o.tsc_khz ? o.tsc_khz : d.tsc_khz;

@@ -621,15 +621,10 @@ snapshot_phase() {
       info "  $c per request, --warmup phase, 10 /hits:    ${warm_cost:-?}"
       info "  $c per request, snapshot serve, $sent /hits: $COST"
       if [ -n "$warm_cost" ]; then
-        # Node served from its snapshot makes ~10x the syscalls and ~5x the page writes per /hits
-        # of the same template served after its boot. Cause (found 2026-12-05): timers that came
-        # due while the template waited. This serve starts more than 30 s after the template paused,
-        # past Node's HTTP server's 30 s connection check, so every request (a copy of the template)
-        # runs the overdue timers. A booted template served 40 s after its pause pays the same: 93
-        # instead of 11 exits per request, nested. README "Timers of a paused template" says what
-        # would fix it. Expected to fail until then; a pass drops the marker.
+        # Node's HTTP server checks its connections every 30 s, and this serve starts more than
+        # 30 s after the template paused: before each request's clock started at the pause (README
+        # "Timers of a paused template"), every request ran that overdue check (~10x the syscalls).
         KNOWN_COST_DIFFERENCE=$(case $r in
-          node) echo "Node's timers that came due while the template waited run in every request (README: Timers of a paused template)" ;;
           go*) echo "Go's runtime makes time-driven syscalls (sysmon's sleeps, preemption signals): a request's count follows its duration, which the nested machine varies" ;;
         esac) \
           same_cost "kvm:$c.snapshot.same_counters" "$warm_cost" "$COST"

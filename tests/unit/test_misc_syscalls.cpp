@@ -11,10 +11,12 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <mutex>
 #include <climits>
+#include <algorithm>
 #include <chrono>
 #include <thread>
 #include <ctime>
@@ -174,6 +176,65 @@ TEST_F(MiscSyscalls, ClockPageTheGuestOverwroteIsNotTheHostsClock) {
   ASSERT_TRUE(as_->read(kVvar, page));
   EXPECT_EQ(page.mult, proc_->clock.mult);  // the guest's copy is the host's again
   EXPECT_EQ(page.shift, 32u);
+}
+
+// A worker's request starts its monotonic clocks where the template paused (start_clock_at): the
+// guest reads that time, its wall clock stays the host's, and the absolute end times it gives on
+// the monotonic clocks are waited for at the matching host time, not taken as long past.
+TEST_F(MiscSyscalls, MonotonicClockStartedAtThePauseAndAbsoluteWaits) {
+  constexpr uint64_t kVvar = 0x800000;
+  ASSERT_EQ(as_->map(kVvar, 4096, kvm::kProtRead | kvm::kProtWrite, "[vvar]"), 0);
+  proc_->vdso_base = kVvar + 4096;
+  proc_->clock.tsc_khz = 1000000;
+  refresh_clock_page(*proc_);
+  auto ns_of = [](const timespec& ts) { return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec; };
+  timespec host{};
+  clock_gettime(CLOCK_MONOTONIC, &host);
+  const int64_t paused = ns_of(host) > 7200'000000000 ? ns_of(host) - 3600'000000000 : ns_of(host) + 3600'000000000;
+  start_clock_at(*proc_, uint64_t(paused));
+  EXPECT_NEAR(double(proc_->clock.ahead_ns), double(paused - ns_of(host)), 1e9);
+  ASSERT_EQ(call(sys_clock_gettime, {uint64_t(CLOCK_MONOTONIC), next_}), 0);
+  EXPECT_NEAR(double(ns_of(get<timespec>(next_))), double(paused), 1e9);
+  kvms_clock_page page{};
+  ASSERT_TRUE(as_->read(kVvar, page));
+  EXPECT_NEAR(double(page.monotonic_base_ns), double(paused), 1e9);  // what the vDSO reads
+  clock_gettime(CLOCK_REALTIME, &host);
+  ASSERT_EQ(call(sys_clock_gettime, {uint64_t(CLOCK_REALTIME), next_}), 0);
+  EXPECT_NEAR(double(get<timespec>(next_).tv_sec), double(host.tv_sec), 2.0);
+
+  // 100 ms ahead on the guest's clock: a 100 ms wait, for each kind of absolute end time.
+  auto guest_end = [&](clockid_t id) {
+    EXPECT_EQ(call(sys_clock_gettime, {uint64_t(id), next_}), 0);
+    timespec end = get<timespec>(next_);
+    end.tv_nsec += 100000000;
+    if (end.tv_nsec >= 1000000000) { end.tv_nsec -= 1000000000; end.tv_sec += 1; }
+    return end;
+  };
+  auto took = [](auto&& wait) {
+    const auto t0 = std::chrono::steady_clock::now();
+    wait();
+    return std::chrono::steady_clock::now() - t0;
+  };
+  const uint64_t ts = next_ + 64, word = next_ + 128;
+  for (clockid_t id : {CLOCK_MONOTONIC, CLOCK_BOOTTIME}) {
+    ASSERT_TRUE(as_->write(ts, guest_end(id)));
+    const auto d = took([&] { EXPECT_EQ(call(sys_clock_nanosleep, {uint64_t(id), TIMER_ABSTIME, ts, 0}), 0); });
+    EXPECT_GE(d, std::chrono::milliseconds(90)) << id;
+    EXPECT_LT(d, std::chrono::seconds(5)) << id;
+  }
+  ASSERT_TRUE(as_->write<uint32_t>(word, 7));
+  ASSERT_TRUE(as_->write(ts, guest_end(CLOCK_MONOTONIC)));
+  const auto d = took([&] {
+    EXPECT_EQ(call(sys_futex, {word, uint64_t(FUTEX_WAIT_BITSET_PRIVATE), 7, ts, 0, ~0u}), -ETIMEDOUT);
+  });
+  EXPECT_GE(d, std::chrono::milliseconds(90));
+  EXPECT_LT(d, std::chrono::seconds(5));
+  // Moved by the difference; an end time the host's clock reads as before its epoch is "now".
+  const timespec moved = host_time(*proc_, CLOCK_MONOTONIC, timespec{1, 0});
+  const int64_t want_ns = std::max<int64_t>(0, 1000000000 - proc_->clock.ahead_ns);
+  EXPECT_EQ(ns_of(moved), want_ns);
+  EXPECT_EQ(host_time(*proc_, CLOCK_REALTIME, timespec{5, 6}).tv_sec, 5);  // the wall clock: as given
+  EXPECT_EQ(host_time(*proc_, CLOCK_MONOTONIC, timespec{INT64_MAX, 0}).tv_sec, INT64_MAX / 4);
 }
 
 TEST_F(MiscSyscalls, IdentityCannotChange) {
