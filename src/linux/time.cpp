@@ -53,11 +53,10 @@ int64_t write_timespec(Process& p, uint64_t addr, const timespec& ts) {
 // Re-bases the clock page on the host's clocks (from the host's copy of it: Process::Clock::page). The rate comes from KVM's TSC frequency at first,
 // then from what was measured since the first sample, which is more precise than whole kHz. The
 // monotonic value never steps back across a refresh.
-void refresh_clock_page(Process& p) {
-  if (!p.vdso_base) return;
+namespace {
+
+void refresh_clock_page_at(Process& p, uint64_t guest_tsc) {
   auto& c = p.clock;
-  kvm::Vcpu* vcpu = p.thread().vcpu;
-  const uint64_t guest_tsc = vcpu ? vcpu->guest_tsc() : __rdtsc() + uint64_t(c.tsc_offset);
   const uint64_t host_mono = now_ns(CLOCK_MONOTONIC);
   uint64_t mult = (uint64_t(1000000) << kShift) / c.tsc_khz;
   if (c.calibration_tsc == 0) {
@@ -105,6 +104,14 @@ void refresh_clock_page(Process& p) {
   c.refreshed_ns = host_mono;
 }
 
+}  // namespace
+
+void refresh_clock_page(Process& p) {
+  if (!p.vdso_base) return;
+  kvm::Vcpu* vcpu = p.thread().vcpu;
+  refresh_clock_page_at(p, vcpu ? vcpu->guest_tsc() : __rdtsc() + uint64_t(p.clock.tsc_offset));
+}
+
 void maybe_refresh_clock_page(Process& p) {
   if (p.vdso_base && now_ns(CLOCK_MONOTONIC) - p.clock.refreshed_ns > kNsPerSec) refresh_clock_page(p);
 }
@@ -115,7 +122,10 @@ void start_clock_at(Process& p, uint64_t monotonic_ns) {
   // Not "never step back" this once: the memory this clock goes on with (the template's) saw no
   // time after monotonic_ns, so to the guest the clock still only moves forward.
   c.mult = 0;
-  refresh_clock_page(p);
+  // The guest's TSC from the host's and the VM's offset, without asking KVM (a KVM_GET_MSRS at
+  // every reset): it reads a little ahead of the vCPU's (by the latency with which KVM took the
+  // offset), so the guest's clock holds for those microseconds at the start; it never steps back.
+  if (p.vdso_base) refresh_clock_page_at(p, __rdtsc() + uint64_t(c.tsc_offset));
 }
 
 int64_t clock_ahead_ns(const Process& p, int64_t clock) {
@@ -157,8 +167,8 @@ std::optional<int64_t> clock_page_ns(Process& p, int64_t id) {
   // calibration, enough to make the syscall lag the vDSO by a few microseconds).
   kvm::Vcpu* vcpu = p.thread().vcpu;
   const uint64_t guest_tsc = vcpu ? vcpu->guest_tsc() : __rdtsc() + uint64_t(p.clock.tsc_offset);
-  const int64_t mono = int64_t(page.monotonic_base_ns +
-                               uint64_t((static_cast<unsigned __int128>(guest_tsc - page.tsc_base) * page.mult) >> page.shift));
+  const uint64_t ticks = guest_tsc > page.tsc_base ? guest_tsc - page.tsc_base : 0;  // as the vDSO: it holds, never wraps
+  const int64_t mono = int64_t(page.monotonic_base_ns + uint64_t((static_cast<unsigned __int128>(ticks) * page.mult) >> page.shift));
   switch (id) {
     case CLOCK_REALTIME: case CLOCK_REALTIME_COARSE: return mono + page.realtime_offset_ns;
     case CLOCK_BOOTTIME: return mono + page.boottime_offset_ns;
