@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <iterator>
 #include <system_error>
 #include <tuple>
 
@@ -30,6 +31,7 @@
 #include "linux/procfs.hpp"
 #include "linux/syscalls.hpp"
 #include "loader/elf_loader.hpp"
+#include "loader/script.hpp"
 
 extern "C" const uint8_t kvms_vdso_blob[];
 extern "C" const uint8_t kvms_vdso_blob_end[];
@@ -383,8 +385,13 @@ int64_t Guest::fork(Process& p, const CloneRequest& req) {
   return pid;
 }
 
-int64_t Guest::execve(Process& p, const std::string& guest_path, std::vector<std::string> argv,
-                      std::vector<std::string> envp) {
+int64_t Guest::execve(Process& p, const std::string& guest_path, const std::string& filename,
+                      std::vector<std::string> argv, std::vector<std::string> envp) {
+  return exec_file(p, guest_path, filename, std::move(argv), std::move(envp), 0);
+}
+
+int64_t Guest::exec_file(Process& p, const std::string& guest_path, const std::string& filename,
+                         std::vector<std::string> argv, std::vector<std::string> envp, int script_depth) {
   std::string host_path;
   auto where = procfs::lookup(p, guest_path, true);
   if (auto* err = std::get_if<int>(&where)) return *err;
@@ -416,6 +423,23 @@ int64_t Guest::execve(Process& p, const std::string& guest_path, std::vector<std
     return -ENOSYS;
   }
   if (!(st.st_mode & 0111)) return -EACCES;
+  {
+    char head[256];
+    const ssize_t n = ::pread(fd, head, sizeof head, 0);
+    if (n >= 2 && head[0] == '#' && head[1] == '!') {
+      const auto line = loader::script_line(head, size_t(n));
+      if (!line) return -ENOEXEC;
+      if (script_depth >= 4) return -ELOOP;  // Linux: at most 4 scripts before the binary
+      // argv becomes: interpreter, its argument (if any), the script's path, then argv[1..].
+      std::vector<std::string> args{line->interpreter};
+      if (!line->argument.empty()) args.push_back(line->argument);
+      args.push_back(filename);
+      if (argv.size() > 1) args.insert(args.end(), std::make_move_iterator(argv.begin() + 1), std::make_move_iterator(argv.end()));
+      std::string interpreter = line->interpreter;
+      if (interpreter.front() != '/') interpreter = (p.cwd == "/" ? "" : p.cwd) + "/" + interpreter;
+      return exec_file(p, interpreter, line->interpreter, std::move(args), std::move(envp), script_depth + 1);
+    }
+  }
   // Reading the file and the new image are host memory: a program bigger than what the tree has
   // left is refused before it is read.
   const ResourceAccount& account = p.account();

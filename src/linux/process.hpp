@@ -59,9 +59,10 @@ class ProcessHost {
   virtual int64_t fork(Process& p, const CloneRequest& req) = 0;
   // clone with CLONE_THREAD: a new thread of p; its tid or -errno.
   virtual int64_t clone_thread(Process& p, const CloneRequest& req) = 0;
-  // Replaces p's program (the switch happens when the syscall returns); 0 or -errno.
-  virtual int64_t execve(Process& p, const std::string& guest_path, std::vector<std::string> argv,
-                         std::vector<std::string> envp) = 0;
+  // Replaces p's program (the switch happens when the syscall returns); 0 or -errno. filename is
+  // the path as the guest named it (Linux's bprm->filename: what a "#!" interpreter is given).
+  virtual int64_t execve(Process& p, const std::string& guest_path, const std::string& filename,
+                         std::vector<std::string> argv, std::vector<std::string> envp) = 0;
   // Queues for p the signals other guest processes sent it and that wait in its inbox (they are
   // taken between syscalls; a handler that waits for signals takes them itself). The caller holds
   // the process lock.

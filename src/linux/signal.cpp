@@ -388,7 +388,8 @@ KVMS_SYSCALL(kill) {
   const int sig = int(a.a[1]);
   if (sig < 0 || sig > kMaxSignal) return -EINVAL;
   if (pid == INT32_MIN) return -ESRCH;  // -INT_MIN is no group
-  if (p.is_self(pid) || pid == -1)
+  // Any of our threads' ids names this process too (Linux signals the thread group of that task).
+  if (p.is_self(pid) || pid == -1 || (pid > 0 && p.threads.count(int(pid))))
     return send_signal_to_thread(p, receiver(p, sig), sig, SI_USER, p.pid);
   if (pid <= 0) {  // a process group: 0 is the caller's
     if (!p.table) return (pid == 0 || p.is_self(-pid)) ? send_signal_to_thread(p, receiver(p, sig), sig, SI_USER, p.pid) : -ESRCH;

@@ -156,12 +156,18 @@ int64_t do_execve(Process& p, int dirfd, uint64_t upath, uint64_t uargv, uint64_
   if (flags & ~(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) return -EINVAL;
   auto path = p.guest_path(dirfd, upath);
   if (auto* err = std::get_if<int>(&path)) return *err;
+  // The name as given, as Linux hands it to a "#!" interpreter: relative to a directory fd it is
+  // /dev/fd/N/NAME. (Read again: another thread may have changed or unmapped it since.)
+  auto raw = p.mm().read_string(upath, 4096);
+  if (!raw || raw->empty()) return -EFAULT;
+  std::string filename = std::move(*raw);
+  if (filename.front() != '/' && dirfd != AT_FDCWD) filename = "/dev/fd/" + std::to_string(dirfd) + "/" + filename;
   uint64_t budget = exec_argument_budget(p);
   auto argv = read_string_array(p, uargv, budget);
   if (auto* err = std::get_if<int>(&argv)) return *err;
   auto envp = read_string_array(p, uenvp, budget);
   if (auto* err = std::get_if<int>(&envp)) return *err;
-  return p.host->execve(p, std::get<std::string>(path), std::move(std::get<0>(argv)), std::move(std::get<0>(envp)));
+  return p.host->execve(p, std::get<std::string>(path), filename, std::move(std::get<0>(argv)), std::move(std::get<0>(envp)));
 }
 
 }  // namespace

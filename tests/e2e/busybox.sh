@@ -13,6 +13,7 @@
 #   needs fork sh pipelines, command substitution, subshells, external commands from sh. They fail
 #              until kvmserver has fork; with BUSYBOX_ALLOW_NOFORK=1 their failures are reported
 #              as "XFAIL name: ..." and not counted. By default they count like any other case.
+#              Also "#!" scripts (fork-script): one argument on the line, a script as interpreter.
 #
 # Usage: tests/e2e/busybox.sh [KVMSERVER]
 #   KVMSERVER  kvmserver binary (default: $KVMSERVER or build/kvmserver); "native" runs both sides
@@ -80,6 +81,15 @@ find "$T" -exec touch -h -d '2020-01-02 03:04:05' {} +
 # Owned by a third user where the test may choose (root, as in the nested machine): kvmserver shows
 # its own user's files as the guest's (uid 1000, as a user namespace maps one id), which a native
 # run would not; a third owner looks the same to both sides.
+# Scripts that execve runs through their "#!" interpreter: a copy of busybox in the tree (the
+# guest may read it), a script run by it with one argument on the "#!" line, a script whose
+# interpreter is that script (two levels), and one whose interpreter does not exist.
+mkdir -p "$T/bin"
+cp "$BUSYBOX" "$T/bin/busybox"
+printf '#!%s sh\necho "script $# [$1] [$2]"\nexit 7\n' "$T/bin/busybox" >"$T/bin/script"
+printf '#!%s\n' "$T/bin/script" >"$T/bin/script2"
+printf '#!%s/bin/missing\necho unreachable\n' "$T" >"$T/bin/broken"
+chmod 755 "$T/bin/busybox" "$T/bin/script" "$T/bin/script2" "$T/bin/broken"
 [ "$(id -u)" = 0 ] && chown -R -h 4321:4321 "$T"
 if [ "$(wc -c <"$D/sub/deeper/bytes.bin")" != 256 ]; then
   fail fixture "bytes.bin is not 256 bytes"
@@ -343,6 +353,7 @@ bcase fork-subshell - sh -c '(echo in subshell; exit 3); echo "status $?"'
 bcase fork-external - sh -c 'wc -l data/words.txt; echo after'
 bcase fork-tar-pipe - sh -c 'tar cf - data | tar tf -'
 bcase fork-xargs - sh -c 'find data -name "*.txt" | sort | xargs wc -l'
+bcase fork-script - sh -c 'bin/script one two; echo "status $?"; bin/script2 x; echo "status $?"; bin/broken 2>/dev/null; echo "status $?"'
 GROUP=main
 
 if [ "$xfailed" != 0 ]; then echo "# $xfailed needs-fork cases failed (allowed by BUSYBOX_ALLOW_NOFORK=1)"; fi

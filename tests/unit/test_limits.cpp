@@ -311,7 +311,9 @@ TEST_F(Caps, ExecArgumentsAreBounded) {
   class NoExec : public ProcessHost {
     int64_t fork(Process&, const CloneRequest&) override { return -ENOSYS; }
     int64_t clone_thread(Process&, const CloneRequest&) override { return -ENOSYS; }
-    int64_t execve(Process&, const std::string&, std::vector<std::string>, std::vector<std::string>) override { return 0; }
+    int64_t execve(Process&, const std::string&, const std::string&, std::vector<std::string>, std::vector<std::string>) override {
+      return 0;
+    }
   } host;
   p().host = &host;
   EXPECT_EQ(call(SYS_execve, {str("/bin/true"), kBuf + 512 * 1024, 0}), -E2BIG);

@@ -237,6 +237,14 @@ TEST_F(MiscSyscalls, MonotonicClockStartedAtThePauseAndAbsoluteWaits) {
   EXPECT_EQ(host_time(*proc_, CLOCK_MONOTONIC, timespec{INT64_MAX, 0}).tv_sec, INT64_MAX / 4);
 }
 
+// kill() with the id of one of the process's threads signals the process (Linux looks the task up
+// and signals its thread group), where another id is no process of ours.
+TEST_F(MiscSyscalls, KillWithAThreadsIdSignalsTheProcess) {
+  proc_->threads.emplace(proc_->pid + 40, ThreadContext{});
+  EXPECT_EQ(call(sys_kill, {uint64_t(proc_->pid + 40), 0}), 0);
+  EXPECT_EQ(call(sys_kill, {uint64_t(proc_->pid + 41), 0}), -ESRCH);
+}
+
 TEST_F(MiscSyscalls, IdentityCannotChange) {
   EXPECT_EQ(call(sys_setuid, {proc_->uid}), 0);
   EXPECT_EQ(call(sys_setuid, {0}), -EPERM);
