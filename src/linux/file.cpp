@@ -313,89 +313,6 @@ int64_t set_status_flags(Process& p, const std::shared_ptr<OpenFile>& f, int fd,
   return 0;
 }
 
-std::optional<FileKey> file_key(const OpenFile& f) {
-  struct stat st{};
-  if (::fstat(f.host_fd, &st) != 0) return std::nullopt;
-  return FileKey{st.st_dev, st.st_ino};
-}
-
-// POSIX locks (F_GETLK, F_SETLK, F_SETLKW) are kvmserver's own, between guest processes
-// (record_locks.hpp); the range is resolved here as Linux's flock_to_posix_lock does.
-int64_t record_lock(Process& p, const OpenFile& f, int cmd, uint64_t uflock, struct flock& lock) {
-  if (lock.l_type != F_RDLCK && lock.l_type != F_WRLCK && lock.l_type != F_UNLCK) return -EINVAL;
-  int64_t base = 0;
-  switch (lock.l_whence) {
-    case SEEK_SET: break;
-    case SEEK_CUR: base = ::lseek(f.host_fd, 0, SEEK_CUR); break;
-    case SEEK_END: {
-      struct stat st{};
-      if (::fstat(f.host_fd, &st) != 0) return -errno;
-      base = st.st_size;
-      break;
-    }
-    default: return -EINVAL;
-  }
-  if (base < 0) return -EINVAL;
-  int64_t start;
-  if (__builtin_add_overflow(base, int64_t(lock.l_start), &start)) return -EOVERFLOW;
-  if (start < 0) return -EINVAL;
-  RecordLock wanted{lock.l_type, uint64_t(start), UINT64_MAX, p.pid};
-  if (lock.l_len > 0) {
-    int64_t end;
-    if (__builtin_add_overflow(start, int64_t(lock.l_len), &end)) return -EOVERFLOW;
-    wanted.end = uint64_t(end);
-  } else if (lock.l_len < 0) {
-    if (start + lock.l_len < 0) return -EINVAL;
-    wanted.end = uint64_t(start);
-    wanted.start = uint64_t(start + lock.l_len);
-  }
-  auto key = file_key(f);
-  if (!key) return -EBADF;
-  if (cmd == F_GETLK) {
-    const RecordLock got = test_record_lock(*key, p.lock_owner.id(), wanted);
-    lock.l_type = got.type;
-    if (got.type != F_UNLCK) {
-      lock.l_whence = SEEK_SET;
-      lock.l_start = off_t(got.start);
-      lock.l_len = got.end == UINT64_MAX ? 0 : off_t(got.end - got.start);
-      lock.l_pid = got.pid;
-    }
-    return p.mm().write(uflock, lock) ? 0 : -EFAULT;
-  }
-  const int mode = f.status_flags & O_ACCMODE;
-  if (lock.l_type == F_RDLCK && mode == O_WRONLY) return -EBADF;
-  if (lock.l_type == F_WRLCK && mode == O_RDONLY) return -EBADF;
-  if (cmd == F_SETLK) return set_record_lock(*key, p.lock_owner.id(), wanted, false, nullptr);
-  kvm::Vcpu* vcpu = p.thread().vcpu;
-  auto kicked = [&p, vcpu] { return p.lock.stop.load() || (vcpu && vcpu->run_area()->immediate_exit); };
-  Process::BlockingSection unlocked(p);  // other threads of the guest run while it waits
-  return set_record_lock(*key, p.lock_owner.id(), wanted, true, kicked);
-}
-
-// The fd is going: a POSIX lock of the process on its file goes too, whichever fd set it.
-void release_locks_of(Process& p, const std::shared_ptr<OpenFile>& f) {
-  if (!f || !any_record_locks() || f->kind != Kind::Regular) return;
-  if (auto key = file_key(*f)) release_record_locks(p.lock_owner.id(), &*key);
-}
-
-// F_SETLKW/F_OFD_SETLKW wait for a conflicting lock, which only another thread or process (or a
-// kick) may end: without the process lock, or no other thread of the guest could run meanwhile.
-int64_t do_lock(Process& p, const OpenFile& f, int cmd, uint64_t uflock) {
-  struct flock lock{};
-  if (!p.mm().read(uflock, lock)) return -EFAULT;
-  if (cmd == F_GETLK || cmd == F_SETLK || cmd == F_SETLKW) return record_lock(p, f, cmd, uflock, lock);
-  int rc;
-  if (cmd == F_SETLKW || cmd == F_OFD_SETLKW) {
-    Process::BlockingSection unlocked(p);
-    rc = ::fcntl(f.host_fd, cmd, &lock);
-  } else {
-    rc = ::fcntl(f.host_fd, cmd, &lock);
-  }
-  if (rc < 0) return -errno;
-  if ((cmd == F_GETLK || cmd == F_OFD_GETLK) && !p.mm().write(uflock, lock)) return -EFAULT;
-  return 0;
-}
-
 int64_t make_pipe(Process& p, uint64_t ufds, uint64_t flags) {
   if (flags & ~uint64_t(O_CLOEXEC | O_NONBLOCK | O_DIRECT)) return -EINVAL;
   if (!p.mm().writable(ufds, 2 * sizeof(int32_t))) return -EFAULT;
@@ -627,7 +544,7 @@ KVMS_SYSCALL(fcntl) {
     case F_SETLKW:
     case F_OFD_GETLK:
     case F_OFD_SETLK:
-    case F_OFD_SETLKW: return do_lock(p, *f, cmd, arg);
+    case F_OFD_SETLKW: return fcntl_lock(p, *f, cmd, arg);
     case F_GETPIPE_SZ:
       if (f->kind != Kind::Pipe) return -EBADF;
       return errno_result(::fcntl(f->host_fd, cmd));

@@ -290,5 +290,49 @@ TEST_F(FcntlSyscalls, ErrnoCornerCases) {
   EXPECT_EQ(call(sys_lseek, {uint64_t(dir), ~0ull, SEEK_END}), -EINVAL);
 }
 
+// OFD locks are the host's, POSIX ones kvmserver's: each kind still conflicts with the other, as on
+// Linux, even within one process (their owners differ).
+TEST_F(FcntlSyscalls, OfdAndPosixLocksConflict) {
+  const int64_t a = open(root_ + "/file", O_RDWR), b = open(root_ + "/file", O_RDWR);
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  const uint64_t fl = alloc(sizeof(struct flock));
+  auto put = [&](short type, off_t start, off_t len) {
+    struct flock l{};
+    l.l_type = type;
+    l.l_whence = SEEK_SET;
+    l.l_start = start;
+    l.l_len = len;
+    ASSERT_TRUE(as_->write(fl, l));
+  };
+  put(F_WRLCK, 0, 10);
+  ASSERT_EQ(fcntl(a, F_OFD_SETLK, fl), 0);
+  put(F_RDLCK, 0, 0);
+  EXPECT_EQ(fcntl(b, F_SETLK, fl), -EAGAIN);
+  EXPECT_EQ(fcntl(b, F_GETLK, fl), 0);
+  struct flock got{};
+  ASSERT_TRUE(as_->read(fl, got));
+  EXPECT_EQ(got.l_type, F_WRLCK);
+  EXPECT_EQ(got.l_pid, -1);  // an OFD lock's
+  EXPECT_EQ(got.l_len, 10);
+  put(F_RDLCK, 10, 5);  // past it: free
+  EXPECT_EQ(fcntl(b, F_SETLK, fl), 0);
+  put(F_WRLCK, 12, 1);
+  EXPECT_EQ(fcntl(a, F_OFD_SETLK, fl), -EAGAIN);  // the POSIX read lock is in the way
+  EXPECT_EQ(fcntl(a, F_OFD_GETLK, fl), 0);
+  ASSERT_TRUE(as_->read(fl, got));
+  EXPECT_EQ(got.l_type, F_RDLCK);
+  EXPECT_EQ(got.l_pid, proc_->pid);
+  put(F_UNLCK, 0, 0);
+  EXPECT_EQ(fcntl(b, F_SETLK, fl), 0);
+  put(F_WRLCK, 12, 1);
+  EXPECT_EQ(fcntl(a, F_OFD_SETLK, fl), 0);
+  struct flock bad{};
+  bad.l_type = F_RDLCK;
+  bad.l_pid = 1;
+  ASSERT_TRUE(as_->write(fl, bad));
+  EXPECT_EQ(fcntl(a, F_OFD_SETLK, fl), -EINVAL);
+}
+
 }  // namespace
 }  // namespace kvms::linux
