@@ -32,6 +32,22 @@ struct OpenFile {
   bool listening = false;  // a socket after a successful listen(): what the server layer watches
   uint64_t socketpair_id = 0;  // both ends of one socketpair() share it (a snapshot re-pairs them)
   uint64_t signal_mask = 0;    // a signalfd's signals (bit sig-1; signalfd.cpp)
+  // A /proc or /sys file kvmserver made up (procfs.cpp) is a sealed memfd holding its text, but
+  // lseek answers as Linux's file would: most are seq_files, whose seq_lseek refuses SEEK_END;
+  // the others (cmdline, environ, sysctls) have size 0 there.
+  enum class MadeUpSeek : uint8_t { None, SeqFile, SizeZero } made_up_seek = MadeUpSeek::None;
+
+  // Signal-driven I/O (fasync.hpp), per open file description as on Linux: the owner F_SETOWN or
+  // F_SETOWN_EX named (type: Linux's F_OWNER_TID 0, F_OWNER_PID 1, F_OWNER_PGRP 2; id 0: none),
+  // F_SETSIG's signal (0: SIGIO without details), the guest fd O_ASYNC was set through (si_fd),
+  // and the watch that exists while O_ASYNC is on. Under async_mutex: the processes sharing the
+  // file and the watcher's thread read them.
+  struct AsyncOwner {
+    int type = 1, id = 0, sig = 0, fd = -1;
+  };
+  std::mutex async_mutex;
+  AsyncOwner async;
+  std::shared_ptr<void> async_watch;
 
   // Addresses a socket shows the guest in place of its host socket's own (--isolate=request: a
   // worker's private copy of a listener shows the address the guest bound; a connection from the

@@ -17,12 +17,14 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "kvm/vm.hpp"
+#include "linux/fasync.hpp"
 #include "linux/file_quota.hpp"
 #include "linux/signal.hpp"
 #include "linux/host_fs.hpp"
@@ -137,8 +139,12 @@ int import_iovecs(Process& p, uint64_t uiov, uint64_t count, int prot, std::vect
   if (count > IOV_MAX) return -EINVAL;
   std::vector<GuestIovec> guest(count);
   if (count && !p.mm().copy_from_user(guest.data(), uiov, count * sizeof(GuestIovec))) return -EFAULT;
-  for (auto& v : guest)
+  // Linux's import_iovec: a negative length is EINVAL and an iovec outside user space EFAULT
+  // (access_ok, even for an empty one), checked in order for every iovec before any is used.
+  for (auto& v : guest) {
     if (v.len > static_cast<uint64_t>(SSIZE_MAX)) return -EINVAL;
+    if (!user_range(v.base, v.len)) return -EFAULT;
+  }
   uint64_t budget = kMaxRw;
   requested = false;
   for (auto& v : guest) {
@@ -232,15 +238,31 @@ int64_t install_host_fd(Process& p, int host_fd, std::string path, int status_fl
   return p.fds.install(std::move(file), cloexec);
 }
 
-// What F_GETFL reports for a file opened with `flags`.
+// What F_GETFL reports for a file opened with `flags` (an O_PATH open's are already cut to
+// kOpathFlags: Linux forces O_LARGEFILE before it cuts them, so an O_PATH file has none).
 int status_flags_of(int flags) {
+  if (flags & O_PATH) return flags & (O_PATH | O_DIRECTORY | O_NOFOLLOW);
   return (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC)) | kOLargefile;
+}
+
+// Linux's O_PATH_FLAGS: with O_PATH, open(2) ignores every other flag (openat2 would refuse them).
+constexpr int kOpathFlags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+
+// open(O_CREAT) of "name/": Linux looks the parent up, then refuses to create a directory with
+// open (EISDIR) whether or not the name exists; a missing parent stays ENOENT.
+int64_t create_with_trailing_slash(Process& p, const std::string& guest_path) {
+  std::string path = guest_path;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  PathPolicy::Resolved r;
+  const int rc = fileops::resolve(p, path, Access::Read, true, r);
+  return rc == 0 ? -EISDIR : rc;  // (resolves a missing last name whose parent exists: exists=false)
 }
 
 int64_t do_open(Process& p, int dirfd, uint64_t user_path, int flags, mode_t mode) {
   auto gp = p.guest_path(dirfd, user_path);
   if (auto* err = std::get_if<int>(&gp)) return *err;
   if (!fd_available(p)) return -EMFILE;
+  if (flags & O_PATH) flags &= kOpathFlags;
 
   const int acc = flags & O_ACCMODE;
   const bool write = acc == O_WRONLY || acc == O_RDWR || (flags & (O_CREAT | O_TRUNC | O_APPEND)) ||
@@ -251,6 +273,7 @@ int64_t do_open(Process& p, int dirfd, uint64_t user_path, int flags, mode_t mod
   if (auto* err = std::get_if<int>(&where))
     return *err == -ENOENT && (flags & O_CREAT) ? procfs::creation_errno(p, std::get<std::string>(gp)) : *err;
   const std::string& path = std::get<std::string>(where);
+  if ((flags & O_CREAT) && path.size() > 1 && path.back() == '/') return create_with_trailing_slash(p, path);
   PathPolicy::Resolved r;
   if (int rc = fileops::resolve(p, path, write ? Access::Write : Access::Read, follow, r)) return rc;
   const bool creates = flags & (O_CREAT | O_TRUNC | O_TMPFILE);
@@ -273,96 +296,20 @@ int64_t do_open(Process& p, int dirfd, uint64_t user_path, int flags, mode_t mod
   return install_host_fd(p, fd, r.guest_path, status_flags_of(flags), flags & O_CLOEXEC, r.writable);
 }
 
-// F_SETFL: O_APPEND and O_NONBLOCK take effect on the host fd; the rest is not supported.
-int64_t set_status_flags(OpenFile& f, int flags) {
-  constexpr int kForwarded = O_APPEND | O_NONBLOCK;
-  int host = ::fcntl(f.host_fd, F_GETFL);
+// F_SETFL (fd: the guest fd it came through): Linux's settable flags. O_APPEND, O_NONBLOCK,
+// O_DIRECT and O_NOATIME take effect on the host fd, which refuses them as Linux would (O_DIRECT
+// where the file system has no direct I/O, O_NOATIME on another's file); O_ASYNC is kvmserver's
+// own (fasync.hpp: the host's would signal kvmserver). The others are ignored, as there.
+int64_t set_status_flags(Process& p, const std::shared_ptr<OpenFile>& f, int fd, int flags) {
+  constexpr int kForwarded = O_APPEND | O_NONBLOCK | O_DIRECT | O_NOATIME;
+  const int host = ::fcntl(f->host_fd, F_GETFL);
   if (host < 0) return -errno;
-  if (::fcntl(f.host_fd, F_SETFL, (host & ~kForwarded) | (flags & kForwarded)) < 0) return -errno;
-  f.status_flags = (f.status_flags & ~kForwarded) | (flags & kForwarded);
-  return 0;
-}
-
-std::optional<FileKey> file_key(const OpenFile& f) {
-  struct stat st{};
-  if (::fstat(f.host_fd, &st) != 0) return std::nullopt;
-  return FileKey{st.st_dev, st.st_ino};
-}
-
-// POSIX locks (F_GETLK, F_SETLK, F_SETLKW) are kvmserver's own, between guest processes
-// (record_locks.hpp); the range is resolved here as Linux's flock_to_posix_lock does.
-int64_t record_lock(Process& p, const OpenFile& f, int cmd, uint64_t uflock, struct flock& lock) {
-  if (lock.l_type != F_RDLCK && lock.l_type != F_WRLCK && lock.l_type != F_UNLCK) return -EINVAL;
-  int64_t base = 0;
-  switch (lock.l_whence) {
-    case SEEK_SET: break;
-    case SEEK_CUR: base = ::lseek(f.host_fd, 0, SEEK_CUR); break;
-    case SEEK_END: {
-      struct stat st{};
-      if (::fstat(f.host_fd, &st) != 0) return -errno;
-      base = st.st_size;
-      break;
-    }
-    default: return -EINVAL;
-  }
-  if (base < 0) return -EINVAL;
-  int64_t start;
-  if (__builtin_add_overflow(base, int64_t(lock.l_start), &start)) return -EOVERFLOW;
-  if (start < 0) return -EINVAL;
-  RecordLock wanted{lock.l_type, uint64_t(start), UINT64_MAX, p.pid};
-  if (lock.l_len > 0) {
-    int64_t end;
-    if (__builtin_add_overflow(start, int64_t(lock.l_len), &end)) return -EOVERFLOW;
-    wanted.end = uint64_t(end);
-  } else if (lock.l_len < 0) {
-    if (start + lock.l_len < 0) return -EINVAL;
-    wanted.end = uint64_t(start);
-    wanted.start = uint64_t(start + lock.l_len);
-  }
-  auto key = file_key(f);
-  if (!key) return -EBADF;
-  if (cmd == F_GETLK) {
-    const RecordLock got = test_record_lock(*key, p.lock_owner.id(), wanted);
-    lock.l_type = got.type;
-    if (got.type != F_UNLCK) {
-      lock.l_whence = SEEK_SET;
-      lock.l_start = off_t(got.start);
-      lock.l_len = got.end == UINT64_MAX ? 0 : off_t(got.end - got.start);
-      lock.l_pid = got.pid;
-    }
-    return p.mm().write(uflock, lock) ? 0 : -EFAULT;
-  }
-  const int mode = f.status_flags & O_ACCMODE;
-  if (lock.l_type == F_RDLCK && mode == O_WRONLY) return -EBADF;
-  if (lock.l_type == F_WRLCK && mode == O_RDONLY) return -EBADF;
-  if (cmd == F_SETLK) return set_record_lock(*key, p.lock_owner.id(), wanted, false, nullptr);
-  kvm::Vcpu* vcpu = p.thread().vcpu;
-  auto kicked = [&p, vcpu] { return p.lock.stop.load() || (vcpu && vcpu->run_area()->immediate_exit); };
-  Process::BlockingSection unlocked(p);  // other threads of the guest run while it waits
-  return set_record_lock(*key, p.lock_owner.id(), wanted, true, kicked);
-}
-
-// The fd is going: a POSIX lock of the process on its file goes too, whichever fd set it.
-void release_locks_of(Process& p, const std::shared_ptr<OpenFile>& f) {
-  if (!f || !any_record_locks() || f->kind != Kind::Regular) return;
-  if (auto key = file_key(*f)) release_record_locks(p.lock_owner.id(), &*key);
-}
-
-// F_SETLKW/F_OFD_SETLKW wait for a conflicting lock, which only another thread or process (or a
-// kick) may end: without the process lock, or no other thread of the guest could run meanwhile.
-int64_t do_lock(Process& p, const OpenFile& f, int cmd, uint64_t uflock) {
-  struct flock lock{};
-  if (!p.mm().read(uflock, lock)) return -EFAULT;
-  if (cmd == F_GETLK || cmd == F_SETLK || cmd == F_SETLKW) return record_lock(p, f, cmd, uflock, lock);
-  int rc;
-  if (cmd == F_SETLKW || cmd == F_OFD_SETLKW) {
-    Process::BlockingSection unlocked(p);
-    rc = ::fcntl(f.host_fd, cmd, &lock);
-  } else {
-    rc = ::fcntl(f.host_fd, cmd, &lock);
-  }
-  if (rc < 0) return -errno;
-  if ((cmd == F_GETLK || cmd == F_OFD_GETLK) && !p.mm().write(uflock, lock)) return -EFAULT;
+  if ((host & kForwarded) != (flags & kForwarded) &&
+      ::fcntl(f->host_fd, F_SETFL, (host & ~kForwarded) | (flags & kForwarded)) < 0)
+    return -errno;
+  const bool was_async = f->status_flags & O_ASYNC, async = flags & O_ASYNC;
+  f->status_flags = (f->status_flags & ~(kForwarded | O_ASYNC)) | (flags & (kForwarded | O_ASYNC));
+  if (async != was_async) set_async(p, f, fd, async);  // (only a change registers: Linux's setfl)
   return 0;
 }
 
@@ -404,6 +351,41 @@ int64_t tty_query(Process& p, const OpenFile& f, unsigned long cmd, uint64_t arg
   alignas(8) unsigned char buf[64] = {};
   if (::ioctl(f.host_fd, cmd, buf) < 0) return -errno;
   return p.mm().copy_to_user(arg, buf, size) ? 0 : -EFAULT;
+}
+
+// The old getdents' struct linux_dirent from getdents64's struct linux_dirent64, in place: the
+// same d_ino, d_off and record length (both are 20 + the name's length, 8-aligned: linux_dirent's
+// name starts a byte earlier and its d_type is the record's last byte, after the name's NUL).
+void dirents64_to_legacy(uint8_t* buf, size_t n) {
+  for (size_t off = 0; off + 20 <= n;) {
+    uint16_t reclen;
+    std::memcpy(&reclen, buf + off + 16, 2);
+    if (reclen < 24 || off + reclen > n) break;  // (never from the host)
+    const uint8_t type = buf[off + 18];
+    const size_t name_len = ::strnlen(reinterpret_cast<const char*>(buf + off + 19), reclen - 20);
+    std::memmove(buf + off + 18, buf + off + 19, name_len);
+    std::memset(buf + off + 18 + name_len, 0, reclen - 18 - name_len);
+    buf[off + reclen - 1] = type;
+    off += reclen;
+  }
+}
+
+// getdents64, and the old getdents (legacy) that x86-64 programs still call (its records carry
+// d_type in their last byte). Linux keeps the count in an int: above INT_MAX it is negative and
+// no entry fits (EINVAL).
+int64_t do_getdents(Process& p, const SyscallArgs& a, bool legacy) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f) return -EBADF;
+  if (static_cast<uint32_t>(a.a[2]) > uint32_t(INT_MAX)) return -EINVAL;
+  const uint64_t count = std::min<uint64_t>(static_cast<uint32_t>(a.a[2]), 1u << 20);
+  if (auto made_up = procfs::getdents64(p, *f, a.a[1], count, legacy)) return *made_up;
+  const uint64_t room = p.mm().accessible(a.a[1], count, kvm::kProtWrite);
+  if (room == 0 && count != 0) return -EFAULT;
+  std::vector<uint8_t> buf(std::max<uint64_t>(room, 1));
+  long n = ::syscall(SYS_getdents64, f->host_fd, buf.data(), room);
+  if (n < 0) return -errno;
+  if (legacy) dirents64_to_legacy(buf.data(), static_cast<size_t>(n));
+  return p.mm().copy_to_user(a.a[1], buf.data(), static_cast<uint64_t>(n)) ? n : -EFAULT;
 }
 
 }  // namespace
@@ -483,17 +465,25 @@ KVMS_SYSCALL(close_range) {
 KVMS_SYSCALL(lseek) {
   auto f = p.fds.get(static_cast<int>(a.a[0]));
   if (!f) return -EBADF;
+  const int64_t off = static_cast<int64_t>(a.a[1]);
+  const int whence = static_cast<int>(a.a[2]);
   if (f->synthetic_dir) {  // positions are entry indices (getdents64's d_off)
-    const int64_t off = static_cast<int64_t>(a.a[1]);
-    const int whence = static_cast<int>(a.a[2]);
-    if (whence != SEEK_SET && whence != SEEK_CUR) return -EINVAL;
+    // generic_file_llseek, as Linux's /proc and /sys directories: their size is 0 for SEEK_END.
+    if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END) return -EINVAL;
     int64_t pos = off;
     if (whence == SEEK_CUR && __builtin_add_overflow(int64_t(f->synthetic_dir->pos), off, &pos)) return -EINVAL;
     if (pos < 0) return -EINVAL;
     f->synthetic_dir->pos = static_cast<size_t>(pos);
     return pos;
   }
-  return errno_result(::lseek(f->host_fd, static_cast<off_t>(a.a[1]), static_cast<int>(a.a[2])));
+  if (f->made_up_seek != OpenFile::MadeUpSeek::None && whence != SEEK_SET && whence != SEEK_CUR) {
+    if (f->made_up_seek == OpenFile::MadeUpSeek::SeqFile) return -EINVAL;  // seq_lseek: SET and CUR only
+    // generic_file_llseek over size 0: SEEK_END is the offset itself; no data nor hole past it.
+    if (whence == SEEK_DATA || whence == SEEK_HOLE) return -ENXIO;
+    if (whence != SEEK_END || off < 0) return -EINVAL;
+    return errno_result(::lseek(f->host_fd, static_cast<off_t>(off), SEEK_SET));
+  }
+  return errno_result(::lseek(f->host_fd, static_cast<off_t>(off), whence));
 }
 
 KVMS_SYSCALL(dup) {
@@ -528,6 +518,10 @@ KVMS_SYSCALL(fcntl) {
   const uint64_t arg = a.a[2];
   auto f = p.fds.get(fd);
   if (!f) return -EBADF;
+  // check_fcntl_cmd: an O_PATH file takes only these; anything else is EBADF, even an unknown cmd.
+  if ((f->status_flags & O_PATH) && cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC && cmd != F_GETFD &&
+      cmd != F_SETFD && cmd != F_GETFL)
+    return -EBADF;
   switch (cmd) {
     case F_DUPFD:
     case F_DUPFD_CLOEXEC: {
@@ -538,13 +532,19 @@ KVMS_SYSCALL(fcntl) {
     case F_GETFD: return p.fds.cloexec(fd) ? FD_CLOEXEC : 0;
     case F_SETFD: return p.fds.set_cloexec(fd, arg & FD_CLOEXEC);
     case F_GETFL: return f->status_flags;
-    case F_SETFL: return set_status_flags(*f, static_cast<int>(arg));
+    case F_SETFL: return set_status_flags(p, f, fd, static_cast<int>(arg));
+    case F_GETOWN:
+    case F_SETOWN:
+    case F_GETOWN_EX:
+    case F_SETOWN_EX:
+    case F_GETSIG:
+    case F_SETSIG: return fcntl_owner(p, *f, cmd, arg);
     case F_GETLK:
     case F_SETLK:
     case F_SETLKW:
     case F_OFD_GETLK:
     case F_OFD_SETLK:
-    case F_OFD_SETLKW: return do_lock(p, *f, cmd, arg);
+    case F_OFD_SETLKW: return fcntl_lock(p, *f, cmd, arg);
     case F_GETPIPE_SZ:
       if (f->kind != Kind::Pipe) return -EBADF;
       return errno_result(::fcntl(f->host_fd, cmd));
@@ -593,7 +593,12 @@ KVMS_SYSCALL(ioctl) {
     case FIONBIO: {
       int32_t on = 0;
       if (!p.mm().read(arg, on)) return -EFAULT;
-      return set_status_flags(*f, on ? (f->status_flags | O_NONBLOCK) : (f->status_flags & ~O_NONBLOCK));
+      return set_status_flags(p, f, fd, on ? (f->status_flags | O_NONBLOCK) : (f->status_flags & ~O_NONBLOCK));
+    }
+    case FIOASYNC: {  // O_ASYNC, as F_SETFL sets it
+      int32_t on = 0;
+      if (!p.mm().read(arg, on)) return -EFAULT;
+      return set_status_flags(p, f, fd, on ? (f->status_flags | O_ASYNC) : (f->status_flags & ~O_ASYNC));
     }
     case FIONREAD: {
       int n = 0;
@@ -614,18 +619,8 @@ KVMS_SYSCALL(ioctl) {
   }
 }
 
-KVMS_SYSCALL(getdents64) {
-  auto f = p.fds.get(static_cast<int>(a.a[0]));
-  if (!f) return -EBADF;
-  const uint64_t count = std::min<uint64_t>(static_cast<uint32_t>(a.a[2]), 1u << 20);
-  if (auto made_up = procfs::getdents64(p, *f, a.a[1], count)) return *made_up;
-  const uint64_t room = p.mm().accessible(a.a[1], count, kvm::kProtWrite);
-  if (room == 0 && count != 0) return -EFAULT;
-  std::vector<char> buf(std::max<uint64_t>(room, 1));
-  long n = ::syscall(SYS_getdents64, f->host_fd, buf.data(), room);
-  if (n < 0) return -errno;
-  return p.mm().copy_to_user(a.a[1], buf.data(), static_cast<uint64_t>(n)) ? n : -EFAULT;
-}
+KVMS_SYSCALL(getdents64) { return do_getdents(p, a, false); }
+KVMS_SYSCALL(getdents) { return do_getdents(p, a, true); }
 
 KVMS_SYSCALL(sendfile) {
   auto out = p.fds.get(static_cast<int>(a.a[0]));
@@ -633,6 +628,8 @@ KVMS_SYSCALL(sendfile) {
   if (!out || !in) return -EBADF;
   off_t offset = 0;
   if (a.a[2] && !p.mm().read(a.a[2], offset)) return -EFAULT;
+  // rw_verify_area: a count that is negative as an ssize_t is EINVAL (only then cut to MAX_RW_COUNT).
+  if (static_cast<int64_t>(a.a[3]) < 0) return -EINVAL;
   uint64_t count = std::min(a.a[3], kMaxRw);
   WriteQuota quota(p, *out, count);
   if (quota.error()) return quota.error();

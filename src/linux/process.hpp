@@ -27,6 +27,7 @@
 
 #include "kvm/address_space.hpp"
 #include "kvm/clock_page.h"
+#include "linux/fasync.hpp"
 #include "linux/fd_table.hpp"
 #include "linux/itimer.hpp"
 #include "linux/record_locks.hpp"
@@ -346,6 +347,7 @@ class Process {
   bool has_private_tmp = false;
   bool has_signalfd = false;
   LockOwner lock_owner;  // its POSIX record locks (record_locks.hpp): a copy is a new owner  // made one: queued and taken signals update signalfds' readiness
+  AsyncIoSlot async_io;  // O_ASYNC's watcher of the files it turned it on for (fasync.hpp): none in a copy
 
  private:
   // Only through the constructor above, which gives the copy its own address space.

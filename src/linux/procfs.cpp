@@ -423,7 +423,11 @@ int empty_directory_fd() {
 // file it may not read) must not be followed.
 const std::string& exe_link(const Process& p) { return p.exe_path; }
 
-int status_flags_of(int flags) { return (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC)) | kOLargefile; }
+// F_GETFL's answer, as file.cpp's (an O_PATH file has only O_PATH, O_DIRECTORY, O_NOFOLLOW).
+int status_flags_of(int flags) {
+  if (flags & O_PATH) return flags & (O_PATH | O_DIRECTORY | O_NOFOLLOW);
+  return (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC)) | kOLargefile;
+}
 
 int64_t install(Process& p, int host_fd, OpenFile::Kind kind, const std::string& path, int flags) {
   auto file = std::make_shared<OpenFile>(host_fd, kind, path, status_flags_of(flags));
@@ -583,7 +587,12 @@ int64_t open(Process& p, const Node& n, int flags, bool followed) {
       if (flags & O_DIRECTORY) return -ENOTDIR;
       if (writing) return -EACCES;  // mode 0444
       const int fd = sealed_file(text_of(p, n));
-      return fd < 0 ? fd : install(p, fd, OpenFile::Kind::Regular, n.path, flags);
+      if (fd < 0) return fd;
+      auto file = std::make_shared<OpenFile>(fd, OpenFile::Kind::Regular, n.path, status_flags_of(flags));
+      const std::string name = n.path.substr(n.path.rfind('/') + 1);
+      const bool size_zero = name == "cmdline" || name == "environ" || sysctl_text(n.path);
+      file->made_up_seek = size_zero ? OpenFile::MadeUpSeek::SizeZero : OpenFile::MadeUpSeek::SeqFile;
+      return p.fds.install(std::move(file), flags & O_CLOEXEC);
     }
     case Kind::ExeLink: {
       if (writing) return -ETXTBSY;
@@ -675,14 +684,16 @@ std::optional<std::string> contents(Process& p, const std::string& path) {
   return text_of(p, *n);
 }
 
-std::optional<int64_t> getdents64(Process& p, OpenFile& f, uint64_t buf, uint64_t count) {
+std::optional<int64_t> getdents64(Process& p, OpenFile& f, uint64_t buf, uint64_t count, bool legacy) {
   if (!f.synthetic_dir) return std::nullopt;
   auto& dir = *f.synthetic_dir;
   const size_t start = dir.pos;
   std::vector<uint8_t> out;
   while (dir.pos < dir.entries.size()) {
     const auto& e = dir.entries[dir.pos];
-    const size_t reclen = (19 + e.name.size() + 1 + 7) & ~size_t{7};  // struct linux_dirent64, 8-aligned
+    // struct linux_dirent64, 8-aligned; struct linux_dirent has the same length (its name starts a
+    // byte earlier, its d_type is the last byte).
+    const size_t reclen = (19 + e.name.size() + 1 + 7) & ~size_t{7};
     if (out.size() + reclen > count) break;
     const size_t at = out.size();
     out.resize(at + reclen, 0);
@@ -692,8 +703,13 @@ std::optional<int64_t> getdents64(Process& p, OpenFile& f, uint64_t buf, uint64_
     std::memcpy(&out[at], &ino, 8);
     std::memcpy(&out[at + 8], &next, 8);
     std::memcpy(&out[at + 16], &len16, 2);
-    out[at + 18] = e.type;
-    std::memcpy(&out[at + 19], e.name.c_str(), e.name.size());
+    if (legacy) {
+      std::memcpy(&out[at + 18], e.name.c_str(), e.name.size());
+      out[at + reclen - 1] = e.type;
+    } else {
+      out[at + 18] = e.type;
+      std::memcpy(&out[at + 19], e.name.c_str(), e.name.size());
+    }
     ++dir.pos;
   }
   if (out.empty() && dir.pos < dir.entries.size()) return -EINVAL;  // buffer too small for one entry

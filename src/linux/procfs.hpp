@@ -67,8 +67,9 @@ int access(Process& p, const Node& n, bool followed, int mode);
 // statfs: the file system the tree stands for (proc, sysfs, devtmpfs).
 void statfs(const Node& n, struct statfs& st);
 
-// getdents64 on a directory opened here; nullopt when f is not one.
-std::optional<int64_t> getdents64(Process& p, OpenFile& f, uint64_t buf, uint64_t count);
+// getdents64 on a directory opened here (legacy: the old getdents' struct linux_dirent, whose
+// d_type is the record's last byte); nullopt when f is not one.
+std::optional<int64_t> getdents64(Process& p, OpenFile& f, uint64_t buf, uint64_t count, bool legacy = false);
 
 // The text of a made-up file (exposed for tests); nullopt when the path is not one.
 std::optional<std::string> contents(Process& p, const std::string& path);

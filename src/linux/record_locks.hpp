@@ -10,8 +10,18 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 
 namespace kvms::linux {
+
+class Process;
+struct OpenFile;
+
+// file_locks.cpp: fcntl's F_GETLK, F_SETLK, F_SETLKW (these tables) and F_OFD_GETLK, F_OFD_SETLK,
+// F_OFD_SETLKW (the host's) on f, struct flock at uflock: 0 or -errno.
+int64_t fcntl_lock(Process& p, const OpenFile& f, int cmd, uint64_t uflock);
+// An fd of f is going: the POSIX locks its process holds on f's file go too, whichever fd set them.
+void release_locks_of(Process& p, const std::shared_ptr<OpenFile>& f);
 
 // One owner per guest process object: copies (a fork's child, a worker reset) are new owners, and
 // an owner's locks go with it.

@@ -25,7 +25,7 @@ KVMS_SYSCALL(read); KVMS_SYSCALL(write); KVMS_SYSCALL(pread64); KVMS_SYSCALL(pwr
 KVMS_SYSCALL(readv); KVMS_SYSCALL(writev); KVMS_SYSCALL(preadv); KVMS_SYSCALL(pwritev);
 KVMS_SYSCALL(open); KVMS_SYSCALL(openat); KVMS_SYSCALL(creat); KVMS_SYSCALL(close); KVMS_SYSCALL(close_range);
 KVMS_SYSCALL(lseek); KVMS_SYSCALL(dup); KVMS_SYSCALL(dup2); KVMS_SYSCALL(dup3); KVMS_SYSCALL(fcntl);
-KVMS_SYSCALL(pipe); KVMS_SYSCALL(pipe2); KVMS_SYSCALL(ioctl); KVMS_SYSCALL(getdents64); KVMS_SYSCALL(sendfile);
+KVMS_SYSCALL(pipe); KVMS_SYSCALL(pipe2); KVMS_SYSCALL(ioctl); KVMS_SYSCALL(getdents64); KVMS_SYSCALL(getdents); KVMS_SYSCALL(sendfile);
 // file_meta.cpp: names, metadata, the working directory, and changes under write permission
 KVMS_SYSCALL(stat); KVMS_SYSCALL(lstat); KVMS_SYSCALL(fstat); KVMS_SYSCALL(newfstatat); KVMS_SYSCALL(statx);
 KVMS_SYSCALL(readlink); KVMS_SYSCALL(readlinkat); KVMS_SYSCALL(access); KVMS_SYSCALL(faccessat);
