@@ -30,6 +30,9 @@ struct OpenFile {
   bool writable_grant = false;  // opened under a grant that allows writing (fchmod, futimens...)
   bool listening = false;  // a socket after a successful listen(): what the server layer watches
   uint64_t socketpair_id = 0;  // both ends of one socketpair() share it (a snapshot re-pairs them)
+  // A Unix socket's peer as Linux's SO_PEERCRED would name it when the host names kvmserver itself
+  // (socket_control.cpp): the guest pid that made a socketpair or listens; 0 when not known.
+  int cred_pid = 0;
   uint64_t signal_mask = 0;    // a signalfd's signals (bit sig-1; signalfd.cpp)
 
   // Addresses a socket shows the guest in place of its host socket's own (--isolate=request: a
