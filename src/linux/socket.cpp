@@ -251,8 +251,8 @@ std::variant<PathPolicy::Resolved, int> unix_path_grant(Process& p, const std::s
 }
 
 // bind() of a Unix socket to a path: the network policy must grant the path for listening and the
-// file policy must grant writing it.
-int64_t unix_bind(Process& p, OpenFile& f, const std::string& raw) {
+// file policy must grant writing it. `key` is the socket file's, for unix_listener_bound.
+int64_t unix_bind(Process& p, OpenFile& f, const std::string& raw, std::string& key) {
   auto r = unix_path_grant(p, raw, true);
   if (auto* e = std::get_if<int>(&r)) return *e;
   const auto* ok = &std::get<PathPolicy::Resolved>(r);
@@ -268,6 +268,8 @@ int64_t unix_bind(Process& p, OpenFile& f, const std::string& raw) {
   SockAddr host_addr;
   set_unix_path(host_addr, via);
   if (::bind(f.host_fd, host_addr.sa(), host_addr.len) != 0) return -errno;
+  struct stat st{};
+  if (::fstatat(dir.fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) key = unix_file_key(st);
   remember_unix_name(via, raw);
   f.path = "unix:" + raw;
   return 0;
@@ -525,6 +527,11 @@ int64_t do_accept(Process& p, uint64_t fd, uint64_t addr, uint64_t lenp, int fla
     }
   }
   nf->shown_local = f->shown_local;
+  if (f->cred_pid) {  // a guest's listener: a connection from kvmserver itself is from a guest
+    ucred c{};
+    socklen_t clen = sizeof c;
+    if (::getsockopt(h, SOL_SOCKET, SO_PEERCRED, &c, &clen) == 0 && c.pid == ::getpid()) nf->cred_pid = unix_accepted(*f);
+  }
   int gfd = p.fds.install(std::move(nf), flags & SOCK_CLOEXEC);
   if (gfd < 0) return gfd;
   if (addr) {
@@ -654,8 +661,12 @@ KVMS_SYSCALL(bind) {
     switch (unix_kind(addr)) {
       case UnixKind::Unnamed:  // autobind to a fresh abstract name: needs no grant
         return errno_result(::bind(f->host_fd, addr.sa(), addr.len));
-      case UnixKind::Path:
-        return unix_bind(p, *f, unix_path(addr));
+      case UnixKind::Path: {
+        std::string key;
+        const int64_t rc = unix_bind(p, *f, unix_path(addr), key);
+        if (rc == 0 && !key.empty()) unix_listener_bound(key, f);
+        return rc;
+      }
       case UnixKind::Abstract:
         break;
     }
@@ -667,7 +678,9 @@ KVMS_SYSCALL(bind) {
     log_listen_denied(p, NetPolicy::describe(addr.sa(), addr.len));
     return -EACCES;
   }
-  return errno_result(::bind(f->host_fd, addr.sa(), addr.len));
+  if (::bind(f->host_fd, addr.sa(), addr.len) != 0) return -errno;
+  if (addr.family() == AF_UNIX) unix_listener_bound(unix_abstract_key(addr.un()->sun_path, addr.len - kSunPathOffset), f);
+  return 0;
 }
 
 KVMS_SYSCALL(listen) {
@@ -687,6 +700,7 @@ KVMS_SYSCALL(listen) {
       return -EACCES;
     }
   }
+  bool inherited_listener = false;
   if (p.server && !f->listening) {
     // Socket activation: the guest listens where systemd's socket is, whatever it bound, and
     // keeps the file status flags it set (O_NONBLOCK) on the socket it now holds.
@@ -697,11 +711,13 @@ KVMS_SYSCALL(listen) {
       ::close(inherited);
       if (rc < 0) return -err;
       if (flags >= 0) ::fcntl(f->host_fd, F_SETFL, flags);
+      inherited_listener = true;
     }
   }
   if (::listen(f->host_fd, static_cast<int>(a.a[1])) != 0) return -errno;
   f->listening = true;
-  f->cred_pid = p.pid;  // a listening socket's peer credentials are its listener's
+  // A listening socket's peer credentials are its listener's (an inherited one's are its maker's).
+  if (!inherited_listener) f->cred_pid = p.pid;
   return 0;
 }
 
@@ -720,8 +736,22 @@ KVMS_SYSCALL(connect) {
   if (addr.family() != AF_UNSPEC) {
     if (int64_t rc = check_destination(p, addr, hold); rc < 0) return rc;
   }
-  Process::BlockingSection unlocked(p);
-  return errno_result(::connect(f->host_fd, addr.sa(), addr.len));
+  // A connection to a guest's Unix listener: who is at each end (socket_control.cpp).
+  std::shared_ptr<OpenFile> listener;
+  if (addr.family() == AF_UNIX) {
+    struct stat st{};
+    if (hold.fd >= 0 && ::fstat(hold.fd, &st) == 0)
+      listener = unix_connecting(p, unix_file_key(st));
+    else if (unix_kind(addr) == UnixKind::Abstract)
+      listener = unix_connecting(p, unix_abstract_key(addr.un()->sun_path, addr.len - kSunPathOffset));
+  }
+  int rc;
+  {
+    Process::BlockingSection unlocked(p);
+    rc = ::connect(f->host_fd, addr.sa(), addr.len) == 0 ? 0 : -errno;
+  }
+  if (listener) unix_connected(p, *f, *listener, rc == 0);
+  return rc;
 }
 
 KVMS_SYSCALL(shutdown) {

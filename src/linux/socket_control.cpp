@@ -15,20 +15,26 @@
 //  * which guest pid kvmserver's own host pid stands for: every guest process of one kvmserver
 //    (a fork is a separate VM in the same host process) sends and connects as the same host pid,
 //    so the host cannot tell us which guest sent a message or made a connection. SO_PEERCRED names
-//    the guest Linux would where kvmserver knows it (OpenFile::cred_pid: the creator of a
-//    socketpair, the guest that listens on a listening socket); otherwise, and for every received
-//    SCM_CREDENTIALS, the receiving guest itself is named. That is exact for a process talking to
-//    itself and whenever there is one guest process (the common case); between two guest
-//    processes of one kvmserver (a fork talking to its parent) the ids are still right but the pid
-//    is the receiver's, not its peer's. Guessing the other process instead would be wrong just as
-//    often (a fork may use both ends it inherited) and is not worth a wrong answer that looks
-//    plausible.
+//    the guest Linux would, as kvmserver keeps track of it (OpenFile::cred_pid): both ends of a
+//    socketpair name its creator, a listening socket its listener, a guest's connection to a
+//    guest's listener that listener, and the accepted end the guest that connected. The last is
+//    known by order: a guest connecting to a guest's listener (bound by path or abstract name) is
+//    queued on it before the host connect, and each connection from kvmserver's host process that
+//    the listener accepts takes the oldest; the host queues connections in the same order, unless
+//    two guests connect to one listener at the same instant. Where nothing is known (a received
+//    SCM_CREDENTIALS, a listener inherited by socket activation), the receiving guest itself is
+//    named: exact for a process talking to itself and whenever there is one guest process (the
+//    common case); between two guest processes of one kvmserver, the ids are still right but the
+//    pid is the receiver's, not its peer's.
 #include "linux/socket_control.hpp"
 
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
 
 #include "linux/fd_table.hpp"
 
@@ -73,6 +79,64 @@ void close_fds(const uint8_t* data, size_t len) {
 }
 
 }  // namespace
+
+namespace {
+
+constexpr size_t kMaxPendingConnectors = 4096;  // a listen backlog holds no more (somaxconn's ceiling)
+
+// Guests' Unix listeners by key, and every OpenFile::unix_connectors.
+std::mutex g_listeners_mu;
+std::unordered_map<std::string, std::weak_ptr<OpenFile>> g_listeners;
+
+}  // namespace
+
+std::string unix_file_key(const struct stat& st) {
+  return "f" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+}
+
+std::string unix_abstract_key(const char* name, size_t len) { return "a" + std::string(name, len); }
+
+void unix_listener_bound(const std::string& key, const std::shared_ptr<OpenFile>& f) {
+  std::lock_guard lock(g_listeners_mu);
+  if (g_listeners.size() >= 4096) {  // sockets closed since: forget them
+    for (auto it = g_listeners.begin(); it != g_listeners.end();) it = it->second.expired() ? g_listeners.erase(it) : ++it;
+  }
+  g_listeners[key] = f;
+}
+
+std::shared_ptr<OpenFile> unix_connecting(const Process& p, const std::string& key) {
+  std::lock_guard lock(g_listeners_mu);
+  auto it = g_listeners.find(key);
+  if (it == g_listeners.end()) return nullptr;
+  auto listener = it->second.lock();
+  if (!listener || !listener->listening || !listener->cred_pid) return nullptr;
+  if (listener->unix_connectors.size() >= kMaxPendingConnectors) listener->unix_connectors.pop_front();
+  listener->unix_connectors.push_back(p.pid);
+  return listener;
+}
+
+void unix_connected(const Process& p, OpenFile& client, OpenFile& listener, bool ok) {
+  std::lock_guard lock(g_listeners_mu);
+  if (ok) {
+    client.cred_pid = listener.cred_pid;  // Linux copies the listener's credentials at connect
+    return;
+  }
+  auto& q = listener.unix_connectors;  // no connection: not pending after all
+  for (auto it = q.rbegin(); it != q.rend(); ++it) {
+    if (*it == p.pid) {
+      q.erase(std::next(it).base());
+      break;
+    }
+  }
+}
+
+int unix_accepted(OpenFile& listener) {
+  std::lock_guard lock(g_listeners_mu);
+  if (listener.unix_connectors.empty()) return 0;
+  const int pid = listener.unix_connectors.front();
+  listener.unix_connectors.pop_front();
+  return pid;
+}
 
 int creds_to_host(const Process& p, const ucred& guest, ucred& host) {
   // -1 is no uid or gid at all (make_kuid fails): EINVAL before any permission check, as in Linux.

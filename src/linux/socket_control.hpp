@@ -2,11 +2,13 @@
 // Socket control messages and credentials between the guest and the host (socket_control.cpp), and
 // the socket ioctls (socket_ioctl.cpp). Used by socket.cpp's handlers and file.cpp's ioctl.
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "linux/process.hpp"
@@ -22,6 +24,20 @@ int creds_to_host(const Process& p, const ucred& guest, ucred& host);
 // Credentials the host kernel reports (SCM_CREDENTIALS received, SO_PEERCRED), as the guest sees
 // them. `self_pid` is the guest pid to show for kvmserver's own host process (see the .cpp).
 ucred creds_to_guest(const Process& p, const ucred& host, int self_pid);
+
+// The guest on the other end of a Unix connection between two guests of this kvmserver, which the
+// host cannot tell apart (socket_control.cpp). Listeners are known by a key: unix_file_key of the
+// socket file for a path, unix_abstract_key for an abstract name.
+std::string unix_file_key(const struct stat& st);
+std::string unix_abstract_key(const char* name, size_t len);
+void unix_listener_bound(const std::string& key, const std::shared_ptr<OpenFile>& f);
+// Before a guest's connect() to `key`: the guest's listener there, if any (which then counts the
+// connection as pending); after it, unix_connected says how it went.
+std::shared_ptr<OpenFile> unix_connecting(const Process& p, const std::string& key);
+void unix_connected(const Process& p, OpenFile& client, OpenFile& listener, bool ok);
+// After accept() on a guest's listener of a connection from kvmserver itself: the guest that
+// connected (0: not known).
+int unix_accepted(OpenFile& listener);
 
 // Guest control messages -> host (sendmsg): SCM_RIGHTS guest fds become host fds (kept open by
 // `files`); SCM_CREDENTIALS are checked and translated on a Unix socket (`unix_socket`) and left

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -42,8 +43,8 @@ class SocketControl : public ::testing::Test {
     ASSERT_EQ(as_->map(kReadOnly, 0x1000, kvm::kProtRead, ""), 0);
     p_ = std::make_unique<Process>(as_, std::make_shared<PathPolicy>(PolicyConfig{}), ProcessConfig{});
     NetPolicyConfig c;
-    c.listen = {"127.0.0.1"};
-    c.connect = {"127.0.0.1"};
+    c.listen = {"127.0.0.1", "@kvms-creds-test"};
+    c.connect = {"127.0.0.1", "@kvms-creds-test"};
     p().net_policy = std::make_shared<NetPolicy>(c);
     p().pid = p().main_tid = 77;
     p().uid = 4242;
@@ -227,6 +228,46 @@ TEST_F(SocketControl, PeerCredentialsNameTheGuestLinuxWould) {
   ASSERT_EQ(sc(sys_getsockopt, u, SOL_SOCKET, SO_PEERCRED, cred, credlen), 0);
   EXPECT_EQ(get<ucred>(cred).pid, 0);
   EXPECT_EQ(get<ucred>(cred).uid, uid_t(-1));
+}
+
+TEST_F(SocketControl, ConnectionsBetweenGuestsNameEachOther) {
+  // Guest 77 listens on an abstract name; guests 78 and 79 (forks: same host process) connect.
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  const std::string name = std::string(1, '\0') + "kvms-creds-test";
+  std::memcpy(sun.sun_path, name.data(), name.size());
+  const uint64_t addr = put(sun), len = offsetof(sockaddr_un, sun_path) + name.size();
+  int l = int(sc(sys_socket, AF_UNIX, SOCK_STREAM, 0));
+  ASSERT_EQ(sc(sys_bind, l, addr, len), 0);
+  ASSERT_EQ(sc(sys_listen, l, 8), 0);
+  int client[2];
+  for (int i = 0; i < 2; ++i) {
+    p().pid = p().main_tid = 78 + i;
+    client[i] = int(sc(sys_socket, AF_UNIX, SOCK_STREAM, 0));
+    ASSERT_EQ(sc(sys_connect, client[i], addr, len), 0);
+  }
+  // A connection that fails is not waiting to be accepted.
+  p().pid = p().main_tid = 80;
+  int dgram = int(sc(sys_socket, AF_UNIX, SOCK_DGRAM, 0));
+  EXPECT_EQ(sc(sys_connect, dgram, addr, len), -ECONNREFUSED);  // another type: none listening
+
+  uint64_t cred = alloc(sizeof(ucred)), credlen = put<int>(sizeof(ucred));
+  // Each client's peer is the listener...
+  ASSERT_EQ(sc(sys_getsockopt, client[0], SOL_SOCKET, SO_PEERCRED, cred, credlen), 0);
+  EXPECT_EQ(get<ucred>(cred).pid, 77);
+  EXPECT_EQ(get<ucred>(cred).uid, 4242u);
+  // ...and each accepted connection's is the guest that made it, in order.
+  p().pid = p().main_tid = 77;
+  for (int i = 0; i < 2; ++i) {
+    int a = int(sc(sys_accept, l, 0, 0));
+    ASSERT_GE(a, 0);
+    ASSERT_EQ(sc(sys_getsockopt, a, SOL_SOCKET, SO_PEERCRED, cred, credlen), 0);
+    EXPECT_EQ(get<ucred>(cred).pid, 78 + i);
+    EXPECT_EQ(get<ucred>(cred).gid, 4343u);
+  }
+  // The listening socket's own peer credentials are its listener's.
+  ASSERT_EQ(sc(sys_getsockopt, l, SOL_SOCKET, SO_PEERCRED, cred, credlen), 0);
+  EXPECT_EQ(get<ucred>(cred).pid, 77);
 }
 
 TEST_F(SocketControl, NetdeviceIoctlsSeeLoopbackOnly) {
