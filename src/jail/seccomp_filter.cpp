@@ -21,6 +21,7 @@
 #include <stdexcept>
 
 #include "kvm/vm.hpp"
+#include "linux/socket_control.hpp"
 
 // AddressSanitizer (clang says so through __has_feature, gcc through __SANITIZE_ADDRESS__).
 #if defined(__SANITIZE_ADDRESS__)
@@ -172,10 +173,12 @@ std::vector<Rule> process_rules() {
              {F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK,
               F_OFD_SETLK, F_OFD_SETLKW, F_GETPIPE_SZ, F_SETPIPE_SZ, F_ADD_SEALS, F_GET_SEALS});
   // ioctl: KVM, and what the emulation forwards to host fds (src/linux/file.cpp: FIONREAD, terminal
-  // queries; epoll.cpp: a cloned timerfd's ticks; isatty() is TCGETS). The request is an unsigned
-  // int to the kernel: only the low 32 bits are compared, as the kernel reads them. libseccomp
-  // checks a call's rules last-added first: KVM_RUN, by far the most frequent, goes last.
+  // queries; epoll.cpp: a cloned timerfd's ticks; isatty() is TCGETS; socket_ioctl.cpp: queue sizes,
+  // timestamps and questions about the loopback interface, never a change). The request is an
+  // unsigned int to the kernel: only the low 32 bits are compared, as the kernel reads them.
+  // libseccomp checks a call's rules last-added first: KVM_RUN, by far the most frequent, goes last.
   add_values(r, "ioctl", 1, {FIONREAD, TCGETS, TIOCGWINSZ, TIOCGPGRP, kTimerfdSetTicks}, 0xffffffffu);
+  for (uint32_t request : linux::socket_ioctls_forwarded()) r.push_back({"ioctl", {arg_bits(1, 0xffffffffu, request)}});
   const auto& kvm_requests = kvm::Kvm::ioctls_used();
   for (auto it = kvm_requests.rbegin(); it != kvm_requests.rend(); ++it)
     r.push_back({"ioctl", {arg_bits(1, 0xffffffffu, *it)}});

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -31,6 +32,12 @@ struct OpenFile {
   bool writable_grant = false;  // opened under a grant that allows writing (fchmod, futimens...)
   bool listening = false;  // a socket after a successful listen(): what the server layer watches
   uint64_t socketpair_id = 0;  // both ends of one socketpair() share it (a snapshot re-pairs them)
+  // A Unix socket's peer as Linux's SO_PEERCRED would name it when the host names kvmserver itself
+  // (socket_control.cpp): the guest pid that made a socketpair, listens, or connected; 0 when not
+  // known. A guest's Unix listener also keeps the guests whose connections wait to be accepted
+  // (oldest first; guarded by socket_control.cpp's lock).
+  int cred_pid = 0;
+  std::deque<int> unix_connectors;
   uint64_t signal_mask = 0;    // a signalfd's signals (bit sig-1; signalfd.cpp)
   // A /proc or /sys file kvmserver made up (procfs.cpp) is a sealed memfd holding its text, but
   // lseek answers as Linux's file would: most are seq_files, whose seq_lseek refuses SEEK_END;

@@ -30,6 +30,7 @@
 #include "linux/host_fs.hpp"
 #include "linux/policy.hpp"
 #include "linux/procfs.hpp"
+#include "linux/socket_control.hpp"
 #include "linux/syscalls.hpp"
 
 namespace kvms::linux {
@@ -587,6 +588,9 @@ KVMS_SYSCALL(ioctl) {
   const uint64_t arg = a.a[2];
   auto f = p.fds.get(fd);
   if (!f) return -EBADF;
+  if (f->kind == Kind::Socket && !(f->status_flags & O_PATH)) {
+    if (auto r = socket_ioctl(p, *f, cmd, arg)) return *r;
+  }
   switch (cmd) {
     case FIOCLEX: return p.fds.set_cloexec(fd, true);
     case FIONCLEX: return p.fds.set_cloexec(fd, false);

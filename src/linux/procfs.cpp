@@ -604,6 +604,8 @@ int64_t open(Process& p, const Node& n, int flags, bool followed) {
       auto file = p.fds.get(n.id);
       if (!file) return -ENOENT;
       if ((flags & O_DIRECTORY) && file->kind != OpenFile::Kind::Directory) return -ENOTDIR;
+      // A socket cannot be opened, only made: Linux's sock_no_open. O_PATH opens nothing.
+      if (file->kind == OpenFile::Kind::Socket && !(flags & O_PATH)) return -ENXIO;
       return p.fds.install(std::move(file), flags & O_CLOEXEC);
     }
     case Kind::Device: {

@@ -38,6 +38,7 @@
 #include "linux/net_policy.hpp"
 #include "linux/policy.hpp"
 #include "linux/file_quota.hpp"
+#include "linux/socket_control.hpp"
 #include "linux/syscalls.hpp"
 
 #ifndef IP_TRANSPARENT
@@ -52,9 +53,6 @@
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77
 #endif
-#ifndef SCM_PIDFD
-#define SCM_PIDFD 0x04
-#endif
 
 namespace kvms::linux {
 namespace {
@@ -64,7 +62,6 @@ constexpr uint64_t kMaxIov = 1024;             // UIO_MAXIOV
 constexpr uint64_t kMaxRw = 0x7ffff000;        // MAX_RW_COUNT
 constexpr size_t kMaxControl = 256 * 1024;     // control buffers beyond this: ENOBUFS (like optmem_max)
 constexpr size_t kMaxOptLen = 64 * 1024;       // socket option buffers
-constexpr int kScmMaxFd = 253;                 // SCM_MAX_FD
 constexpr uint64_t kMmsgSize = sizeof(mmsghdr);  // 64
 constexpr int kFlagMask = SOCK_NONBLOCK | SOCK_CLOEXEC;
 
@@ -195,7 +192,9 @@ std::string inode_name(int host_fd, const char* kind) {
   return std::string(kind) + ":[" + std::to_string(st.st_ino) + "]";
 }
 
-// A host fd received with SCM_RIGHTS, as a guest file.
+}  // namespace
+
+// A host fd received with SCM_RIGHTS, as a guest file (socket_control.hpp).
 std::shared_ptr<OpenFile> adopt_host_fd(int host_fd) {
   OpenFile::Kind kind = kind_of(host_fd);
   std::string name;
@@ -214,6 +213,8 @@ std::shared_ptr<OpenFile> adopt_host_fd(int host_fd) {
   if (kind == OpenFile::Kind::Socket) f->listening = sockopt_int(host_fd, SO_ACCEPTCONN) == 1;
   return f;
 }
+
+namespace {
 
 struct FdCloser {
   int fd = -1;
@@ -250,8 +251,8 @@ std::variant<PathPolicy::Resolved, int> unix_path_grant(Process& p, const std::s
 }
 
 // bind() of a Unix socket to a path: the network policy must grant the path for listening and the
-// file policy must grant writing it.
-int64_t unix_bind(Process& p, OpenFile& f, const std::string& raw) {
+// file policy must grant writing it. `key` is the socket file's, for unix_listener_bound.
+int64_t unix_bind(Process& p, OpenFile& f, const std::string& raw, std::string& key) {
   auto r = unix_path_grant(p, raw, true);
   if (auto* e = std::get_if<int>(&r)) return *e;
   const auto* ok = &std::get<PathPolicy::Resolved>(r);
@@ -267,6 +268,8 @@ int64_t unix_bind(Process& p, OpenFile& f, const std::string& raw) {
   SockAddr host_addr;
   set_unix_path(host_addr, via);
   if (::bind(f.host_fd, host_addr.sa(), host_addr.len) != 0) return -errno;
+  struct stat st{};
+  if (::fstatat(dir.fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) key = unix_file_key(st);
   remember_unix_name(via, raw);
   f.path = "unix:" + raw;
   return 0;
@@ -372,87 +375,6 @@ void note_iov_writes(Process& p, const std::vector<kvm::WritableSpan>& spans, ui
   }
 }
 
-// Walks the control messages of a buffer the way the kernel does (CMSG_FIRSTHDR/CMSG_NXTHDR).
-// fn(header, payload, payload_len) returns 0 or -errno. A malformed length is -EINVAL.
-template <typename F> int64_t for_each_cmsg(const uint8_t* buf, size_t size, F&& fn) {
-  size_t off = 0;
-  while (off + sizeof(cmsghdr) <= size) {
-    cmsghdr h;
-    std::memcpy(&h, buf + off, sizeof h);
-    if (h.cmsg_len < sizeof(cmsghdr) || h.cmsg_len > size - off) return -EINVAL;
-    if (int64_t rc = fn(h, buf + off + CMSG_LEN(0), h.cmsg_len - CMSG_LEN(0)); rc < 0) return rc;
-    off += CMSG_ALIGN(h.cmsg_len);
-  }
-  return 0;
-}
-
-void append_cmsg(std::vector<uint8_t>& out, const cmsghdr& h, const void* payload, size_t len) {
-  size_t at = out.size();
-  out.resize(at + CMSG_SPACE(len));
-  cmsghdr nh = h;
-  nh.cmsg_len = CMSG_LEN(len);
-  std::memcpy(out.data() + at, &nh, sizeof nh);
-  if (len) std::memcpy(out.data() + at + CMSG_LEN(0), payload, len);
-}
-
-// Guest control messages -> host: SCM_RIGHTS guest fds become host fds (kept open by `files`),
-// SCM_CREDENTIALS are dropped (the host would check them against its own ids), the rest is as is.
-int64_t control_to_host(Process& p, const std::vector<uint8_t>& in, std::vector<uint8_t>& out,
-                        std::vector<std::shared_ptr<OpenFile>>& files) {
-  return for_each_cmsg(in.data(), in.size(), [&](const cmsghdr& h, const uint8_t* data, size_t len) -> int64_t {
-    if (h.cmsg_level == SOL_SOCKET && h.cmsg_type == SCM_CREDENTIALS) return 0;
-    if (h.cmsg_level == SOL_SOCKET && h.cmsg_type == SCM_RIGHTS) {
-      size_t n = len / sizeof(int);
-      if (n > size_t(kScmMaxFd)) return -EINVAL;
-      std::vector<uint8_t> payload(data, data + len);
-      for (size_t i = 0; i < n; ++i) {
-        int fd;
-        std::memcpy(&fd, payload.data() + i * sizeof(int), sizeof fd);
-        auto f = p.fds.get(fd);
-        if (!f) return -EBADF;
-        std::memcpy(payload.data() + i * sizeof(int), &f->host_fd, sizeof(int));
-        files.push_back(std::move(f));
-      }
-      append_cmsg(out, h, payload.data(), len);
-      return 0;
-    }
-    append_cmsg(out, h, data, len);
-    return 0;
-  });
-}
-
-// Host control messages -> guest: received fds are installed as guest fds (a full table truncates
-// the list and sets MSG_CTRUNC, like the kernel), pidfds are closed and dropped.
-void control_to_guest(Process& p, const uint8_t* in, size_t size, bool cloexec, std::vector<uint8_t>& out,
-                      bool& truncated) {
-  bool table_full = false;
-  for_each_cmsg(in, size, [&](const cmsghdr& h, const uint8_t* data, size_t len) -> int64_t {
-    bool fds = h.cmsg_level == SOL_SOCKET && (h.cmsg_type == SCM_RIGHTS || h.cmsg_type == SCM_PIDFD);
-    if (!fds) {
-      append_cmsg(out, h, data, len);
-      return 0;
-    }
-    size_t n = len / sizeof(int);
-    std::vector<int> guest_fds;
-    for (size_t i = 0; i < n; ++i) {
-      int host_fd;
-      std::memcpy(&host_fd, data + i * sizeof(int), sizeof host_fd);
-      if (h.cmsg_type == SCM_PIDFD || table_full) {
-        ::close(host_fd);
-        continue;
-      }
-      int g = p.fds.install(adopt_host_fd(host_fd), cloexec);  // on failure the OpenFile closes it
-      if (g < 0) {
-        table_full = truncated = true;
-        continue;
-      }
-      guest_fds.push_back(g);
-    }
-    if (!guest_fds.empty()) append_cmsg(out, h, guest_fds.data(), guest_fds.size() * sizeof(int));
-    return 0;
-  });
-}
-
 int64_t do_sendmsg(Process& p, OpenFile& f, uint64_t umsg, int flags) {
   msghdr gm{};
   if (!p.mm().read(umsg, gm)) return -EFAULT;
@@ -469,7 +391,8 @@ int64_t do_sendmsg(Process& p, OpenFile& f, uint64_t umsg, int flags) {
     if (gm.msg_controllen > kMaxControl) return -ENOBUFS;
     std::vector<uint8_t> in(gm.msg_controllen);
     if (!p.mm().copy_from_user(in.data(), reinterpret_cast<uint64_t>(gm.msg_control), in.size())) return -EFAULT;
-    if (int64_t rc = control_to_host(p, in, control, passed); rc < 0) return rc;
+    const bool unix_socket = sockopt_int(f.host_fd, SO_DOMAIN) == AF_UNIX;
+    if (int64_t rc = control_to_host(p, in, unix_socket, control, passed); rc < 0) return rc;
   }
   FdCloser hold;
   if (int64_t rc = send_destination(p, f, dest, flags, hold); rc < 0) return rc;
@@ -524,12 +447,10 @@ int64_t do_recvmsg(Process& p, OpenFile& f, uint64_t umsg, int flags) {
   int out_flags = hm.msg_flags & ~MSG_CMSG_CLOEXEC;
   size_t out_controllen = 0;
   if (!control.empty()) {
-    std::vector<uint8_t> out;
     bool truncated = false;
-    control_to_guest(p, control.data(), hm.msg_controllen, flags & MSG_CMSG_CLOEXEC, out, truncated);
+    out_controllen = control_to_guest(p, control.data(), hm.msg_controllen, flags & MSG_CMSG_CLOEXEC, p.pid, truncated);
     if (truncated) out_flags |= MSG_CTRUNC;
-    if (!out.empty() && !p.mm().copy_to_user(ucontrol, out.data(), out.size())) return -EFAULT;
-    out_controllen = out.size();
+    if (out_controllen && !p.mm().copy_to_user(ucontrol, control.data(), out_controllen)) return -EFAULT;
   }
   if (!p.mm().write<size_t>(umsg + offsetof(msghdr, msg_controllen), out_controllen)) return -EFAULT;
   if (!p.mm().write<int>(umsg + offsetof(msghdr, msg_flags), out_flags)) return -EFAULT;
@@ -606,6 +527,11 @@ int64_t do_accept(Process& p, uint64_t fd, uint64_t addr, uint64_t lenp, int fla
     }
   }
   nf->shown_local = f->shown_local;
+  if (f->cred_pid) {  // a guest's listener: a connection from kvmserver itself is from a guest
+    ucred c{};
+    socklen_t clen = sizeof c;
+    if (::getsockopt(h, SOL_SOCKET, SO_PEERCRED, &c, &clen) == 0 && c.pid == ::getpid()) nf->cred_pid = unix_accepted(*f);
+  }
   int gfd = p.fds.install(std::move(nf), flags & SOCK_CLOEXEC);
   if (gfd < 0) return gfd;
   if (addr) {
@@ -703,6 +629,7 @@ KVMS_SYSCALL(socketpair) {
   auto f0 = new_socket_file(h[0], flags), f1 = new_socket_file(h[1], flags);
   static std::atomic<uint64_t> pairs{0};
   f0->socketpair_id = f1->socketpair_id = ++pairs;
+  f0->cred_pid = f1->cred_pid = p.pid;  // Linux's peer credentials of both ends: the creator's
   if (int rc = charge_open_file(p, *f0, host_cost::kSocket, ENOBUFS, "socketpair")) return rc;
   if (int rc = charge_open_file(p, *f1, host_cost::kSocket, ENOBUFS, "socketpair")) return rc;
   int g[2];
@@ -734,8 +661,12 @@ KVMS_SYSCALL(bind) {
     switch (unix_kind(addr)) {
       case UnixKind::Unnamed:  // autobind to a fresh abstract name: needs no grant
         return errno_result(::bind(f->host_fd, addr.sa(), addr.len));
-      case UnixKind::Path:
-        return unix_bind(p, *f, unix_path(addr));
+      case UnixKind::Path: {
+        std::string key;
+        const int64_t rc = unix_bind(p, *f, unix_path(addr), key);
+        if (rc == 0 && !key.empty()) unix_listener_bound(key, f);
+        return rc;
+      }
       case UnixKind::Abstract:
         break;
     }
@@ -747,7 +678,9 @@ KVMS_SYSCALL(bind) {
     log_listen_denied(p, NetPolicy::describe(addr.sa(), addr.len));
     return -EACCES;
   }
-  return errno_result(::bind(f->host_fd, addr.sa(), addr.len));
+  if (::bind(f->host_fd, addr.sa(), addr.len) != 0) return -errno;
+  if (addr.family() == AF_UNIX) unix_listener_bound(unix_abstract_key(addr.un()->sun_path, addr.len - kSunPathOffset), f);
+  return 0;
 }
 
 KVMS_SYSCALL(listen) {
@@ -767,6 +700,7 @@ KVMS_SYSCALL(listen) {
       return -EACCES;
     }
   }
+  bool inherited_listener = false;
   if (p.server && !f->listening) {
     // Socket activation: the guest listens where systemd's socket is, whatever it bound, and
     // keeps the file status flags it set (O_NONBLOCK) on the socket it now holds.
@@ -777,10 +711,13 @@ KVMS_SYSCALL(listen) {
       ::close(inherited);
       if (rc < 0) return -err;
       if (flags >= 0) ::fcntl(f->host_fd, F_SETFL, flags);
+      inherited_listener = true;
     }
   }
   if (::listen(f->host_fd, static_cast<int>(a.a[1])) != 0) return -errno;
   f->listening = true;
+  // A listening socket's peer credentials are its listener's (an inherited one's are its maker's).
+  if (!inherited_listener) f->cred_pid = p.pid;
   return 0;
 }
 
@@ -799,8 +736,22 @@ KVMS_SYSCALL(connect) {
   if (addr.family() != AF_UNSPEC) {
     if (int64_t rc = check_destination(p, addr, hold); rc < 0) return rc;
   }
-  Process::BlockingSection unlocked(p);
-  return errno_result(::connect(f->host_fd, addr.sa(), addr.len));
+  // A connection to a guest's Unix listener: who is at each end (socket_control.cpp).
+  std::shared_ptr<OpenFile> listener;
+  if (addr.family() == AF_UNIX) {
+    struct stat st{};
+    if (hold.fd >= 0 && ::fstat(hold.fd, &st) == 0)
+      listener = unix_connecting(p, unix_file_key(st));
+    else if (unix_kind(addr) == UnixKind::Abstract)
+      listener = unix_connecting(p, unix_abstract_key(addr.un()->sun_path, addr.len - kSunPathOffset));
+  }
+  int rc;
+  {
+    Process::BlockingSection unlocked(p);
+    rc = ::connect(f->host_fd, addr.sa(), addr.len) == 0 ? 0 : -errno;
+  }
+  if (listener) unix_connected(p, *f, *listener, rc == 0);
+  return rc;
 }
 
 KVMS_SYSCALL(shutdown) {
@@ -904,12 +855,9 @@ KVMS_SYSCALL(getsockopt) {
     return -e;
   }
   if (level == SOL_SOCKET && name == SO_PEERCRED && hlen >= sizeof(ucred)) {
-    // Our own guests' peers are this process: show them the guest's ids.
     ucred cred;
     std::memcpy(&cred, buf.data(), sizeof cred);
-    if (cred.pid == getpid()) cred.pid = p.pid;
-    if (cred.uid == geteuid()) cred.uid = p.uid;
-    if (cred.gid == getegid()) cred.gid = p.gid;
+    cred = creds_to_guest(p, cred, f->cred_pid ? f->cred_pid : p.pid);
     std::memcpy(buf.data(), &cred, sizeof cred);
   }
   size_t n = std::min<size_t>(hlen, buf.size());

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/kvm.h>
+#include <net/if.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -67,6 +69,11 @@ TEST(SeccompFilter, AllowsWhatKvmserverDoes) {
     int n = 0;
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0 || ioctl(fds[0], FIONREAD, &n) != 0) return 5;
+    // The socket requests the emulation forwards (socket_ioctl.cpp): the loopback's index.
+    const int u = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ifreq ifr{};
+    std::strcpy(ifr.ifr_name, "lo");
+    if (u < 0 || ioctl(u, SIOCGIFINDEX, &ifr) != 0 || ifr.ifr_ifindex <= 0) return 11;
     // Threads: glibc's clone3 gets ENOSYS and falls back to clone with CLONE_THREAD.
     int from_thread = 0;
     std::thread([&] { from_thread = static_cast<int>(syscall(SYS_gettid)); }).join();
