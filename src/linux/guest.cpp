@@ -387,6 +387,7 @@ int64_t Guest::fork(Process& p, const CloneRequest& req) {
 
 int64_t Guest::execve(Process& p, const std::string& guest_path, const std::string& filename,
                       std::vector<std::string> argv, std::vector<std::string> envp) {
+  execfn_ = filename;  // AT_EXECFN: the name the guest gave, also when a script's interpreter runs
   return exec_file(p, guest_path, filename, std::move(argv), std::move(envp), 0);
 }
 
@@ -466,7 +467,7 @@ int64_t Guest::exec_file(Process& p, const std::string& guest_path, const std::s
     p.log_refusal(ResourceAccount::kMemory, "execve " + guest_path + ": ENOMEM");
     return -ENOMEM;
   }
-  exec_args_ = {std::move(argv), std::move(envp), guest_path};
+  exec_args_ = {std::move(argv), std::move(envp), execfn_};
   return 0;
 }
 

@@ -197,6 +197,7 @@ class Guest : private ProcessHost {
     std::vector<std::string> argv, envp;
     std::string execfn;
   } exec_args_;
+  std::string execfn_;  // the execve in progress: the path as the guest gave it
   std::atomic<int> kill_signal_{0};
   std::atomic<bool> pause_requested_{false};  // a thread other than the main one paused at a wait
   uint64_t paused_syscall_ = 0;               // the syscall a pause left pending
