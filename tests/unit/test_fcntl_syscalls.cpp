@@ -24,6 +24,7 @@
 #include <string>
 #include <thread>
 
+#include "guest_scratch.hpp"
 #include "kvm/address_space.hpp"
 #include "kvm/guest_memory.hpp"
 #include "linux/policy.hpp"
@@ -37,7 +38,7 @@ constexpr uint64_t kScratch = 0x100000;
 constexpr uint64_t kScratchSize = 1 << 20;
 constexpr uint64_t kFdcwd = static_cast<uint64_t>(AT_FDCWD);
 
-class FcntlSyscalls : public ::testing::Test {
+class FcntlSyscalls : public ::testing::Test, protected GuestScratch {
  protected:
   void SetUp() override {
     char tmpl[] = "/tmp/kvms-fcntl-test-XXXXXX";
@@ -59,27 +60,6 @@ class FcntlSyscalls : public ::testing::Test {
     std::filesystem::remove_all(root_, ec);
   }
 
-  uint64_t alloc(size_t n) {
-    uint64_t a = next_;
-    next_ += (n + 15) & ~size_t(15);
-    return a;
-  }
-  uint64_t str(const std::string& s) {
-    uint64_t a = alloc(s.size() + 1);
-    EXPECT_TRUE(as_->copy_to_user(a, s.c_str(), s.size() + 1));
-    return a;
-  }
-  std::string peek(uint64_t addr, size_t n) {
-    std::string s(n, '\0');
-    EXPECT_TRUE(as_->copy_from_user(s.data(), addr, n));
-    return s;
-  }
-  int64_t call(SyscallHandler h, std::initializer_list<uint64_t> args) {
-    SyscallArgs a;
-    int i = 0;
-    for (uint64_t v : args) a.a[i++] = v;
-    return h(*proc_, a);
-  }
   int64_t open(const std::string& path, int flags, mode_t mode = 0644) {
     return call(sys_openat, {kFdcwd, str(path), uint64_t(flags), mode});
   }
@@ -107,10 +87,6 @@ class FcntlSyscalls : public ::testing::Test {
   }
 
   std::string root_;
-  std::shared_ptr<kvm::GuestMemory> mem_;
-  std::shared_ptr<kvm::AddressSpace> as_;
-  std::unique_ptr<Process> proc_;
-  uint64_t next_ = 0;
 };
 
 TEST_F(FcntlSyscalls, OpathFileTakesOnlyDescriptorCommands) {

@@ -57,6 +57,15 @@ class MiscSyscalls : public ::testing::Test {
     EXPECT_TRUE(as_->copy_to_user(a, s.c_str(), s.size() + 1));
     return a;
   }
+  // A vDSO's clock page (the page below the vDSO), written once by the host as at start-up.
+  uint64_t map_clock_page() {
+    constexpr uint64_t kVvar = 0x800000;
+    EXPECT_EQ(as_->map(kVvar, 4096, kvm::kProtRead | kvm::kProtWrite, "[vvar]"), 0);
+    proc_->vdso_base = kVvar + 4096;
+    proc_->clock.tsc_khz = 1000000;
+    refresh_clock_page(*proc_);
+    return kVvar;
+  }
   int64_t call(SyscallHandler h, std::initializer_list<uint64_t> args) {
     SyscallArgs a;
     int i = 0;
@@ -157,11 +166,7 @@ TEST_F(MiscSyscalls, EmptyRangesMayBeAnywhere) {
 // next refresh use the host's copy (they read the guest's once: a shift of 2^31 bits and signed
 // overflow, UBSan, found by the in-process fuzzer).
 TEST_F(MiscSyscalls, ClockPageTheGuestOverwroteIsNotTheHostsClock) {
-  constexpr uint64_t kVvar = 0x800000;
-  ASSERT_EQ(as_->map(kVvar, 4096, kvm::kProtRead | kvm::kProtWrite, "[vvar]"), 0);
-  proc_->vdso_base = kVvar + 4096;
-  proc_->clock.tsc_khz = 1000000;
-  refresh_clock_page(*proc_);
+  const uint64_t kVvar = map_clock_page();
   const std::vector<uint8_t> junk(4096, 0xa5);
   ASSERT_TRUE(as_->copy_to_user(kVvar, junk.data(), junk.size()));
   for (const clockid_t id : {CLOCK_MONOTONIC, CLOCK_REALTIME, CLOCK_BOOTTIME}) {
@@ -182,11 +187,7 @@ TEST_F(MiscSyscalls, ClockPageTheGuestOverwroteIsNotTheHostsClock) {
 // guest reads that time, its wall clock stays the host's, and the absolute end times it gives on
 // the monotonic clocks are waited for at the matching host time, not taken as long past.
 TEST_F(MiscSyscalls, MonotonicClockStartedAtThePauseAndAbsoluteWaits) {
-  constexpr uint64_t kVvar = 0x800000;
-  ASSERT_EQ(as_->map(kVvar, 4096, kvm::kProtRead | kvm::kProtWrite, "[vvar]"), 0);
-  proc_->vdso_base = kVvar + 4096;
-  proc_->clock.tsc_khz = 1000000;
-  refresh_clock_page(*proc_);
+  const uint64_t kVvar = map_clock_page();
   auto ns_of = [](const timespec& ts) { return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec; };
   timespec host{};
   clock_gettime(CLOCK_MONOTONIC, &host);

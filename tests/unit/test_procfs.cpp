@@ -21,6 +21,7 @@
 #include <set>
 #include <string>
 
+#include "guest_scratch.hpp"
 #include "kvm/address_space.hpp"
 #include "kvm/guest_memory.hpp"
 #include "linux/policy.hpp"
@@ -35,7 +36,7 @@ constexpr uint64_t kScratch = 0x100000;
 constexpr uint64_t kScratchSize = 1 << 20;
 constexpr uint64_t kFdcwd = static_cast<uint64_t>(AT_FDCWD);
 
-class Procfs : public ::testing::Test {
+class Procfs : public ::testing::Test, protected GuestScratch {
  protected:
   void SetUp() override {
     mem_ = kvm::GuestMemory::create(1ull << 30, 16 << 20);
@@ -59,27 +60,6 @@ class Procfs : public ::testing::Test {
     proc_->arg_end = kScratch + sizeof args;
   }
 
-  uint64_t alloc(size_t n) {
-    uint64_t a = next_;
-    next_ += (n + 15) & ~size_t(15);
-    return a;
-  }
-  uint64_t str(const std::string& s) {
-    uint64_t a = alloc(s.size() + 1);
-    EXPECT_TRUE(as_->copy_to_user(a, s.c_str(), s.size() + 1));
-    return a;
-  }
-  std::string peek(uint64_t addr, size_t n) {
-    std::string s(n, '\0');
-    EXPECT_TRUE(as_->copy_from_user(s.data(), addr, n));
-    return s;
-  }
-  int64_t call(SyscallHandler h, std::initializer_list<uint64_t> args) {
-    SyscallArgs a;
-    int i = 0;
-    for (uint64_t v : args) a.a[i++] = v;
-    return h(*proc_, a);
-  }
   int64_t open(const std::string& path, int flags = O_RDONLY) {
     return call(sys_openat, {kFdcwd, str(path), uint64_t(flags), 0});
   }
@@ -144,10 +124,6 @@ class Procfs : public ::testing::Test {
     return peek(b, size_t(n));
   }
 
-  std::shared_ptr<kvm::GuestMemory> mem_;
-  std::shared_ptr<kvm::AddressSpace> as_;
-  std::unique_ptr<Process> proc_;
-  uint64_t next_ = 0;
 };
 
 TEST_F(Procfs, MapsInLinuxFormat) {
