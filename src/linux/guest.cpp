@@ -355,6 +355,7 @@ int64_t Guest::fork(Process& p, const CloneRequest& req) {
   cp->host = raw;
   cp->exit_status.reset();
   cp->parent_death_signal = 0;
+  cp->child_subreaper = false;
   cp->thread().clear_child_tid = (flags & CLONE_CHILD_CLEARTID) ? child_tid : 0;
   if (flags & CLONE_CHILD_SETTID) cp->mm().write<int32_t>(child_tid, pid);
   if (flags & CLONE_PARENT_SETTID) p.mm().write<int32_t>(parent_tid, pid);

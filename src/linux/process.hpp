@@ -307,6 +307,7 @@ class Process {
   // without one), and whether it is "dumpable".
   int parent_death_signal = 0;
   bool dumpable = true;
+  bool child_subreaper = false;  // PR_SET_CHILD_SUBREAPER: per process, not inherited by fork
   // The main thread's tid: the pid the program started with. A worker's request gets a new pid
   // (every request is a new process to the guest's libraries) while its threads keep the tids the
   // guest's memory already holds (glibc caches them); the first pid stays an alias of the process.

@@ -503,9 +503,25 @@ int64_t wait_for_signal(Process& p) {
   }
 }
 
+namespace {
+// tkill/tgkill naming another guest process's main thread: sent as kill(2) to that process, with
+// the thread-directed si_code.
+int64_t other_main_thread(Process& p, int tid, int sig) {
+  if (sig < 0 || sig > kMaxSignal) return -EINVAL;
+  siginfo_t info = user_signal(p, sig);
+  info.si_code = SI_TKILL;
+  return p.table->kill(tid, info);
+}
+}  // namespace
+
 KVMS_SYSCALL(tgkill) {
   if (int32_t(a.a[0]) <= 0 || int32_t(a.a[1]) <= 0) return -EINVAL;
-  if (!p.is_self(int64_t(a.a[0]))) return -ESRCH;
+  if (!p.is_self(int64_t(a.a[0]))) {
+    // Another guest process's main thread (its tid is its pid); its other threads are not
+    // reachable from here (the table knows processes, not their threads): ESRCH for those.
+    if (a.a[0] != a.a[1] || !p.table) return -ESRCH;
+    return other_main_thread(p, int(a.a[1]), int(a.a[2]));
+  }
   auto t = p.threads.find(int(a.a[1]));
   if (t == p.threads.end()) return -ESRCH;
   return send_signal_to_thread(p, t->second, int(a.a[2]), SI_TKILL, p.pid);
@@ -514,7 +530,7 @@ KVMS_SYSCALL(tgkill) {
 KVMS_SYSCALL(tkill) {
   if (int32_t(a.a[0]) <= 0) return -EINVAL;
   auto t = p.threads.find(int(a.a[0]));
-  if (t == p.threads.end()) return -ESRCH;
+  if (t == p.threads.end()) return p.table ? other_main_thread(p, int(a.a[0]), int(a.a[1])) : -ESRCH;
   return send_signal_to_thread(p, t->second, int(a.a[1]), SI_TKILL, p.pid);
 }
 

@@ -261,7 +261,8 @@ KVMS_SYSCALL(waitid) {
   std::pair<int, int> waited;
   {
     Process::BlockingSection unlocked(p);
-    waited = p.table->wait(p.pid, idtype == P_PID ? int(id) : -1, options & WNOHANG, kicked(p), pgid, !(options & WNOWAIT));
+    waited = p.table->wait(p.pid, idtype == P_PID ? int(id) : -1, options & WNOHANG, kicked(p), pgid, !(options & WNOWAIT),
+                           int(options & (WEXITED | WSTOPPED | WCONTINUED)));
   }
   auto [child, status] = waited;
   if (child < 0) return child;
