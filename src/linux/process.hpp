@@ -149,6 +149,11 @@ struct ProcessLock {
   std::mutex mutex;
   std::condition_variable changed;  // futex wake-ups, thread stops, exit_group
   std::atomic<bool> stop{false};    // every thread must stop at its next chance (pause, exit, kill)
+  // Job control: the stop signal the whole process is stopped by (0: running), set when a thread
+  // takes a stop signal with the default action, cleared by a SIGCONT's arrival (queue_signal);
+  // `continued`: a SIGCONT ended a stop and the parent has not been told yet.
+  std::atomic<int> group_stop{0};
+  std::atomic<bool> continued{false};
   ProcessLock() = default;
   ProcessLock(const ProcessLock&) {}
   ProcessLock& operator=(const ProcessLock&) { return *this; }

@@ -233,6 +233,46 @@ void ProcessTable::exited(int pid, int wait_status, uint32_t uid) {
   fire(parent, info);
 }
 
+void ProcessTable::stopped(int pid, int sig, uint32_t uid) {
+  std::shared_ptr<KillSwitch> parent;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(pid);
+    if (it == entries_.end() || it->second.ended) return;
+    it->second.stop_report = sig;
+    it->second.continued_report = false;
+    parent = switch_locked(it->second.ppid);
+    changed_.notify_all();
+  }
+  siginfo_t info{};
+  info.si_signo = SIGCHLD;  // whatever the exit signal: Linux's do_notify_parent_cldstop
+  info.si_code = CLD_STOPPED;
+  info.si_pid = pid;
+  info.si_uid = uid;
+  info.si_status = sig;
+  fire(parent, info);
+}
+
+void ProcessTable::continued(int pid, uint32_t uid) {
+  std::shared_ptr<KillSwitch> parent;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(pid);
+    if (it == entries_.end() || it->second.ended) return;
+    it->second.stop_report = 0;
+    it->second.continued_report = true;
+    parent = switch_locked(it->second.ppid);
+    changed_.notify_all();
+  }
+  siginfo_t info{};
+  info.si_signo = SIGCHLD;
+  info.si_code = CLD_CONTINUED;
+  info.si_pid = pid;
+  info.si_uid = uid;
+  info.si_status = SIGCONT;
+  fire(parent, info);
+}
+
 void ProcessTable::release_vfork(int pid) {
   std::lock_guard lock(mutex_);
   if (auto it = entries_.find(pid); it != entries_.end()) it->second.vfork_released = true;
@@ -261,6 +301,15 @@ std::pair<int, int> ProcessTable::wait(int ppid, int pid, bool nohang, const std
         std::pair<int, int> result{it->first, it->second.status};
         if (reap) entries_.erase(it);
         return result;
+      }
+      if ((which & WSTOPPED) && it->second.stop_report) {
+        std::pair<int, int> result{it->first, stopped_wait_status(it->second.stop_report)};
+        if (reap) it->second.stop_report = 0;
+        return result;
+      }
+      if ((which & WCONTINUED) && it->second.continued_report) {
+        if (reap) it->second.continued_report = false;
+        return {it->first, continued_wait_status()};
       }
     }
     if (!any) return {-ECHILD, 0};

@@ -64,6 +64,10 @@ class ProcessTable {
   // The child ended; status is encoded as wait(2) reports it. Also releases a vfork parent and
   // sends its parent SIGCHLD (uid: the child's, for the siginfo).
   void exited(int pid, int wait_status, uint32_t uid = 0);
+  // Job control: the process stopped (by sig) or was continued. Its parent can wait for that
+  // (WSTOPPED/WUNTRACED, WCONTINUED) and gets SIGCHLD with CLD_STOPPED/CLD_CONTINUED.
+  void stopped(int pid, int sig, uint32_t uid = 0);
+  void continued(int pid, uint32_t uid = 0);
   // After vfork, the parent may run again once the child has exec'd or exited.
   void release_vfork(int pid);
   void wait_vfork_release(int pid);
@@ -122,6 +126,8 @@ class ProcessTable {
     int exit_signal = SIGCHLD;
     int parent_death_signal = 0;
     bool subreaper = false;
+    int stop_report = 0;             // a stop not yet waited for: the signal
+    bool continued_report = false;   // a continue not yet waited for
     std::shared_ptr<ProcessView> view = std::make_shared<ProcessView>();
   };
   struct Group {
@@ -151,5 +157,7 @@ class ProcessTable {
 // wait(2) status words.
 constexpr int exit_wait_status(int code) { return (code & 0xff) << 8; }
 constexpr int signal_wait_status(int sig) { return sig & 0x7f; }
+constexpr int stopped_wait_status(int sig) { return ((sig & 0xff) << 8) | 0x7f; }
+constexpr int continued_wait_status() { return 0xffff; }
 
 }  // namespace kvms::linux

@@ -165,6 +165,20 @@ TEST_F(MiscSyscalls, TkillReachesAnotherProcessMainThread) {
   EXPECT_EQ(call(sys_tkill, {uint64_t(child) + 1000, SIGKILL}), -ESRCH);
 }
 
+// A stop signal with the default action stops the process instead of ending it; SIGCONT's
+// arrival (ignored by default all the same) ends the stop and drops pending stop signals.
+TEST_F(MiscSyscalls, StopSignalStopsAndSigcontContinues) {
+  ASSERT_EQ(send_signal_to_thread(*proc_, proc_->thread(), SIGSTOP, SI_USER, 9), 0);
+  EXPECT_FALSE(take_signal(*proc_, proc_->thread()).has_value());
+  EXPECT_FALSE(proc_->exit_status.has_value());
+  EXPECT_EQ(proc_->lock.group_stop.load(), SIGSTOP);
+  ASSERT_EQ(send_signal_to_thread(*proc_, proc_->thread(), SIGTSTP, SI_USER, 9), 0);  // pending
+  ASSERT_EQ(send_signal_to_thread(*proc_, proc_->thread(), SIGCONT, SI_USER, 9), 0);
+  EXPECT_EQ(proc_->lock.group_stop.load(), 0);
+  EXPECT_TRUE(proc_->lock.continued.load());
+  EXPECT_EQ(proc_->thread().pending_signals, 0u);  // SIGTSTP dropped, SIGCONT ignored by default
+}
+
 TEST_F(MiscSyscalls, GetrandomFillsGuestMemoryInPlace) {
   EXPECT_EQ(call(sys_getrandom, {0, 0, 0}), 0);
   EXPECT_EQ(call(sys_getrandom, {kScratch, 0, GRND_NONBLOCK}), 0);

@@ -96,5 +96,35 @@ TEST(ProcessTableSubreaper, WithoutSubreaperOrphansKeepTheirParentId) {
   table.set_child_subreaper(2, false);
 }
 
+// A stop and a continue are each reported once to WSTOPPED / WCONTINUED waits (kept by WNOWAIT),
+// with SIGCHLD CLD_STOPPED / CLD_CONTINUED to the parent; a plain wait ignores them.
+TEST(ProcessTableWait, StopAndContinueReports) {
+  ProcessTable table(2);
+  std::vector<siginfo_t> root_got;
+  table.attach_root([&](const siginfo_t& i) { root_got.push_back(i); });
+  const int child = table.add_child(2, [](const siginfo_t&) {});
+  table.stopped(child, SIGSTOP, 1000);
+  ASSERT_EQ(root_got.size(), 1u);
+  EXPECT_EQ(root_got[0].si_signo, SIGCHLD);
+  EXPECT_EQ(root_got[0].si_code, CLD_STOPPED);
+  EXPECT_EQ(root_got[0].si_status, SIGSTOP);
+  EXPECT_EQ(table.wait(2, child, true).first, 0);  // WEXITED only: nothing to report
+  auto peek = table.wait(2, child, true, nullptr, 0, false, WSTOPPED);
+  EXPECT_EQ(peek.first, child);
+  EXPECT_TRUE(WIFSTOPPED(peek.second));
+  EXPECT_EQ(WSTOPSIG(peek.second), SIGSTOP);
+  EXPECT_EQ(table.wait(2, child, true, nullptr, 0, true, WEXITED | WSTOPPED).first, child);
+  EXPECT_EQ(table.wait(2, child, true, nullptr, 0, true, WSTOPPED).first, 0);  // reported once
+  table.continued(child, 1000);
+  ASSERT_EQ(root_got.size(), 2u);
+  EXPECT_EQ(root_got[1].si_code, CLD_CONTINUED);
+  EXPECT_EQ(root_got[1].si_status, SIGCONT);
+  auto cont = table.wait(2, child, true, nullptr, 0, true, WCONTINUED);
+  EXPECT_EQ(cont.first, child);
+  EXPECT_TRUE(WIFCONTINUED(cont.second));
+  EXPECT_EQ(table.wait(2, child, true, nullptr, 0, true, WCONTINUED).first, 0);
+  table.detach_root();
+}
+
 }  // namespace
 }  // namespace kvms::linux
