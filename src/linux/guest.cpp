@@ -355,6 +355,7 @@ int64_t Guest::fork(Process& p, const CloneRequest& req) {
   cp->host = raw;
   cp->exit_status.reset();
   cp->parent_death_signal = 0;
+  cp->child_subreaper = false;
   cp->thread().clear_child_tid = (flags & CLONE_CHILD_CLEARTID) ? child_tid : 0;
   if (flags & CLONE_CHILD_SETTID) cp->mm().write<int32_t>(child_tid, pid);
   if (flags & CLONE_PARENT_SETTID) p.mm().write<int32_t>(parent_tid, pid);
@@ -492,6 +493,24 @@ void Guest::receive_signal(const siginfo_t& info) {
   }
   if (process_) process_->lock.changed.notify_all();
   kick_threads();
+}
+
+void Guest::wait_while_stopped() {
+  Process& p = *process_;
+  if (const int sig = p.lock.group_stop.load()) {
+    kick_threads();  // the other threads stop at their next exit
+    if (!stop_reported_.exchange(true) && p.table) p.table->stopped(p.pid, sig, p.uid);
+    std::unique_lock<std::mutex> lk(p.lock.mutex);
+    while (p.lock.group_stop.load() && !kill_signal_.load() && !ending_) {
+      take_incoming_locked();  // another process's SIGCONT ends the stop as it is queued
+      if (!p.lock.group_stop.load()) break;
+      p.lock.changed.wait_for(lk, std::chrono::milliseconds(50));
+    }
+  }
+  if (p.lock.continued.exchange(false)) {
+    const bool was_reported = stop_reported_.exchange(false);
+    if (was_reported && p.table) p.table->continued(p.pid, p.uid);
+  }
 }
 
 void Guest::kick_threads() {
@@ -732,10 +751,18 @@ RunResult Guest::run_thread(GuestThread& t, bool is_main, uint64_t deadline_ns, 
     // Cleared before the checks, so a kick that lands after them still interrupts what comes next.
     if (kicked) t.vcpu->run_area()->immediate_exit = 0;
     if (auto stop = check_stop(t, is_main, deadline_ns, kicked, stop_on_kick)) return *stop;
+    if (process_->lock.group_stop.load() || process_->lock.continued.load()) {
+      wait_while_stopped();
+      kicked = true;  // look again: a SIGKILL, or signals that came meanwhile
+      continue;
+    }
     if (kicked && has_deliverable_signal(t)) {
       std::unique_lock<std::mutex> lk(process_->lock.mutex);
       kvm_regs& r = t.vcpu->regs();
       std::optional<RunResult> end;
+      // A stop signal interrupting a syscall: the call stays pending and starts again once the
+      // process is continued, as Linux restarts it after a stop (no handler runs).
+      if (take_default_stop(*process_, process_->threads.at(t.tid))) continue;
       if (t.pending) {  // a syscall the signal interrupted: it restarts after the handler, or fails
         kvm_regs user = user_at_sysret(r);
         const int sig = __builtin_ctzll(process_->threads.at(t.tid).pending_signals & ~process_->threads.at(t.tid).sigmask) + 1;

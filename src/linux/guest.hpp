@@ -162,6 +162,10 @@ class Guest : private ProcessHost {
   std::optional<RunResult> deliver_signal(GuestThread& t, ResumePath where, const kvm_regs& user,
                                           const FaultDetail& fault = {});
   bool has_deliverable_signal(GuestThread& t);
+  // Job control: while the process is stopped (p.lock.group_stop), each thread waits here at its
+  // next exit until a SIGCONT or SIGKILL; the parent is told of the stop and of the continue.
+  void wait_while_stopped();
+  std::atomic<bool> stop_reported_{false};
   std::optional<RunResult> deliver_signal_in_entry(GuestThread& t);
   void resume_user_via_iret(GuestThread& t, const kvm_regs& user);
   std::optional<RunResult> sigreturn(GuestThread& t);

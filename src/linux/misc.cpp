@@ -317,6 +317,11 @@ KVMS_SYSCALL(prctl) {
       if (p.table) p.table->set_parent_death_signal(p.pid, p.parent_death_signal);
       return 0;
     case PR_GET_PDEATHSIG: return p.mm().write<int>(a.a[1], p.parent_death_signal) ? 0 : -EFAULT;
+    case PR_SET_CHILD_SUBREAPER:  // any nonzero value sets it (Linux stores !!arg2)
+      p.child_subreaper = a.a[1] != 0;
+      if (p.table) p.table->set_child_subreaper(p.pid, p.child_subreaper);
+      return 0;
+    case PR_GET_CHILD_SUBREAPER: return p.mm().write<int>(a.a[1], p.child_subreaper ? 1 : 0) ? 0 : -EFAULT;
     case PR_SET_NO_NEW_PRIVS: return 0;
     case PR_GET_NO_NEW_PRIVS: return 1;
     case PR_SET_VMA: return 0;  // naming anonymous memory is cosmetic

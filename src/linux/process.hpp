@@ -149,6 +149,11 @@ struct ProcessLock {
   std::mutex mutex;
   std::condition_variable changed;  // futex wake-ups, thread stops, exit_group
   std::atomic<bool> stop{false};    // every thread must stop at its next chance (pause, exit, kill)
+  // Job control: the stop signal the whole process is stopped by (0: running), set when a thread
+  // takes a stop signal with the default action, cleared by a SIGCONT's arrival (queue_signal);
+  // `continued`: a SIGCONT ended a stop and the parent has not been told yet.
+  std::atomic<int> group_stop{0};
+  std::atomic<bool> continued{false};
   ProcessLock() = default;
   ProcessLock(const ProcessLock&) {}
   ProcessLock& operator=(const ProcessLock&) { return *this; }
@@ -307,6 +312,7 @@ class Process {
   // without one), and whether it is "dumpable".
   int parent_death_signal = 0;
   bool dumpable = true;
+  bool child_subreaper = false;  // PR_SET_CHILD_SUBREAPER: per process, not inherited by fork
   // The main thread's tid: the pid the program started with. A worker's request gets a new pid
   // (every request is a new process to the guest's libraries) while its threads keep the tids the
   // guest's memory already holds (glibc caches them); the first pid stays an alias of the process.

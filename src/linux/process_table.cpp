@@ -78,6 +78,30 @@ bool ProcessTable::alive_locked(int pid) const {
   return it != entries_.end() ? !it->second.ended : pid == root_pid_;
 }
 
+bool ProcessTable::zombie_locked(int pid) const {
+  auto it = entries_.find(pid);
+  return it != entries_.end() && it->second.ended;
+}
+
+int ProcessTable::subreaper_of_locked(int pid) const {
+  // Bounded walk: parent links form a tree, but a bad table must not hang the host.
+  for (size_t hops = 0; hops <= entries_.size(); ++hops) {
+    auto it = entries_.find(pid);
+    if (it == entries_.end()) return 0;  // the first process: its parent is outside the guest
+    pid = it->second.ppid;
+    if (pid == root_pid_) return root_subreaper_ && alive_locked(pid) ? pid : 0;
+    auto up = entries_.find(pid);
+    if (up != entries_.end() && !up->second.ended && up->second.subreaper) return pid;
+  }
+  return 0;
+}
+
+void ProcessTable::set_child_subreaper(int pid, bool on) {
+  std::lock_guard lock(mutex_);
+  if (pid == root_pid_) root_subreaper_ = on;
+  if (auto it = entries_.find(pid); it != entries_.end()) it->second.subreaper = on;
+}
+
 int ProcessTable::pgid_of(int pid) const {
   std::lock_guard lock(mutex_);
   return alive_locked(pid) ? group_locked(pid).pgid : -ESRCH;
@@ -157,12 +181,30 @@ void ProcessTable::exited(int pid, int wait_status, uint32_t uid) {
   std::shared_ptr<KillSwitch> parent;
   int exit_signal = 0;
   std::vector<std::pair<std::shared_ptr<KillSwitch>, int>> orphans;  // children asking for a signal
+  std::vector<std::pair<std::shared_ptr<KillSwitch>, siginfo_t>> reaped_zombies;  // to a new parent
   {
     std::lock_guard lock(mutex_);
     auto it = entries_.find(pid);
     if (it == entries_.end()) return;
     for (const auto& [child, e] : entries_)
       if (e.ppid == pid && !e.ended && e.parent_death_signal) orphans.emplace_back(e.kill, e.parent_death_signal);
+    // Its children go to the nearest subreaper above it, if any (Linux's find_new_reaper); an
+    // ended one is announced to it with its exit signal, as Linux's reparent_leader does.
+    if (const int reaper = subreaper_of_locked(pid)) {
+      for (auto& [child, e] : entries_) {
+        if (e.ppid != pid) continue;
+        e.ppid = reaper;
+        if (e.ended && e.exit_signal > 0 && e.exit_signal <= 64) {
+          siginfo_t info{};
+          info.si_signo = e.exit_signal;
+          info.si_pid = child;
+          const bool exited = (e.status & 0x7f) == 0;
+          info.si_code = exited ? CLD_EXITED : (e.status & 0x80) ? CLD_DUMPED : CLD_KILLED;
+          info.si_status = exited ? (e.status >> 8) & 0xff : e.status & 0x7f;
+          reaped_zombies.emplace_back(switch_locked(reaper), info);
+        }
+      }
+    }
     it->second.ended = true;
     it->second.status = wait_status;
     it->second.vfork_released = true;
@@ -179,6 +221,7 @@ void ProcessTable::exited(int pid, int wait_status, uint32_t uid) {
     death.si_uid = uid;
     fire(child, death);
   }
+  for (const auto& [reaper, info] : reaped_zombies) fire(reaper, info);
   if (exit_signal <= 0 || exit_signal > 64) return;
   siginfo_t info{};
   info.si_signo = exit_signal;
@@ -187,6 +230,46 @@ void ProcessTable::exited(int pid, int wait_status, uint32_t uid) {
   const bool exited = (wait_status & 0x7f) == 0;
   info.si_code = exited ? CLD_EXITED : (wait_status & 0x80) ? CLD_DUMPED : CLD_KILLED;
   info.si_status = exited ? (wait_status >> 8) & 0xff : wait_status & 0x7f;
+  fire(parent, info);
+}
+
+void ProcessTable::stopped(int pid, int sig, uint32_t uid) {
+  std::shared_ptr<KillSwitch> parent;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(pid);
+    if (it == entries_.end() || it->second.ended) return;
+    it->second.stop_report = sig;
+    it->second.continued_report = false;
+    parent = switch_locked(it->second.ppid);
+    changed_.notify_all();
+  }
+  siginfo_t info{};
+  info.si_signo = SIGCHLD;  // whatever the exit signal: Linux's do_notify_parent_cldstop
+  info.si_code = CLD_STOPPED;
+  info.si_pid = pid;
+  info.si_uid = uid;
+  info.si_status = sig;
+  fire(parent, info);
+}
+
+void ProcessTable::continued(int pid, uint32_t uid) {
+  std::shared_ptr<KillSwitch> parent;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(pid);
+    if (it == entries_.end() || it->second.ended) return;
+    it->second.stop_report = 0;
+    it->second.continued_report = true;
+    parent = switch_locked(it->second.ppid);
+    changed_.notify_all();
+  }
+  siginfo_t info{};
+  info.si_signo = SIGCHLD;
+  info.si_code = CLD_CONTINUED;
+  info.si_pid = pid;
+  info.si_uid = uid;
+  info.si_status = SIGCONT;
   fire(parent, info);
 }
 
@@ -205,18 +288,28 @@ void ProcessTable::wait_vfork_release(int pid) {
 }
 
 std::pair<int, int> ProcessTable::wait(int ppid, int pid, bool nohang, const std::function<bool()>& interrupted,
-                                       int pgid, bool reap) {
+                                       int pgid, bool reap, int which) {
   std::unique_lock lock(mutex_);
   for (;;) {
     bool any = false;
     for (auto it = entries_.begin(); it != entries_.end(); ++it) {
       if (it->second.ppid != ppid || (pid > 0 && it->first != pid)) continue;
       if (pgid > 0 && group_locked(it->first).pgid != pgid) continue;
+      if (it->second.ended && !(which & WEXITED)) continue;
       any = true;
       if (it->second.ended) {
         std::pair<int, int> result{it->first, it->second.status};
         if (reap) entries_.erase(it);
         return result;
+      }
+      if ((which & WSTOPPED) && it->second.stop_report) {
+        std::pair<int, int> result{it->first, stopped_wait_status(it->second.stop_report)};
+        if (reap) it->second.stop_report = 0;
+        return result;
+      }
+      if ((which & WCONTINUED) && it->second.continued_report) {
+        if (reap) it->second.continued_report = false;
+        return {it->first, continued_wait_status()};
       }
     }
     if (!any) return {-ECHILD, 0};
@@ -230,6 +323,7 @@ int ProcessTable::kill(int pid, const siginfo_t& info) {
   std::shared_ptr<KillSwitch> s;
   {
     std::lock_guard lock(mutex_);
+    if (zombie_locked(pid)) return 0;
     if (!alive_locked(pid)) return -ESRCH;
     s = switch_locked(pid);
   }

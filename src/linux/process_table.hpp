@@ -3,6 +3,7 @@
 // shared by every process of one kvmserver run; each guest process runs on its own host thread.
 #include <atomic>
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <condition_variable>
 #include <functional>
@@ -63,6 +64,10 @@ class ProcessTable {
   // The child ended; status is encoded as wait(2) reports it. Also releases a vfork parent and
   // sends its parent SIGCHLD (uid: the child's, for the siginfo).
   void exited(int pid, int wait_status, uint32_t uid = 0);
+  // Job control: the process stopped (by sig) or was continued. Its parent can wait for that
+  // (WSTOPPED/WUNTRACED, WCONTINUED) and gets SIGCHLD with CLD_STOPPED/CLD_CONTINUED.
+  void stopped(int pid, int sig, uint32_t uid = 0);
+  void continued(int pid, uint32_t uid = 0);
   // After vfork, the parent may run again once the child has exec'd or exited.
   void release_vfork(int pid);
   void wait_vfork_release(int pid);
@@ -71,16 +76,22 @@ class ProcessTable {
   // and none ended yet; {-ECHILD, 0} when there is no such child.
   // interrupted: polled while waiting; true ends the wait with {-EINTR, 0}.
   // pgid > 0: only children in that process group (pid -1). reap false (WNOWAIT): the child stays
-  // to be waited for again.
+  // to be waited for again. which: the waitid(2) states asked for; without WEXITED an ended child
+  // is neither reported nor counted (only such children: -ECHILD, as Linux's wait_task_zombie).
   std::pair<int, int> wait(int ppid, int pid, bool nohang, const std::function<bool()>& interrupted = nullptr,
-                           int pgid = 0, bool reap = true);
+                           int pgid = 0, bool reap = true, int which = WEXITED);
   // kill(2) of one of the guest's other processes (info.si_signo 0: only whether it exists):
-  // -ESRCH if there is none.
+  // -ESRCH if there is none. A zombie (ended, not yet waited for) exists: the call succeeds and
+  // the signal goes nowhere, as on Linux.
   int kill(int pid, const siginfo_t& info);
   int parent_of(int pid);
   // PR_SET_PDEATHSIG: the signal pid gets when its parent ends (0: none). The first process's
   // parent is outside the guest and never ends.
   void set_parent_death_signal(int pid, int sig);
+  // PR_SET_CHILD_SUBREAPER: when a descendant's parent ends, the descendant's nearest running
+  // ancestor marked so becomes its parent (it can wait for it; an ended one is reported with
+  // SIGCHLD). Without one, an orphan keeps its old parent id and nobody here can wait for it.
+  void set_child_subreaper(int pid, bool on);
 
   // Process groups and sessions (setpgid, setsid, getpgid, getsid, kill(-pgid)). A process not in
   // the table (the first one) leads its own group and session until it changes them; a child
@@ -114,6 +125,9 @@ class ProcessTable {
     std::shared_ptr<KillSwitch> kill;
     int exit_signal = SIGCHLD;
     int parent_death_signal = 0;
+    bool subreaper = false;
+    int stop_report = 0;             // a stop not yet waited for: the signal
+    bool continued_report = false;   // a continue not yet waited for
     std::shared_ptr<ProcessView> view = std::make_shared<ProcessView>();
   };
   struct Group {
@@ -121,6 +135,9 @@ class ProcessTable {
   };
   Group group_locked(int pid) const;  // the group of a pid, its own when unknown
   bool alive_locked(int pid) const;
+  bool zombie_locked(int pid) const;  // ended and not yet waited for
+  // The nearest running ancestor of pid (pid excluded) marked subreaper, or 0.
+  int subreaper_of_locked(int pid) const;
   static void fire(const std::shared_ptr<KillSwitch>& s, const siginfo_t& info);
   std::shared_ptr<KillSwitch> switch_locked(int pid) const;  // a running process's, or null
   mutable std::mutex mutex_;
@@ -133,11 +150,14 @@ class ProcessTable {
   std::shared_ptr<ProcessView> root_view_ = std::make_shared<ProcessView>();
   std::shared_ptr<IdSource> ids_;
   bool closing_ = false;
+  bool root_subreaper_ = false;
   int next_id();  // under mutex_
 };
 
 // wait(2) status words.
 constexpr int exit_wait_status(int code) { return (code & 0xff) << 8; }
 constexpr int signal_wait_status(int sig) { return sig & 0x7f; }
+constexpr int stopped_wait_status(int sig) { return ((sig & 0xff) << 8) | 0x7f; }
+constexpr int continued_wait_status() { return 0xffff; }
 
 }  // namespace kvms::linux

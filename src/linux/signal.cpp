@@ -84,10 +84,26 @@ uint64_t pending_in_process(const Process& p) {
   return n;
 }
 
+bool is_stop_signal(int sig) { return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU; }
+
 int64_t queue_signal(Process& p, ThreadContext& t, const siginfo_t& info) {
   const int sig = info.si_signo;
   if (sig == 0) return 0;
   if (sig < 1 || sig > kMaxSignal) return -EINVAL;
+  // Job control acts when the signal is generated, whatever its disposition (Linux's
+  // prepare_signal): SIGCONT drops pending stop signals and ends a stop; a stop signal drops a
+  // pending SIGCONT.
+  if (sig == SIGCONT) {
+    for (int stop : {SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU}) discard_pending(p, stop);
+    if (p.lock.group_stop.exchange(0)) p.lock.continued = true;
+    p.lock.changed.notify_all();
+  } else if (is_stop_signal(sig)) {
+    discard_pending(p, SIGCONT);
+  }
+  // A child's stop or continue notice is not sent to a parent that asked not to have it.
+  if (sig == SIGCHLD && (info.si_code == CLD_STOPPED || info.si_code == CLD_CONTINUED) &&
+      (p.sigactions[sig].flags & SA_NOCLDSTOP))
+    return 0;
   // An ignored signal is dropped, unless the thread blocks it: then it stays pending (sigwait and
   // signalfd take blocked signals, and the disposition may change before it is unblocked).
   const KernelSigaction& act = p.sigactions[sig];
@@ -171,7 +187,18 @@ void discard_pending(Process& p, int sig) {
   update_signalfds(p);
 }
 
+int take_default_stop(Process& p, ThreadContext& t) {
+  const uint64_t ready = t.pending_signals & ~(t.sigmask & ~kUnblockable);
+  if (!ready) return 0;
+  const int sig = __builtin_ctzll(ready) + 1;
+  if (!is_stop_signal(sig) || p.sigactions[sig].handler != uint64_t(SIG_DFL)) return 0;
+  dequeue_signal(p, t, sig);
+  p.lock.group_stop = sig;
+  return sig;
+}
+
 std::optional<SignalToDeliver> take_signal(Process& p, ThreadContext& t) {
+  if (take_default_stop(p, t)) return take_signal(p, t);  // the Guest stops the process (group_stop)
   const uint64_t ready = t.pending_signals & ~(t.sigmask & ~kUnblockable);
   if (!ready) return std::nullopt;
   const int sig = __builtin_ctzll(ready) + 1;
@@ -503,9 +530,25 @@ int64_t wait_for_signal(Process& p) {
   }
 }
 
+namespace {
+// tkill/tgkill naming another guest process's main thread: sent as kill(2) to that process, with
+// the thread-directed si_code.
+int64_t other_main_thread(Process& p, int tid, int sig) {
+  if (sig < 0 || sig > kMaxSignal) return -EINVAL;
+  siginfo_t info = user_signal(p, sig);
+  info.si_code = SI_TKILL;
+  return p.table->kill(tid, info);
+}
+}  // namespace
+
 KVMS_SYSCALL(tgkill) {
   if (int32_t(a.a[0]) <= 0 || int32_t(a.a[1]) <= 0) return -EINVAL;
-  if (!p.is_self(int64_t(a.a[0]))) return -ESRCH;
+  if (!p.is_self(int64_t(a.a[0]))) {
+    // Another guest process's main thread (its tid is its pid); its other threads are not
+    // reachable from here (the table knows processes, not their threads): ESRCH for those.
+    if (a.a[0] != a.a[1] || !p.table) return -ESRCH;
+    return other_main_thread(p, int(a.a[1]), int(a.a[2]));
+  }
   auto t = p.threads.find(int(a.a[1]));
   if (t == p.threads.end()) return -ESRCH;
   return send_signal_to_thread(p, t->second, int(a.a[2]), SI_TKILL, p.pid);
@@ -514,7 +557,7 @@ KVMS_SYSCALL(tgkill) {
 KVMS_SYSCALL(tkill) {
   if (int32_t(a.a[0]) <= 0) return -EINVAL;
   auto t = p.threads.find(int(a.a[0]));
-  if (t == p.threads.end()) return -ESRCH;
+  if (t == p.threads.end()) return p.table ? other_main_thread(p, int(a.a[0]), int(a.a[1])) : -ESRCH;
   return send_signal_to_thread(p, t->second, int(a.a[1]), SI_TKILL, p.pid);
 }
 

@@ -51,6 +51,11 @@ int64_t set_wait_sigmask(Process& p, uint64_t mask_addr, uint64_t size);
 std::optional<siginfo_t> dequeue_signal(Process& p, ThreadContext& t, int sig);
 // Drops every pending instance of sig in the process (its disposition became "ignore").
 void discard_pending(Process& p, int sig);
+// A stop signal (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU).
+bool is_stop_signal(int sig);
+// The lowest unblocked pending signal of t when it is a stop signal with the default action:
+// taken off t and the process's group stop begun (p.lock.group_stop); 0 otherwise.
+int take_default_stop(Process& p, ThreadContext& t);
 // The next unblocked pending signal of t with a handler to run. A signal whose default action ends
 // the process sets p.exit_status (the caller checks it) and is returned too.
 std::optional<SignalToDeliver> take_signal(Process& p, ThreadContext& t);

@@ -236,7 +236,8 @@ KVMS_SYSCALL(wait4) {
   std::pair<int, int> waited;
   {
     Process::BlockingSection unlocked(p);
-    waited = p.table->wait(p.pid, int32_t(pid) > 0 ? int32_t(pid) : -1, options & WNOHANG, kicked(p), pgid);
+    const int which = WEXITED | ((options & WUNTRACED) ? WSTOPPED : 0) | int(options & WCONTINUED);
+    waited = p.table->wait(p.pid, int32_t(pid) > 0 ? int32_t(pid) : -1, options & WNOHANG, kicked(p), pgid, true, which);
   }
   auto [child, status] = waited;
   if (child <= 0) return child;
@@ -261,7 +262,8 @@ KVMS_SYSCALL(waitid) {
   std::pair<int, int> waited;
   {
     Process::BlockingSection unlocked(p);
-    waited = p.table->wait(p.pid, idtype == P_PID ? int(id) : -1, options & WNOHANG, kicked(p), pgid, !(options & WNOWAIT));
+    waited = p.table->wait(p.pid, idtype == P_PID ? int(id) : -1, options & WNOHANG, kicked(p), pgid, !(options & WNOWAIT),
+                           int(options & (WEXITED | WSTOPPED | WCONTINUED)));
   }
   auto [child, status] = waited;
   if (child < 0) return child;
@@ -270,8 +272,16 @@ KVMS_SYSCALL(waitid) {
     info.si_signo = SIGCHLD;
     info.si_pid = child;
     info.si_uid = p.uid;
-    info.si_code = WIFEXITED(status) ? CLD_EXITED : CLD_KILLED;
-    info.si_status = WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status);
+    if (WIFSTOPPED(status)) {
+      info.si_code = CLD_STOPPED;
+      info.si_status = WSTOPSIG(status);
+    } else if (WIFCONTINUED(status)) {
+      info.si_code = CLD_CONTINUED;
+      info.si_status = SIGCONT;
+    } else {
+      info.si_code = WIFEXITED(status) ? CLD_EXITED : (status & 0x80) ? CLD_DUMPED : CLD_KILLED;
+      info.si_status = WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status);
+    }
   }
   if (info_addr && !p.mm().write(info_addr, info)) return -EFAULT;
   return 0;

@@ -2,6 +2,7 @@
 // mmap.cpp, memfd.cpp, futex.cpp) on a Process over a real AddressSpace. No KVM needed.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/prctl.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <sched.h>
@@ -135,6 +136,58 @@ TEST_F(MiscSyscalls, MemfdBytesCountTowardMaxMemory) {
 
 // getrandom writes guest memory in place: all of it or EFAULT, and nothing to copy for no bytes
 // (it once memcpy'd from an empty vector's null data(), undefined behaviour UBSan reported).
+// PR_SET_CHILD_SUBREAPER stores whether arg2 is nonzero; GET writes it as an int.
+TEST_F(MiscSyscalls, ChildSubreaperIsABoolean) {
+  int32_t value = -1;
+  EXPECT_EQ(call(sys_prctl, {PR_GET_CHILD_SUBREAPER, kScratch}), 0);
+  ASSERT_TRUE(as_->copy_from_user(&value, kScratch, sizeof value));
+  EXPECT_EQ(value, 0);
+  EXPECT_EQ(call(sys_prctl, {PR_SET_CHILD_SUBREAPER, 42}), 0);
+  EXPECT_EQ(call(sys_prctl, {PR_GET_CHILD_SUBREAPER, kScratch}), 0);
+  ASSERT_TRUE(as_->copy_from_user(&value, kScratch, sizeof value));
+  EXPECT_EQ(value, 1);
+  EXPECT_EQ(call(sys_prctl, {PR_SET_CHILD_SUBREAPER, 0}), 0);
+  EXPECT_EQ(call(sys_prctl, {PR_GET_CHILD_SUBREAPER, kScratch}), 0);
+  ASSERT_TRUE(as_->copy_from_user(&value, kScratch, sizeof value));
+  EXPECT_EQ(value, 0);
+  EXPECT_EQ(call(sys_prctl, {PR_GET_CHILD_SUBREAPER, 0}), -EFAULT);
+}
+
+// tkill/tgkill of another guest process's main thread (tid == pid) reach it through the table,
+// with SI_TKILL; a zombie still takes the call; an unknown tid is ESRCH.
+TEST_F(MiscSyscalls, TkillReachesAnotherProcessMainThread) {
+  proc_->table = std::make_shared<ProcessTable>(proc_->pid);
+  std::vector<siginfo_t> got;
+  const int child = proc_->table->add_child(proc_->pid, [&](const siginfo_t& i) { got.push_back(i); });
+  EXPECT_EQ(call(sys_tkill, {uint64_t(child), SIGUSR1}), 0);
+  EXPECT_EQ(call(sys_tgkill, {uint64_t(child), uint64_t(child), SIGUSR2}), 0);
+  EXPECT_EQ(call(sys_tgkill, {uint64_t(child), uint64_t(child) + 1000, SIGUSR2}), -ESRCH);
+  EXPECT_EQ(call(sys_tkill, {uint64_t(child), 65}), -EINVAL);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].si_signo, SIGUSR1);
+  EXPECT_EQ(got[0].si_code, SI_TKILL);
+  EXPECT_EQ(got[1].si_signo, SIGUSR2);
+  proc_->table->detach(child);
+  proc_->table->exited(child, 0);
+  EXPECT_EQ(call(sys_tkill, {uint64_t(child), SIGKILL}), 0);  // a zombie
+  EXPECT_EQ(got.size(), 2u);
+  EXPECT_EQ(call(sys_tkill, {uint64_t(child) + 1000, SIGKILL}), -ESRCH);
+}
+
+// A stop signal with the default action stops the process instead of ending it; SIGCONT's
+// arrival (ignored by default all the same) ends the stop and drops pending stop signals.
+TEST_F(MiscSyscalls, StopSignalStopsAndSigcontContinues) {
+  ASSERT_EQ(send_signal_to_thread(*proc_, proc_->thread(), SIGSTOP, SI_USER, 9), 0);
+  EXPECT_FALSE(take_signal(*proc_, proc_->thread()).has_value());
+  EXPECT_FALSE(proc_->exit_status.has_value());
+  EXPECT_EQ(proc_->lock.group_stop.load(), SIGSTOP);
+  ASSERT_EQ(send_signal_to_thread(*proc_, proc_->thread(), SIGTSTP, SI_USER, 9), 0);  // pending
+  ASSERT_EQ(send_signal_to_thread(*proc_, proc_->thread(), SIGCONT, SI_USER, 9), 0);
+  EXPECT_EQ(proc_->lock.group_stop.load(), 0);
+  EXPECT_TRUE(proc_->lock.continued.load());
+  EXPECT_EQ(proc_->thread().pending_signals, 0u);  // SIGTSTP dropped, SIGCONT ignored by default
+}
+
 TEST_F(MiscSyscalls, GetrandomFillsGuestMemoryInPlace) {
   EXPECT_EQ(call(sys_getrandom, {0, 0, 0}), 0);
   EXPECT_EQ(call(sys_getrandom, {kScratch, 0, GRND_NONBLOCK}), 0);
@@ -470,6 +523,9 @@ TEST(ProcessTableSignals, KillAndSigchldReachTheRoot) {
   EXPECT_EQ(root_got[2].si_status, 3);
   EXPECT_EQ(root_got[2].si_uid, 1000u);
   ASSERT_EQ(child_got.size(), 1u);
+  EXPECT_EQ(table.kill(child, usr1), 0);  // a zombie until waited for: kill succeeds, reaches nothing
+  EXPECT_EQ(child_got.size(), 1u);
+  EXPECT_EQ(table.wait(2, child, true).first, child);
   EXPECT_EQ(table.kill(child, usr1), -ESRCH);
   table.detach_root();
   EXPECT_EQ(table.kill(2, usr1), 0);
