@@ -50,13 +50,15 @@ int64_t write_timespec(Process& p, uint64_t addr, const timespec& ts) {
 
 }  // namespace
 
-// Re-bases the clock page on the host's clocks (from the host's copy of it: Process::Clock::page). The rate comes from KVM's TSC frequency at first,
-// then from what was measured since the first sample, which is more precise than whole kHz. The
-// monotonic value never steps back across a refresh.
-namespace {
-
-void refresh_clock_page_at(Process& p, uint64_t guest_tsc) {
+// Re-bases the clock page on the host's clocks (from the host's copy of it: Process::Clock) at the
+// vCPU's TSC now. The rate comes from KVM's TSC frequency at first, then from what was measured
+// since the first sample, which is more precise than whole kHz. The monotonic value never steps
+// back across a refresh.
+void refresh_clock_page(Process& p) {
+  if (!p.vdso_base) return;
   auto& c = p.clock;
+  kvm::Vcpu* vcpu = p.thread().vcpu;
+  const uint64_t guest_tsc = vcpu ? vcpu->guest_tsc() : __rdtsc() + uint64_t(c.tsc_offset);
   const uint64_t host_mono = now_ns(CLOCK_MONOTONIC);
   uint64_t mult = (uint64_t(1000000) << kShift) / c.tsc_khz;
   if (c.calibration_tsc == 0) {
@@ -102,14 +104,6 @@ void refresh_clock_page_at(Process& p, uint64_t guest_tsc) {
   page.boottime_offset_ns = c.boottime_offset_ns;
   p.mm().poke(p.vdso_base - kvm::kPageSize, &page, sizeof page);  // fails harmlessly if the guest unmapped it
   c.refreshed_ns = host_mono;
-}
-
-}  // namespace
-
-void refresh_clock_page(Process& p) {
-  if (!p.vdso_base) return;
-  kvm::Vcpu* vcpu = p.thread().vcpu;
-  refresh_clock_page_at(p, vcpu ? vcpu->guest_tsc() : __rdtsc() + uint64_t(p.clock.tsc_offset));
 }
 
 void maybe_refresh_clock_page(Process& p) {

@@ -24,6 +24,7 @@
 #include <string>
 #include <thread>
 
+#include "guest_scratch.hpp"
 #include "kvm/address_space.hpp"
 #include "kvm/guest_memory.hpp"
 #include "kvm/vm.hpp"
@@ -49,7 +50,7 @@ std::string slurp(const std::string& path) {
 
 void spit(const std::string& path, const std::string& data) { std::ofstream(path) << data; }
 
-class FileSyscalls : public ::testing::Test {
+class FileSyscalls : public ::testing::Test, protected GuestScratch {
  protected:
   void SetUp() override {
     char tmpl[] = "/tmp/kvms-file-test-XXXXXX";
@@ -72,6 +73,7 @@ class FileSyscalls : public ::testing::Test {
     proc_ = std::make_unique<Process>(as_, std::make_shared<PathPolicy>(cfg), ProcessConfig{});
     proc_->cwd = rw_;
     next_ = kScratch;
+    scratch_end_ = kScratch + kScratchSize;
   }
   void TearDown() override {
     proc_.reset();
@@ -79,32 +81,10 @@ class FileSyscalls : public ::testing::Test {
     std::filesystem::remove_all(root_, ec);
   }
 
-  uint64_t alloc(size_t n) {
-    uint64_t a = next_;
-    next_ += (n + 15) & ~size_t(15);
-    EXPECT_LE(next_, kScratch + kScratchSize);
-    return a;
-  }
-  uint64_t str(const std::string& s) {
-    uint64_t a = alloc(s.size() + 1);
-    EXPECT_TRUE(as_->copy_to_user(a, s.c_str(), s.size() + 1));
-    return a;
-  }
-  std::string peek(uint64_t addr, size_t n) {
-    std::string s(n, '\0');
-    EXPECT_TRUE(as_->copy_from_user(s.data(), addr, n));
-    return s;
-  }
   template <typename T> T get(uint64_t addr) {
     T v{};
     EXPECT_TRUE(as_->read(addr, v));
     return v;
-  }
-  int64_t call(SyscallHandler h, std::initializer_list<uint64_t> args) {
-    SyscallArgs a;
-    int i = 0;
-    for (uint64_t v : args) a.a[i++] = v;
-    return h(*proc_, a);
   }
   int64_t open(const std::string& path, int flags, mode_t mode = 0644) {
     return call(sys_openat, {kFdcwd, str(path), uint64_t(flags), mode});
@@ -121,10 +101,6 @@ class FileSyscalls : public ::testing::Test {
   int host_fd(int64_t guest_fd) { return proc_->fds.get(static_cast<int>(guest_fd))->host_fd; }
 
   std::string root_, rw_, ro_, out_;
-  std::shared_ptr<kvm::GuestMemory> mem_;
-  std::shared_ptr<kvm::AddressSpace> as_;
-  std::unique_ptr<Process> proc_;
-  uint64_t next_ = 0;
 };
 
 TEST_F(FileSyscalls, OpenWriteReadCloseRoundTrip) {
