@@ -36,7 +36,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 third_party=${KVMS_THIRD_PARTY:-$root/../shared/third-party}
-out=${KVMS_COMPAT_DIR:-$root/.cache/compat}
+out=$(realpath -m -- "${KVMS_COMPAT_DIR:-$root/.cache/compat}")  # absolute: the build runs in $out/gvisor
 jobs=${JOBS:-$(nproc)}
 # linux/BUILD targets (NAME for //test/syscalls/linux:NAME_test), by the families issue 12 names.
 TARGETS=${TARGETS:-"read write pread64 pwrite64 readv preadv open open_create stat lseek

@@ -10,7 +10,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 third_party=${KVMS_THIRD_PARTY:-$root/../shared/third-party}
-out=${KVMS_COMPAT_DIR:-$root/.cache/compat}
+out=$(realpath -m -- "${KVMS_COMPAT_DIR:-$root/.cache/compat}")  # absolute: the build changes directory
 # LTP directories under testcases/kernel/syscalls, by the families issue 12 names.
 FAMILIES=${FAMILIES:-"read write pread pwrite readv writev open openat creat close stat fstat lstat fstatat
   mmap mprotect munmap mremap madvise brk pipe pipe2 dup dup2 dup3 fcntl epoll_create epoll_create1 epoll_ctl
