@@ -386,14 +386,15 @@ int64_t Guest::fork(Process& p, const CloneRequest& req) {
   return pid;
 }
 
-int64_t Guest::execve(Process& p, const std::string& guest_path, const std::string& filename,
-                      std::vector<std::string> argv, std::vector<std::string> envp) {
-  execfn_ = filename;  // AT_EXECFN: the name the guest gave, also when a script's interpreter runs
-  return exec_file(p, guest_path, filename, std::move(argv), std::move(envp), 0);
+int64_t Guest::execve(Process& p, const ExecName& name, std::vector<std::string> argv,
+                      std::vector<std::string> envp) {
+  execfn_ = name.filename;  // AT_EXECFN: the name the guest gave, also when a script's interpreter runs
+  return exec_file(p, name, std::move(argv), std::move(envp), 0);
 }
 
-int64_t Guest::exec_file(Process& p, const std::string& guest_path, const std::string& filename,
-                         std::vector<std::string> argv, std::vector<std::string> envp, int script_depth) {
+int64_t Guest::exec_file(Process& p, const ExecName& name, std::vector<std::string> argv,
+                         std::vector<std::string> envp, int script_depth) {
+  const std::string& guest_path = name.guest_path;
   std::string host_path;
   auto where = procfs::lookup(p, guest_path, true);
   if (auto* err = std::get_if<int>(&where)) return *err;
@@ -431,15 +432,17 @@ int64_t Guest::exec_file(Process& p, const std::string& guest_path, const std::s
     if (n >= 2 && head[0] == '#' && head[1] == '!') {
       const auto line = loader::script_line(head, size_t(n));
       if (!line) return -ENOEXEC;
+      if (name.filename_gone) return -ENOENT;  // the interpreter could not open the script
       if (script_depth >= 4) return -ELOOP;  // Linux: at most 4 scripts before the binary
       // argv becomes: interpreter, its argument (if any), the script's path, then argv[1..].
       std::vector<std::string> args{line->interpreter};
       if (!line->argument.empty()) args.push_back(line->argument);
-      args.push_back(filename);
+      args.push_back(name.filename);
       if (argv.size() > 1) args.insert(args.end(), std::make_move_iterator(argv.begin() + 1), std::make_move_iterator(argv.end()));
-      std::string interpreter = line->interpreter;
-      if (interpreter.front() != '/') interpreter = (p.cwd == "/" ? "" : p.cwd) + "/" + interpreter;
-      return exec_file(p, interpreter, line->interpreter, std::move(args), std::move(envp), script_depth + 1);
+      ExecName interpreter{line->interpreter, line->interpreter};
+      if (interpreter.guest_path.front() != '/')
+        interpreter.guest_path = (p.cwd == "/" ? "" : p.cwd) + "/" + interpreter.guest_path;
+      return exec_file(p, interpreter, std::move(args), std::move(envp), script_depth + 1);
     }
   }
   // Reading the file and the new image are host memory: a program bigger than what the tree has

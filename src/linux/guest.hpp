@@ -141,7 +141,7 @@ class Guest : private ProcessHost {
 
   int64_t fork(Process& p, const CloneRequest& req) override;
   int64_t clone_thread(Process& p, const CloneRequest& req) override;
-  int64_t execve(Process& p, const std::string& guest_path, const std::string& filename, std::vector<std::string> argv,
+  int64_t execve(Process& p, const ExecName& name, std::vector<std::string> argv,
                  std::vector<std::string> envp) override;
   void take_incoming_signals(Process&) override { take_incoming_locked(); }
   std::shared_ptr<kvm::GuestMemory> snapshot_memory() const;
@@ -194,8 +194,8 @@ class Guest : private ProcessHost {
   std::optional<Image> pending_exec_;  // set by execve, installed when the syscall returns
   // execve of one file: an ELF image, or a "#!" script run by its interpreter (script_depth: how
   // many scripts led here; Linux stops at 4 with ELOOP).
-  int64_t exec_file(Process& p, const std::string& guest_path, const std::string& filename,
-                    std::vector<std::string> argv, std::vector<std::string> envp, int script_depth);
+  int64_t exec_file(Process& p, const ExecName& name, std::vector<std::string> argv,
+                    std::vector<std::string> envp, int script_depth);
   Charge exec_reservation_;            // the pending image's memory until the process's charge has it
   struct PendingExec {
     std::vector<std::string> argv, envp;

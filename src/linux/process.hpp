@@ -52,6 +52,15 @@ struct CloneRequest {
 };
 
 // Process creation that needs the VM behind the process (implemented by Guest).
+// The program an execve names.
+struct ExecName {
+  std::string guest_path;      // what to run, absolute
+  std::string filename;        // as the guest named it (Linux's bprm->filename: what a "#!"
+                               // interpreter is given as the script's path)
+  bool filename_gone = false;  // filename is /dev/fd/N... of an fd that closes on exec: a script
+                               // cannot be run by that name (Linux: ENOENT)
+};
+
 class ProcessHost {
  public:
   virtual ~ProcessHost() = default;
@@ -60,10 +69,9 @@ class ProcessHost {
   virtual int64_t fork(Process& p, const CloneRequest& req) = 0;
   // clone with CLONE_THREAD: a new thread of p; its tid or -errno.
   virtual int64_t clone_thread(Process& p, const CloneRequest& req) = 0;
-  // Replaces p's program (the switch happens when the syscall returns); 0 or -errno. filename is
-  // the path as the guest named it (Linux's bprm->filename: what a "#!" interpreter is given).
-  virtual int64_t execve(Process& p, const std::string& guest_path, const std::string& filename,
-                         std::vector<std::string> argv, std::vector<std::string> envp) = 0;
+  // Replaces p's program (the switch happens when the syscall returns); 0 or -errno.
+  virtual int64_t execve(Process& p, const ExecName& name, std::vector<std::string> argv,
+                         std::vector<std::string> envp) = 0;
   // Queues for p the signals other guest processes sent it and that wait in its inbox (they are
   // taken between syscalls; a handler that waits for signals takes them itself). The caller holds
   // the process lock.

@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "kvm/vm.hpp"
+#include "linux/policy.hpp"
 #include "linux/process_table.hpp"
 #include "linux/syscalls.hpp"
 
@@ -151,23 +153,53 @@ int64_t do_fork(Process& p, const CloneRequest& req) {
   return p.host->fork(p, req);
 }
 
+// AT_SYMLINK_NOFOLLOW: a path whose last component is a symlink is not executed (ELOOP); symlinks
+// above it are followed as always.
+int64_t refuse_final_symlink(Process& p, const std::string& guest_path) {
+  auto r = p.policy().resolve(guest_path, Access::Read, false);
+  if (auto* err = std::get_if<int>(&r)) return *err;
+  struct stat st{};
+  if (::lstat(std::get<PathPolicy::Resolved>(r).host_path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) return -ELOOP;
+  return 0;
+}
+
 int64_t do_execve(Process& p, int dirfd, uint64_t upath, uint64_t uargv, uint64_t uenvp, int flags) {
   if (!p.host) return -ENOSYS;
   if (flags & ~(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) return -EINVAL;
-  auto path = p.guest_path(dirfd, upath);
-  if (auto* err = std::get_if<int>(&path)) return *err;
-  // The name as given, as Linux hands it to a "#!" interpreter: relative to a directory fd it is
-  // /dev/fd/N/NAME. (Read again: another thread may have changed or unmapped it since.)
   auto raw = p.mm().read_string(upath, 4096);
-  if (!raw || raw->empty()) return -EFAULT;
-  std::string filename = std::move(*raw);
-  if (filename.front() != '/' && dirfd != AT_FDCWD) filename = "/dev/fd/" + std::to_string(dirfd) + "/" + filename;
+  if (!raw) return p.mm().find(upath) ? -ENAMETOOLONG : -EFAULT;
+  ExecName name;
+  if (raw->empty()) {
+    // execveat(fd, "", AT_EMPTY_PATH): the file fd refers to (symlinks were followed when it was
+    // opened, so AT_SYMLINK_NOFOLLOW has nothing left to refuse). Linux names it /dev/fd/N.
+    if (!(flags & AT_EMPTY_PATH)) return -ENOENT;
+    if (dirfd == AT_FDCWD) return -EACCES;  // the working directory
+    auto file = p.fds.get(dirfd);
+    if (!file) return -EBADF;
+    if (file->kind != OpenFile::Kind::Regular) return -EACCES;
+    name.guest_path = file->path;
+    name.filename = "/dev/fd/" + std::to_string(dirfd);
+    name.filename_gone = p.fds.cloexec(dirfd);
+  } else {
+    auto path = p.guest_path(dirfd, upath);
+    if (auto* err = std::get_if<int>(&path)) return *err;
+    name.guest_path = std::move(std::get<std::string>(path));
+    // The name as given, as Linux hands it to a "#!" interpreter: relative to a directory fd it is
+    // /dev/fd/N/NAME, which the interpreter cannot open once that fd has closed on exec.
+    name.filename = std::move(*raw);
+    if (name.filename.front() != '/' && dirfd != AT_FDCWD) {
+      name.filename = "/dev/fd/" + std::to_string(dirfd) + "/" + name.filename;
+      name.filename_gone = p.fds.cloexec(dirfd);
+    }
+    if (flags & AT_SYMLINK_NOFOLLOW)
+      if (int64_t err = refuse_final_symlink(p, name.guest_path)) return err;
+  }
   uint64_t budget = exec_argument_budget(p);
   auto argv = read_string_array(p, uargv, budget);
   if (auto* err = std::get_if<int>(&argv)) return *err;
   auto envp = read_string_array(p, uenvp, budget);
   if (auto* err = std::get_if<int>(&envp)) return *err;
-  return p.host->execve(p, std::get<std::string>(path), filename, std::move(std::get<0>(argv)), std::move(std::get<0>(envp)));
+  return p.host->execve(p, name, std::move(std::get<0>(argv)), std::move(std::get<0>(envp)));
 }
 
 }  // namespace

@@ -202,7 +202,7 @@ class FakeHost : public ProcessHost {
     vcpus_.push_back(std::move(vcpu));
     return ctx.tid;
   }
-  int64_t execve(Process&, const std::string&, const std::string&, std::vector<std::string>, std::vector<std::string>) override {
+  int64_t execve(Process&, const ExecName&, std::vector<std::string>, std::vector<std::string>) override {
     exec_requested = true;
     return 0;
   }

@@ -311,7 +311,7 @@ TEST_F(Caps, ExecArgumentsAreBounded) {
   class NoExec : public ProcessHost {
     int64_t fork(Process&, const CloneRequest&) override { return -ENOSYS; }
     int64_t clone_thread(Process&, const CloneRequest&) override { return -ENOSYS; }
-    int64_t execve(Process&, const std::string&, const std::string&, std::vector<std::string>, std::vector<std::string>) override {
+    int64_t execve(Process&, const ExecName&, std::vector<std::string>, std::vector<std::string>) override {
       return 0;
     }
   } host;
