@@ -351,6 +351,7 @@ void BM_reset_fds(benchmark::State& state) {
   GrantedDir dir;
   GuestProcess g(dir.path);
   template_with_fds(g, int(state.range(0)));
+  server::record_paused_files(*g.p);  // as serve() does once the template has paused
   for (auto _ : state) {
     auto worker = server::worker_process(*g.p, g.mm);
     benchmark::DoNotOptimize(worker.get());
@@ -364,6 +365,7 @@ void BM_worker_create(benchmark::State& state) {
   GrantedDir dir;
   GuestProcess g(dir.path);  // the template's Process: stdio-like fds and a listener's worth
   template_with_fds(g, 8);
+  server::record_paused_files(*g.p);
   TemplateAndWorker t(resident);
   for (auto _ : state) {
     auto memory = kvm::GuestMemory::fork_private(t.tmpl_memory);

@@ -579,13 +579,25 @@ std::shared_ptr<OpenFile> clone_epoll(Process& p, const OpenFile& epoll) {
   return copy;
 }
 
-std::shared_ptr<OpenFile> clone_eventfd(const OpenFile& eventfd) {
+namespace {
+
+OpenFile::PausedFile eventfd_state(const OpenFile& eventfd) {
+  OpenFile::PausedFile state;
   const FdInfo info(eventfd.host_fd);
-  uint64_t count = 0;
-  if (auto v = info.field("eventfd-count")) count = std::strtoull(v->c_str(), nullptr, 16);
-  bool semaphore = false;
-  if (auto v = info.field("eventfd-semaphore")) semaphore = std::atoi(v->c_str()) != 0;
-  const bool nonblock = host_nonblocking(eventfd);
+  if (auto v = info.field("eventfd-count")) state.eventfd_count = std::strtoull(v->c_str(), nullptr, 16);
+  if (auto v = info.field("eventfd-semaphore")) state.eventfd_semaphore = std::atoi(v->c_str()) != 0;
+  state.nonblocking = host_nonblocking(eventfd);
+  return state;
+}
+
+}  // namespace
+
+void record_paused_eventfd(OpenFile& eventfd) { eventfd.paused_file = eventfd_state(eventfd); }
+
+std::shared_ptr<OpenFile> clone_eventfd(const OpenFile& eventfd) {
+  const OpenFile::PausedFile state = eventfd.paused_file ? *eventfd.paused_file : eventfd_state(eventfd);
+  const uint64_t count = state.eventfd_count;
+  const bool semaphore = state.eventfd_semaphore, nonblock = state.nonblocking;
   const int h = ::eventfd(0, EFD_CLOEXEC | (nonblock ? EFD_NONBLOCK : 0) | (semaphore ? EFD_SEMAPHORE : 0));
   if (h < 0) return nullptr;
   auto copy = std::make_shared<OpenFile>(h, OpenFile::Kind::EventFd, eventfd.path, eventfd.status_flags);
@@ -608,7 +620,11 @@ std::optional<OpenFile::TimerSetting> timerfd_setting(const OpenFile& timerfd) {
 
 }  // namespace
 
-void record_paused_timerfd(OpenFile& timerfd) { timerfd.paused_timer = timerfd_setting(timerfd); }
+void record_paused_timerfd(OpenFile& timerfd) {
+  timerfd.paused_timer = timerfd_setting(timerfd);
+  timerfd.paused_file = OpenFile::PausedFile{};
+  timerfd.paused_file->nonblocking = host_nonblocking(timerfd);
+}
 
 std::shared_ptr<OpenFile> clone_timerfd(const OpenFile& timerfd) {
   const std::optional<OpenFile::TimerSetting> setting = timerfd.paused_timer ? timerfd.paused_timer : timerfd_setting(timerfd);
@@ -616,7 +632,7 @@ std::shared_ptr<OpenFile> clone_timerfd(const OpenFile& timerfd) {
   const int clock = setting->clock;
   const uint64_t ticks = setting->ticks;
   const itimerspec cur = setting->value;
-  const bool nonblock = host_nonblocking(timerfd);
+  const bool nonblock = timerfd.paused_file ? timerfd.paused_file->nonblocking : host_nonblocking(timerfd);
   const int h = ::timerfd_create(clock, TFD_CLOEXEC | (nonblock ? TFD_NONBLOCK : 0));
   if (h < 0) return nullptr;
   auto copy = std::make_shared<OpenFile>(h, OpenFile::Kind::TimerFd, timerfd.path, timerfd.status_flags);

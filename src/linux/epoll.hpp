@@ -41,6 +41,9 @@ std::shared_ptr<OpenFile> clone_eventfd(const OpenFile& eventfd);
 // setting it had when the template paused (record_paused_timerfd).
 std::shared_ptr<OpenFile> clone_timerfd(const OpenFile& timerfd);
 void record_paused_timerfd(OpenFile& timerfd);
+// The host state of a template's eventfd that clone_eventfd reads (count, mode, O_NONBLOCK), kept in
+// eventfd.paused_file; for a timerfd its O_NONBLOCK.
+void record_paused_eventfd(OpenFile& eventfd);
 
 // For close/dup2 (file.cpp): guest_fd is about to be closed. When no other guest fd refers to the
 // same OpenFile, the fd leaves every epoll interest list in p.fds and its host epoll, as Linux does

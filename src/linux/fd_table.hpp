@@ -108,6 +108,18 @@ struct OpenFile {
     uint64_t ticks = 0;   // expirations not read yet
   };
   std::optional<TimerSetting> paused_timer;
+  // A template's eventfd, timerfd, regular file or pipe as the host had it when the template paused
+  // (server::record_paused_files): every reset makes a worker's copy from this instead of asking the
+  // host again (fdinfo, F_GETFL, lseek, fstat: up to 5 host calls per file and request). The
+  // template never runs again, so this is what its files hold.
+  struct PausedFile {
+    bool nonblocking = false;    // the host fd's O_NONBLOCK (eventfd, timerfd)
+    uint64_t eventfd_count = 0;
+    bool eventfd_semaphore = false;
+    int64_t offset = 0;          // regular file
+    uint64_t inode = 0;          // pipe: both ends of one template pipe have the same
+  };
+  std::optional<PausedFile> paused_file;
 };
 
 class FdTable {

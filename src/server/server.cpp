@@ -157,8 +157,7 @@ int serve(linux::Guest& tmpl, std::vector<linux::ThreadSnapshot> threads, const 
   tp.server = nullptr;
   Template t{&tmpl, &tp, std::move(threads), listeners(tp)};
   t.paused_monotonic_ns = uint64_t(linux::guest_now_ns(tp, CLOCK_MONOTONIC));
-  for (int fd : tp.fds.fds())
-    if (auto f = tp.fds.get(fd); f->kind == linux::OpenFile::Kind::TimerFd) linux::record_paused_timerfd(*f);
+  record_paused_files(tp);
   WorkerConfig wc;
   wc.ephemeral = opts.ephemeral;
   wc.max_request_time = opts.max_request_time.value_or(0);

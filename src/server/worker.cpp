@@ -49,7 +49,7 @@ std::shared_ptr<OpenFile> reopen(const OpenFile& f) {
   const std::string self = "/proc/self/fd/" + std::to_string(f.host_fd);
   int fd = open(self.c_str(), (f.status_flags & keep & ~O_NOATIME) | O_CLOEXEC);
   if (fd < 0) return nullptr;
-  off_t offset = lseek(f.host_fd, 0, SEEK_CUR);
+  const off_t offset = f.paused_file ? off_t(f.paused_file->offset) : lseek(f.host_fd, 0, SEEK_CUR);
   if (offset > 0) lseek(fd, offset, SEEK_SET);
   auto copy = std::make_shared<OpenFile>(fd, f.kind, f.path, f.status_flags);
   copy->writable_grant = f.writable_grant;
@@ -57,14 +57,20 @@ std::shared_ptr<OpenFile> reopen(const OpenFile& f) {
 }
 
 // Both ends of a template pipe map to the two ends of one new pipe.
-std::shared_ptr<OpenFile> fresh_pipe_end(const OpenFile& f, std::map<ino_t, std::array<int, 2>>& pipes) {
+ino_t pipe_inode(const OpenFile& f) {
+  if (f.paused_file) return ino_t(f.paused_file->inode);
   struct stat st{};
-  if (fstat(f.host_fd, &st) != 0) return nullptr;
-  auto it = pipes.find(st.st_ino);
+  return fstat(f.host_fd, &st) == 0 ? st.st_ino : 0;
+}
+
+std::shared_ptr<OpenFile> fresh_pipe_end(const OpenFile& f, std::map<ino_t, std::array<int, 2>>& pipes) {
+  const ino_t inode = pipe_inode(f);
+  if (!inode) return nullptr;
+  auto it = pipes.find(inode);
   if (it == pipes.end()) {
     std::array<int, 2> ends{};
     if (pipe2(ends.data(), O_CLOEXEC) != 0) return nullptr;
-    it = pipes.emplace(st.st_ino, ends).first;
+    it = pipes.emplace(inode, ends).first;
   }
   const bool reader = (f.status_flags & O_ACCMODE) == O_RDONLY;
   int& end = it->second[reader ? 0 : 1];
@@ -109,6 +115,37 @@ bool recreated_per_worker(const OpenFile& f) {
       return f.path.rfind("pipe:", 0) == 0;  // not inherited stdio
     default:
       return false;  // listening and other sockets, ttys, devices: shared with the template
+  }
+}
+
+void record_paused_files(const linux::Process& tmpl) {
+  for (int fd : tmpl.fds.fds()) {
+    const std::shared_ptr<OpenFile> f = tmpl.fds.get(fd);
+    if (!recreated_per_worker(*f) || f->paused_file) continue;  // (a dup: recorded already)
+    switch (f->kind) {
+      case OpenFile::Kind::TimerFd:
+        linux::record_paused_timerfd(*f);
+        break;
+      case OpenFile::Kind::EventFd:
+        linux::record_paused_eventfd(*f);
+        break;
+      case OpenFile::Kind::Regular:
+      case OpenFile::Kind::Directory: {
+        const off_t offset = lseek(f->host_fd, 0, SEEK_CUR);
+        f->paused_file = OpenFile::PausedFile{};
+        f->paused_file->offset = offset > 0 ? offset : 0;
+        break;
+      }
+      case OpenFile::Kind::Pipe: {
+        struct stat st{};
+        if (fstat(f->host_fd, &st) != 0) break;
+        f->paused_file = OpenFile::PausedFile{};
+        f->paused_file->inode = st.st_ino;
+        break;
+      }
+      default:
+        break;
+    }
   }
 }
 

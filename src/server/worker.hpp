@@ -60,6 +60,9 @@ std::unique_ptr<linux::Process> worker_process(const linux::Process& tmpl, std::
                                                const FileReplacements& replacements = {});
 // Whether worker_process() makes a private equivalent of f (host calls at every reset) or shares it.
 bool recreated_per_worker(const linux::OpenFile& f);
+// Records, once the template has paused, the host state of each file worker_process() makes again
+// (OpenFile::paused_file, and a timerfd's setting): resets then copy it without host calls.
+void record_paused_files(const linux::Process& tmpl);
 // How many of the template's open files every reset makes again: what its fd-table rebuild costs.
 size_t files_recreated_per_worker(const linux::Process& tmpl);
 
