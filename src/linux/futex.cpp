@@ -90,29 +90,37 @@ bool interrupted(Process& p) {
   return vcpu && vcpu->run_area()->immediate_exit;
 }
 
+// A futex timeout as a host deadline: none (max) without one, -EFAULT/-EINVAL for a bad one.
+// Relative, or absolute on the guest's CLOCK_MONOTONIC (or CLOCK_REALTIME).
+int64_t futex_deadline(Process& p, uint64_t timeout_addr, bool absolute, bool realtime,
+                       std::chrono::steady_clock::time_point& deadline) {
+  deadline = std::chrono::steady_clock::time_point::max();
+  if (!timeout_addr) return 0;
+  timespec ts{};
+  if (!p.mm().read(timeout_addr, ts)) return -EFAULT;
+  if (ts.tv_sec < 0 || ts.tv_nsec < 0 || ts.tv_nsec >= 1000000000) return -EINVAL;
+  if (absolute) ts = host_time(p, realtime ? CLOCK_REALTIME : CLOCK_MONOTONIC, ts);
+  // In nanoseconds, a guest's tv_sec past 292 years would overflow (and come out negative: an
+  // endless wait timing out at once); 2^32 s is forever enough.
+  auto span = std::chrono::seconds(std::min<int64_t>(ts.tv_sec, kForeverSec)) + std::chrono::nanoseconds(ts.tv_nsec);
+  if (absolute) {
+    timespec now{};
+    clock_gettime(realtime ? CLOCK_REALTIME : CLOCK_MONOTONIC, &now);
+    auto left = span - (std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec));
+    deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(left);
+  } else {
+    deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(span);
+  }
+  return 0;
+}
+
 int64_t futex_wait(Process& p, uint64_t addr, uint32_t expected, uint32_t bitset, uint64_t timeout_addr, bool absolute,
-                   bool realtime) {
+                   bool realtime, bool shared) {
   if (bitset == 0) return -EINVAL;
   const uint32_t* word = futex_word(p, addr);
   if (!word) return (addr & 3) ? -EINVAL : -EFAULT;
-  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
-  if (timeout_addr) {
-    timespec ts{};
-    if (!p.mm().read(timeout_addr, ts)) return -EFAULT;
-    if (ts.tv_sec < 0 || ts.tv_nsec < 0 || ts.tv_nsec >= 1000000000) return -EINVAL;
-    if (absolute) ts = host_time(p, realtime ? CLOCK_REALTIME : CLOCK_MONOTONIC, ts);
-    // In nanoseconds, a guest's tv_sec past 292 years would overflow (and come out negative: an
-    // endless wait timing out at once); 2^32 s is forever enough.
-    auto span = std::chrono::seconds(std::min<int64_t>(ts.tv_sec, kForeverSec)) + std::chrono::nanoseconds(ts.tv_nsec);
-    if (absolute) {
-      timespec now{};
-      clock_gettime(realtime ? CLOCK_REALTIME : CLOCK_MONOTONIC, &now);
-      auto left = span - (std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec));
-      deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(left);
-    } else {
-      deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(span);
-    }
-  }
+  std::chrono::steady_clock::time_point deadline;
+  if (int64_t rc = futex_deadline(p, timeout_addr, absolute, realtime, deadline)) return rc;
   if (__atomic_load_n(word, __ATOMIC_SEQ_CST) != expected) return -EAGAIN;
 
   // Handlers run with the process lock held (Process::holds_lock); tests may call without it.
@@ -123,7 +131,7 @@ int64_t futex_wait(Process& p, uint64_t addr, uint32_t expected, uint32_t bitset
   const std::optional<SharedKey> key = shared_key(p, addr);
   constexpr auto kSharedSlice = std::chrono::milliseconds(5);
   const std::chrono::milliseconds slice = key ? kSharedSlice : kWaitSlice;
-  FutexWaiter self{addr, bitset, p.thread().tid, false};
+  FutexWaiter self{addr, bitset, p.thread().tid, false, shared};
   SharedWaiter shared_self;
   if (key) {
     shared_self.key = *key;
@@ -160,14 +168,15 @@ int64_t futex_wait(Process& p, uint64_t addr, uint32_t expected, uint32_t bitset
   return result;
 }
 
-int64_t requeue(Process& p, uint64_t from, uint64_t to, uint64_t wake, uint64_t move) {
+int64_t requeue(Process& p, uint64_t from, uint64_t to, uint64_t wake, uint64_t move, bool shared) {
   int64_t n = 0;
   for (auto it = p.futex_waiters.begin(); it != p.futex_waiters.end();) {
     FutexWaiter* w = *it;
-    if (w->addr != from) {
+    if (w->addr != from || w->shared != shared) {
       ++it;
       continue;
     }
+    if (w->pi) return -EINVAL;  // a PI futex is only requeued by CMP_REQUEUE_PI, as on Linux
     if (uint64_t(n) < wake) {
       w->woken = true;
       it = p.futex_waiters.erase(it);
@@ -183,7 +192,8 @@ int64_t requeue(Process& p, uint64_t from, uint64_t to, uint64_t wake, uint64_t 
   return n;
 }
 
-int64_t wake_op(Process& p, uint64_t addr1, uint64_t addr2, uint64_t wake1, uint64_t wake2, uint32_t encoded) {
+int64_t wake_op(Process& p, uint64_t addr1, uint64_t addr2, uint64_t wake1, uint64_t wake2, uint32_t encoded,
+                bool shared) {
   if (addr2 & 3) return -EINVAL;
   const auto span = p.mm().writable(addr2, 4);
   if (!span) return -EFAULT;
@@ -213,9 +223,125 @@ int64_t wake_op(Process& p, uint64_t addr1, uint64_t addr2, uint64_t wake1, uint
     case FUTEX_OP_CMP_GE: cond = int32_t(old) >= int32_t(cmparg); break;
     default: return -ENOSYS;
   }
-  int64_t n = futex_wake(p, addr1, wake1, ~0u);
-  if (cond) n += futex_wake(p, addr2, wake2, ~0u);
+  int64_t n = futex_wake(p, addr1, wake1, ~0u, shared);
+  if (n < 0) return n;
+  if (cond) {
+    const int64_t m = futex_wake(p, addr2, wake2, ~0u, shared);
+    if (m < 0) return m;
+    n += m;
+  }
   return n;
+}
+
+// Priority-inheritance futexes (FUTEX_LOCK_PI, TRYLOCK_PI, UNLOCK_PI): the word holds the owner's
+// tid, FUTEX_WAITERS while some thread waits in the kernel (so that the owner's unlock comes here
+// rather than cmpxchg-ing the word to 0 itself), and FUTEX_OWNER_DIED. An unlock hands the lock to
+// the first waiter: the word gets its tid. There is no priority to inherit: kvmserver schedules no
+// guest thread over another. The queue is the process's (a PI futex in memory shared between
+// processes is locked and unlocked by each process's threads alone here).
+// Setting FUTEX_WAITERS and queueing happen under the process lock, as does the unlock's look at
+// the queue, so no handover is lost.
+int64_t lock_pi(Process& p, uint64_t addr, uint64_t timeout_addr, bool realtime, bool try_only) {
+  if (addr & 3) return -EINVAL;
+  const auto span = p.mm().writable(addr, 4);
+  if (!span) return -EFAULT;
+  uint32_t* word = reinterpret_cast<uint32_t*>(span->data());
+  std::chrono::steady_clock::time_point deadline;
+  if (int64_t rc = futex_deadline(p, timeout_addr, true, realtime, deadline)) return rc;
+  const uint32_t tid = uint32_t(p.thread().tid);
+  std::unique_lock<std::mutex> lk = Process::holds_lock ? std::unique_lock<std::mutex>(p.lock.mutex, std::adopt_lock)
+                                                         : std::unique_lock<std::mutex>(p.lock.mutex);
+  struct ReleaseAdopted {
+    std::unique_lock<std::mutex>& lk;
+    ~ReleaseAdopted() {
+      if (Process::holds_lock) lk.release();
+    }
+  } release_adopted{lk};
+  for (;;) {
+    // Take it if it is free, or if its owner is gone without unlocking it (Linux: FUTEX_OWNER_DIED,
+    // EOWNERDEAD); otherwise mark it as waited for.
+    uint32_t old = __atomic_load_n(word, __ATOMIC_SEQ_CST);
+    const uint32_t owner = old & FUTEX_TID_MASK;
+    if (owner == tid) return -EDEADLK;
+    if (owner == 0 || !p.threads.count(int(owner))) {
+      const bool died = owner != 0;
+      const uint32_t next = tid | (old & FUTEX_WAITERS) | (died ? FUTEX_OWNER_DIED : (old & FUTEX_OWNER_DIED));
+      if (!__atomic_compare_exchange_n(word, &old, next, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) continue;
+      p.mm().note_write(*span, 4);
+      return died ? -EOWNERDEAD : 0;
+    }
+    if (try_only) return -EAGAIN;
+    if (!(old & FUTEX_WAITERS)) {
+      if (!__atomic_compare_exchange_n(word, &old, old | FUTEX_WAITERS, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) continue;
+      p.mm().note_write(*span, 4);
+    }
+    FutexWaiter self{addr, ~0u, int(tid), false, false, true};
+    p.futex_waiters.push_back(&self);
+    int64_t result = 0;
+    bool owner_gone = false;
+    {
+      Process::Asleep asleep(p);
+      while (!self.woken) {  // woken: the unlock made the word ours
+        const uint32_t now_owner = __atomic_load_n(word, __ATOMIC_SEQ_CST) & FUTEX_TID_MASK;
+        if (now_owner != 0 && now_owner != tid && !p.threads.count(int(now_owner))) {
+          owner_gone = true;  // it died holding the lock: try again from the top
+          break;
+        }
+        if (interrupted(p)) {
+          result = -EINTR;
+          break;
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) {
+          result = -ETIMEDOUT;
+          break;
+        }
+        p.lock.changed.wait_until(lk, std::min(deadline, now + kWaitSlice));
+      }
+    }
+    if (self.woken) return 0;
+    p.futex_waiters.remove(&self);
+    if (!owner_gone) return result;
+  }
+}
+
+int64_t unlock_pi(Process& p, uint64_t addr) {
+  if (addr & 3) return -EINVAL;
+  const auto span = p.mm().writable(addr, 4);
+  if (!span) return -EFAULT;
+  uint32_t* word = reinterpret_cast<uint32_t*>(span->data());
+  const uint32_t tid = uint32_t(p.thread().tid);
+  std::unique_lock<std::mutex> lk = Process::holds_lock ? std::unique_lock<std::mutex>(p.lock.mutex, std::adopt_lock)
+                                                         : std::unique_lock<std::mutex>(p.lock.mutex);
+  FutexWaiter* next = nullptr;
+  bool more = false;
+  for (FutexWaiter* w : p.futex_waiters) {
+    if (w->addr != addr || !w->pi) continue;
+    if (next) {
+      more = true;
+      break;
+    }
+    next = w;
+  }
+  uint32_t old = __atomic_load_n(word, __ATOMIC_SEQ_CST);
+  int64_t result = 0;
+  do {
+    if ((old & FUTEX_TID_MASK) != tid) {
+      result = -EPERM;
+      break;
+    }
+  } while (!__atomic_compare_exchange_n(word, &old, next ? uint32_t(next->tid) | (more ? FUTEX_WAITERS : 0) : 0, false,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+  if (result == 0) {
+    p.mm().note_write(*span, 4);
+    if (next) {
+      next->woken = true;
+      p.futex_waiters.remove(next);
+      p.lock.changed.notify_all();
+    }
+  }
+  if (Process::holds_lock) lk.release();
+  return result;
 }
 
 // Linux's handle_futex_death: the word at addr, if `tid` owns it, gets FUTEX_OWNER_DIED (keeping
@@ -267,13 +393,15 @@ void release_robust_futexes(Process& p, uint64_t head_addr, int tid) {
   if (pending) release_futex(p, pending + uint64_t(head.futex_offset), tid, head.pending & 1, true);
 }
 
-int64_t futex_wake(Process& p, uint64_t addr, uint64_t count, uint32_t bitset) {
+int64_t futex_wake(Process& p, uint64_t addr, uint64_t count, uint32_t bitset, std::optional<bool> shared) {
   if (bitset == 0) return -EINVAL;
+  count = std::max<uint64_t>(count, 1);  // Linux wakes one before it compares with the count
   if (const auto key = shared_key(p, addr)) return wake_shared(*key, count, bitset);
   int64_t n = 0;
   for (auto it = p.futex_waiters.begin(); it != p.futex_waiters.end() && uint64_t(n) < count;) {
     FutexWaiter* w = *it;
-    if (w->addr == addr && (w->bitset & bitset)) {
+    if (w->addr == addr && (!shared || w->shared == *shared) && w->pi) return n ? n : -EINVAL;
+    if (w->addr == addr && (!shared || w->shared == *shared) && (w->bitset & bitset)) {
       w->woken = true;
       it = p.futex_waiters.erase(it);
       ++n;
@@ -291,20 +419,20 @@ KVMS_SYSCALL(futex) {
   const uint32_t val = uint32_t(a.a[2]);
   const int cmd = op & FUTEX_CMD_MASK;
   const bool realtime = op & FUTEX_CLOCK_REALTIME;
-  if (realtime && cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET) return -ENOSYS;
+  if (realtime && cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET && cmd != FUTEX_LOCK_PI2) return -ENOSYS;
   const uint64_t count = val > INT_MAX ? INT_MAX : val;
   const bool shared = !(op & FUTEX_PRIVATE_FLAG);
   switch (cmd) {
     case FUTEX_WAIT:
-      return futex_wait(p, addr, val, ~0u, a.a[3], false, false);
+      return futex_wait(p, addr, val, ~0u, a.a[3], false, false, shared);
     case FUTEX_WAIT_BITSET:
-      return futex_wait(p, addr, val, uint32_t(a.a[5]), a.a[3], true, realtime);
+      return futex_wait(p, addr, val, uint32_t(a.a[5]), a.a[3], true, realtime, shared);
     case FUTEX_WAKE:
       if (int64_t rc = check_futex_address(p, addr, shared)) return rc;
-      return futex_wake(p, addr, count, ~0u);
+      return futex_wake(p, addr, count, ~0u, shared);
     case FUTEX_WAKE_BITSET:
       if (int64_t rc = check_futex_address(p, addr, shared)) return rc;
-      return futex_wake(p, addr, count, uint32_t(a.a[5]));
+      return futex_wake(p, addr, count, uint32_t(a.a[5]), shared);
     case FUTEX_REQUEUE:
     case FUTEX_CMP_REQUEUE: {
       // Linux takes both counts as ints: nr_wake from val, nr_requeue from the low half of val2.
@@ -316,14 +444,22 @@ KVMS_SYSCALL(futex) {
         if (!word) return -EFAULT;
         if (__atomic_load_n(word, __ATOMIC_SEQ_CST) != uint32_t(a.a[5])) return -EAGAIN;
       }
-      return requeue(p, addr, a.a[4], count, uint32_t(a.a[3]));
+      return requeue(p, addr, a.a[4], count, uint32_t(a.a[3]), shared);
     }
     case FUTEX_WAKE_OP:
       if (int64_t rc = check_futex_address(p, addr, shared)) return rc;
-      return wake_op(p, addr, a.a[4], count, a.a[3] > INT_MAX ? INT_MAX : a.a[3], uint32_t(a.a[5]));
+      return wake_op(p, addr, a.a[4], count, a.a[3] > INT_MAX ? INT_MAX : a.a[3], uint32_t(a.a[5]), shared);
+    case FUTEX_LOCK_PI:  // its timeout is absolute on CLOCK_REALTIME
+      return lock_pi(p, addr, a.a[3], true, false);
+    case FUTEX_LOCK_PI2:  // absolute on CLOCK_MONOTONIC unless FUTEX_CLOCK_REALTIME
+      return lock_pi(p, addr, a.a[3], realtime, false);
+    case FUTEX_TRYLOCK_PI:
+      return lock_pi(p, addr, 0, false, true);
+    case FUTEX_UNLOCK_PI:
+      return unlock_pi(p, addr);
     default:
-      // Priority-inheritance futexes (LOCK_PI, TRYLOCK_PI, ...): glibc uses them only for PI mutexes,
-      // which programs ask for explicitly.
+      // FUTEX_WAIT_REQUEUE_PI and FUTEX_CMP_REQUEUE_PI: glibc uses them only for condition
+      // variables over PI mutexes, which programs ask for explicitly.
       p.log("futex operation " + std::to_string(cmd) + " is not supported -> ENOSYS");
       return -ENOSYS;
   }

@@ -340,6 +340,9 @@ int64_t Guest::fork(Process& p, const CloneRequest& req) {
   cp->set_vcpu_count(1);
   cp->pid = pid;
   cp->keep_only_thread(p.thread().tid, pid);
+  if (flags & 0x100000000ull)  // clone3's CLONE_CLEAR_SIGHAND: handlers back to the default, SIG_IGN kept
+    for (auto& act : cp->sigactions)
+      if (act.handler != uint64_t(SIG_IGN)) act = {};
   for (auto& [tid, t] : cp->threads) {  // a child starts with no signals pending
     t.pending_signals = 0;
     t.pending_queue.clear();

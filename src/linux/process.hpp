@@ -149,6 +149,8 @@ struct FutexWaiter {
   uint32_t bitset = ~0u;
   int tid = 0;
   bool woken = false;
+  bool shared = false;  // waits as a shared futex (no FUTEX_PRIVATE_FLAG): a private wake misses it
+  bool pi = false;      // FUTEX_LOCK_PI: woken only by FUTEX_UNLOCK_PI, which hands it the lock
 };
 
 // A mutex and condition variable that a copied Process does not share or copy: each process (and each

@@ -3,6 +3,7 @@
 // arguments, does the work, and returns the result or -errno, exactly like a Linux syscall.
 #include <cstdint>
 #include <ctime>
+#include <optional>
 
 #include "linux/process.hpp"
 
@@ -90,7 +91,10 @@ KVMS_SYSCALL(timerfd_create); KVMS_SYSCALL(timerfd_settime); KVMS_SYSCALL(timerf
 // Helpers shared by the families.
 int64_t errno_result(long host_rc);  // host syscall wrapper result -> value or -errno
 // Wakes up to count waiters on the futex at addr whose bitset intersects bitset; how many woke.
-int64_t futex_wake(Process& p, uint64_t addr, uint64_t count, uint32_t bitset);
+// Wakes up to count (at least one, as Linux) of p's waiters on addr whose bitset meets bitset.
+// kind: only waiters that waited as a shared (or as a private) futex; unset: either (the wakes
+// kvmserver makes itself: a thread's clear_child_tid, robust lists).
+int64_t futex_wake(Process& p, uint64_t addr, uint64_t count, uint32_t bitset, std::optional<bool> shared = std::nullopt);
 // A thread's exit, as Linux's exit_robust_list: the locks on its robust list (set_robust_list) that
 // it still holds are marked FUTEX_OWNER_DIED and a waiter is woken. The list is guest memory.
 void release_robust_futexes(Process& p, uint64_t head_addr, int tid);

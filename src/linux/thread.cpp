@@ -89,8 +89,11 @@ KVMS_SYSCALL(set_robust_list) {
 }
 
 KVMS_SYSCALL(get_robust_list) {
-  if (a.a[0] != 0 && int64_t(a.a[0]) != p.thread().tid) return -ESRCH;
-  if (!p.mm().write(a.a[1], p.thread().robust_list) || !p.mm().write(a.a[2], p.thread().robust_list_len)) return -EFAULT;
+  // Any thread of this process by its tid (0: the caller); another process's are not ours to show.
+  const int tid = int(a.a[0]);
+  auto it = tid == 0 ? p.threads.find(p.thread().tid) : p.threads.find(tid);
+  if (int64_t(a.a[0]) < 0 || it == p.threads.end() || it->second.exit_code) return -ESRCH;
+  if (!p.mm().write(a.a[1], it->second.robust_list) || !p.mm().write(a.a[2], it->second.robust_list_len)) return -EFAULT;
   return 0;
 }
 
@@ -245,8 +248,15 @@ KVMS_SYSCALL(clone3) {
     if (!p.mm().copy_from_user(rest.data(), a.a[0] + sizeof args, rest.size())) return -EFAULT;
     if (std::any_of(rest.begin(), rest.end(), [](uint8_t b) { return b != 0; })) return -E2BIG;
   }
+  // Linux's clone3_args_valid: the flags it knows (no CLONE_INTO_CGROUP here: no cgroups), an
+  // exit signal only for a child whose parent is the caller, no CLONE_CLEAR_SIGHAND with shared
+  // handlers.
+  constexpr uint64_t kCloneClearSighand = 0x100000000ull;
+  if (args.flags & ~(0xffffffffull | kCloneClearSighand)) return -EINVAL;
   if (args.set_tid || args.set_tid_size || args.cgroup) return -EINVAL;
   if (args.exit_signal > 64 || (args.flags & 0xff)) return -EINVAL;
+  if ((args.flags & (CLONE_THREAD | CLONE_PARENT)) && args.exit_signal) return -EINVAL;
+  if ((args.flags & kCloneClearSighand) && (args.flags & CLONE_SIGHAND)) return -EINVAL;
   if ((args.stack == 0) != (args.stack_size == 0)) return -EINVAL;
   // The stack must lie in user space (Linux's access_ok): its top is where the thread starts.
   if (args.stack && (args.stack_size > kUserAddressEnd || args.stack > kUserAddressEnd - args.stack_size)) return -EINVAL;

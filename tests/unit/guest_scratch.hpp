@@ -21,7 +21,9 @@ struct GuestScratch {
   uint64_t alloc(size_t n) {
     const uint64_t a = next_;
     next_ += (n + 15) & ~size_t(15);
-    if (scratch_end_) EXPECT_LE(next_, scratch_end_);
+    if (scratch_end_) {
+      EXPECT_LE(next_, scratch_end_);
+    }
     return a;
   }
   uint64_t str(const std::string& s) {

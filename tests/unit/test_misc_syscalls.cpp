@@ -398,7 +398,38 @@ TEST_F(MiscSyscalls, FutexOfOneThread) {
   const uint64_t op = (uint64_t(FUTEX_OP_ADD) << 28) | (3u << 12);
   EXPECT_EQ(call(sys_futex, {word, FUTEX_WAKE_OP, 1, 1, word + 4, op}), 0);
   EXPECT_EQ(get<uint32_t>(word + 4), 13u);
-  EXPECT_EQ(call(sys_futex, {word, FUTEX_LOCK_PI, 0, 0}), -ENOSYS);
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_WAIT_REQUEUE_PI, 7, 0, word + 4, 0}), -ENOSYS);
+}
+
+TEST_F(MiscSyscalls, PriorityInheritanceFutexes) {
+  const uint64_t word = next_, ts = next_ + 16;
+  const uint32_t tid = uint32_t(proc_->thread().tid);
+  ASSERT_TRUE(as_->write<uint32_t>(word, 0));
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_LOCK_PI_PRIVATE, 0, 0}), 0);
+  EXPECT_EQ(get<uint32_t>(word), tid);
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_LOCK_PI_PRIVATE, 0, 0}), -EDEADLK);
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_TRYLOCK_PI_PRIVATE, 0, 0}), -EDEADLK);
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_UNLOCK_PI_PRIVATE, 0, 0}), 0);
+  EXPECT_EQ(get<uint32_t>(word), 0u);
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_UNLOCK_PI_PRIVATE, 0, 0}), -EPERM);
+  // Held by another thread of the process: trylock fails, a lock waits (marking the word) until
+  // its timeout, absolute on CLOCK_REALTIME.
+  proc_->threads.emplace(4242, ThreadContext{});
+  ASSERT_TRUE(as_->write<uint32_t>(word, 4242));
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_TRYLOCK_PI_PRIVATE, 0, 0}), -EAGAIN);
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  const int64_t soon[2] = {int64_t(now.tv_sec), int64_t(now.tv_nsec)};  // already past
+  ASSERT_TRUE(as_->copy_to_user(ts, soon, sizeof soon));
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_LOCK_PI_PRIVATE, 0, ts}), -ETIMEDOUT);
+  EXPECT_EQ(get<uint32_t>(word), 4242u | FUTEX_WAITERS);
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_UNLOCK_PI_PRIVATE, 0, 0}), -EPERM);  // not ours
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_WAKE_PRIVATE, 1, 0}), 0);            // nobody waits now
+  // Its owner gone without unlocking it: the lock is taken with FUTEX_OWNER_DIED.
+  proc_->threads.erase(4242);
+  EXPECT_EQ(call(sys_futex, {word, FUTEX_LOCK_PI_PRIVATE, 0, 0}), -EOWNERDEAD);
+  EXPECT_EQ(get<uint32_t>(word), tid | FUTEX_WAITERS | FUTEX_OWNER_DIED);
+  EXPECT_EQ(call(sys_futex, {word + 1, FUTEX_LOCK_PI_PRIVATE, 0, 0}), -EINVAL);
 }
 
 // A timeout of centuries is a long wait, relative or absolute, not an overflow that times out at
