@@ -553,6 +553,7 @@ KVMS_SYSCALL(fcntl) {
       if (f->kind != Kind::Pipe) return -EBADF;
       // Linux's /proc/sys/fs/pipe-max-size for an unprivileged process, whatever the host lets
       // kvmserver do (as root it could take 2 GiB per pipe, charged as 1 MiB).
+      if (arg > (uint64_t(1) << 31)) return -EINVAL;  // Linux's round_pipe_size: no such size
       if (static_cast<uint32_t>(arg) > kPipeMaxSize) return -EPERM;
       // A bigger buffer is more host memory: charged (to this end) before the host grows it.
       const uint64_t wanted = std::max<uint64_t>(static_cast<uint32_t>(arg), host_cost::kPipe);

@@ -172,12 +172,13 @@ std::optional<Node> classify(Process& p, const std::vector<std::string>& c) {
     if (name == "exe") return node(Kind::ExeLink);
     if (name == "cwd") return node(Kind::Link, 0, p.cwd);
     if (name == "root") return node(Kind::Link, 0, "/");
-    if (name == "fd") return node(Kind::Dir);
+    if (name == "fd" || name == "fdinfo") return node(Kind::Dir);
     if (listed(kProcessFiles, name)) return node(Kind::File, tid);
     return std::nullopt;
   }
   int fd = 0;
   if (c.size() == i + 2 && name == "fd" && parse_number(c[i + 1], fd) && p.fds.get(fd)) return node(Kind::FdLink, fd);
+  if (c.size() == i + 2 && name == "fdinfo" && parse_number(c[i + 1], fd) && p.fds.get(fd)) return node(Kind::File, fd);
   return std::nullopt;
 }
 
@@ -195,12 +196,12 @@ std::vector<std::string> candidates(Process& p, const std::vector<std::string>& 
   if (c[1] == "sys") return sysctl_children(join(c));
   if (other_pid(p, join(c))) return {"stat"};
   std::vector<std::string> names;
-  if (c.back() == "fd") {
+  if (c.back() == "fd" || c.back() == "fdinfo") {
     for (int fd : p.fds.fds()) names.push_back(std::to_string(fd));
   } else if (c.size() == 3) {  // task
     for (const auto& [tid, t] : p.threads) names.push_back(std::to_string(tid));
   } else {
-    names = {"exe", "cwd", "root", "fd"};
+    names = {"exe", "cwd", "root", "fd", "fdinfo"};
     if (c.size() == 2) names.push_back("task");
     names.insert(names.end(), kProcessFiles.begin(), kProcessFiles.end());
   }
@@ -451,7 +452,7 @@ void fill_stat(const Process& p, const std::string& path, mode_t mode, struct st
 mode_t mode_of(const Node& n) {
   switch (n.kind) {
     case Kind::Dir:
-      if (n.path.size() > 3 && n.path.compare(n.path.size() - 3, 3, "/fd") == 0) return S_IFDIR | 0500;
+      if (n.path.ends_with("/fd") || n.path.ends_with("/fdinfo")) return S_IFDIR | 0500;
       return S_IFDIR | (n.path.rfind("/proc", 0) == 0 ? 0555 : 0755);
     case Kind::File: return S_IFREG | 0444;
     case Kind::FdLink: return S_IFLNK | 0700;
@@ -459,8 +460,30 @@ mode_t mode_of(const Node& n) {
   }
 }
 
+// /proc/self/fdinfo/N: Linux's common lines with the guest's view (its offset, its flags with
+// O_CLOEXEC as the guest set it), then the host's lines that describe the object itself (inode,
+// eventfd counter, timerfd setting); not the host's epoll lines, which name host fds.
+std::string fdinfo(Process& p, int fd) {
+  const std::shared_ptr<OpenFile> f = p.fds.get(fd);
+  if (!f) return "";
+  const off_t pos = f->kind == OpenFile::Kind::Regular ? ::lseek(f->host_fd, 0, SEEK_CUR) : 0;
+  std::string out = format("pos:\t%lld\nflags:\t0%o\n", (long long)std::max<off_t>(pos, 0),
+                           unsigned(f->status_flags | (p.fds.cloexec(fd) ? O_CLOEXEC : 0)));
+  std::istringstream host(host_file("/proc/self/fdinfo/" + std::to_string(f->host_fd)));
+  static const char* const kKept[] = {"mnt_id:", "ino:", "eventfd-", "clockid:", "ticks:", "settime flags:", "it_value:",
+                                      "it_interval:"};
+  for (std::string line; std::getline(host, line);)
+    for (const char* kept : kKept)
+      if (line.rfind(kept, 0) == 0) {
+        out += line + "\n";
+        break;
+      }
+  return out;
+}
+
 std::string text_of(Process& p, const Node& n) {
   if (int other = other_pid(p, n.path)) return other_stat_line(p, other);
+  if (n.path.find("/fdinfo/") != std::string::npos) return fdinfo(p, n.id);
   if (is_host_passthrough(n.path)) return host_file(n.path);
   if (n.path == "/proc/meminfo") return meminfo(p);
   if (const std::string* text = sysctl_text(n.path)) return *text;

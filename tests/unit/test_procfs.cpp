@@ -269,6 +269,24 @@ TEST_F(Procfs, FdDirectoryLists) {
   EXPECT_EQ(open("/proc/self/fd", O_WRONLY), -EISDIR);
 }
 
+TEST_F(Procfs, FdinfoShowsTheGuestsOffsetAndFlags) {
+  const int64_t dir = open("/proc/self/fdinfo", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(dir, 0);
+  EXPECT_EQ(list(dir), (std::set<std::string>{".", "..", std::to_string(dir)}));
+  struct stat st{};
+  ASSERT_EQ(lstat("/proc/self/fdinfo/" + std::to_string(dir), st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  const std::string text = slurp("/proc/self/fdinfo/" + std::to_string(dir));
+  // O_RDONLY | O_DIRECTORY | O_CLOEXEC, in octal as Linux prints it (O_LARGEFILE: Linux adds it on
+  // 64-bit; the status flags here are what the guest asked for).
+  EXPECT_EQ(text.rfind("pos:\t0\nflags:\t0", 0), 0u) << text;
+  EXPECT_NE(text.find("ino:\t"), std::string::npos) << text;
+  const std::string flags = text.substr(text.find("flags:\t") + 7, text.find('\n', text.find("flags:")) - text.find("flags:\t") - 7);
+  EXPECT_TRUE(std::stoul(flags, nullptr, 8) & O_CLOEXEC) << flags;
+  EXPECT_EQ(lstat("/proc/self/fdinfo/999", st), -ENOENT);
+  EXPECT_TRUE(list("/proc/self").count("fdinfo"));
+}
+
 TEST_F(Procfs, SystemFiles) {
   const std::string meminfo = slurp("/proc/meminfo");
   EXPECT_TRUE(std::regex_search(
@@ -310,7 +328,7 @@ TEST_F(Procfs, DirectoriesListWhatExists) {
   EXPECT_EQ(list("/proc"), (std::set<std::string>{".", "..", "self", "thread-self", pid, "cpuinfo", "meminfo", "sys"}));
   EXPECT_EQ(list("/proc/sys"), (std::set<std::string>{".", "..", "fs", "kernel", "net", "vm"}));
   EXPECT_EQ(list("/proc/sys/net/core"), (std::set<std::string>{".", "..", "somaxconn"}));
-  const std::set<std::string> process = {".", "..", "exe", "cwd", "root", "fd", "task", "maps", "status", "stat",
+  const std::set<std::string> process = {".", "..", "exe", "cwd", "root", "fd", "fdinfo", "task", "maps", "status", "stat",
                                          "statm", "cmdline", "comm", "environ", "limits"};
   EXPECT_EQ(list("/proc/self"), process);
   EXPECT_EQ(list("/proc/" + pid + "/"), process);
