@@ -72,7 +72,9 @@ using Kind = OpenFile::Kind;
 
 // Runs a write-like host call on f without the host process getting SIGPIPE when the reader is
 // gone (the guest gets EPIPE; the server must survive).
-template <typename Io> ssize_t without_sigpipe(const OpenFile& f, Io io) {
+// partial_sigpipe (optional): set when a write that moved some bytes but not all (`wanted`) ended
+// because the reader went away: Linux raises SIGPIPE then too, which the guest must get.
+template <typename Io> ssize_t without_sigpipe(const OpenFile& f, Io io, size_t wanted = 0, bool* partial_sigpipe = nullptr) {
   if (f.kind != Kind::Pipe && f.kind != Kind::Socket && f.kind != Kind::Other) return io();
   sigset_t pipe_set, old;
   sigemptyset(&pipe_set);
@@ -80,9 +82,11 @@ template <typename Io> ssize_t without_sigpipe(const OpenFile& f, Io io) {
   pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
   ssize_t r = io();
   int err = errno;
-  if (r < 0 && err == EPIPE && !sigismember(&old, SIGPIPE)) {
+  const bool partial = partial_sigpipe && r > 0 && size_t(r) < wanted;
+  if (((r < 0 && err == EPIPE) || partial) && !sigismember(&old, SIGPIPE)) {
     timespec zero{};
-    sigtimedwait(&pipe_set, nullptr, &zero);  // drop the SIGPIPE raised for us
+    // Drop the SIGPIPE raised for us (only a partial write's check costs a host call here).
+    if (sigtimedwait(&pipe_set, nullptr, &zero) == SIGPIPE && partial) *partial_sigpipe = true;
   }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   errno = err;
@@ -117,11 +121,13 @@ template <typename Io> int64_t write_from(Process& p, const OpenFile& f, uint64_
   const auto span = p.mm().readable(buf, p.mm().accessible(buf, len, kvm::kProtRead));
   if (!span) return -EFAULT;
   ssize_t put;
+  bool partial_sigpipe = false;
   {
     Process::BlockingSection unlocked(p);
-    put = without_sigpipe(f, [&] { return io(span->data(), span->size()); });
+    put = without_sigpipe(f, [&] { return io(span->data(), span->size()); }, span->size(), &partial_sigpipe);
   }
   if (put < 0) return -errno;
+  if (partial_sigpipe) send_signal_to_thread(p, p.thread(), SIGPIPE, SI_USER, p.pid);
   if (span->size() == 0 && len != 0) return -EFAULT;
   return put;
 }

@@ -365,8 +365,12 @@ KVMS_SYSCALL(sigaltstack) {
   if (t.altstack_size && !(t.altstack_flags & SS_DISABLE) && on_altstack(t, p.vcpu_rsp())) current.flags = SS_ONSTACK;
   if (a.a[0]) {
     if (!p.mm().read(a.a[0], next)) return -EFAULT;
-    if (next.flags & ~(SS_DISABLE | kSsAutodisarm)) return -EINVAL;
+    // Linux's do_sigaltstack: no change while on the stack, whatever is asked; then the mode is
+    // 0, SS_DISABLE or SS_ONSTACK (an old way to say 0: what a get returned can be set again).
     if (current.flags == SS_ONSTACK) return -EPERM;
+    const int mode = next.flags & ~kSsAutodisarm;
+    if (mode != 0 && mode != SS_DISABLE && mode != SS_ONSTACK) return -EINVAL;
+    if (mode == SS_ONSTACK) next.flags &= ~SS_ONSTACK;
     if (!(next.flags & SS_DISABLE) && next.size < kMinSigStackSize) return -ENOMEM;
   }
   if (a.a[1] && !p.mm().write(a.a[1], current)) return -EFAULT;

@@ -401,6 +401,27 @@ TEST_F(MiscSyscalls, FutexOfOneThread) {
   EXPECT_EQ(call(sys_futex, {word, FUTEX_WAIT_REQUEUE_PI, 7, 0, word + 4, 0}), -ENOSYS);
 }
 
+TEST_F(MiscSyscalls, SigaltstackModes) {
+  struct { uint64_t sp; int32_t flags; int32_t pad; uint64_t size; } ss{}, got{};
+  const uint64_t in = next_, out = next_ + 64;
+  ss = {kScratch, SS_ONSTACK, 0, 64 * 1024};  // what a get says on the stack: set again, it means 0
+  ASSERT_TRUE(as_->write(in, ss));
+  EXPECT_EQ(call(sys_sigaltstack, {in, out}), 0);
+  EXPECT_EQ(call(sys_sigaltstack, {0, out}), 0);
+  ASSERT_TRUE(as_->read(out, got));
+  EXPECT_EQ(got.sp, kScratch);
+  EXPECT_EQ(got.flags, 0);  // not on it (no vCPU here: no stack pointer on it)
+  ss.flags = 4;             // no such mode
+  ASSERT_TRUE(as_->write(in, ss));
+  EXPECT_EQ(call(sys_sigaltstack, {in, 0}), -EINVAL);
+  ss.flags = SS_DISABLE;
+  ASSERT_TRUE(as_->write(in, ss));
+  EXPECT_EQ(call(sys_sigaltstack, {in, 0}), 0);
+  EXPECT_EQ(call(sys_sigaltstack, {0, out}), 0);
+  ASSERT_TRUE(as_->read(out, got));
+  EXPECT_EQ(got.flags, SS_DISABLE);
+}
+
 TEST_F(MiscSyscalls, PriorityInheritanceFutexes) {
   const uint64_t word = next_, ts = next_ + 16;
   const uint32_t tid = uint32_t(proc_->thread().tid);
