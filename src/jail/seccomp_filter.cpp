@@ -168,7 +168,8 @@ std::vector<Rule> process_rules() {
                 "utimensat", "ftruncate", "fallocate", "fsync", "fdatasync", "sendfile", "copy_file_range", "getcwd", "flock", "mknodat",
                 "memfd_create", "eventfd2", "timerfd_create", "timerfd_settime", "timerfd_gettime", "epoll_create1",
                 "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "ppoll", "mincore",
-                "tee"});  // tee: a snapshot copies the bytes waiting in a pipe without taking them
+                // tee: also a snapshot's copy of the bytes waiting in a pipe without taking them
+                "splice", "tee", "vmsplice"});
   add_values(r, "fcntl", 1,
              {F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK,
               F_OFD_SETLK, F_OFD_SETLKW, F_GETPIPE_SZ, F_SETPIPE_SZ, F_ADD_SEALS, F_GET_SEALS});

@@ -559,7 +559,8 @@ KVMS_SYSCALL(fcntl) {
       if (f->kind != Kind::Pipe) return -EBADF;
       // Linux's /proc/sys/fs/pipe-max-size for an unprivileged process, whatever the host lets
       // kvmserver do (as root it could take 2 GiB per pipe, charged as 1 MiB).
-      if (arg > (uint64_t(1) << 31)) return -EINVAL;  // Linux's round_pipe_size: no such size
+      // Linux takes the size as an unsigned int; round_pipe_size has none above 2^31 (EINVAL).
+      if (static_cast<uint32_t>(arg) > (1u << 31)) return -EINVAL;
       if (static_cast<uint32_t>(arg) > kPipeMaxSize) return -EPERM;
       // A bigger buffer is more host memory: charged (to this end) before the host grows it.
       const uint64_t wanted = std::max<uint64_t>(static_cast<uint32_t>(arg), host_cost::kPipe);
@@ -652,6 +653,101 @@ KVMS_SYSCALL(sendfile) {
   if (n < 0) return -errno;
   if (a.a[2] && !p.mm().write(a.a[2], offset)) return -EFAULT;
   return n;
+}
+
+// splice, tee and vmsplice move data between the guest's fds on the host, as sendfile does: every
+// pipe, socket and file of the guest is a host fd, so the host's own calls apply (with their
+// checks: a pipe on one side, offsets only for a non-pipe, ESPIPE, EINVAL), and data never passes
+// through kvmserver. Linux checks the fds' modes first (EBADF).
+namespace {
+
+bool readable_mode(const OpenFile& f) {
+  return !(f.status_flags & O_PATH) && (f.status_flags & O_ACCMODE) != O_WRONLY;
+}
+bool writable_mode(const OpenFile& f) {
+  return !(f.status_flags & O_PATH) && (f.status_flags & O_ACCMODE) != O_RDONLY;
+}
+
+}  // namespace
+
+KVMS_SYSCALL(splice) {
+  auto in = p.fds.get(static_cast<int>(a.a[0]));
+  auto out = p.fds.get(static_cast<int>(a.a[2]));
+  if (!in || !out || !readable_mode(*in) || !writable_mode(*out)) return -EBADF;
+  const uint64_t uoff_in = a.a[1], uoff_out = a.a[3];
+  const unsigned flags = static_cast<unsigned>(a.a[5]);
+  if (flags & ~unsigned(SPLICE_F_MOVE | SPLICE_F_NONBLOCK | SPLICE_F_MORE | SPLICE_F_GIFT)) return -EINVAL;
+  loff_t off_in = 0, off_out = 0;
+  if (uoff_in && !p.mm().read(uoff_in, off_in)) return -EFAULT;
+  if (uoff_out && !p.mm().read(uoff_out, off_out)) return -EFAULT;
+  uint64_t count = std::min<uint64_t>(a.a[4], kMaxRw);
+  WriteQuota quota(p, *out, count);
+  if (quota.error()) return quota.error();
+  ssize_t n;
+  {
+    Process::BlockingSection unlocked(p);
+    n = without_sigpipe(*out, [&] {
+      return ::splice(in->host_fd, uoff_in ? &off_in : nullptr, out->host_fd, uoff_out ? &off_out : nullptr, count, flags);
+    });
+  }
+  if (n < 0) return -errno;
+  if (uoff_in && !p.mm().write(uoff_in, off_in)) return -EFAULT;
+  if (uoff_out && !p.mm().write(uoff_out, off_out)) return -EFAULT;
+  return n;
+}
+
+KVMS_SYSCALL(tee) {
+  auto in = p.fds.get(static_cast<int>(a.a[0]));
+  auto out = p.fds.get(static_cast<int>(a.a[1]));
+  if (!in || !out || !readable_mode(*in) || !writable_mode(*out)) return -EBADF;
+  const unsigned flags = static_cast<unsigned>(a.a[3]);
+  if (flags & ~unsigned(SPLICE_F_MOVE | SPLICE_F_NONBLOCK | SPLICE_F_MORE | SPLICE_F_GIFT)) return -EINVAL;
+  ssize_t n;
+  {
+    Process::BlockingSection unlocked(p);
+    n = without_sigpipe(*out, [&] { return ::tee(in->host_fd, out->host_fd, std::min<uint64_t>(a.a[2], kMaxRw), flags); });
+  }
+  return n < 0 ? -errno : n;
+}
+
+// vmsplice: guest memory into a pipe (its write end) or a pipe's data into guest memory (its read
+// end), by the host's vmsplice over the guest memory kvmserver maps. As on Linux, a pipe may then
+// refer to the guest's pages rather than hold a copy; a worker's reset makes its pipes anew, and
+// the references go with the old ones.
+KVMS_SYSCALL(vmsplice) {
+  auto f = p.fds.get(static_cast<int>(a.a[0]));
+  if (!f || (f->status_flags & O_PATH)) return -EBADF;
+  const unsigned flags = static_cast<unsigned>(a.a[3]);
+  if (flags & ~unsigned(SPLICE_F_MOVE | SPLICE_F_NONBLOCK | SPLICE_F_MORE | SPLICE_F_GIFT)) return -EINVAL;
+  if (f->kind != Kind::Pipe) return -EBADF;  // Linux: get_pipe_info fails
+  const bool to_pipe = writable_mode(*f);
+  if (!to_pipe && !readable_mode(*f)) return -EBADF;
+  std::vector<iovec> iov;
+  bool requested = false;
+  ssize_t n;
+  if (to_pipe) {
+    std::vector<kvm::ReadableSpan> spans;
+    if (int rc = import_iovecs(p, a.a[1], a.a[2], kvm::kProtRead, iov, spans, requested)) return rc;
+    if (iov.empty()) return requested ? -EFAULT : 0;
+    Process::BlockingSection unlocked(p);
+    n = without_sigpipe(*f, [&] { return ::vmsplice(f->host_fd, iov.data(), iov.size(), flags & SPLICE_F_NONBLOCK); });
+  } else {
+    std::vector<kvm::WritableSpan> spans;
+    if (int rc = import_iovecs(p, a.a[1], a.a[2], kvm::kProtWrite, iov, spans, requested)) return rc;
+    if (iov.empty()) return requested ? -EFAULT : 0;
+    {
+      Process::BlockingSection unlocked(p);
+      n = ::vmsplice(f->host_fd, iov.data(), iov.size(), flags & SPLICE_F_NONBLOCK);
+    }
+    uint64_t left = n > 0 ? uint64_t(n) : 0;
+    for (const auto& span : spans) {
+      if (left == 0) break;
+      const uint64_t k = std::min<uint64_t>(left, span.size());
+      p.mm().note_write(span, k);
+      left -= k;
+    }
+  }
+  return n < 0 ? -errno : n;
 }
 
 }  // namespace kvms::linux

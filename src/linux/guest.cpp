@@ -91,7 +91,8 @@ bool restarts_after_handler(const kvm_regs& r) {
 // Writes that raise SIGPIPE on a broken pipe or socket (the send family unless MSG_NOSIGNAL).
 bool raises_sigpipe(const SyscallArgs& a) {
   switch (a.nr) {
-    case SYS_write: case SYS_writev: case SYS_pwritev: case SYS_sendfile: return true;
+    case SYS_write: case SYS_writev: case SYS_pwritev: case SYS_sendfile: case SYS_splice: case SYS_tee:
+    case SYS_vmsplice: return true;
     case SYS_sendto: return !(a.a[3] & MSG_NOSIGNAL);
     case SYS_sendmsg: case SYS_sendmmsg: return !(a.a[2] & MSG_NOSIGNAL);
     default: return false;

@@ -21,7 +21,7 @@ constexpr std::pair<int, SyscallHandler> kHandlers[] = {
     {SYS_close_range, sys_close_range}, {SYS_lseek, sys_lseek}, {SYS_dup, sys_dup}, {SYS_dup2, sys_dup2},
     {SYS_dup3, sys_dup3}, {SYS_fcntl, sys_fcntl}, {SYS_pipe, sys_pipe}, {SYS_pipe2, sys_pipe2},
     {SYS_ioctl, sys_ioctl}, {SYS_getdents64, sys_getdents64}, {SYS_getdents, sys_getdents},
-    {SYS_sendfile, sys_sendfile},
+    {SYS_sendfile, sys_sendfile}, {SYS_splice, sys_splice}, {SYS_tee, sys_tee}, {SYS_vmsplice, sys_vmsplice},
     {SYS_flock, sys_flock},
     // file_meta.cpp
     {SYS_stat, sys_stat}, {SYS_lstat, sys_lstat}, {SYS_fstat, sys_fstat}, {SYS_newfstatat, sys_newfstatat},

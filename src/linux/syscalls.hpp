@@ -27,6 +27,7 @@ KVMS_SYSCALL(readv); KVMS_SYSCALL(writev); KVMS_SYSCALL(preadv); KVMS_SYSCALL(pw
 KVMS_SYSCALL(open); KVMS_SYSCALL(openat); KVMS_SYSCALL(creat); KVMS_SYSCALL(close); KVMS_SYSCALL(close_range);
 KVMS_SYSCALL(lseek); KVMS_SYSCALL(dup); KVMS_SYSCALL(dup2); KVMS_SYSCALL(dup3); KVMS_SYSCALL(fcntl);
 KVMS_SYSCALL(pipe); KVMS_SYSCALL(pipe2); KVMS_SYSCALL(ioctl); KVMS_SYSCALL(getdents64); KVMS_SYSCALL(getdents); KVMS_SYSCALL(sendfile);
+KVMS_SYSCALL(splice); KVMS_SYSCALL(tee); KVMS_SYSCALL(vmsplice);
 // file_meta.cpp: names, metadata, the working directory, and changes under write permission
 KVMS_SYSCALL(stat); KVMS_SYSCALL(lstat); KVMS_SYSCALL(fstat); KVMS_SYSCALL(newfstatat); KVMS_SYSCALL(statx);
 KVMS_SYSCALL(readlink); KVMS_SYSCALL(readlinkat); KVMS_SYSCALL(access); KVMS_SYSCALL(faccessat);

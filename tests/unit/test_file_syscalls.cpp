@@ -402,8 +402,9 @@ TEST_F(FileSyscalls, PipeBuffersStayWithinPipeMaxSize) {
   EXPECT_EQ(call(sys_fcntl, {uint64_t(r), F_SETPIPE_SZ, 1 << 20}), 1 << 20);
   EXPECT_EQ(call(sys_fcntl, {uint64_t(r), F_SETPIPE_SZ, (1 << 20) + 1}), -EPERM);
   EXPECT_EQ(call(sys_fcntl, {uint64_t(r), F_SETPIPE_SZ, 1u << 31}), -EPERM);
-  EXPECT_EQ(call(sys_fcntl, {uint64_t(r), F_SETPIPE_SZ, ~0ull}), -EPERM);
+  EXPECT_EQ(call(sys_fcntl, {uint64_t(r), F_SETPIPE_SZ, ~0ull}), -EINVAL);  // no size above 2^31
   EXPECT_EQ(call(sys_fcntl, {uint64_t(r), F_GETPIPE_SZ, 0}), 1 << 20);
+  EXPECT_EQ(call(sys_fcntl, {uint64_t(r), F_SETPIPE_SZ, (1ull << 32) | 4096}), 4096);  // an unsigned int
 }
 
 TEST_F(FileSyscalls, Dup2Dup3SharesTheOpenFile) {
@@ -740,6 +741,45 @@ TEST_F(FileSyscalls, LockWaitLeavesTheProcessLockFree) {
   }
   waiter.join();
   EXPECT_EQ(result, -EINTR);
+}
+
+TEST_F(FileSyscalls, SpliceTeeAndVmspliceMoveDataOnTheHost) {
+  spit(rw_ + "/src", "0123456789");
+  const int64_t src = open(rw_ + "/src", O_RDONLY);
+  const int64_t dst = open(rw_ + "/dst", O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(src, 0);
+  ASSERT_GE(dst, 0);
+  const uint64_t fds = alloc(8), fds2 = alloc(8);
+  ASSERT_EQ(call(sys_pipe2, {fds, O_NONBLOCK}), 0);
+  ASSERT_EQ(call(sys_pipe2, {fds2, O_NONBLOCK}), 0);
+  const auto r = uint64_t(get<int32_t>(fds)), w = uint64_t(get<int32_t>(fds + 4));
+  const auto r2 = uint64_t(get<int32_t>(fds2)), w2 = uint64_t(get<int32_t>(fds2 + 4));
+  // A file into a pipe from offset 2 (the file's own offset stays), then the pipe into a file.
+  const uint64_t off = alloc(8);
+  ASSERT_TRUE(as_->write<int64_t>(off, 2));
+  EXPECT_EQ(call(sys_splice, {uint64_t(src), off, w, 0, 5, 0}), 5);
+  EXPECT_EQ(get<int64_t>(off), 7);
+  EXPECT_EQ(call(sys_lseek, {uint64_t(src), 0, SEEK_CUR}), 0);
+  EXPECT_EQ(call(sys_tee, {r, w2, 100, 0}), 5);  // a copy; the first pipe keeps its bytes
+  EXPECT_EQ(call(sys_splice, {r, 0, uint64_t(dst), 0, 100, 0}), 5);
+  EXPECT_EQ(slurp(rw_ + "/dst"), "23456");
+  EXPECT_EQ(read(int64_t(r2), 16), "23456");
+  // Refusals: no pipe on either side, an offset for a pipe, a write-only source, bad flags.
+  EXPECT_EQ(call(sys_splice, {uint64_t(src), 0, uint64_t(dst), 0, 5, 0}), -EINVAL);
+  EXPECT_EQ(call(sys_splice, {r, off, uint64_t(dst), 0, 5, 0}), -ESPIPE);
+  EXPECT_EQ(call(sys_splice, {w, 0, uint64_t(dst), 0, 5, 0}), -EBADF);
+  EXPECT_EQ(call(sys_splice, {uint64_t(src), 0, w, 0, 5, 0x100}), -EINVAL);
+  EXPECT_EQ(call(sys_splice, {r, 0, uint64_t(dst), 0, 5, SPLICE_F_NONBLOCK}), -EAGAIN);  // empty
+  // vmsplice: guest memory into the pipe, then the pipe's bytes back into guest memory.
+  const uint64_t data = str("vmspliced"), iov = alloc(16), back = alloc(16), iov2 = alloc(16);
+  ASSERT_TRUE(as_->write<uint64_t>(iov, data));
+  ASSERT_TRUE(as_->write<uint64_t>(iov + 8, 9));
+  EXPECT_EQ(call(sys_vmsplice, {w, iov, 1, 0}), 9);
+  ASSERT_TRUE(as_->write<uint64_t>(iov2, back));
+  ASSERT_TRUE(as_->write<uint64_t>(iov2 + 8, 16));
+  EXPECT_EQ(call(sys_vmsplice, {r, iov2, 1, 0}), 9);
+  EXPECT_EQ(peek(back, 9), "vmspliced");
+  EXPECT_EQ(call(sys_vmsplice, {uint64_t(src), iov, 1, 0}), -EBADF);  // not a pipe
 }
 
 }  // namespace
