@@ -70,6 +70,9 @@ void SignalTimer::expire_locked() {
     info.si_value.sival_ptr = reinterpret_cast<void*>(event_.value);
   }
   queued_ = post_signal_locked(owner_, info, event_.tid) && event_.timer_id >= 0;
+  // Not queued (the same standard signal already pending from elsewhere: one instance at most): an
+  // expiry the program never sees, so an overrun of the signal this timer sends next, as on Linux.
+  if (!queued_ && event_.timer_id >= 0 && overrun_ < INT32_MAX) ++overrun_;
 }
 
 void SignalTimer::run() {

@@ -74,6 +74,11 @@ KVMS_SYSCALL(uname) {
   return p.mm().write(a.a[0], u) ? 0 : -EFAULT;
 }
 
+// The names uname shows are kvmserver's (--hostname): changing them needs CAP_SYS_ADMIN, which the
+// guest never has; Linux checks that before the arguments.
+KVMS_SYSCALL(sethostname) { return -EPERM; }
+KVMS_SYSCALL(setdomainname) { return -EPERM; }
+
 KVMS_SYSCALL(sysinfo) {
   struct sysinfo info{};
   info.uptime = guest_now_ns(p, CLOCK_BOOTTIME) / 1000000000;

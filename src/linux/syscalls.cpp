@@ -49,7 +49,7 @@ constexpr std::pair<int, SyscallHandler> kHandlers[] = {
     {SYS_getpgrp, sys_getpgrp}, {SYS_getpgid, sys_getpgid}, {SYS_getsid, sys_getsid}, {SYS_setsid, sys_setsid},
     {SYS_setpgid, sys_setpgid},
     {SYS_getgroups, sys_getgroups}, {SYS_getresuid, sys_getresuid}, {SYS_getresgid, sys_getresgid},
-    {SYS_uname, sys_uname}, {SYS_sysinfo, sys_sysinfo}, {SYS_getrandom, sys_getrandom},
+    {SYS_uname, sys_uname}, {SYS_sethostname, sys_sethostname}, {SYS_setdomainname, sys_setdomainname}, {SYS_sysinfo, sys_sysinfo}, {SYS_getrandom, sys_getrandom},
     {SYS_prlimit64, sys_prlimit64}, {SYS_getrlimit, sys_getrlimit}, {SYS_setrlimit, sys_setrlimit},
     {SYS_getrusage, sys_getrusage}, {SYS_sched_getaffinity, sys_sched_getaffinity},
     {SYS_sched_setaffinity, sys_sched_setaffinity}, {SYS_sched_yield, sys_sched_yield},

@@ -48,7 +48,7 @@ KVMS_SYSCALL(memfd_create);
 KVMS_SYSCALL(getpid); KVMS_SYSCALL(gettid); KVMS_SYSCALL(getppid); KVMS_SYSCALL(getuid); KVMS_SYSCALL(geteuid);
 KVMS_SYSCALL(getgid); KVMS_SYSCALL(getegid); KVMS_SYSCALL(getpgrp); KVMS_SYSCALL(getpgid); KVMS_SYSCALL(getsid);
 KVMS_SYSCALL(setpgid); KVMS_SYSCALL(setsid); KVMS_SYSCALL(getgroups); KVMS_SYSCALL(getresuid); KVMS_SYSCALL(getresgid);
-KVMS_SYSCALL(uname); KVMS_SYSCALL(sysinfo); KVMS_SYSCALL(getrandom); KVMS_SYSCALL(prlimit64);
+KVMS_SYSCALL(uname); KVMS_SYSCALL(sethostname); KVMS_SYSCALL(setdomainname); KVMS_SYSCALL(sysinfo); KVMS_SYSCALL(getrandom); KVMS_SYSCALL(prlimit64);
 KVMS_SYSCALL(getrlimit); KVMS_SYSCALL(setrlimit); KVMS_SYSCALL(getrusage); KVMS_SYSCALL(sched_getaffinity);
 KVMS_SYSCALL(sched_setaffinity); KVMS_SYSCALL(sched_yield); KVMS_SYSCALL(getpriority); KVMS_SYSCALL(prctl);
 KVMS_SYSCALL(getcpu); KVMS_SYSCALL(sched_getparam); KVMS_SYSCALL(sched_getscheduler);

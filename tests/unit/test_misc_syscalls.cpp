@@ -310,6 +310,8 @@ TEST_F(MiscSyscalls, IdentityCannotChange) {
   EXPECT_EQ(call(sys_setregid, {0, ~0ull}), -EPERM);
   EXPECT_EQ(call(sys_setgroups, {0, 0}), -EPERM);
   EXPECT_EQ(call(sys_setgroups, {uint64_t(-1), 0}), -EINVAL);
+  EXPECT_EQ(call(sys_sethostname, {str("x"), 1}), -EPERM);  // uname's names are kvmserver's
+  EXPECT_EQ(call(sys_setdomainname, {0, 0}), -EPERM);
 }
 
 TEST_F(MiscSyscalls, NoCapabilities) {
