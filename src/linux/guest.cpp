@@ -57,6 +57,12 @@ kvm_regs user_at_sysret(const kvm_regs& r) {
   return user;
 }
 
+uint64_t thread_cpu_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000 + uint64_t(ts.tv_nsec);
+}
+
 uint64_t monotonic_now() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -355,6 +361,7 @@ int64_t Guest::fork(Process& p, const CloneRequest& req) {
     std::lock_guard<std::mutex> lk(cp->view->mutex);
     cp->view->comm = p.thread().comm;
   }
+  publish_child_disposition(*cp);  // inherited with the handlers (after CLONE_CLEAR_SIGHAND)
   cp->server = nullptr;
   cp->host = raw;
   cp->exit_status.reset();
@@ -379,9 +386,12 @@ int64_t Guest::fork(Process& p, const CloneRequest& req) {
         std::fprintf(stderr, "kvmserver: %s (pid %d): %s\n", child->program_path().c_str(), pid, r.message.c_str());
     const int status = r.status > 128 ? signal_wait_status(r.status - 128) : exit_wait_status(r.status);
     const uint32_t uid = child->has_process() ? child->process().uid : 0;
+    // Its CPU time: this host thread ran its main thread (guest time and kvmserver's handling);
+    // its other threads' ended before run() returned. Plus its waited-for children's.
+    const uint64_t cpu_ns = thread_cpu_ns() + child->other_threads_cpu_ns() + table->children_cpu_ns(pid);
     table->detach(pid);  // no kill reaches the child from here on: it is about to be destroyed
     child.reset();       // closes the child's fds before the parent can see it gone (pipe EOF)
-    table->exited(pid, status, uid);
+    table->exited(pid, status, uid, cpu_ns);
   }).detach();
   if (flags & CLONE_VFORK) {
     Process::BlockingSection unlocked(p);
@@ -606,12 +616,14 @@ void Guest::thread_host_main(GuestThread* t) {
       if (t->state == GuestThread::Done) return;
     }
     RunResult r;
+    const uint64_t cpu_at_start = thread_cpu_ns();
     try {
       r = run_thread(*t, false, 0, false);
     } catch (const std::exception& e) {
       r = {RunResult::Faulted, 128 + SIGSEGV, std::string("internal error: ") + e.what()};
       end_process(r);
     }
+    other_threads_cpu_ns_ += thread_cpu_ns() - cpu_at_start;  // the process's CPU time (wait4's rusage)
     std::lock_guard<std::mutex> lk(threads_mutex_);
     if (t->state == GuestThread::Running) t->state = r.reason == RunResult::Exited ? GuestThread::Done : GuestThread::Parked;
     threads_cv_.notify_all();
@@ -893,6 +905,7 @@ std::optional<RunResult> Guest::complete_syscall(GuestThread& t) {
     p.fds.close_on_exec();
     for (auto& act : p.sigactions)
       if (act.handler != uint64_t(SIG_IGN)) act = {};
+    publish_child_disposition(p);
     p.posix_timers.by_id.clear();  // POSIX timers end at exec; ITIMER_REAL goes on
     ThreadContext& self = p.thread();
     self.altstack_sp = self.altstack_size = 0;

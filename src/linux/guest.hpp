@@ -139,6 +139,7 @@ class Guest : private ProcessHost {
     uint64_t last_spurious_fault = 0; // a stale-TLB fault retried; the same one again is real
   };
 
+  uint64_t other_threads_cpu_ns() const { return other_threads_cpu_ns_.load(); }
   int64_t fork(Process& p, const CloneRequest& req) override;
   int64_t clone_thread(Process& p, const CloneRequest& req) override;
   int64_t execve(Process& p, const ExecName& name, std::vector<std::string> argv,
@@ -192,6 +193,7 @@ class Guest : private ProcessHost {
   ExitCounters exits_;
   uint64_t deadline_ns_ = 0;
   std::optional<Image> pending_exec_;  // set by execve, installed when the syscall returns
+  std::atomic<uint64_t> other_threads_cpu_ns_{0};  // CPU time of its threads' runs but the main one's
   // execve of one file: an ELF image, or a "#!" script run by its interpreter (script_depth: how
   // many scripts led here; Linux stops at 4 with ELOOP).
   int64_t exec_file(Process& p, const ExecName& name, std::vector<std::string> argv,

@@ -152,6 +152,10 @@ KVMS_SYSCALL(getrusage) {
     usage.ru_utime.tv_sec = cpu.tv_sec;
     usage.ru_utime.tv_usec = cpu.tv_nsec / 1000;
     usage.ru_maxrss = long(p.mm().memory().resident_pages() * 4);
+  } else if (p.table) {  // the children that ended and were waited for
+    const uint64_t ns = p.table->children_cpu_ns(p.pid);
+    usage.ru_utime.tv_sec = time_t(ns / 1000000000);
+    usage.ru_utime.tv_usec = suseconds_t(ns % 1000000000 / 1000);
   }
   return p.mm().write(a.a[1], usage) ? 0 : -EFAULT;
 }

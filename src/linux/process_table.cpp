@@ -31,7 +31,7 @@ int ProcessTable::add_child(int ppid, Deliver kill, int exit_signal) {
   std::lock_guard lock(mutex_);
   if (closing_) return -EAGAIN;
   const int pid = next_id();
-  entries_[pid] = Entry{ppid, false, 0, false, std::move(s), exit_signal};
+  entries_[pid] = Entry{ppid, false, 0, 0, false, std::move(s), exit_signal};
   groups_[pid] = group_locked(ppid);
   return pid;
 }
@@ -177,7 +177,7 @@ void ProcessTable::detach(int pid) {
   s->kill = nullptr;
 }
 
-void ProcessTable::exited(int pid, int wait_status, uint32_t uid) {
+void ProcessTable::exited(int pid, int wait_status, uint32_t uid, uint64_t cpu_ns) {
   std::shared_ptr<KillSwitch> parent;
   int exit_signal = 0;
   std::vector<std::pair<std::shared_ptr<KillSwitch>, int>> orphans;  // children asking for a signal
@@ -207,10 +207,22 @@ void ProcessTable::exited(int pid, int wait_status, uint32_t uid) {
     }
     it->second.ended = true;
     it->second.status = wait_status;
+    it->second.cpu_ns = cpu_ns;
     it->second.vfork_released = true;
     it->second.kill = nullptr;
-    parent = switch_locked(it->second.ppid);
+    const int ppid = it->second.ppid;
+    parent = switch_locked(ppid);
     exit_signal = it->second.exit_signal;
+    // Its ended children nobody took over are nobody's to wait for now (init reaps them on Linux).
+    for (auto c = entries_.begin(); c != entries_.end();)
+      c = c->second.ppid == pid && c->second.ended ? entries_.erase(c) : std::next(c);
+    children_cpu_ns_.erase(pid);
+    // No zombie when the parent reaps its children itself, or has ended (Linux: init reaps it).
+    const bool parent_is_root = ppid == root_pid_;
+    const auto p = entries_.find(ppid);
+    const std::shared_ptr<ProcessView> parent_view = parent_is_root ? root_view_ : p != entries_.end() ? p->second.view : nullptr;
+    const bool parent_running = parent_is_root || (p != entries_.end() && !p->second.ended);
+    if (!parent_running || (parent_view && parent_view->reaps_children)) entries_.erase(it);
     changed_.notify_all();
   }
   for (const auto& [child, sig] : orphans) {
@@ -287,8 +299,15 @@ void ProcessTable::wait_vfork_release(int pid) {
   });
 }
 
+uint64_t ProcessTable::children_cpu_ns(int pid) const {
+  std::lock_guard lock(mutex_);
+  const auto it = children_cpu_ns_.find(pid);
+  return it == children_cpu_ns_.end() ? 0 : it->second;
+}
+
 std::pair<int, int> ProcessTable::wait(int ppid, int pid, bool nohang, const std::function<bool()>& interrupted,
-                                       int pgid, bool reap, int which) {
+                                       int pgid, bool reap, int which, uint64_t* cpu_ns) {
+  if (cpu_ns) *cpu_ns = 0;
   std::unique_lock lock(mutex_);
   for (;;) {
     bool any = false;
@@ -299,7 +318,11 @@ std::pair<int, int> ProcessTable::wait(int ppid, int pid, bool nohang, const std
       any = true;
       if (it->second.ended) {
         std::pair<int, int> result{it->first, it->second.status};
-        if (reap) entries_.erase(it);
+        if (cpu_ns) *cpu_ns = it->second.cpu_ns;
+        if (reap) {
+          children_cpu_ns_[ppid] += it->second.cpu_ns;
+          entries_.erase(it);
+        }
         return result;
       }
       if ((which & WSTOPPED) && it->second.stop_report) {

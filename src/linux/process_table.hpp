@@ -33,6 +33,9 @@ class IdSource {
 // sleeping in a blocking call (state S) or running (R), and its name. Written by the process.
 struct ProcessView {
   std::atomic<char> state{'R'};
+  // SIGCHLD ignored (SIG_IGN) or SA_NOCLDWAIT: its children that end are reaped at once, never
+  // zombies (publish_child_disposition keeps this in step with the process's sigaction).
+  std::atomic<bool> reaps_children{false};
   std::mutex mutex;
   std::string comm = "main";  // under mutex
 };
@@ -63,7 +66,10 @@ class ProcessTable {
   int allocate_id();
   // The child ended; status is encoded as wait(2) reports it. Also releases a vfork parent and
   // sends its parent SIGCHLD (uid: the child's, for the siginfo).
-  void exited(int pid, int wait_status, uint32_t uid = 0);
+  // cpu_ns: the CPU time it used, its waited-for children's included (wait4's rusage, and its
+  // parent's RUSAGE_CHILDREN once waited for). A child whose parent reaps children itself (see
+  // ProcessView::reaps_children) or whose parent has ended is removed at once: no zombie stays.
+  void exited(int pid, int wait_status, uint32_t uid = 0, uint64_t cpu_ns = 0);
   // Job control: the process stopped (by sig) or was continued. Its parent can wait for that
   // (WSTOPPED/WUNTRACED, WCONTINUED) and gets SIGCHLD with CLD_STOPPED/CLD_CONTINUED.
   void stopped(int pid, int sig, uint32_t uid = 0);
@@ -78,8 +84,11 @@ class ProcessTable {
   // pgid > 0: only children in that process group (pid -1). reap false (WNOWAIT): the child stays
   // to be waited for again. which: the waitid(2) states asked for; without WEXITED an ended child
   // is neither reported nor counted (only such children: -ECHILD, as Linux's wait_task_zombie).
+  // cpu_ns (optional): an ended child's CPU time (0 for a stop or continue).
   std::pair<int, int> wait(int ppid, int pid, bool nohang, const std::function<bool()>& interrupted = nullptr,
-                           int pgid = 0, bool reap = true, int which = WEXITED);
+                           int pgid = 0, bool reap = true, int which = WEXITED, uint64_t* cpu_ns = nullptr);
+  // The CPU time of pid's children that ended and were waited for (RUSAGE_CHILDREN).
+  uint64_t children_cpu_ns(int pid) const;
   // kill(2) of one of the guest's other processes (info.si_signo 0: only whether it exists):
   // -ESRCH if there is none. A zombie (ended, not yet waited for) exists: the call succeeds and
   // the signal goes nowhere, as on Linux.
@@ -121,6 +130,7 @@ class ProcessTable {
     int ppid = 0;
     bool ended = false;
     int status = 0;
+    uint64_t cpu_ns = 0;
     bool vfork_released = false;
     std::shared_ptr<KillSwitch> kill;
     int exit_signal = SIGCHLD;
@@ -144,6 +154,7 @@ class ProcessTable {
   std::condition_variable changed_;
   std::map<int, Entry> entries_;
   std::map<int, Group> groups_;  // pid -> group and session, where set or inherited
+  std::map<int, uint64_t> children_cpu_ns_;  // pid -> its waited-for children's CPU time
   int next_pid_;
   int root_pid_;  // the process the table was made for (not in entries_)
   std::shared_ptr<KillSwitch> root_switch_ = std::make_shared<KillSwitch>();

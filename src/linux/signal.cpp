@@ -311,6 +311,12 @@ int fault_signal_code(int sig, int vector, uint64_t error) {
   }
 }
 
+void publish_child_disposition(Process& p) {
+  if (!p.view) return;
+  const KernelSigaction& chld = p.sigactions[SIGCHLD];
+  p.view->reaps_children = chld.handler == uint64_t(SIG_IGN) || (chld.flags & SA_NOCLDWAIT);
+}
+
 KVMS_SYSCALL(rt_sigaction) {
   const int sig = int(a.a[0]);
   const uint64_t act = a.a[1], old = a.a[2], size = a.a[3];
@@ -327,6 +333,7 @@ KVMS_SYSCALL(rt_sigaction) {
     p.sigactions[sig] = next;
     if (next.handler == uint64_t(SIG_IGN) || (next.handler == uint64_t(SIG_DFL) && ignored_by_default(sig)))
       discard_pending(p, sig);  // as POSIX says
+    if (sig == SIGCHLD) publish_child_disposition(p);
   }
   return 0;
 }

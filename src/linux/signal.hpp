@@ -37,6 +37,9 @@ bool post_signal_locked(Process& p, const siginfo_t& info, int tid);
 // signalfd.cpp: after a signal is queued or taken, every signalfd of p is readable exactly while
 // one of its signals is pending; a signalfd's read (count bytes at buf); a worker's own copy.
 void update_signalfds(Process& p);
+// Tells the process table (p.view) whether p's SIGCHLD disposition reaps its children itself
+// (SIG_IGN or SA_NOCLDWAIT: no zombies). Called wherever its sigactions change or its view is new.
+void publish_child_disposition(Process& p);
 int64_t signalfd_read(Process& p, OpenFile& f, uint64_t buf, uint64_t count);
 std::shared_ptr<OpenFile> clone_signalfd(const OpenFile& signalfd);
 // pause and rt_sigsuspend: until a signal is pending for the calling thread that its mask lets

@@ -166,6 +166,15 @@ int64_t refuse_final_symlink(Process& p, const std::string& guest_path) {
   return 0;
 }
 
+// A waited-for child's resource usage: its CPU time, counted as user time (kvmserver does not
+// tell the guest's own time from its handling of the guest's calls).
+struct rusage child_rusage(uint64_t cpu_ns) {
+  struct rusage ru{};
+  ru.ru_utime.tv_sec = time_t(cpu_ns / 1000000000);
+  ru.ru_utime.tv_usec = suseconds_t(cpu_ns % 1000000000 / 1000);
+  return ru;
+}
+
 int64_t do_execve(Process& p, int dirfd, uint64_t upath, uint64_t uargv, uint64_t uenvp, int flags) {
   if (!p.host) return -ENOSYS;
   if (flags & ~(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) return -EINVAL;
@@ -276,18 +285,17 @@ KVMS_SYSCALL(wait4) {
   // 0: a child in the caller's process group; below -1: in group -pid.
   const int pgid = int32_t(pid) == 0 ? p.table->pgid_of(p.pid) : int32_t(pid) < -1 ? -int32_t(pid) : 0;
   std::pair<int, int> waited;
+  uint64_t cpu_ns = 0;
   {
     Process::BlockingSection unlocked(p);
     const int which = WEXITED | ((options & WUNTRACED) ? WSTOPPED : 0) | int(options & WCONTINUED);
-    waited = p.table->wait(p.pid, int32_t(pid) > 0 ? int32_t(pid) : -1, options & WNOHANG, kicked(p), pgid, true, which);
+    waited = p.table->wait(p.pid, int32_t(pid) > 0 ? int32_t(pid) : -1, options & WNOHANG, kicked(p), pgid, true, which,
+                           &cpu_ns);
   }
   auto [child, status] = waited;
   if (child <= 0) return child;
   if (status_addr && !p.mm().write<int32_t>(status_addr, status)) return -EFAULT;
-  if (rusage_addr) {
-    struct rusage ru{};
-    if (!p.mm().write(rusage_addr, ru)) return -EFAULT;
-  }
+  if (rusage_addr && !p.mm().write(rusage_addr, child_rusage(cpu_ns))) return -EFAULT;
   return child;
 }
 
@@ -302,10 +310,11 @@ KVMS_SYSCALL(waitid) {
   if (idtype == P_PGID && int32_t(id) < 0) return -EINVAL;
   const int pgid = idtype != P_PGID ? 0 : int32_t(id) == 0 ? p.table->pgid_of(p.pid) : int32_t(id);
   std::pair<int, int> waited;
+  uint64_t cpu_ns = 0;
   {
     Process::BlockingSection unlocked(p);
     waited = p.table->wait(p.pid, idtype == P_PID ? int(id) : -1, options & WNOHANG, kicked(p), pgid, !(options & WNOWAIT),
-                           int(options & (WEXITED | WSTOPPED | WCONTINUED)));
+                           int(options & (WEXITED | WSTOPPED | WCONTINUED)), &cpu_ns);
   }
   auto [child, status] = waited;
   if (child < 0) return child;
@@ -326,6 +335,7 @@ KVMS_SYSCALL(waitid) {
     }
   }
   if (info_addr && !p.mm().write(info_addr, info)) return -EFAULT;
+  if (a.a[4] && !p.mm().write(a.a[4], child_rusage(cpu_ns))) return -EFAULT;  // Linux's fifth argument
   return 0;
 }
 

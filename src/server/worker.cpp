@@ -307,6 +307,7 @@ void Worker::reset(bool full) {
   if (config_.ids) p.pid = config_.ids->take();
   p.table = std::make_shared<linux::ProcessTable>(p.pid, config_.ids);
   p.view = p.table->view(p.pid);
+  linux::publish_child_disposition(p);  // the template's SIGCHLD disposition, in the new table
   auto account = std::make_shared<linux::ResourceAccount>(p.limits());
   p.join_account(account);
   if (config_.max_request_memory)

@@ -21,6 +21,7 @@
 #include "kvm/vm.hpp"
 #include "linux/epoll.hpp"
 #include "linux/process_table.hpp"
+#include "linux/signal.hpp"
 #include "linux/syscalls.hpp"
 #include "snapshot/snapshot.hpp"
 
@@ -376,6 +377,7 @@ Loaded load(int fd, const Header& h, const Description& d, const LoadOptions& o)
   p.net_policy = o.net;
   p.table = std::make_shared<linux::ProcessTable>(p.pid);
   p.view = p.table->view(p.pid);
+  linux::publish_child_disposition(p);
   p.fds = linux::FdTable();
   p.fds.set_limit(std::min(d.fd_limit, int(std::min<uint64_t>(o.process.limits.fds, linux::FdTable::kMaxLimit))));
   restore_files(p, d, o);

@@ -126,5 +126,53 @@ TEST(ProcessTableWait, StopAndContinueReports) {
   table.detach_root();
 }
 
+// wait's CPU time of an ended child, and RUSAGE_CHILDREN's sum of the children waited for (not a
+// WNOWAIT peek).
+TEST(ProcessTableWait, WaitedChildrensCpuTime) {
+  ProcessTable table(2);
+  const int child = table.add_child(2, [](const siginfo_t&) {});
+  table.detach(child);
+  table.exited(child, 0, 0, 3'000'000'000);
+  uint64_t cpu = 0;
+  EXPECT_EQ(table.wait(2, child, true, nullptr, 0, false, WEXITED, &cpu).first, child);
+  EXPECT_EQ(cpu, 3'000'000'000u);
+  EXPECT_EQ(table.children_cpu_ns(2), 0u);
+  EXPECT_EQ(table.wait(2, child, true, nullptr, 0, true, WEXITED, &cpu).first, child);
+  EXPECT_EQ(table.children_cpu_ns(2), 3'000'000'000u);
+}
+
+// SIGCHLD ignored (or SA_NOCLDWAIT) in the parent: an ended child is reaped at once, no zombie,
+// nothing for wait (ECHILD) and no CPU time for RUSAGE_CHILDREN.
+TEST(ProcessTableWait, ParentThatReapsItselfLeavesNoZombie) {
+  ProcessTable table(2);
+  table.view(2)->reaps_children = true;
+  const int child = table.add_child(2, [](const siginfo_t&) {});
+  EXPECT_EQ(table.wait(2, -1, true).first, 0);  // running: counted
+  table.detach(child);
+  table.exited(child, 0, 0, 1'000'000);
+  EXPECT_EQ(table.wait(2, -1, true).first, -ECHILD);
+  EXPECT_EQ(table.kill(child, signal_info(0)), -ESRCH);
+  EXPECT_EQ(table.children_cpu_ns(2), 0u);
+}
+
+// Without a subreaper nobody can wait for an orphan, so nothing of it stays: its zombie goes when
+// its parent ends, and a running orphan goes as it ends (init reaps them on Linux).
+TEST(ProcessTableWait, OrphansLeaveNoZombies) {
+  ProcessTable table(2);
+  const int middle = table.add_child(2, [](const siginfo_t&) {});
+  const int zombie = table.add_child(middle, [](const siginfo_t&) {});
+  const int running = table.add_child(middle, [](const siginfo_t&) {});
+  table.detach(zombie);
+  table.exited(zombie, 0);
+  EXPECT_EQ(table.kill(zombie, signal_info(0)), 0);  // a zombie of a running parent stays
+  table.detach(middle);
+  table.exited(middle, 0);
+  EXPECT_EQ(table.kill(zombie, signal_info(0)), -ESRCH);
+  table.detach(running);
+  table.exited(running, 0);
+  EXPECT_EQ(table.kill(running, signal_info(0)), -ESRCH);
+  EXPECT_EQ(table.wait(2, middle, true).first, middle);  // the middle one is still 2's to wait for
+}
+
 }  // namespace
 }  // namespace kvms::linux
