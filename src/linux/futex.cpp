@@ -114,6 +114,21 @@ int64_t futex_deadline(Process& p, uint64_t timeout_addr, bool absolute, bool re
   return 0;
 }
 
+// Sleeps on the process's condition (lk holds the process lock) until done() (0), a kick (-EINTR)
+// or the deadline (-ETIMEDOUT), looking again at least every slice.
+template <typename Done>
+int64_t sleep_until(Process& p, std::unique_lock<std::mutex>& lk, std::chrono::steady_clock::time_point deadline,
+                    std::chrono::milliseconds slice, Done done) {
+  Process::Asleep asleep(p);
+  for (;;) {
+    if (done()) return 0;
+    if (interrupted(p)) return -EINTR;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return -ETIMEDOUT;
+    p.lock.changed.wait_until(lk, std::min(deadline, now + slice));
+  }
+}
+
 int64_t futex_wait(Process& p, uint64_t addr, uint32_t expected, uint32_t bitset, uint64_t timeout_addr, bool absolute,
                    bool realtime, bool shared) {
   if (bitset == 0) return -EINVAL;
@@ -142,21 +157,7 @@ int64_t futex_wait(Process& p, uint64_t addr, uint32_t expected, uint32_t bitset
   } else {
     p.futex_waiters.push_back(&self);
   }
-  int64_t result = 0;
-  Process::Asleep asleep(p);
-  for (;;) {
-    if (self.woken || shared_self.woken) break;
-    if (interrupted(p)) {
-      result = -EINTR;
-      break;
-    }
-    const auto now = std::chrono::steady_clock::now();
-    if (now >= deadline) {
-      result = -ETIMEDOUT;
-      break;
-    }
-    p.lock.changed.wait_until(lk, std::min(deadline, now + slice));
-  }
+  int64_t result = sleep_until(p, lk, deadline, slice, [&] { return self.woken || shared_self.woken; });
   if (key) {
     std::lock_guard<std::mutex> lock(shared_waiters_mutex);
     if (!shared_self.woken) shared_waiters.remove(&shared_self);
@@ -277,28 +278,13 @@ int64_t lock_pi(Process& p, uint64_t addr, uint64_t timeout_addr, bool realtime,
     }
     FutexWaiter self{addr, ~0u, int(tid), false, false, true};
     p.futex_waiters.push_back(&self);
-    int64_t result = 0;
     bool owner_gone = false;
-    {
-      Process::Asleep asleep(p);
-      while (!self.woken) {  // woken: the unlock made the word ours
-        const uint32_t now_owner = __atomic_load_n(word, __ATOMIC_SEQ_CST) & FUTEX_TID_MASK;
-        if (now_owner != 0 && now_owner != tid && !p.threads.count(int(now_owner))) {
-          owner_gone = true;  // it died holding the lock: try again from the top
-          break;
-        }
-        if (interrupted(p)) {
-          result = -EINTR;
-          break;
-        }
-        const auto now = std::chrono::steady_clock::now();
-        if (now >= deadline) {
-          result = -ETIMEDOUT;
-          break;
-        }
-        p.lock.changed.wait_until(lk, std::min(deadline, now + kWaitSlice));
-      }
-    }
+    const int64_t result = sleep_until(p, lk, deadline, kWaitSlice, [&] {
+      if (self.woken) return true;  // the unlock made the word ours
+      const uint32_t now_owner = __atomic_load_n(word, __ATOMIC_SEQ_CST) & FUTEX_TID_MASK;
+      owner_gone = now_owner != 0 && now_owner != tid && !p.threads.count(int(now_owner));
+      return owner_gone;  // it died holding the lock: try again from the top
+    });
     if (self.woken) return 0;
     p.futex_waiters.remove(&self);
     if (!owner_gone) return result;

@@ -6,12 +6,15 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
 #include <initializer_list>
 #include <memory>
 #include <string>
 
 #include "kvm/address_space.hpp"
 #include "kvm/guest_memory.hpp"
+#include "linux/policy.hpp"
 #include "linux/process.hpp"
 #include "linux/syscalls.hpp"
 
@@ -41,6 +44,30 @@ struct GuestScratch {
     int i = 0;
     for (uint64_t v : args) a.a[i++] = v;
     return h(*proc_, a);
+  }
+
+  // A new directory /tmp/kvms-NAME-XXXXXX (empty string on failure, with a test failure).
+  static std::string make_temp_dir(const std::string& name) {
+    std::string tmpl = "/tmp/kvms-" + name + "-XXXXXX";
+    const bool made = mkdtemp(tmpl.data()) != nullptr;
+    EXPECT_TRUE(made) << tmpl;
+    return made ? tmpl : "";
+  }
+  // A guest of 1 GiB with [scratch, scratch + size) mapped read-write as the bump allocator's
+  // region, and its Process under `grants`.
+  void make_guest(uint64_t scratch, uint64_t size, PolicyConfig grants) {
+    mem_ = kvm::GuestMemory::create(1ull << 30, 16 << 20);
+    as_ = std::make_shared<kvm::AddressSpace>(mem_);
+    EXPECT_EQ(as_->map(scratch, size, kvm::kProtRead | kvm::kProtWrite, ""), 0);
+    proc_ = std::make_unique<Process>(as_, std::make_shared<PathPolicy>(std::move(grants)), ProcessConfig{});
+    next_ = scratch;
+    scratch_end_ = scratch + size;
+  }
+  // The guest's Process goes first (it holds host fds in the directory), then the directory.
+  void remove_guest_and(const std::string& dir) {
+    proc_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
   }
 
   std::shared_ptr<kvm::GuestMemory> mem_;

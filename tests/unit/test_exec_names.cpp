@@ -36,29 +36,18 @@ class RecordingHost : public ProcessHost {
 class ExecNames : public ::testing::Test, protected GuestScratch {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/kvms-exec-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = make_temp_dir("exec-test");
     std::ofstream(dir_ + "/prog") << "#!/bin/sh\nexit 0\n";
     ::chmod((dir_ + "/prog").c_str(), 0755);
     std::filesystem::create_symlink(dir_ + "/prog", dir_ + "/link");
-    mem_ = kvm::GuestMemory::create(1ull << 30, 16 << 20);
-    as_ = std::make_shared<kvm::AddressSpace>(mem_);
-    ASSERT_EQ(as_->map(kScratch, kScratchSize, kvm::kProtRead | kvm::kProtWrite, ""), 0);
     PolicyConfig cfg;
     cfg.read = {dir_};
-    proc_ = std::make_unique<Process>(as_, std::make_shared<PathPolicy>(cfg), ProcessConfig{});
+    make_guest(kScratch, kScratchSize, cfg);
     proc_->cwd = dir_;
     proc_->host = &host_;
-    next_ = kScratch;
-    scratch_end_ = kScratch + kScratchSize;
     argv_ = alloc(16);  // {NULL}
   }
-  void TearDown() override {
-    proc_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
+  void TearDown() override { remove_guest_and(dir_); }
   int64_t open(const std::string& path, int flags) { return call(sys_openat, {kFdcwd, str(path), uint64_t(flags), 0}); }
   int64_t execveat(int64_t dirfd, const std::string& path, int flags) {
     host_.asked.reset();

@@ -41,23 +41,15 @@ constexpr uint64_t kFdcwd = static_cast<uint64_t>(AT_FDCWD);
 class FcntlSyscalls : public ::testing::Test, protected GuestScratch {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/kvms-fcntl-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
+    root_ = make_temp_dir("fcntl-test");
     std::ofstream(root_ + "/file") << "data";
-    mem_ = kvm::GuestMemory::create(1ull << 30, 16 << 20);
-    as_ = std::make_shared<kvm::AddressSpace>(mem_);
-    ASSERT_EQ(as_->map(kScratch, kScratchSize, kvm::kProtRead | kvm::kProtWrite, ""), 0);
     PolicyConfig cfg;
     cfg.write = {root_};
-    proc_ = std::make_unique<Process>(as_, std::make_shared<PathPolicy>(cfg), ProcessConfig{});
+    make_guest(kScratch, kScratchSize, cfg);
     proc_->cwd = root_;
-    next_ = kScratch;
   }
   void TearDown() override {
-    proc_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(root_, ec);
+    remove_guest_and(root_);
   }
 
   int64_t open(const std::string& path, int flags, mode_t mode = 0644) {

@@ -31,24 +31,13 @@ constexpr uint64_t kFdcwd = uint64_t(int64_t(AT_FDCWD));
 class WorkerFiles : public ::testing::Test, protected linux::GuestScratch {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/kvms-worker-files-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = make_temp_dir("worker-files");
     std::ofstream(dir_ + "/data") << "0123456789";
-    mem_ = kvm::GuestMemory::create(1ull << 30, 16 << 20);
-    as_ = std::make_shared<kvm::AddressSpace>(mem_);
-    ASSERT_EQ(as_->map(kScratch, kScratchSize, kvm::kProtRead | kvm::kProtWrite, ""), 0);
     PolicyConfig cfg;
     cfg.read = {dir_};
-    proc_ = std::make_unique<Process>(as_, std::make_shared<PathPolicy>(cfg), ProcessConfig{});
-    next_ = kScratch;
-    scratch_end_ = kScratch + kScratchSize;
+    make_guest(kScratch, kScratchSize, cfg);
   }
-  void TearDown() override {
-    proc_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
+  void TearDown() override { remove_guest_and(dir_); }
   int host(const Process& p, int64_t fd) { return p.fds.get(int(fd))->host_fd; }
 
   std::string dir_;
