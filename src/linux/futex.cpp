@@ -259,18 +259,19 @@ int64_t lock_pi(Process& p, uint64_t addr, uint64_t timeout_addr, bool realtime,
     }
   } release_adopted{lk};
   for (;;) {
-    // Take it if it is free, or if its owner is gone without unlocking it (Linux: FUTEX_OWNER_DIED,
-    // EOWNERDEAD); otherwise mark it as waited for.
+    // Free: ours (FUTEX_OWNER_DIED kept: glibc reports EOWNERDEAD from it). Held by a tid this
+    // process has no thread of: ESRCH, as Linux's attach_to_pi_owner. Otherwise waited for.
     uint32_t old = __atomic_load_n(word, __ATOMIC_SEQ_CST);
     const uint32_t owner = old & FUTEX_TID_MASK;
     if (owner == tid) return -EDEADLK;
-    if (owner == 0 || !p.threads.count(int(owner))) {
-      const bool died = owner != 0;
-      const uint32_t next = tid | (old & FUTEX_WAITERS) | (died ? FUTEX_OWNER_DIED : (old & FUTEX_OWNER_DIED));
-      if (!__atomic_compare_exchange_n(word, &old, next, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) continue;
+    if (owner == 0) {
+      if (!__atomic_compare_exchange_n(word, &old, tid | (old & (FUTEX_WAITERS | FUTEX_OWNER_DIED)), false,
+                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        continue;
       p.mm().note_write(*span, 4);
-      return died ? -EOWNERDEAD : 0;
+      return 0;
     }
+    if (!p.threads.count(int(owner))) return -ESRCH;
     if (try_only) return -EAGAIN;
     if (!(old & FUTEX_WAITERS)) {
       if (!__atomic_compare_exchange_n(word, &old, old | FUTEX_WAITERS, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) continue;
@@ -282,12 +283,22 @@ int64_t lock_pi(Process& p, uint64_t addr, uint64_t timeout_addr, bool realtime,
     const int64_t result = sleep_until(p, lk, deadline, kWaitSlice, [&] {
       if (self.woken) return true;  // the unlock made the word ours
       const uint32_t now_owner = __atomic_load_n(word, __ATOMIC_SEQ_CST) & FUTEX_TID_MASK;
-      owner_gone = now_owner != 0 && now_owner != tid && !p.threads.count(int(now_owner));
-      return owner_gone;  // it died holding the lock: try again from the top
+      owner_gone = now_owner == 0 || (now_owner != tid && !p.threads.count(int(now_owner)));
+      return owner_gone;
     });
     if (self.woken) return 0;
     p.futex_waiters.remove(&self);
     if (!owner_gone) return result;
+    // Its owner ended holding it: ours with FUTEX_OWNER_DIED (Linux's exit_pi_state_list hands it
+    // to a waiter so). Released on the way out (a robust list's word is 0): taken from the top.
+    uint32_t now = __atomic_load_n(word, __ATOMIC_SEQ_CST);
+    const uint32_t dead = now & FUTEX_TID_MASK;
+    if (dead != 0 && dead != tid && !p.threads.count(int(dead)) &&
+        __atomic_compare_exchange_n(word, &now, tid | FUTEX_OWNER_DIED | (now & FUTEX_WAITERS), false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST)) {
+      p.mm().note_write(*span, 4);
+      return 0;
+    }
   }
 }
 
