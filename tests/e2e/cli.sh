@@ -94,7 +94,7 @@ out_has environ-allow-all host-secret absent
 check proc-1-absent 1 "No such file or directory" -- "$KVMSERVER" -A run /bin/busybox cat /proc/1/cmdline
 check proc-mounts-absent 1 "No such file or directory" -- "$KVMSERVER" -A run /bin/busybox cat /proc/self/mounts
 check proc-self-lists 0 "" -- "$KVMSERVER" run /bin/busybox ls /proc/self
-expect_out proc-self-lists "$(printf '%s\n' cmdline comm cwd environ exe fd limits maps root stat statm status task)"
+expect_out proc-self-lists "$(printf '%s\n' cmdline comm cwd environ exe fd fdinfo limits maps root stat statm status task)"
 check dev-lists-emulated 0 "" -- "$KVMSERVER" -A run /bin/busybox ls /dev
 expect_out dev-lists-emulated "$(printf '%s\n' fd full null random stderr stdin stdout urandom zero)"
 check dev-kvm-absent 1 "No such file or directory" -- "$KVMSERVER" -A run /bin/busybox cat /dev/kvm
