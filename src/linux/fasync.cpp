@@ -145,7 +145,8 @@ class AsyncWatcher {
       {
         std::lock_guard<std::mutex> lk(registry_->mutex);
         for (int i = 0; i < n; ++i) {
-          auto it = registry_->entries.find(evs[i].data.u64);
+          const uint64_t id = evs[i].data.u64;  // (epoll_event is packed: no reference to its field)
+          auto it = registry_->entries.find(id);
           if (it == registry_->entries.end()) continue;  // the wake-up, or a watch that went
           epoll_event inner[4];
           const int got = ::epoll_wait(it->second.inner, inner, 4, 0);
